@@ -1,0 +1,228 @@
+//! The engine handle: the SDK's public entry point (the seed's `ZegoExpressEngine`).
+//!
+//! `Engine::create(profile)` starts one tokio runtime; every call returns at once and its result
+//! comes back as an [`Event`] on [`Engine::events`]. Destroying the engine (or dropping it) logs
+//! out of every room and releases everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, ErrorCode};
+use crate::protocol::User;
+use crate::room::connection::{Command, Connection, ConnectionSettings, EventSink};
+use crate::room::events::Event;
+use crate::room::machine::RoomConfig;
+use crate::signal::normalize_url;
+use crate::token::AppSign;
+
+/// The seed's `ZegoScenario`: what the engine is tuned for. Numbers as ZEGO's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Scenario {
+    /// The seed's example uses this.
+    #[default]
+    General = 0,
+    /// Two-way calls.
+    Communication = 1,
+    /// Live streaming.
+    Live = 2,
+    /// Defaults suitable for most apps.
+    Default = 3,
+    /// Standard-quality video calls.
+    StandardVideoCall = 4,
+    /// High-quality video calls.
+    HighQualityVideoCall = 5,
+    /// Standard voice chat rooms.
+    StandardChatroom = 6,
+    /// High-quality voice chat rooms.
+    HighQualityChatroom = 7,
+    /// One host broadcasting to many (ultra-low-latency live).
+    Broadcast = 8,
+    /// Karaoke.
+    Karaoke = 9,
+}
+
+/// How to create an engine: the seed's `createEngineWithProfile` profile, plus timeouts.
+#[derive(Clone, Debug)]
+pub struct EngineProfile {
+    /// The app ID the relay knows.
+    pub app_id: u32,
+    /// The app sign (64 hex characters), or empty to log in with tokens only.
+    pub app_sign: String,
+    /// What the engine is tuned for.
+    pub scenario: Scenario,
+    /// The relay, `ws://host:port`.
+    pub server: String,
+    /// How long a first login may wait for an unreachable relay before LOGIN_FAILED.
+    pub login_timeout: Duration,
+    /// How long to keep reconnecting before RECONNECT_FAILED.
+    pub reconnect_timeout: Duration,
+    /// How long a request may wait for its answer before the link counts as dead.
+    pub request_timeout: Duration,
+}
+
+impl Default for EngineProfile {
+    fn default() -> Self {
+        EngineProfile {
+            app_id: 0,
+            app_sign: String::new(),
+            scenario: Scenario::General,
+            server: "ws://127.0.0.1:7880".into(),
+            login_timeout: Duration::from_secs(10),
+            reconnect_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Undrained events the engine keeps before it drops new ones (and counts them).
+const EVENT_CAPACITY: usize = 65_536;
+/// Calls queued for the engine task.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// The SDK engine. Create one per app; log into any number of rooms with it.
+pub struct Engine {
+    profile: EngineProfile,
+    commands: mpsc::Sender<Command>,
+    events: crossbeam_channel::Receiver<Event>,
+    sink: EventSink,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Engine {
+    /// Creates an engine. Fails at once only for an invalid profile; everything else is
+    /// reported as events.
+    pub fn create(profile: EngineProfile) -> Result<Engine, EngineError> {
+        let url = normalize_url(&profile.server)?;
+        let app_sign = if profile.app_sign.is_empty() {
+            None
+        } else {
+            if AppSign::from_hex(&profile.app_sign).is_none() {
+                return Err(EngineError::InvalidProfile(
+                    "app sign must be 64 hex characters".into(),
+                ));
+            }
+            Some(profile.app_sign.clone())
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("onair-engine")
+            .enable_all()
+            .build()?;
+        let (sink, events) = EventSink::new(EVENT_CAPACITY);
+        let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let settings = ConnectionSettings {
+            url,
+            app_id: profile.app_id,
+            app_sign,
+            login_timeout: profile.login_timeout,
+            reconnect_timeout: profile.reconnect_timeout,
+            request_timeout: profile.request_timeout,
+        };
+        runtime.spawn(Connection::new(settings, sink.clone(), rx).run());
+        Ok(Engine {
+            profile,
+            commands,
+            events,
+            sink,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The profile the engine was created with.
+    pub fn profile(&self) -> &EngineProfile {
+        &self.profile
+    }
+
+    /// The event receiver: drain it (for example once per UI frame).
+    pub fn events(&self) -> &crossbeam_channel::Receiver<Event> {
+        &self.events
+    }
+
+    /// Calls `f` after every event, from the engine's thread: use it to wake a UI
+    /// (`ctx.request_repaint()`). Keep it cheap and non-blocking.
+    pub fn set_event_notifier(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.sink.set_notifier(Some(Arc::new(f)));
+    }
+
+    /// Events dropped because they were not drained (should stay 0).
+    pub fn dropped_events(&self) -> u64 {
+        self.sink.dropped()
+    }
+
+    fn command(&self, api: &'static str, cmd: Command) {
+        if let Err(e) = self.commands.try_send(cmd) {
+            let code = match e {
+                mpsc::error::TrySendError::Full(_) => ErrorCode::CommandQueueFull,
+                mpsc::error::TrySendError::Closed(_) => ErrorCode::EngineDestroyed,
+            };
+            self.sink.emit(Event::ApiCalledResult {
+                api,
+                error_code: code.code(),
+                message: code.cause().into(),
+            });
+        }
+    }
+
+    /// Logs into `room_id` (created on first login). Reports LOGINING, then LOGINED with the
+    /// room's users and streams as Add updates, or LOGIN_FAILED with a code.
+    pub fn login_room(&self, room_id: &str, user: User, config: RoomConfig) {
+        self.command(
+            "login_room",
+            Command::Login {
+                room_id: room_id.to_string(),
+                user,
+                config,
+            },
+        );
+    }
+
+    /// Logs out of `room_id`: reports LOGOUT (or LOGOUT_FAILED if not logged in).
+    pub fn logout_room(&self, room_id: &str) {
+        self.command(
+            "logout_room",
+            Command::Logout {
+                room_id: room_id.to_string(),
+            },
+        );
+    }
+
+    /// Logs out of every room.
+    pub fn logout_all_rooms(&self) {
+        self.command("logout_all_rooms", Command::LogoutAll);
+    }
+
+    /// Drops the signaling connection as a network failure would; the engine reconnects by
+    /// itself. For tests and for trying the reconnect path by hand.
+    pub fn simulate_network_drop(&self) {
+        self.command("simulate_network_drop", Command::DropConnection);
+    }
+
+    /// Logs out of every room (waiting briefly for the relay to confirm) and stops the engine.
+    pub fn destroy(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self
+            .commands
+            .try_send(Command::Shutdown { done: done_tx })
+            .is_ok()
+        {
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        }
+        runtime.shutdown_background();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

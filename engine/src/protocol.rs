@@ -1,0 +1,286 @@
+//! The signaling protocol between engine and relay: JSON over WebSocket, one message per frame.
+//!
+//! Every client request is `{"id": N, "type": "...", ...}` and gets exactly one
+//! `{"type":"response","id":N, "result"|"error": ...}`. The relay also pushes events
+//! (`user_update`, `stream_update`, `kicked`, `goodbye`) that carry no id. Requests are
+//! internally tagged by `type`, so publish/play negotiation (SDP offer/answer, trickled ICE) adds
+//! variants without changing the envelope. [`PROTOCOL_VERSION`] is checked in `hello`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+
+/// The signaling protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A user as the seed defines one: an ID unique within the app, and a display name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct User {
+    /// Unique within the app; letters, digits, `-_.`, at most 64 bytes.
+    pub user_id: String,
+    /// Free text, at most 256 bytes.
+    #[serde(default)]
+    pub user_name: String,
+}
+
+impl User {
+    /// A user whose name is its ID.
+    pub fn new(user_id: impl Into<String>) -> Self {
+        let user_id = user_id.into();
+        Self {
+            user_name: user_id.clone(),
+            user_id,
+        }
+    }
+}
+
+/// A stream being published in a room, as room members see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// Unique within the app; letters, digits, `-_.`, at most 256 bytes.
+    pub stream_id: String,
+    /// Who publishes it.
+    pub user: User,
+    /// Free text the publisher attached, at most 1024 bytes.
+    #[serde(default)]
+    pub extra_info: String,
+    /// When the relay registered it, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub since_unix_ms: u64,
+}
+
+/// What a resuming connection presents to take its old session back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeTicket {
+    /// The session to resume.
+    pub session_id: u64,
+    /// The secret the relay handed out with that session.
+    pub secret: String,
+}
+
+/// A client request with its correlation id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; echoed in the response.
+    pub id: u64,
+    /// What is asked.
+    #[serde(flatten)]
+    pub body: RequestBody,
+}
+
+/// What a client can ask of the relay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// First message on a connection: protocol version and app; optionally resume a session.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The app this connection belongs to.
+        app_id: u32,
+        /// Resume an earlier session of this client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeTicket>,
+    },
+    /// Log into a room (created on first login). Logging into a room this session is already in,
+    /// as the same user, is a resync: it answers with the room's current users and streams.
+    Login {
+        /// The room.
+        room_id: String,
+        /// Who logs in.
+        user: User,
+        /// An HS256 JWT minted with the app sign (preferred).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// The app sign itself, where the app allows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app_sign: Option<String>,
+        /// Receive `user_update` events for this room.
+        #[serde(default)]
+        is_user_status_notify: bool,
+    },
+    /// Leave a room; its streams from this session end at once.
+    Logout {
+        /// The room.
+        room_id: String,
+    },
+    /// Keep the session alive.
+    Heartbeat,
+    /// Register a stream in a room (the stream-ID uniqueness rule is enforced here).
+    Publish {
+        /// The room, which this session must be in.
+        room_id: String,
+        /// Unique within the app.
+        stream_id: String,
+        /// Free text shown to players.
+        #[serde(default)]
+        extra_info: String,
+    },
+    /// End a stream this session publishes.
+    StopPublish {
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+impl RequestBody {
+    /// The `type` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestBody::Hello { .. } => "hello",
+            RequestBody::Login { .. } => "login",
+            RequestBody::Logout { .. } => "logout",
+            RequestBody::Heartbeat => "heartbeat",
+            RequestBody::Publish { .. } => "publish",
+            RequestBody::StopPublish { .. } => "stop_publish",
+        }
+    }
+}
+
+/// Add or delete, as in the seed's `ZegoUpdateType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateType {
+    /// Users joined or streams started.
+    Add = 0,
+    /// Users left or streams ended.
+    Delete = 1,
+}
+
+/// A successful response's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResponseBody {
+    /// `hello` accepted.
+    Hello {
+        /// This session's ID.
+        session_id: u64,
+        /// Secret for resuming this session after a reconnect.
+        resume_secret: String,
+        /// Whether an earlier session was resumed.
+        resumed: bool,
+        /// How often the client should send `heartbeat`.
+        heartbeat_interval_ms: u64,
+        /// After this long without hearing from the client the relay removes the session.
+        heartbeat_timeout_ms: u64,
+        /// The relay's version string.
+        server: String,
+    },
+    /// `login` accepted: the room as it is now, without this user and its own streams.
+    Login {
+        /// The room.
+        room_id: String,
+        /// Other users in the room.
+        users: Vec<User>,
+        /// Streams in the room published by others.
+        streams: Vec<StreamInfo>,
+    },
+    /// `publish` accepted.
+    Publish {
+        /// The stream as registered.
+        stream: StreamInfo,
+    },
+    /// Done, nothing to return.
+    Done,
+}
+
+/// Everything the relay sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The one answer to a request.
+    Response {
+        /// The request's id; `null` if the request was too broken to read one.
+        id: Option<u64>,
+        /// Set on success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<ResponseBody>,
+        /// Set on failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<WireError>,
+    },
+    /// Users joined or left a room (only sent where `is_user_status_notify` was set).
+    UserUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update_type: UpdateType,
+        /// Who.
+        users: Vec<User>,
+    },
+    /// Streams started or ended in a room.
+    StreamUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update_type: UpdateType,
+        /// Which.
+        streams: Vec<StreamInfo>,
+    },
+    /// This session was removed from a room by the relay.
+    Kicked {
+        /// The room.
+        room_id: String,
+        /// Why, as an error code (1002050: same user logged in elsewhere).
+        code: u32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The relay is closing this connection and tells why.
+    Goodbye {
+        /// Why, as an error code.
+        code: u32,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl ServerMessage {
+    /// A success response.
+    pub fn ok(id: u64, result: ResponseBody) -> Self {
+        ServerMessage::Response {
+            id: Some(id),
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// An error response.
+    pub fn err(id: Option<u64>, error: WireError) -> Self {
+        ServerMessage::Response {
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_shape() {
+        let r = Request {
+            id: 7,
+            body: RequestBody::Logout {
+                room_id: "r1".into(),
+            },
+        };
+        let json = serde_json::to_string(&r).expect("serialize");
+        assert_eq!(json, r#"{"id":7,"type":"logout","room_id":"r1"}"#);
+        let back: Request = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, r);
+        let hb: Request = serde_json::from_str(r#"{"id":1,"type":"heartbeat"}"#).expect("parse");
+        assert_eq!(hb.body, RequestBody::Heartbeat);
+    }
+
+    #[test]
+    fn response_wire_shape() {
+        let m = ServerMessage::ok(3, ResponseBody::Done);
+        assert_eq!(
+            serde_json::to_string(&m).expect("serialize"),
+            r#"{"type":"response","id":3,"result":{"kind":"done"}}"#
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! The relay's I/O: an axum HTTP server with the `/ws` signaling endpoint, `/metrics` and
+//! `/healthz`, feeding the sans-I/O [`RelayState`] under one short-held lock.
+//!
+//! Each connection has a reader (this task) and a writer task fed by a bounded queue. A client
+//! that stops reading fills its queue and is disconnected, never slowing anyone else down. No lock
+//! is held across an `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::relay::config::RelayConfig;
+use crate::relay::metrics;
+use crate::relay::state::{ConnId, Output, RelayState};
+
+/// Messages queued for one connection before it counts as a slow consumer.
+const OUT_QUEUE: usize = 1024;
+
+enum Outgoing {
+    Text(Utf8Bytes),
+    Close(u16, String),
+}
+
+struct ConnHandle {
+    tx: mpsc::Sender<Outgoing>,
+    kill: Arc<Notify>,
+}
+
+struct Inner {
+    state: RelayState,
+    conns: HashMap<ConnId, ConnHandle>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    shutdown: watch::Receiver<bool>,
+    transport_limit: usize,
+}
+
+impl Shared {
+    /// Runs `f` on the state under the lock and delivers what it returns.
+    fn with_state(&self, f: impl FnOnce(&mut RelayState) -> Vec<Output>) {
+        let mut inner = self.inner.lock();
+        let outputs = f(&mut inner.state);
+        deliver(&inner.conns, outputs);
+    }
+}
+
+fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) {
+    for output in outputs {
+        match output {
+            Output::Send { to, msg } => {
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => Utf8Bytes::from(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serialise a server message");
+                        continue;
+                    }
+                };
+                for conn in to {
+                    if let Some(h) = conns.get(&conn)
+                        && h.tx.try_send(Outgoing::Text(text.clone())).is_err()
+                    {
+                        tracing::warn!(conn, "slow consumer: disconnecting");
+                        h.kill.notify_one();
+                    }
+                }
+            }
+            Output::Close { conn, code } => {
+                if let Some(h) = conns.get(&conn) {
+                    // 1008 policy violation for abuse, 1001 going away otherwise.
+                    let ws_code = if code == crate::error::ErrorCode::AbuseClosed {
+                        1008
+                    } else {
+                        1001
+                    };
+                    if h.tx
+                        .try_send(Outgoing::Close(ws_code, code.name().into()))
+                        .is_err()
+                    {
+                        h.kill.notify_one();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running relay inside a tokio runtime.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    serve_task: JoinHandle<()>,
+    tick_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `listen` (port 0 for an ephemeral port) and starts serving `config`.
+    pub async fn start(config: RelayConfig, listen: SocketAddr) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let tick_every =
+            Duration::from_millis((config.limits.heartbeat_timeout_ms / 4).clamp(20, 1000));
+        let transport_limit = config
+            .limits
+            .max_message_bytes
+            .saturating_mul(4)
+            .max(64 * 1024);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                state: RelayState::new(config),
+                conns: HashMap::new(),
+            }),
+            shutdown: shutdown_rx.clone(),
+            transport_limit,
+        });
+        let app = Router::new()
+            .route("/ws", get(ws_upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_page))
+            .route(
+                "/",
+                get(|| async { "onair relay: signaling WebSocket at /ws, metrics at /metrics\n" }),
+            )
+            .with_state(shared.clone());
+        let mut serve_shutdown = shutdown_rx.clone();
+        let serve_task = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = serve_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "relay HTTP server failed");
+            }
+        });
+        let tick_shared = shared.clone();
+        let mut tick_shutdown = shutdown_rx;
+        let tick_task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick_every);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => tick_shared.with_state(|s| s.tick(Instant::now())),
+                    _ = tick_shutdown.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
+        tracing::info!(%addr, "relay listening");
+        Ok(Server {
+            addr,
+            shared,
+            shutdown_tx,
+            serve_task,
+            tick_task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signaling URL engines connect to, `ws://addr/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The `/metrics` text, as served.
+    pub fn metrics_text(&self) -> String {
+        let inner = self.shared.inner.lock();
+        metrics::render(&inner.state.counters, &inner.state.gauges())
+    }
+
+    /// Says goodbye to every client, closes every connection and frees the port.
+    pub async fn shutdown(self) {
+        self.shared.with_state(|s| s.shutdown());
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.serve_task).await;
+        self.tick_task.abort();
+        // Wait until every connection task has finished, so the clients see the close.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.shared.inner.lock().conns.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
+    let body = {
+        let inner = shared.inner.lock();
+        metrics::render(&inner.state.counters, &inner.state.gauges())
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    let limit = shared.transport_limit;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection(socket, shared))
+}
+
+async fn connection(socket: WebSocket, shared: Arc<Shared>) {
+    if *shared.shutdown.borrow() {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUT_QUEUE);
+    let kill = Arc::new(Notify::new());
+    let conn = {
+        let mut inner = shared.inner.lock();
+        let id = inner.state.open_conn(Instant::now());
+        inner.conns.insert(
+            id,
+            ConnHandle {
+                tx,
+                kill: kill.clone(),
+            },
+        );
+        id
+    };
+    let mut writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Text(text) => {
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from(reason),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let mut writer_done = false;
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    shared.with_state(|s| s.on_text(conn, text.as_str(), Instant::now()));
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    shared.with_state(|s| s.on_binary(conn, Instant::now()));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(conn, error = %e, "signaling connection error");
+                    break;
+                }
+            },
+            _ = kill.notified() => break,
+            _ = &mut writer => { writer_done = true; break; }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    {
+        let mut inner = shared.inner.lock();
+        inner.state.close_conn(conn, Instant::now());
+        inner.conns.remove(&conn);
+    }
+    // The queue's sender is gone: the writer flushes what is queued (a goodbye) and ends.
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// A relay with its own runtime, for programs that are not async: the studio embeds one and
+/// tests start many. Stops when dropped.
+pub struct EmbeddedRelay {
+    server: Option<Server>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl EmbeddedRelay {
+    /// Starts a relay on `listen` (port 0 for an ephemeral port).
+    pub fn start(config: RelayConfig, listen: SocketAddr) -> std::io::Result<EmbeddedRelay> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("onair-relay")
+            .enable_all()
+            .build()?;
+        let server = runtime.block_on(Server::start(config, listen))?;
+        Ok(EmbeddedRelay {
+            server: Some(server),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |s| s.local_addr())
+    }
+
+    /// The signaling URL, `ws://addr/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.local_addr())
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| s.metrics_text())
+            .unwrap_or_default()
+    }
+
+    /// Stops the relay and frees its port.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let (Some(server), Some(rt)) = (self.server.take(), self.runtime.as_ref()) {
+            rt.block_on(server.shutdown());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for EmbeddedRelay {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}

@@ -1,0 +1,1006 @@
+//! The relay's room state machine: apps, sessions, rooms, users and the stream registry.
+//!
+//! Sans-I/O: it owns no sockets, tasks or clocks. The server glue feeds it connection events and
+//! message text with the current time, and sends the [`Output`]s it returns. Every rule of the
+//! seed's cloud lives here: rooms made on first login and gone when empty, events only to a
+//! room's own members, user updates only where `is_user_status_notify` was set, stream IDs unique
+//! per app, the same user logging in again kicks the older session, silent sessions expire.
+//! It must never panic on input: every failure is an error response with a code.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorCode, WireError};
+use crate::ids;
+use crate::protocol::{
+    PROTOCOL_VERSION, Request, RequestBody, ResponseBody, ServerMessage, StreamInfo, UpdateType,
+    User,
+};
+use crate::relay::config::{AppConfig, Limits, RelayConfig};
+use crate::token;
+
+/// One WebSocket connection, numbered by the glue's [`RelayState::open_conn`].
+pub type ConnId = u64;
+/// One logical client session; outlives a dropped connection until its heartbeat timeout.
+pub type SessionId = u64;
+
+/// What the glue must do after feeding the state machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send `msg` to each connection in `to`.
+    Send {
+        /// Recipients.
+        to: Vec<ConnId>,
+        /// The message, serialised once by the glue.
+        msg: ServerMessage,
+    },
+    /// Close a connection (after sending what was queued before).
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent (one per recipient).
+    pub messages_out: u64,
+    /// Errors by code (responses, kicks and goodbyes).
+    pub errors_by_code: BTreeMap<u32, u64>,
+    /// Successful logins.
+    pub logins: u64,
+    /// Sessions removed for missed heartbeats.
+    pub heartbeat_timeouts: u64,
+}
+
+/// Current sizes for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Open connections.
+    pub connections: usize,
+    /// Live sessions (connected or waiting to be resumed).
+    pub sessions: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Users in rooms.
+    pub users: usize,
+    /// Streams published.
+    pub streams: usize,
+}
+
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct Conn {
+    session: Option<SessionId>,
+    bucket: TokenBucket,
+    consecutive_errors: u32,
+    opened: Instant,
+}
+
+struct Membership {
+    user: User,
+    notify: bool,
+    can_publish: bool,
+    streams: BTreeSet<String>,
+}
+
+struct Session {
+    app_id: u32,
+    secret: String,
+    conn: Option<ConnId>,
+    last_seen: Instant,
+    rooms: BTreeMap<String, Membership>,
+}
+
+#[derive(Default)]
+struct Room {
+    /// user ID → the session that user is in this room from.
+    members: HashMap<String, SessionId>,
+    streams: BTreeMap<String, StreamInfo>,
+}
+
+struct App {
+    config: AppConfig,
+    rooms: HashMap<String, Room>,
+    /// stream ID → (owner session, room ID): the app-wide uniqueness registry.
+    stream_owner: HashMap<String, (SessionId, String)>,
+}
+
+/// The whole relay's signaling state.
+pub struct RelayState {
+    limits: Limits,
+    apps: HashMap<u32, App>,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionId, Session>,
+    next_conn: ConnId,
+    next_session: SessionId,
+    /// Counters for `/metrics`.
+    pub counters: Counters,
+}
+
+type Reply = Result<ResponseBody, WireError>;
+
+fn err(code: ErrorCode, message: impl Into<String>) -> WireError {
+    WireError::new(code, message)
+}
+
+impl RelayState {
+    /// A relay serving `config`'s apps.
+    pub fn new(config: RelayConfig) -> Self {
+        RelayState {
+            limits: config.limits,
+            apps: config
+                .apps
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.app_id,
+                        App {
+                            config: c,
+                            rooms: HashMap::new(),
+                            stream_owner: HashMap::new(),
+                        },
+                    )
+                })
+                .collect(),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            next_conn: 1,
+            next_session: 1,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A new connection opened.
+    pub fn open_conn(&mut self, now: Instant) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                session: None,
+                bucket: TokenBucket {
+                    tokens: self.limits.request_burst,
+                    last: now,
+                },
+                consecutive_errors: 0,
+                opened: now,
+            },
+        );
+        id
+    }
+
+    /// A connection closed. Its session stays until the heartbeat timeout so it can be resumed;
+    /// if it never comes back it is removed then, with its streams, and its rooms are told.
+    pub fn close_conn(&mut self, conn: ConnId, now: Instant) {
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(sid) = c.session
+            && let Some(s) = self.sessions.get_mut(&sid)
+            && s.conn == Some(conn)
+        {
+            s.conn = None;
+            s.last_seen = now;
+        }
+    }
+
+    /// Sizes for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            ..Gauges::default()
+        };
+        for app in self.apps.values() {
+            g.rooms += app.rooms.len();
+            g.streams += app.stream_owner.len();
+            g.users += app.rooms.values().map(|r| r.members.len()).sum::<usize>();
+        }
+        g
+    }
+
+    /// A binary frame arrived: the protocol is text only.
+    pub fn on_binary(&mut self, conn: ConnId, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.counters.messages_in += 1;
+        self.reply(
+            conn,
+            None,
+            Err(err(
+                ErrorCode::MalformedMessage,
+                "binary frames are not accepted",
+            )),
+            now,
+            &mut out,
+        );
+        out
+    }
+
+    /// A text message arrived on `conn`.
+    pub fn on_text(&mut self, conn: ConnId, text: &str, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return out;
+        };
+        self.counters.messages_in += 1;
+        if let Some(s) = c.session.and_then(|sid| self.sessions.get_mut(&sid)) {
+            s.last_seen = now;
+        }
+        // Token bucket: refill, then take one.
+        let b = &mut c.bucket;
+        let refill =
+            now.saturating_duration_since(b.last).as_secs_f64() * self.limits.requests_per_second;
+        b.tokens = (b.tokens + refill).min(self.limits.request_burst);
+        b.last = now;
+        let limited = if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            false
+        } else {
+            true
+        };
+
+        if text.len() > self.limits.max_message_bytes {
+            let e = err(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "message of {} bytes exceeds the limit of {} bytes",
+                    text.len(),
+                    self.limits.max_message_bytes
+                ),
+            );
+            self.reply(conn, None, Err(e), now, &mut out);
+            return out;
+        }
+        let request: Request = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                // Answer with the id if the message has a readable one.
+                let id = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_u64()));
+                let mut message = e.to_string();
+                message.truncate(200);
+                self.reply(
+                    conn,
+                    id,
+                    Err(err(ErrorCode::MalformedMessage, message)),
+                    now,
+                    &mut out,
+                );
+                return out;
+            }
+        };
+        if limited {
+            let e = err(ErrorCode::RateLimited, "too many requests; slow down");
+            self.reply(conn, Some(request.id), Err(e), now, &mut out);
+            return out;
+        }
+        let result = self.dispatch(conn, request.body, now, &mut out);
+        self.reply(conn, Some(request.id), result, now, &mut out);
+        out
+    }
+
+    /// Removes sessions and connections that have been silent too long.
+    pub fn tick(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let timeout = Duration::from_millis(self.limits.heartbeat_timeout_ms);
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in expired {
+            self.counters.heartbeat_timeouts += 1;
+            tracing::info!(session = sid, "session removed after heartbeat timeout");
+            self.remove_session(sid, Some(ErrorCode::HeartbeatTimeout), &mut out);
+        }
+        // Connections that never said hello.
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.session.is_none() && now.saturating_duration_since(c.opened) > timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in silent {
+            self.goodbye(
+                conn,
+                ErrorCode::HeartbeatTimeout,
+                "no hello in time",
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// The relay is stopping: say goodbye to every connection.
+    pub fn shutdown(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.goodbye(
+                conn,
+                ErrorCode::ServerShuttingDown,
+                "relay shutting down",
+                &mut out,
+            );
+        }
+        out
+    }
+
+    fn send(&mut self, to: Vec<ConnId>, msg: ServerMessage, out: &mut Vec<Output>) {
+        if to.is_empty() {
+            return;
+        }
+        self.counters.messages_out += to.len() as u64;
+        out.push(Output::Send { to, msg });
+    }
+
+    fn count_error(&mut self, code: u32) {
+        *self.counters.errors_by_code.entry(code).or_default() += 1;
+    }
+
+    fn goodbye(&mut self, conn: ConnId, code: ErrorCode, reason: &str, out: &mut Vec<Output>) {
+        self.count_error(code.code());
+        self.send(
+            vec![conn],
+            ServerMessage::Goodbye {
+                code: code.code(),
+                reason: reason.into(),
+            },
+            out,
+        );
+        out.push(Output::Close { conn, code });
+        if let Some(sid) = self.conns.get_mut(&conn).and_then(|c| c.session.take())
+            && let Some(s) = self.sessions.get_mut(&sid)
+            && s.conn == Some(conn)
+        {
+            s.conn = None;
+        }
+    }
+
+    fn reply(
+        &mut self,
+        conn: ConnId,
+        id: Option<u64>,
+        result: Reply,
+        _now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        match result {
+            Ok(body) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.consecutive_errors = 0;
+                }
+                // A reply to a well-formed request always has an id.
+                self.send(vec![conn], ServerMessage::ok(id.unwrap_or(0), body), out);
+            }
+            Err(e) => {
+                self.count_error(e.code);
+                self.send(vec![conn], ServerMessage::err(id, e), out);
+                let abusive = self.conns.get_mut(&conn).is_some_and(|c| {
+                    c.consecutive_errors += 1;
+                    c.consecutive_errors >= self.limits.max_consecutive_errors
+                });
+                if abusive {
+                    tracing::warn!(conn, "closing connection after repeated errors");
+                    self.goodbye(
+                        conn,
+                        ErrorCode::AbuseClosed,
+                        "too many errors in a row",
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        conn: ConnId,
+        body: RequestBody,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let session = self.conns.get(&conn).and_then(|c| c.session);
+        match (body, session) {
+            (
+                RequestBody::Hello {
+                    protocol,
+                    app_id,
+                    resume,
+                },
+                None,
+            ) => self.hello(conn, protocol, app_id, resume, now, out),
+            (RequestBody::Hello { .. }, Some(_)) => Err(err(
+                ErrorCode::OutOfOrder,
+                "hello was already accepted on this connection",
+            )),
+            (_, None) => Err(err(ErrorCode::OutOfOrder, "send hello first")),
+            (RequestBody::Heartbeat, Some(_)) => Ok(ResponseBody::Done),
+            (
+                RequestBody::Login {
+                    room_id,
+                    user,
+                    token,
+                    app_sign,
+                    is_user_status_notify,
+                },
+                Some(sid),
+            ) => self.login(
+                sid,
+                room_id,
+                user,
+                token,
+                app_sign,
+                is_user_status_notify,
+                out,
+            ),
+            (RequestBody::Logout { room_id }, Some(sid)) => {
+                if !self
+                    .sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.rooms.contains_key(&room_id))
+                {
+                    return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
+                }
+                self.leave_room(sid, &room_id, out);
+                Ok(ResponseBody::Done)
+            }
+            (
+                RequestBody::Publish {
+                    room_id,
+                    stream_id,
+                    extra_info,
+                },
+                Some(sid),
+            ) => self.publish(sid, room_id, stream_id, extra_info, out),
+            (RequestBody::StopPublish { stream_id }, Some(sid)) => {
+                self.stop_publish(sid, &stream_id, out)
+            }
+        }
+    }
+
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        protocol: u32,
+        app_id: u32,
+        resume: Option<crate::protocol::ResumeTicket>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        if protocol != PROTOCOL_VERSION {
+            return Err(err(
+                ErrorCode::ProtocolVersionUnsupported,
+                format!("this relay speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
+            ));
+        }
+        if !self.apps.contains_key(&app_id) {
+            return Err(err(
+                ErrorCode::UnknownApp,
+                format!("app {app_id} is not configured"),
+            ));
+        }
+        let resumable = resume.and_then(|t| {
+            let s = self.sessions.get(&t.session_id)?;
+            (s.app_id == app_id && s.secret == t.secret).then_some(t.session_id)
+        });
+        let (sid, resumed) = match resumable {
+            Some(sid) => {
+                let old_conn = self.sessions.get(&sid).and_then(|s| s.conn);
+                if let Some(old) = old_conn.filter(|old| *old != conn) {
+                    self.goodbye(
+                        old,
+                        ErrorCode::SessionSuperseded,
+                        "session resumed elsewhere",
+                        out,
+                    );
+                }
+                (sid, true)
+            }
+            None => {
+                let sid = self.next_session;
+                self.next_session += 1;
+                self.sessions.insert(
+                    sid,
+                    Session {
+                        app_id,
+                        secret: hex::encode(rand::random::<[u8; 16]>()),
+                        conn: None,
+                        last_seen: now,
+                        rooms: BTreeMap::new(),
+                    },
+                );
+                (sid, false)
+            }
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        s.conn = Some(conn);
+        s.last_seen = now;
+        let secret = s.secret.clone();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid);
+        }
+        Ok(ResponseBody::Hello {
+            session_id: sid,
+            resume_secret: secret,
+            resumed,
+            heartbeat_interval_ms: self.limits.heartbeat_interval_ms,
+            heartbeat_timeout_ms: self.limits.heartbeat_timeout_ms,
+            server: concat!("onair-relay/", env!("CARGO_PKG_VERSION")).into(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn login(
+        &mut self,
+        sid: SessionId,
+        room_id: String,
+        user: User,
+        token: Option<String>,
+        app_sign: Option<String>,
+        notify: bool,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let code_err = |c: ErrorCode, what: &str| err(c, what.to_string());
+        ids::check_room_id(&room_id).map_err(|c| code_err(c, "invalid room ID"))?;
+        ids::check_user_id(&user.user_id).map_err(|c| code_err(c, "invalid user ID"))?;
+        ids::check_user_name(&user.user_name).map_err(|c| code_err(c, "user name too long"))?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let app_id = session.app_id;
+        let Some(app) = self.apps.get(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+
+        // Authenticate (again, on a resync: a token may have expired meanwhile).
+        let can_publish = match (&token, &app_sign) {
+            (Some(t), _) => {
+                let claims = token::verify(t, &app.config.app_sign, token::unix_now())
+                    .and_then(|c| c.check_login(app_id, &user.user_id, &room_id).map(|()| c))
+                    .map_err(|e| err(e.code(), e.to_string()))?;
+                claims.privilege.publish
+            }
+            (None, Some(sign)) => {
+                if !app.config.allow_app_sign {
+                    return Err(err(
+                        ErrorCode::AppSignNotAllowed,
+                        "this app accepts tokens only",
+                    ));
+                }
+                if !app.config.app_sign.matches_hex(sign) {
+                    return Err(err(ErrorCode::AppSignInvalid, "app sign does not match"));
+                }
+                true
+            }
+            (None, None) => {
+                return Err(err(
+                    ErrorCode::NoCredentials,
+                    "login needs a token or the app sign",
+                ));
+            }
+        };
+
+        // Already in this room on this session: a resync.
+        if let Some(m) = session.rooms.get(&room_id) {
+            if m.user.user_id != user.user_id {
+                return Err(err(
+                    ErrorCode::RoomUserConflict,
+                    "this connection is in the room as another user",
+                ));
+            }
+            let snapshot = self.snapshot(app_id, &room_id, sid);
+            if let Some(m) = self
+                .sessions
+                .get_mut(&sid)
+                .and_then(|s| s.rooms.get_mut(&room_id))
+            {
+                m.notify = notify;
+                m.can_publish = can_publish;
+            }
+            return Ok(snapshot);
+        }
+
+        if session.rooms.len() >= self.limits.max_rooms_per_session {
+            return Err(err(
+                ErrorCode::TooManyRoomsForSession,
+                format!(
+                    "at most {} rooms per connection",
+                    self.limits.max_rooms_per_session
+                ),
+            ));
+        }
+        let existing = app.rooms.get(&room_id);
+        let previous = existing.and_then(|r| r.members.get(&user.user_id).copied());
+        match existing {
+            None if app.rooms.len() >= self.limits.max_rooms_per_app => {
+                return Err(err(ErrorCode::TooManyRooms, "the app has too many rooms"));
+            }
+            Some(r) if previous.is_none() && r.members.len() >= self.limits.max_users_per_room => {
+                return Err(err(ErrorCode::RoomFull, "the room is full"));
+            }
+            _ => {}
+        }
+
+        // The same user from another session: kick that one out of this room.
+        if let Some(old) = previous {
+            self.kick(old, &room_id, out);
+        }
+
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+        app.rooms
+            .entry(room_id.clone())
+            .or_default()
+            .members
+            .insert(user.user_id.clone(), sid);
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.rooms.insert(
+                room_id.clone(),
+                Membership {
+                    user: user.clone(),
+                    notify,
+                    can_publish,
+                    streams: BTreeSet::new(),
+                },
+            );
+        }
+        self.counters.logins += 1;
+        let snapshot = self.snapshot(app_id, &room_id, sid);
+        if previous.is_none() {
+            let to = self.room_conns(app_id, &room_id, sid, true);
+            self.send(
+                to,
+                ServerMessage::UserUpdate {
+                    room_id,
+                    update_type: UpdateType::Add,
+                    users: vec![user],
+                },
+                out,
+            );
+        }
+        Ok(snapshot)
+    }
+
+    fn publish(
+        &mut self,
+        sid: SessionId,
+        room_id: String,
+        stream_id: String,
+        extra_info: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        ids::check_stream_id(&stream_id).map_err(|c| err(c, "invalid stream ID"))?;
+        if extra_info.len() > ids::MAX_EXTRA_INFO {
+            return Err(err(
+                ErrorCode::ExtraInfoTooLong,
+                "extra info is at most 1024 bytes",
+            ));
+        }
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let app_id = session.app_id;
+        let Some(m) = session.rooms.get(&room_id) else {
+            return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
+        };
+        if !m.can_publish {
+            return Err(err(
+                ErrorCode::PublishNotAuthorized,
+                "the login token does not grant publish",
+            ));
+        }
+        let user = m.user.clone();
+        let own_streams: usize = session.rooms.values().map(|m| m.streams.len()).sum();
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+        if let Some((owner, owner_room)) = app.stream_owner.get(&stream_id) {
+            if *owner == sid && *owner_room == room_id {
+                // Publishing the same stream again is idempotent.
+                let existing = app
+                    .rooms
+                    .get(&room_id)
+                    .and_then(|r| r.streams.get(&stream_id))
+                    .cloned();
+                return existing
+                    .map(|stream| ResponseBody::Publish { stream })
+                    .ok_or_else(|| err(ErrorCode::Internal, "stream registry out of step"));
+            }
+            return Err(err(
+                ErrorCode::StreamIdTaken,
+                "stream ID is already being published in this app",
+            ));
+        }
+        if own_streams >= self.limits.max_streams_per_session {
+            return Err(err(
+                ErrorCode::TooManyStreams,
+                format!(
+                    "at most {} streams per connection",
+                    self.limits.max_streams_per_session
+                ),
+            ));
+        }
+        let stream = StreamInfo {
+            stream_id: stream_id.clone(),
+            user,
+            extra_info,
+            since_unix_ms: unix_ms(),
+        };
+        app.stream_owner
+            .insert(stream_id.clone(), (sid, room_id.clone()));
+        if let Some(room) = app.rooms.get_mut(&room_id) {
+            room.streams.insert(stream_id.clone(), stream.clone());
+        }
+        if let Some(m) = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.rooms.get_mut(&room_id))
+        {
+            m.streams.insert(stream_id);
+        }
+        let to = self.room_conns(app_id, &room_id, sid, false);
+        self.send(
+            to,
+            ServerMessage::StreamUpdate {
+                room_id,
+                update_type: UpdateType::Add,
+                streams: vec![stream.clone()],
+            },
+            out,
+        );
+        Ok(ResponseBody::Publish { stream })
+    }
+
+    fn stop_publish(&mut self, sid: SessionId, stream_id: &str, out: &mut Vec<Output>) -> Reply {
+        let Some(app_id) = self.sessions.get(&sid).map(|s| s.app_id) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let owner = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.stream_owner.get(stream_id))
+            .cloned();
+        match owner {
+            None => Err(err(ErrorCode::StreamNotFound, "no such stream")),
+            Some((owner, _)) if owner != sid => Err(err(
+                ErrorCode::NotPublishing,
+                "this connection does not publish that stream",
+            )),
+            Some((_, room_id)) => {
+                self.end_streams(sid, app_id, &room_id, vec![stream_id.to_string()], out);
+                Ok(ResponseBody::Done)
+            }
+        }
+    }
+
+    /// The room's users (but `me`) and streams (but mine), as a login response.
+    fn snapshot(&self, app_id: u32, room_id: &str, me: SessionId) -> ResponseBody {
+        let mut users = Vec::new();
+        let mut streams = Vec::new();
+        if let Some(room) = self.apps.get(&app_id).and_then(|a| a.rooms.get(room_id)) {
+            for (uid, sid) in &room.members {
+                if *sid == me {
+                    continue;
+                }
+                if let Some(m) = self.sessions.get(sid).and_then(|s| s.rooms.get(room_id)) {
+                    debug_assert_eq!(&m.user.user_id, uid);
+                    users.push(m.user.clone());
+                }
+            }
+            let mine = self
+                .sessions
+                .get(&me)
+                .and_then(|s| s.rooms.get(room_id))
+                .map(|m| &m.streams);
+            streams = room
+                .streams
+                .values()
+                .filter(|s| !mine.is_some_and(|mine| mine.contains(&s.stream_id)))
+                .cloned()
+                .collect();
+        }
+        users.sort();
+        ResponseBody::Login {
+            room_id: room_id.to_string(),
+            users,
+            streams,
+        }
+    }
+
+    /// Connections of a room's members other than `except`; only those asking for user
+    /// updates when `notify_only`.
+    fn room_conns(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        except: SessionId,
+        notify_only: bool,
+    ) -> Vec<ConnId> {
+        let Some(room) = self.apps.get(&app_id).and_then(|a| a.rooms.get(room_id)) else {
+            return Vec::new();
+        };
+        room.members
+            .values()
+            .filter(|sid| **sid != except)
+            .filter_map(|sid| {
+                let s = self.sessions.get(sid)?;
+                if notify_only && !s.rooms.get(room_id)?.notify {
+                    return None;
+                }
+                s.conn
+            })
+            .collect()
+    }
+
+    /// Ends `streams` of `sid` in `room_id` and tells the room.
+    fn end_streams(
+        &mut self,
+        sid: SessionId,
+        app_id: u32,
+        room_id: &str,
+        streams: Vec<String>,
+        out: &mut Vec<Output>,
+    ) {
+        if streams.is_empty() {
+            return;
+        }
+        let mut ended = Vec::new();
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            for stream_id in &streams {
+                app.stream_owner.remove(stream_id);
+                if let Some(info) = app
+                    .rooms
+                    .get_mut(room_id)
+                    .and_then(|r| r.streams.remove(stream_id))
+                {
+                    ended.push(info);
+                }
+            }
+        }
+        if let Some(m) = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.rooms.get_mut(room_id))
+        {
+            for s in &streams {
+                m.streams.remove(s);
+            }
+        }
+        let to = self.room_conns(app_id, room_id, sid, false);
+        self.send(
+            to,
+            ServerMessage::StreamUpdate {
+                room_id: room_id.to_string(),
+                update_type: UpdateType::Delete,
+                streams: ended,
+            },
+            out,
+        );
+    }
+
+    /// `sid` leaves `room_id`: its streams end, the room hears the user go, an empty room goes.
+    fn leave_room(&mut self, sid: SessionId, room_id: &str, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let app_id = session.app_id;
+        let Some(m) = session.rooms.get(room_id) else {
+            return;
+        };
+        let streams: Vec<String> = m.streams.iter().cloned().collect();
+        let user = m.user.clone();
+        self.end_streams(sid, app_id, room_id, streams, out);
+        let to = self.room_conns(app_id, room_id, sid, true);
+        self.send(
+            to,
+            ServerMessage::UserUpdate {
+                room_id: room_id.to_string(),
+                update_type: UpdateType::Delete,
+                users: vec![user.clone()],
+            },
+            out,
+        );
+        self.detach_member(sid, app_id, room_id, &user.user_id);
+    }
+
+    /// Removes `sid`'s membership of `room_id` without telling the room about the user.
+    fn detach_member(&mut self, sid: SessionId, app_id: u32, room_id: &str, user_id: &str) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.rooms.remove(room_id);
+        }
+        if let Some(app) = self.apps.get_mut(&app_id)
+            && let Some(room) = app.rooms.get_mut(room_id)
+        {
+            if room.members.get(user_id) == Some(&sid) {
+                room.members.remove(user_id);
+            }
+            if room.members.is_empty() {
+                app.rooms.remove(room_id);
+            }
+        }
+    }
+
+    /// The same user logged in again elsewhere: `old` loses its seat in `room_id`. Its streams
+    /// there end; the user itself stays in the room (the new session takes the seat).
+    fn kick(&mut self, old: SessionId, room_id: &str, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.get(&old) else {
+            return;
+        };
+        let app_id = session.app_id;
+        let conn = session.conn;
+        let Some(m) = session.rooms.get(room_id) else {
+            return;
+        };
+        let streams: Vec<String> = m.streams.iter().cloned().collect();
+        let user_id = m.user.user_id.clone();
+        self.end_streams(old, app_id, room_id, streams, out);
+        // Remove the seat without deleting the room (the new member is added right after).
+        if let Some(s) = self.sessions.get_mut(&old) {
+            s.rooms.remove(room_id);
+        }
+        if let Some(room) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.rooms.get_mut(room_id))
+        {
+            room.members.remove(&user_id);
+        }
+        self.count_error(ErrorCode::KickedOut.code());
+        if let Some(conn) = conn {
+            self.send(
+                vec![conn],
+                ServerMessage::Kicked {
+                    room_id: room_id.to_string(),
+                    code: ErrorCode::KickedOut.code(),
+                    reason: "the same user logged into this room elsewhere".into(),
+                },
+                out,
+            );
+        }
+    }
+
+    /// Removes a session entirely (timeout or abuse).
+    fn remove_session(&mut self, sid: SessionId, why: Option<ErrorCode>, out: &mut Vec<Output>) {
+        let rooms: Vec<String> = self
+            .sessions
+            .get(&sid)
+            .map(|s| s.rooms.keys().cloned().collect())
+            .unwrap_or_default();
+        for room in rooms {
+            self.leave_room(sid, &room, out);
+        }
+        if let Some(s) = self.sessions.remove(&sid)
+            && let (Some(conn), Some(code)) = (s.conn, why)
+        {
+            self.goodbye(conn, code, "session removed", out);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,623 @@
+//! The engine's connection task: owns the signaling socket and every [`RoomMachine`].
+//!
+//! It connects on the first login, sends heartbeats, turns relay messages into room events, and
+//! when the socket drops it reconnects with backoff (resuming the relay session when it can),
+//! logs every room in again and lets each room report what changed. Commands come from the
+//! [`crate::Engine`] handle; events leave through the [`EventSink`]. Never blocks on the caller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, ErrorCode};
+use crate::ids;
+use crate::protocol::{
+    PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage, User,
+};
+use crate::room::events::Event;
+use crate::room::machine::{RoomConfig, RoomMachine, RoomPhase};
+use crate::signal::SignalClient;
+
+/// Where events go: a bounded channel that never blocks the engine. If the application stops
+/// draining it, new events are dropped and counted rather than stalling the connection.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: crossbeam_channel::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+    notifier: Arc<parking_lot::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>>,
+}
+
+impl EventSink {
+    /// A sink holding up to `capacity` undrained events, and its receiver.
+    pub fn new(capacity: usize) -> (EventSink, crossbeam_channel::Receiver<Event>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            EventSink {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+                notifier: Arc::new(parking_lot::Mutex::new(None)),
+            },
+            rx,
+        )
+    }
+
+    /// Reports one event.
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(%event, "engine event");
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let notifier = self.notifier.lock().clone();
+        if let Some(n) = notifier {
+            n();
+        }
+    }
+
+    /// Events dropped because the application did not drain them.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` after every event (for example to wake a UI).
+    pub fn set_notifier(&self, f: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *self.notifier.lock() = f;
+    }
+}
+
+/// Connection settings taken from the engine profile.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// Signaling URL.
+    pub url: String,
+    /// App ID.
+    pub app_id: u32,
+    /// App sign (hex), sent at login when no token is given.
+    pub app_sign: Option<String>,
+    /// How long a first login may wait for the relay.
+    pub login_timeout: Duration,
+    /// How long to keep reconnecting before RECONNECT_FAILED.
+    pub reconnect_timeout: Duration,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+}
+
+/// What the [`crate::Engine`] handle asks of the task.
+pub enum Command {
+    /// Log into a room.
+    Login {
+        /// Room.
+        room_id: String,
+        /// User.
+        user: User,
+        /// Options.
+        config: RoomConfig,
+    },
+    /// Log out of one room.
+    Logout {
+        /// Room.
+        room_id: String,
+    },
+    /// Log out of every room.
+    LogoutAll,
+    /// Drop the socket as a network failure would (tests and debugging).
+    DropConnection,
+    /// Log out of everything and stop; `done` is signalled when finished.
+    Shutdown {
+        /// Signalled when the task has finished.
+        done: std::sync::mpsc::Sender<()>,
+    },
+}
+
+enum Pending {
+    Login(String),
+    Logout(String),
+    Heartbeat,
+}
+
+enum Step {
+    Command(Option<Command>),
+    Message(Option<Result<ServerMessage, EngineError>>),
+    Heartbeat,
+    Retry,
+}
+
+struct Link {
+    client: SignalClient,
+    heartbeat_every: Duration,
+    dead_after: Duration,
+    last_rx: Instant,
+}
+
+/// The connection task's state.
+pub struct Connection {
+    settings: ConnectionSettings,
+    events: EventSink,
+    commands: mpsc::Receiver<Command>,
+    rooms: BTreeMap<String, RoomMachine>,
+    pending: HashMap<u64, (Pending, Instant)>,
+    link: Option<Link>,
+    resume: Option<ResumeTicket>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+async fn next_message(link: &mut Option<Link>) -> Option<Result<ServerMessage, EngineError>> {
+    match link {
+        Some(l) => l.client.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    /// A task with no rooms and no socket yet.
+    pub fn new(
+        settings: ConnectionSettings,
+        events: EventSink,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        Connection {
+            settings,
+            events,
+            commands,
+            rooms: BTreeMap::new(),
+            pending: HashMap::new(),
+            link: None,
+            resume: None,
+            retry_at: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    /// Runs until shutdown or until the engine handle is dropped.
+    pub async fn run(mut self) {
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                cmd = self.commands.recv() => Step::Command(cmd),
+                msg = next_message(&mut self.link) => Step::Message(msg),
+                _ = heartbeat.tick(), if self.link.is_some() => Step::Heartbeat,
+                _ = sleep_until_opt(self.retry_at), if self.link.is_none() => Step::Retry,
+            };
+            match step {
+                Step::Command(None) => break,
+                Step::Command(Some(Command::Shutdown { done })) => {
+                    self.shutdown().await;
+                    let _ = done.send(());
+                    return;
+                }
+                Step::Command(Some(cmd)) => self.on_command(cmd).await,
+                Step::Message(Some(Ok(msg))) => self.on_message(msg).await,
+                Step::Message(Some(Err(e))) => {
+                    tracing::info!(error = %e, "signaling connection failed");
+                    self.on_link_lost(true);
+                }
+                Step::Message(None) => self.on_link_lost(true),
+                Step::Heartbeat => self.on_heartbeat_tick(&mut heartbeat).await,
+                Step::Retry => self.connect().await,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn send(&mut self, body: RequestBody, pending: Pending) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        match link.client.send(body).await {
+            Ok(id) => {
+                self.pending.insert(id, (pending, Instant::now()));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "send failed");
+                self.on_link_lost(true);
+            }
+        }
+    }
+
+    fn login_body(&self, room: &RoomMachine) -> RequestBody {
+        let token = room.config().token.clone();
+        RequestBody::Login {
+            room_id: room.room_id().to_string(),
+            user: room.user().clone(),
+            app_sign: if token.is_none() {
+                self.settings.app_sign.clone()
+            } else {
+                None
+            },
+            token,
+            is_user_status_notify: room.config().is_user_status_notify,
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Login {
+                room_id,
+                user,
+                config,
+            } => {
+                if let Some(existing) = self.rooms.get(&room_id) {
+                    let message = if existing.user().user_id == user.user_id {
+                        "already logged into this room"
+                    } else {
+                        "already logged into this room as another user"
+                    };
+                    self.events.emit(Event::ApiCalledResult {
+                        api: "login_room",
+                        error_code: ErrorCode::RoomUserConflict.code(),
+                        message: format!("{room_id}: {message}"),
+                    });
+                    return;
+                }
+                let local_check = ids::check_room_id(&room_id)
+                    .and_then(|()| ids::check_user_id(&user.user_id))
+                    .and_then(|()| ids::check_user_name(&user.user_name));
+                let (mut room, logining) = RoomMachine::new(room_id.clone(), user, config, now);
+                self.events.emit(logining);
+                if let Err(code) = local_check {
+                    self.events
+                        .emit(room.on_login_failed(code.code(), code.cause()));
+                    return;
+                }
+                let body = self.login_body(&room);
+                self.rooms.insert(room_id.clone(), room);
+                if self.link.is_some() {
+                    self.send(body, Pending::Login(room_id)).await;
+                } else if self.retry_at.is_none() {
+                    self.retry_at = Some(now);
+                }
+            }
+            Command::Logout { room_id } => self.logout(&room_id).await,
+            Command::LogoutAll => {
+                let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                for room_id in rooms {
+                    self.logout(&room_id).await;
+                }
+            }
+            Command::DropConnection => {
+                if let Some(link) = self.link.take() {
+                    drop(link);
+                    self.on_link_lost(false);
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    async fn logout(&mut self, room_id: &str) {
+        if self.rooms.remove(room_id).is_none() {
+            self.events.emit(RoomMachine::logout_event(
+                room_id,
+                Some((ErrorCode::NotLoggedIn.code(), "not logged into this room")),
+            ));
+            return;
+        }
+        if self.link.is_some() {
+            self.send(
+                RequestBody::Logout {
+                    room_id: room_id.to_string(),
+                },
+                Pending::Logout(room_id.to_string()),
+            )
+            .await;
+        } else {
+            // Offline: the relay drops the session after its heartbeat timeout anyway.
+            self.events.emit(RoomMachine::logout_event(room_id, None));
+        }
+        self.maybe_go_idle();
+    }
+
+    /// With no rooms and nothing pending, close the socket and stop retrying.
+    fn maybe_go_idle(&mut self) {
+        if self.rooms.is_empty()
+            && self
+                .pending
+                .values()
+                .all(|(p, _)| matches!(p, Pending::Heartbeat))
+        {
+            self.link = None;
+            self.pending.clear();
+            self.retry_at = None;
+            self.resume = None;
+        }
+    }
+
+    async fn on_message(&mut self, msg: ServerMessage) {
+        let now = Instant::now();
+        if let Some(link) = self.link.as_mut() {
+            link.last_rx = now;
+        }
+        match msg {
+            ServerMessage::Response { id, result, error } => {
+                let Some((pending, _)) = id.and_then(|id| self.pending.remove(&id)) else {
+                    if let Some(e) = error {
+                        tracing::warn!(code = e.code, message = %e.message, "relay error without a request");
+                    }
+                    return;
+                };
+                match (pending, result, error) {
+                    (
+                        Pending::Login(room_id),
+                        Some(ResponseBody::Login { users, streams, .. }),
+                        _,
+                    ) => {
+                        if let Some(room) = self.rooms.get_mut(&room_id) {
+                            for e in room.on_login_ok(users, streams, now) {
+                                self.events.emit(e);
+                            }
+                        }
+                    }
+                    (Pending::Login(room_id), _, error) => {
+                        let (code, message) = error.map(|e| (e.code, e.message)).unwrap_or((
+                            ErrorCode::Internal.code(),
+                            "unexpected login answer".into(),
+                        ));
+                        if let Some(mut room) = self.rooms.remove(&room_id) {
+                            self.events.emit(room.on_login_failed(code, &message));
+                        }
+                        self.maybe_go_idle();
+                    }
+                    (Pending::Logout(room_id), _, error) => {
+                        let failed = error.filter(|e| e.code != ErrorCode::NotLoggedIn.code());
+                        self.events.emit(RoomMachine::logout_event(
+                            &room_id,
+                            failed.as_ref().map(|e| (e.code, e.message.as_str())),
+                        ));
+                        self.maybe_go_idle();
+                    }
+                    (Pending::Heartbeat, _, _) => {}
+                }
+            }
+            ServerMessage::UserUpdate {
+                room_id,
+                update_type,
+                users,
+            } => {
+                if let Some(e) = self
+                    .rooms
+                    .get_mut(&room_id)
+                    .and_then(|r| r.on_user_update(update_type, users))
+                {
+                    self.events.emit(e);
+                }
+            }
+            ServerMessage::StreamUpdate {
+                room_id,
+                update_type,
+                streams,
+            } => {
+                if let Some(e) = self
+                    .rooms
+                    .get_mut(&room_id)
+                    .and_then(|r| r.on_stream_update(update_type, streams))
+                {
+                    self.events.emit(e);
+                }
+            }
+            ServerMessage::Kicked {
+                room_id,
+                code,
+                reason,
+            } => {
+                if let Some(mut room) = self.rooms.remove(&room_id) {
+                    self.events.emit(room.on_kicked(code, &reason));
+                }
+                self.maybe_go_idle();
+            }
+            ServerMessage::Goodbye { code, reason } => {
+                tracing::info!(code, %reason, "relay closed the session");
+                if code == ErrorCode::HeartbeatTimeout.code() {
+                    self.resume = None;
+                }
+                self.link = None;
+                self.on_link_lost(true);
+            }
+        }
+    }
+
+    async fn on_heartbeat_tick(&mut self, interval: &mut tokio::time::Interval) {
+        let now = Instant::now();
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        if now.duration_since(link.last_rx) > link.dead_after {
+            tracing::info!("relay silent for too long: reconnecting");
+            self.on_link_lost(true);
+            return;
+        }
+        let every = link.heartbeat_every;
+        if interval.period() != every {
+            *interval = tokio::time::interval_at((now + every).into(), every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        // A request unanswered for too long means the link is dead.
+        let timeout = self.settings.request_timeout;
+        if self
+            .pending
+            .values()
+            .any(|(_, sent)| now.duration_since(*sent) > timeout)
+        {
+            tracing::info!("request timed out: reconnecting");
+            self.on_link_lost(true);
+            return;
+        }
+        self.send(RequestBody::Heartbeat, Pending::Heartbeat).await;
+    }
+
+    /// The socket is gone: rooms go RECONNECTING and a reconnect is scheduled.
+    fn on_link_lost(&mut self, schedule_now: bool) {
+        let now = Instant::now();
+        self.link = None;
+        for (pending, _) in std::mem::take(&mut self.pending).into_values() {
+            if let Pending::Logout(room_id) = pending {
+                self.events.emit(RoomMachine::logout_event(&room_id, None));
+            }
+        }
+        for room in self.rooms.values_mut() {
+            if let Some(e) = room.on_connection_lost(now) {
+                self.events.emit(e);
+            }
+        }
+        if self.rooms.is_empty() {
+            self.retry_at = None;
+            return;
+        }
+        self.backoff = BACKOFF_MIN;
+        self.retry_at = Some(if schedule_now { now } else { now + BACKOFF_MIN });
+    }
+
+    async fn connect(&mut self) {
+        self.retry_at = None;
+        if self.rooms.is_empty() {
+            return;
+        }
+        let settings = self.settings.clone();
+        let resume = self.resume.clone();
+        let attempt = async {
+            let mut client = SignalClient::connect(&settings.url).await?;
+            let hello = client
+                .request(RequestBody::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    app_id: settings.app_id,
+                    resume,
+                })
+                .await?;
+            Ok::<_, EngineError>((client, hello))
+        };
+        let result = match tokio::time::timeout(settings.request_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(EngineError::Connection(
+                "timed out connecting to the relay".into(),
+            )),
+        };
+        let now = Instant::now();
+        match result {
+            Ok((
+                client,
+                ResponseBody::Hello {
+                    session_id,
+                    resume_secret,
+                    resumed,
+                    heartbeat_interval_ms,
+                    heartbeat_timeout_ms,
+                    ..
+                },
+            )) => {
+                tracing::info!(session_id, resumed, "connected to the relay");
+                let every = Duration::from_millis(heartbeat_interval_ms.max(10));
+                let dead_after = Duration::from_millis(heartbeat_timeout_ms)
+                    .min(every * 3)
+                    .max(every * 2);
+                self.resume = Some(ResumeTicket {
+                    session_id,
+                    secret: resume_secret,
+                });
+                self.link = Some(Link {
+                    client,
+                    heartbeat_every: every,
+                    dead_after,
+                    last_rx: now,
+                });
+                self.backoff = BACKOFF_MIN;
+                let bodies: Vec<(String, RequestBody)> = self
+                    .rooms
+                    .values()
+                    .map(|r| (r.room_id().to_string(), self.login_body(r)))
+                    .collect();
+                for (room_id, body) in bodies {
+                    self.send(body, Pending::Login(room_id)).await;
+                }
+            }
+            Ok((_, _)) => self.fail_all(ErrorCode::Internal.code(), "unexpected hello answer"),
+            Err(EngineError::Relay(e)) => {
+                // The relay refused us outright (unknown app, protocol): retrying cannot help.
+                self.fail_all(e.code, &e.message);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connect attempt failed");
+                self.give_up_expired(now, &e.to_string());
+                if !self.rooms.is_empty() {
+                    self.retry_at = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, code: u32, message: &str) {
+        for (_, mut room) in std::mem::take(&mut self.rooms) {
+            self.events.emit(room.on_login_failed(code, message));
+        }
+        self.maybe_go_idle();
+    }
+
+    /// Rooms that have waited longer than their timeout fail.
+    fn give_up_expired(&mut self, now: Instant, message: &str) {
+        let login_timeout = self.settings.login_timeout;
+        let reconnect_timeout = self.settings.reconnect_timeout;
+        let expired: Vec<String> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                let waited = now.duration_since(r.phase_since());
+                match r.phase() {
+                    RoomPhase::Logining => waited > login_timeout,
+                    RoomPhase::Reconnecting | RoomPhase::Logined => waited > reconnect_timeout,
+                }
+            })
+            .map(|r| r.room_id().to_string())
+            .collect();
+        for room_id in expired {
+            if let Some(mut room) = self.rooms.remove(&room_id) {
+                let code = match room.phase() {
+                    RoomPhase::Logining => ErrorCode::ConnectionFailed,
+                    _ => ErrorCode::ReconnectGaveUp,
+                };
+                self.events.emit(room.on_give_up(code, message));
+            }
+        }
+        self.maybe_go_idle();
+    }
+
+    async fn shutdown(&mut self) {
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room_id in rooms {
+            self.logout(&room_id).await;
+        }
+        // Wait briefly for the relay to confirm, so the logouts are not lost with the process.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.link.is_some()
+            && self
+                .pending
+                .values()
+                .any(|(p, _)| matches!(p, Pending::Logout(_)))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, next_message(&mut self.link)).await {
+                Ok(Some(Ok(msg))) => self.on_message(msg).await,
+                _ => break,
+            }
+        }
+        if let Some(link) = self.link.take() {
+            link.client.close().await;
+        }
+    }
+}

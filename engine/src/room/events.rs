@@ -1,0 +1,210 @@
+//! The events an application hears from the engine, as one typed enum (the seed's callbacks).
+
+use std::fmt;
+
+use crate::error::ErrorCode;
+use crate::protocol::{StreamInfo, UpdateType, User};
+
+/// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum RoomStateChangedReason {
+    /// Logging in: `login_room` was called and the engine is asking the relay.
+    Logining = 0,
+    /// Logged in.
+    Logined = 1,
+    /// Login failed (bad token or app sign, invalid IDs, relay unreachable…); see `error_code`.
+    LoginFailed = 2,
+    /// The connection dropped; the engine is retrying.
+    Reconnecting = 3,
+    /// Back, and the room resynchronised.
+    Reconnected = 4,
+    /// The engine gave up reconnecting.
+    ReconnectFailed = 5,
+    /// The relay removed this user (for example, the same user logged in elsewhere).
+    KickOut = 6,
+    /// Logged out.
+    Logout = 7,
+    /// Logout failed; see `error_code`.
+    LogoutFailed = 8,
+}
+
+/// The coarse room state the seed's `ZegoRoomState` describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RoomState {
+    /// Not connected to the room.
+    Disconnected,
+    /// Logging in or reconnecting.
+    Connecting,
+    /// In the room.
+    Connected,
+}
+
+impl RoomStateChangedReason {
+    /// The seed's number.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The seed's name, e.g. `LOGINED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logining => "LOGINING",
+            Self::Logined => "LOGINED",
+            Self::LoginFailed => "LOGIN_FAILED",
+            Self::Reconnecting => "RECONNECTING",
+            Self::Reconnected => "RECONNECTED",
+            Self::ReconnectFailed => "RECONNECT_FAILED",
+            Self::KickOut => "KICK_OUT",
+            Self::Logout => "LOGOUT",
+            Self::LogoutFailed => "LOGOUT_FAILED",
+        }
+    }
+
+    /// The room state this reason leaves the room in.
+    pub fn state(self) -> RoomState {
+        match self {
+            Self::Logining | Self::Reconnecting => RoomState::Connecting,
+            Self::Logined | Self::Reconnected => RoomState::Connected,
+            Self::LoginFailed
+            | Self::ReconnectFailed
+            | Self::KickOut
+            | Self::Logout
+            | Self::LogoutFailed => RoomState::Disconnected,
+        }
+    }
+}
+
+/// Everything the engine reports. Drain them from [`crate::Engine::events`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The seed's `roomStateChanged`.
+    RoomStateChanged {
+        /// The room.
+        room_id: String,
+        /// Why.
+        reason: RoomStateChangedReason,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// JSON text with details (`{}` when there are none).
+        extended_data: String,
+    },
+    /// The seed's `roomUserUpdate`: only for rooms logged into with `is_user_status_notify`.
+    RoomUserUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update_type: UpdateType,
+        /// Who.
+        users: Vec<User>,
+    },
+    /// The seed's `roomStreamUpdate`: streams of other users started or ended.
+    RoomStreamUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update_type: UpdateType,
+        /// Which.
+        streams: Vec<StreamInfo>,
+    },
+    /// A call could not be carried out (ZEGO's `onApiCalledResult` for failures).
+    ApiCalledResult {
+        /// The call, e.g. `login_room`.
+        api: &'static str,
+        /// One of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// Details.
+        message: String,
+    },
+}
+
+impl Event {
+    /// A short kind name for logs and filters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RoomStateChanged { .. } => "room_state",
+            Event::RoomUserUpdate { .. } => "room_user",
+            Event::RoomStreamUpdate { .. } => "room_stream",
+            Event::ApiCalledResult { .. } => "api_result",
+        }
+    }
+
+    /// The room the event is about, if any.
+    pub fn room_id(&self) -> Option<&str> {
+        match self {
+            Event::RoomStateChanged { room_id, .. }
+            | Event::RoomUserUpdate { room_id, .. }
+            | Event::RoomStreamUpdate { room_id, .. } => Some(room_id),
+            Event::ApiCalledResult { .. } => None,
+        }
+    }
+}
+
+fn update_name(t: UpdateType) -> &'static str {
+    match t {
+        UpdateType::Add => "ADD",
+        UpdateType::Delete => "DELETE",
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::RoomStateChanged {
+                room_id,
+                reason,
+                error_code,
+                extended_data,
+            } => {
+                write!(
+                    f,
+                    "room_state room={room_id} reason={}({})",
+                    reason.name(),
+                    reason.code()
+                )?;
+                write!(f, " error={error_code}")?;
+                if let Some(c) = ErrorCode::from_code(*error_code) {
+                    write!(f, "({})", c.name())?;
+                }
+                write!(f, " extended={extended_data}")
+            }
+            Event::RoomUserUpdate {
+                room_id,
+                update_type,
+                users,
+            } => {
+                let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+                write!(
+                    f,
+                    "room_user room={room_id} {} users=[{}]",
+                    update_name(*update_type),
+                    ids.join(",")
+                )
+            }
+            Event::RoomStreamUpdate {
+                room_id,
+                update_type,
+                streams,
+            } => {
+                let ids: Vec<String> = streams
+                    .iter()
+                    .map(|s| format!("{}@{}", s.stream_id, s.user.user_id))
+                    .collect();
+                write!(
+                    f,
+                    "room_stream room={room_id} {} streams=[{}]",
+                    update_name(*update_type),
+                    ids.join(",")
+                )
+            }
+            Event::ApiCalledResult {
+                api,
+                error_code,
+                message,
+            } => write!(
+                f,
+                "api_result api={api} error={error_code} message={message:?}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The client end of the signaling protocol: a typed WebSocket connection to the relay.
+
+mod client;
+
+pub use client::{SignalClient, normalize_url};
