@@ -1,1 +1,73 @@
-fn main() {}
+//! `onair`: the Onair studio and command line.
+//!
+//! `onair serve` runs the relay, `onair watch` logs into rooms and prints every event,
+//! `onair token` mints a login token, `onair errors` prints the error-code table, and
+//! `onair bench NAME --json` measures a hot path.
+
+mod bench;
+mod cli;
+mod dev_app;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "onair",
+    version,
+    about = "Onair: ultra-low-latency live streaming (relay, tools and studio)"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay: rooms, users, streams, token auth and heartbeats over WebSocket signaling.
+    Serve(cli::serve::ServeArgs),
+    /// Log into rooms and print every engine event as a line.
+    Watch(cli::watch::WatchArgs),
+    /// Mint a login token (an HS256 JWT signed with the app sign).
+    Token(cli::token::TokenArgs),
+    /// Print the error-code table (`--markdown` writes docs/ERRORS.md's text).
+    Errors {
+        /// Print the Markdown document instead of a plain list.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Measure a hot path and print the figures.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        None => {
+            // The studio arrives in a later release; until then show what there is.
+            use clap::CommandFactory;
+            let _ = Args::command().print_help();
+            Ok(())
+        }
+        Some(Command::Serve(a)) => cli::serve::run(a),
+        Some(Command::Watch(a)) => cli::watch::run(a),
+        Some(Command::Token(a)) => cli::token::run(a),
+        Some(Command::Errors { markdown }) => {
+            cli::errors::run(markdown);
+            Ok(())
+        }
+        Some(Command::Bench(a)) => bench::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onair: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

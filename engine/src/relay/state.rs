@@ -193,6 +193,10 @@ impl RelayState {
         {
             s.conn = None;
             s.last_seen = now;
+            // A session in no room has nothing worth resuming.
+            if s.rooms.is_empty() {
+                self.sessions.remove(&sid);
+            }
         }
     }
 

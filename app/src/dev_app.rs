@@ -1,0 +1,53 @@
+//! The development app: what `onair serve` runs when given no config, and where the other
+//! commands find its credentials so that `onair serve` and `onair watch` work with no flags.
+//!
+//! The sign is random, made once and kept in `$ONAIR_DEV_APP_FILE` or
+//! `$XDG_CONFIG_HOME/onair/dev-app.toml` (else `~/.config/onair/dev-app.toml`).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use onair_engine::token::AppSign;
+
+/// The development app's ID.
+pub const DEV_APP_ID: u32 = 1;
+
+/// Where the development app's credentials live.
+pub fn path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ONAIR_DEV_APP_FILE") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("onair").join("dev-app.toml")
+}
+
+/// The development app's sign, if it has been made.
+pub fn load() -> Option<AppSign> {
+    let text = std::fs::read_to_string(path()).ok()?;
+    let value: toml::Table = text.parse().ok()?;
+    AppSign::from_hex(value.get("app_sign")?.as_str()?)
+}
+
+/// The development app's sign, made and saved on first use.
+pub fn load_or_create() -> anyhow::Result<AppSign> {
+    if let Some(sign) = load() {
+        return Ok(sign);
+    }
+    let sign = AppSign::random();
+    let p = path();
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(
+        &p,
+        format!(
+            "# Onair development app, made by `onair serve`. Keep the sign secret.\napp_id = {DEV_APP_ID}\napp_sign = \"{}\"\n",
+            sign.to_hex()
+        ),
+    )
+    .with_context(|| format!("writing {}", p.display()))?;
+    Ok(sign)
+}
