@@ -45,6 +45,8 @@ struct Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// Set first when stopping, so no new connection is accepted while goodbyes go out.
+    closing: std::sync::atomic::AtomicBool,
     shutdown: watch::Receiver<bool>,
     transport_limit: usize,
 }
@@ -125,6 +127,7 @@ impl Server {
                 state: RelayState::new(config),
                 conns: HashMap::new(),
             }),
+            closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
         });
@@ -187,6 +190,9 @@ impl Server {
 
     /// Says goodbye to every client, closes every connection and frees the port.
     pub async fn shutdown(self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.with_state(|s| s.shutdown());
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.serve_task).await;
@@ -208,6 +214,13 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "relay shutting down\n",
+        )
+            .into_response();
+    }
     let limit = shared.transport_limit;
     ws.max_message_size(limit)
         .max_frame_size(limit)
@@ -215,7 +228,7 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> 
 }
 
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
-    if *shared.shutdown.borrow() {
+    if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
     let (mut sink, mut stream) = socket.split();

@@ -1,0 +1,290 @@
+//! Shared test helpers: start a relay on loopback, make engines and raw signaling clients,
+//! wait for events with a timeout, and describe events briefly so sequences read like the seed.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use onair_engine::protocol::{PROTOCOL_VERSION, RequestBody, ResponseBody};
+use onair_engine::relay::{AppConfig, EmbeddedRelay, Limits, RelayConfig};
+use onair_engine::signal::SignalClient;
+use onair_engine::token::AppSign;
+use onair_engine::{Engine, EngineProfile, Event, RoomConfig, UpdateType, User};
+
+/// The app every test relay serves.
+pub const APP_ID: u32 = 1;
+
+/// A relay on an ephemeral loopback port, with its app's sign.
+pub struct TestRelay {
+    pub relay: Option<EmbeddedRelay>,
+    pub sign: AppSign,
+    pub config: RelayConfig,
+    pub addr: SocketAddr,
+}
+
+impl TestRelay {
+    pub fn start() -> TestRelay {
+        Self::start_with(Limits::default())
+    }
+
+    pub fn start_with(limits: Limits) -> TestRelay {
+        let sign = AppSign::random();
+        let mut config = RelayConfig::single_app(APP_ID, sign.clone());
+        config.limits = limits;
+        Self::start_config(config, sign)
+    }
+
+    pub fn start_config(config: RelayConfig, sign: AppSign) -> TestRelay {
+        // RUST_LOG=onair_engine=debug shows the relay's and engines' logs in failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let relay = EmbeddedRelay::start(config.clone(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("relay starts");
+        let addr = relay.local_addr();
+        TestRelay {
+            relay: Some(relay),
+            sign,
+            config,
+            addr,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.relay
+            .as_ref()
+            .map(|r| r.metrics_text())
+            .unwrap_or_default()
+    }
+
+    /// Stops the relay (every client sees its socket close).
+    pub fn stop(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.stop();
+        }
+    }
+
+    /// Starts it again on the same port with a fresh state.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match EmbeddedRelay::start(self.config.clone(), self.addr) {
+                Ok(r) => {
+                    self.relay = Some(r);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebind {}: {e}; retrying", self.addr);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot restart relay on {}: {e}", self.addr),
+            }
+        }
+    }
+
+    /// An engine logging in with the app sign.
+    pub fn engine(&self) -> Engine {
+        self.engine_with(|_| {})
+    }
+
+    pub fn engine_with(&self, f: impl FnOnce(&mut EngineProfile)) -> Engine {
+        let mut profile = EngineProfile {
+            app_id: APP_ID,
+            app_sign: self.sign.to_hex(),
+            server: self.url(),
+            ..Default::default()
+        };
+        f(&mut profile);
+        Engine::create(profile).expect("engine")
+    }
+
+    /// A raw signaling client that has said hello.
+    pub async fn raw_client(&self) -> SignalClient {
+        let mut c = SignalClient::connect(&self.url()).await.expect("connect");
+        let hello = c
+            .request(RequestBody::Hello {
+                protocol: PROTOCOL_VERSION,
+                app_id: APP_ID,
+                resume: None,
+            })
+            .await
+            .expect("hello");
+        assert!(matches!(hello, ResponseBody::Hello { .. }));
+        c
+    }
+
+    /// A raw client logged into `room` as `user` with the app sign.
+    pub async fn raw_login(&self, room: &str, user: &str) -> SignalClient {
+        let mut c = self.raw_client().await;
+        c.request(RequestBody::Login {
+            room_id: room.into(),
+            user: User::new(user),
+            token: None,
+            app_sign: Some(self.sign.to_hex()),
+            is_user_status_notify: false,
+        })
+        .await
+        .expect("login");
+        c
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn notify() -> RoomConfig {
+    RoomConfig {
+        token: None,
+        is_user_status_notify: true,
+    }
+}
+
+pub fn quiet() -> RoomConfig {
+    RoomConfig::default()
+}
+
+/// An event in a few words: `state r1 LOGINED 0`, `user r1 ADD bob`, `stream r1 DELETE s1@bob`.
+pub fn brief(e: &Event) -> String {
+    let t = |u: &UpdateType| match u {
+        UpdateType::Add => "ADD",
+        UpdateType::Delete => "DELETE",
+    };
+    match e {
+        Event::RoomStateChanged {
+            room_id,
+            reason,
+            error_code,
+            ..
+        } => format!("state {room_id} {} {error_code}", reason.name()),
+        Event::RoomUserUpdate {
+            room_id,
+            update_type,
+            users,
+        } => {
+            let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+            format!("user {room_id} {} {}", t(update_type), ids.join(","))
+        }
+        Event::RoomStreamUpdate {
+            room_id,
+            update_type,
+            streams,
+        } => {
+            let ids: Vec<String> = streams
+                .iter()
+                .map(|s| format!("{}@{}", s.stream_id, s.user.user_id))
+                .collect();
+            format!("stream {room_id} {} {}", t(update_type), ids.join(","))
+        }
+        Event::ApiCalledResult {
+            api, error_code, ..
+        } => format!("api {api} {error_code}"),
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Collects events up to and including the first whose brief form starts with `prefix`.
+/// Panics with what it saw if none comes within [`WAIT`].
+pub fn until(engine: &Engine, prefix: &str) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match engine.events().recv_timeout(left) {
+            Ok(e) => {
+                let b = brief(&e);
+                let done = b.starts_with(prefix);
+                seen.push(b);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no event starting with {prefix:?} within {WAIT:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// Every event that arrives within `dur`.
+pub fn drain_for(engine: &Engine, dur: Duration) -> Vec<String> {
+    let deadline = Instant::now() + dur;
+    let mut seen = Vec::new();
+    while let Ok(e) = engine
+        .events()
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        seen.push(brief(&e));
+    }
+    seen
+}
+
+/// What an application would believe about one room after applying events.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct RoomView {
+    pub users: BTreeSet<String>,
+    pub streams: BTreeSet<String>,
+}
+
+impl RoomView {
+    pub fn apply(&mut self, brief: &str) {
+        let parts: Vec<&str> = brief.split(' ').collect();
+        if parts.len() < 4 {
+            return;
+        }
+        let items = parts[3]
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        let set = match parts[0] {
+            "user" => &mut self.users,
+            "stream" => &mut self.streams,
+            _ => return,
+        };
+        for item in items {
+            if parts[2] == "ADD" {
+                set.insert(item);
+            } else {
+                set.remove(&item);
+            }
+        }
+    }
+
+    pub fn of(users: &[&str], streams: &[&str]) -> RoomView {
+        RoomView {
+            users: users.iter().map(|s| s.to_string()).collect(),
+            streams: streams.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// A relay config with a second app and a token-only first app, for auth tests.
+pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
+    let (a, b) = (AppSign::random(), AppSign::random());
+    let config = RelayConfig {
+        apps: vec![
+            AppConfig {
+                app_id: APP_ID,
+                app_sign: a.clone(),
+                allow_app_sign: false,
+            },
+            AppConfig {
+                app_id: 2,
+                app_sign: b.clone(),
+                allow_app_sign: true,
+            },
+        ],
+        limits: Limits::default(),
+    };
+    (config, a, b)
+}
