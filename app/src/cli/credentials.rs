@@ -31,8 +31,8 @@ impl CredentialArgs {
     /// Fills in what the flags left out from the development app.
     pub fn resolve(&self) -> anyhow::Result<Credentials> {
         let app_id = self.app_id.unwrap_or(dev_app::DEV_APP_ID);
-        let app_sign = match &self.app_sign {
-            Some(s) => Some(s.clone()),
+        let app_sign = match self.app_sign.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(s.to_string()),
             None if app_id == dev_app::DEV_APP_ID => dev_app::load().map(|s| s.to_hex()),
             None => None,
         };

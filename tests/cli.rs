@@ -1,0 +1,234 @@
+//! The `onair` binary as a user runs it: serve, watch, token, errors, bench.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn onair() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_onair"))
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("onair-test-{}-{nanos}-{name}", std::process::id()))
+}
+
+/// `onair serve` on an ephemeral port with its own development app; killed on drop.
+struct Serve {
+    child: Child,
+    url: String,
+    dev_file: PathBuf,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let dev_file = temp_file("dev-app.toml");
+        let mut child = onair()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ONAIR_DEV_APP_FILE", &dev_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn onair serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut url = None;
+        while url.is_none() && Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(rest) = line.strip_prefix("relay listening: signaling ") {
+                url = rest.split(' ').next().map(String::from);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Serve {
+            child,
+            url: url.expect("serve prints its URL"),
+            dev_file,
+        }
+    }
+
+    fn client(&self) -> Command {
+        let mut c = onair();
+        c.env("ONAIR_DEV_APP_FILE", &self.dev_file)
+            .env("ONAIR_SERVER", &self.url)
+            .env("RUST_LOG", "warn");
+        c
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.dev_file);
+    }
+}
+
+fn stdout_of(mut c: Command) -> (bool, String) {
+    let out = c.output().expect("run onair");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn serve_then_watch_prints_the_room_flow() {
+    let serve = Serve::start();
+    let mut host = serve.client();
+    host.args([
+        "watch",
+        "--room",
+        "demo",
+        "--user",
+        "host",
+        "--duration",
+        "3",
+    ]);
+    let host = host.stdout(Stdio::piped()).spawn().expect("spawn watch");
+    std::thread::sleep(Duration::from_millis(800));
+    let mut guest = serve.client();
+    guest.args([
+        "watch",
+        "--room",
+        "demo",
+        "--user",
+        "guest",
+        "--duration",
+        "0.5",
+    ]);
+    let (ok, out) = stdout_of(guest);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("room_state room=demo reason=LOGINING(0)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("room_state room=demo reason=LOGINED(1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("room_user room=demo ADD users=[host]"),
+        "{out}"
+    );
+    assert!(out.contains("reason=LOGOUT(7)"), "{out}");
+    let host = host.wait_with_output().expect("watch ends");
+    let out = String::from_utf8_lossy(&host.stdout);
+    assert!(host.status.success(), "{out}");
+    assert!(
+        out.contains("room_user room=demo ADD users=[guest]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("room_user room=demo DELETE users=[guest]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn minted_tokens_log_in_and_wrong_ones_fail_with_codes() {
+    let serve = Serve::start();
+    let mut mint = serve.client();
+    mint.args([
+        "token",
+        "--user-id",
+        "carol",
+        "--room",
+        "stage",
+        "--ttl",
+        "1h",
+    ]);
+    let (ok, token) = stdout_of(mint);
+    assert!(ok);
+    let token = token.trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let mut good = serve.client();
+    good.args([
+        "watch",
+        "--room",
+        "stage",
+        "--user",
+        "carol",
+        "--token",
+        &token,
+        "--duration",
+        "0.5",
+    ])
+    .env("ONAIR_APP_SIGN", "");
+    let (ok, out) = stdout_of(good);
+    assert!(ok, "{out}");
+    assert!(out.contains("reason=LOGINED(1)"), "{out}");
+
+    let mut wrong_room = serve.client();
+    wrong_room.args([
+        "watch",
+        "--room",
+        "backstage",
+        "--user",
+        "carol",
+        "--token",
+        &token,
+    ]);
+    let (ok, out) = stdout_of(wrong_room);
+    assert!(!ok, "a failed login exits non-zero");
+    assert!(
+        out.contains("reason=LOGIN_FAILED(2) error=1002036(TokenWrongRoom)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn errors_markdown_is_docs_errors_md() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args(["errors", "--markdown"]);
+        c
+    });
+    assert!(ok);
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ERRORS.md"))
+        .expect("docs/ERRORS.md");
+    assert_eq!(
+        doc, out,
+        "docs/ERRORS.md is stale: run `onair errors --markdown > docs/ERRORS.md`"
+    );
+}
+
+#[test]
+fn bench_signal_prints_its_json_shape() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args([
+            "bench",
+            "signal",
+            "--clients",
+            "20",
+            "--rooms",
+            "4",
+            "--seconds",
+            "0.3",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["clients"], 20);
+    assert!(
+        v["login_ms"]["p50"].as_f64().is_some_and(|x| x > 0.0),
+        "{v}"
+    );
+    assert!(
+        v["login_ms"]["p99"].as_f64() >= v["login_ms"]["p50"].as_f64(),
+        "{v}"
+    );
+    assert!(v["messages_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert!(v["cores"].as_u64().is_some_and(|c| c >= 1), "{v}");
+}
