@@ -220,6 +220,7 @@ fn room_and_session_limits_are_enforced() {
         max_users_per_room: 2,
         max_rooms_per_session: 2,
         max_streams_per_session: 1,
+        max_users_per_app: 4,
         ..Limits::default()
     });
     let rt = runtime();

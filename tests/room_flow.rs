@@ -88,7 +88,7 @@ fn one_engine_in_several_rooms_and_rooms_are_isolated() {
     );
     assert!(drain_for(&a, Duration::from_millis(300)).is_empty());
     a.logout_all_rooms();
-    let mut ends = vec![until(&a, "state"), until(&a, "state")].concat();
+    let mut ends = [until(&a, "state"), until(&a, "state")].concat();
     ends.sort();
     assert_eq!(ends, ["state r1 LOGOUT 0", "state r2 LOGOUT 0"]);
 }
@@ -414,7 +414,7 @@ fn invalid_ids_fail_locally_with_their_codes() {
     a.login_room("bad room", User::new("a"), notify());
     assert_eq!(until(&a, "state"), ["state bad room LOGINING 0"]);
     assert_eq!(until(&a, "state"), ["state bad room LOGIN_FAILED 1002005"]);
-    a.login_room("r1", User::new(&"u".repeat(65)), notify());
+    a.login_room("r1", User::new("u".repeat(65)), notify());
     assert_eq!(
         until(&a, "state r1 LOGIN_FAILED"),
         ["state r1 LOGINING 0", "state r1 LOGIN_FAILED 1002006"]

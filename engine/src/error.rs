@@ -141,6 +141,10 @@ error_codes! {
     RoomFull = 1002011,
         cause: "The room has `limits.max_users_per_room` users already.",
         fix: "Use another room or raise the limit.";
+    /// The app has reached its user limit.
+    TooManyUsers = 1002013,
+        cause: "The app has `limits.max_users_per_app` users logged in across its rooms.",
+        fix: "Wait for users to leave or raise the limit in the relay config.";
     /// The session is in too many rooms.
     TooManyRoomsForSession = 1002012,
         cause: "This connection is logged into `limits.max_rooms_per_session` rooms already.",

@@ -27,6 +27,8 @@ pub struct Limits {
     pub max_rooms_per_app: usize,
     /// Users per room.
     pub max_users_per_room: usize,
+    /// Users (room seats) per app, across all its rooms.
+    pub max_users_per_app: usize,
     /// Rooms one connection may be logged into.
     pub max_rooms_per_session: usize,
     /// Streams one connection may publish.
@@ -49,6 +51,7 @@ impl Default for Limits {
             max_message_bytes: 64 * 1024,
             max_rooms_per_app: 10_000,
             max_users_per_room: 10_000,
+            max_users_per_app: 100_000,
             max_rooms_per_session: 64,
             max_streams_per_session: 8,
             requests_per_second: 50.0,

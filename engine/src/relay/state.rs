@@ -112,6 +112,8 @@ struct App {
     rooms: HashMap<String, Room>,
     /// stream ID → (owner session, room ID): the app-wide uniqueness registry.
     stream_owner: HashMap<String, (SessionId, String)>,
+    /// Room seats taken across all rooms.
+    seats: usize,
 }
 
 /// The whole relay's signaling state.
@@ -147,6 +149,7 @@ impl RelayState {
                             config: c,
                             rooms: HashMap::new(),
                             stream_owner: HashMap::new(),
+                            seats: 0,
                         },
                     )
                 })
@@ -634,6 +637,9 @@ impl RelayState {
         }
         let existing = app.rooms.get(&room_id);
         let previous = existing.and_then(|r| r.members.get(&user.user_id).copied());
+        if previous.is_none() && app.seats >= self.limits.max_users_per_app {
+            return Err(err(ErrorCode::TooManyUsers, "the app has too many users"));
+        }
         match existing {
             None if app.rooms.len() >= self.limits.max_rooms_per_app => {
                 return Err(err(ErrorCode::TooManyRooms, "the app has too many rooms"));
@@ -652,11 +658,15 @@ impl RelayState {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return Err(err(ErrorCode::Internal, "app vanished"));
         };
-        app.rooms
+        let replaced = app
+            .rooms
             .entry(room_id.clone())
             .or_default()
             .members
             .insert(user.user_id.clone(), sid);
+        if replaced.is_none() {
+            app.seats += 1;
+        }
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.rooms.insert(
                 room_id.clone(),
@@ -937,6 +947,7 @@ impl RelayState {
         {
             if room.members.get(user_id) == Some(&sid) {
                 room.members.remove(user_id);
+                app.seats = app.seats.saturating_sub(1);
             }
             if room.members.is_empty() {
                 app.rooms.remove(room_id);
@@ -962,12 +973,11 @@ impl RelayState {
         if let Some(s) = self.sessions.get_mut(&old) {
             s.rooms.remove(room_id);
         }
-        if let Some(room) = self
-            .apps
-            .get_mut(&app_id)
-            .and_then(|a| a.rooms.get_mut(room_id))
+        if let Some(app) = self.apps.get_mut(&app_id)
+            && let Some(room) = app.rooms.get_mut(room_id)
+            && room.members.remove(&user_id).is_some()
         {
-            room.members.remove(&user_id);
+            app.seats = app.seats.saturating_sub(1);
         }
         self.count_error(ErrorCode::KickedOut.code());
         if let Some(conn) = conn {
@@ -1007,4 +1017,163 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::AppSign;
+
+    struct Harness {
+        state: RelayState,
+        sign: AppSign,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new(limits: Limits) -> Self {
+            let sign = AppSign::random();
+            let mut config = RelayConfig::single_app(1, sign.clone());
+            config.limits = limits;
+            Harness {
+                state: RelayState::new(config),
+                sign,
+                now: Instant::now(),
+            }
+        }
+
+        fn send(&mut self, conn: ConnId, json: serde_json::Value) -> Vec<Output> {
+            self.state.on_text(conn, &json.to_string(), self.now)
+        }
+
+        fn join(&mut self, room: &str, user: &str, notify: bool) -> ConnId {
+            let conn = self.state.open_conn(self.now);
+            self.send(
+                conn,
+                serde_json::json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
+            );
+            let sign = self.sign.to_hex();
+            self.send(
+                conn,
+                serde_json::json!({"id":2,"type":"login","room_id":room,"user":{"user_id":user},
+                    "app_sign":sign,"is_user_status_notify":notify}),
+            );
+            conn
+        }
+    }
+
+    /// (recipient, message type) pairs, in order.
+    fn sent(outputs: &[Output]) -> Vec<(ConnId, String)> {
+        let mut v = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Send { to, msg } => {
+                    let kind = serde_json::to_value(msg)
+                        .ok()
+                        .and_then(|j| j["type"].as_str().map(String::from));
+                    for c in to {
+                        v.push((*c, kind.clone().unwrap_or_default()));
+                    }
+                }
+                Output::Close { conn, .. } => v.push((*conn, "close".into())),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn user_updates_reach_only_notify_members_of_the_same_room() {
+        let mut h = Harness::new(Limits::default());
+        let loud = h.join("r1", "loud", true);
+        let quiet = h.join("r1", "quiet", false);
+        let other = h.join("r2", "other", true);
+        let conn = h.state.open_conn(h.now);
+        h.send(
+            conn,
+            serde_json::json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
+        );
+        let sign = h.sign.to_hex();
+        let out = h.send(
+            conn,
+            serde_json::json!({"id":2,"type":"login","room_id":"r1","user":{"user_id":"new"},"app_sign":sign}),
+        );
+        let s = sent(&out);
+        assert!(s.contains(&(conn, "response".into())));
+        assert!(s.contains(&(loud, "user_update".into())));
+        assert!(!s.iter().any(|(c, _)| *c == quiet || *c == other), "{s:?}");
+        // Streams go to every member, notify or not.
+        let out = h.send(
+            conn,
+            serde_json::json!({"id":3,"type":"publish","room_id":"r1","stream_id":"s"}),
+        );
+        let s = sent(&out);
+        assert!(s.contains(&(loud, "stream_update".into())));
+        assert!(s.contains(&(quiet, "stream_update".into())));
+        assert!(!s.iter().any(|(c, _)| *c == other));
+        assert_eq!(h.state.gauges().streams, 1);
+    }
+
+    #[test]
+    fn a_closed_connection_expires_after_the_timeout_and_frees_its_streams() {
+        let mut h = Harness::new(Limits {
+            heartbeat_timeout_ms: 1000,
+            ..Limits::default()
+        });
+        let watcher = h.join("r1", "w", true);
+        let gone = h.join("r1", "g", true);
+        h.send(
+            gone,
+            serde_json::json!({"id":3,"type":"publish","room_id":"r1","stream_id":"s"}),
+        );
+        h.state.close_conn(gone, h.now);
+        // The watcher keeps itself alive; the closed session does not.
+        h.now += Duration::from_millis(600);
+        h.send(watcher, serde_json::json!({"id":9,"type":"heartbeat"}));
+        assert!(h.state.tick(h.now).is_empty());
+        h.now += Duration::from_millis(600);
+        h.send(watcher, serde_json::json!({"id":10,"type":"heartbeat"}));
+        let s = sent(&h.state.tick(h.now));
+        assert_eq!(
+            s,
+            [
+                (watcher, "stream_update".into()),
+                (watcher, "user_update".into())
+            ]
+        );
+        assert_eq!(
+            h.state.gauges(),
+            Gauges {
+                connections: 1,
+                sessions: 1,
+                rooms: 1,
+                users: 1,
+                streams: 0
+            }
+        );
+        assert_eq!(h.state.counters.heartbeat_timeouts, 1);
+    }
+
+    #[test]
+    fn the_same_user_again_kicks_the_older_session_without_a_leave() {
+        let mut h = Harness::new(Limits::default());
+        let watcher = h.join("r1", "w", true);
+        let old = h.join("r1", "dup", true);
+        let conn = h.state.open_conn(h.now);
+        h.send(
+            conn,
+            serde_json::json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
+        );
+        let sign = h.sign.to_hex();
+        let out = h.send(
+            conn,
+            serde_json::json!({"id":2,"type":"login","room_id":"r1","user":{"user_id":"dup"},"app_sign":sign}),
+        );
+        let s = sent(&out);
+        assert!(s.contains(&(old, "kicked".into())));
+        assert!(
+            !s.iter().any(|(c, _)| *c == watcher),
+            "no leave/join for a replaced seat: {s:?}"
+        );
+        assert_eq!(h.state.gauges().users, 2);
+    }
 }

@@ -21,13 +21,16 @@ use crate::room::events::Event;
 use crate::room::machine::{RoomConfig, RoomMachine, RoomPhase};
 use crate::signal::SignalClient;
 
+/// A callback run after each event (to wake a UI).
+pub type Notifier = Arc<dyn Fn() + Send + Sync>;
+
 /// Where events go: a bounded channel that never blocks the engine. If the application stops
 /// draining it, new events are dropped and counted rather than stalling the connection.
 #[derive(Clone)]
 pub struct EventSink {
     tx: crossbeam_channel::Sender<Event>,
     dropped: Arc<AtomicU64>,
-    notifier: Arc<parking_lot::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>>,
+    notifier: Arc<parking_lot::Mutex<Option<Notifier>>>,
 }
 
 impl EventSink {
@@ -62,7 +65,7 @@ impl EventSink {
     }
 
     /// Calls `f` after every event (for example to wake a UI).
-    pub fn set_notifier(&self, f: Option<Arc<dyn Fn() + Send + Sync>>) {
+    pub fn set_notifier(&self, f: Option<Notifier>) {
         *self.notifier.lock() = f;
     }
 }
@@ -520,9 +523,9 @@ impl Connection {
             )) => {
                 tracing::info!(session_id, resumed, "connected to the relay");
                 let every = Duration::from_millis(heartbeat_interval_ms.max(10));
-                let dead_after = Duration::from_millis(heartbeat_timeout_ms)
-                    .min(every * 3)
-                    .max(every * 2);
+                // Symmetric with the relay: it drops us after this long, we drop it too. A frozen
+                // relay is caught sooner by the request timeout on an unanswered heartbeat.
+                let dead_after = Duration::from_millis(heartbeat_timeout_ms).max(every * 3);
                 self.resume = Some(ResumeTicket {
                     session_id,
                     secret: resume_secret,
