@@ -1,4 +1,5 @@
-//! `onair bench signal`: login latency with N concurrent clients, and the signaling messages
+//! `onair bench signal`: login latency of a lone client and of N concurrent clients (connect,
+//! WebSocket handshake, hello, login), and the signaling messages
 //! per second one relay answers. Relay and clients run in this process on this machine's cores,
 //! so the throughput is what the relay sustains while also paying for its clients.
 
@@ -30,6 +31,9 @@ pub struct SignalArgs {
     /// Seconds of the throughput phase.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Sequential logins of a lone client, measured first.
+    #[arg(long, default_value_t = 200)]
+    sequential: usize,
     /// Requests each client keeps in flight during the throughput phase.
     #[arg(long, default_value_t = 8)]
     window: usize,
@@ -64,6 +68,36 @@ async fn bench(args: &SignalArgs) -> anyhow::Result<serde_json::Value> {
     let server = Server::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = server.url();
     let sign_hex = sign.to_hex();
+
+    // Phase 0: one client logs in and out again and again: the latency of a lone login.
+    let mut lone_ms = Vec::with_capacity(args.sequential);
+    for i in 0..args.sequential {
+        let t0 = Instant::now();
+        let mut client = SignalClient::connect(&url).await?;
+        client
+            .request(RequestBody::Hello {
+                protocol: PROTOCOL_VERSION,
+                app_id: 1,
+                resume: None,
+            })
+            .await?;
+        client
+            .request(RequestBody::Login {
+                room_id: "lone".into(),
+                user: User::new(format!("lone{i}")),
+                token: None,
+                app_sign: Some(sign_hex.clone()),
+                is_user_status_notify: false,
+            })
+            .await?;
+        lone_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        client
+            .request(RequestBody::Logout {
+                room_id: "lone".into(),
+            })
+            .await?;
+        client.close().await;
+    }
 
     // Phase 1: every client connects and logs in at once.
     let start = Arc::new(tokio::sync::Barrier::new(args.clients));
@@ -146,6 +180,7 @@ async fn bench(args: &SignalArgs) -> anyhow::Result<serde_json::Value> {
         "clients": args.clients,
         "rooms": args.rooms,
         "login_ms": stats::summary(login_ms),
+        "lone_login_ms": stats::summary(lone_ms),
         "messages_per_s": (total as f64 / elapsed).round(),
         "requests_answered": total,
         "seconds": (elapsed * 1000.0).round() / 1000.0,

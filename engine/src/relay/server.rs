@@ -112,7 +112,17 @@ pub struct Server {
 impl Server {
     /// Binds `listen` (port 0 for an ephemeral port) and starts serving `config`.
     pub async fn start(config: RelayConfig, listen: SocketAddr) -> std::io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        // A deep accept queue: a thousand clients reconnecting at once after a relay restart
+        // must not have their SYNs dropped (a dropped SYN costs a full second to retry).
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(listen)?;
+        let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tick_every =
