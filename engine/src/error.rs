@@ -217,6 +217,54 @@ error_codes! {
     PublishNotAuthorized = 1003072,
         cause: "The token used to log into this room does not grant the publish privilege.",
         fix: "Mint the token with `--publish`.";
+    /// No camera on this machine.
+    NoCamera = 1006001,
+        cause: "No video capture device was found (no /dev/video*, or none that nokhwa can open).",
+        fix: "Connect a camera, or use the test source (`VideoSource::Test`) or a media file.";
+    /// The camera could not be opened.
+    CameraOpenFailed = 1006002,
+        cause: "The camera exists but could not be opened or started (busy, no permission, or it stopped delivering frames).",
+        fix: "Close other programs using it, check permissions (the `video` group on Linux), or pick another device.";
+    /// The camera cannot deliver the requested format.
+    CameraFormatUnsupported = 1006003,
+        cause: "The camera offers no format close to the requested resolution and frame rate that Onair can convert.",
+        fix: "Pick one of the formats `list_cameras()` reports.";
+    /// No microphone on this machine.
+    NoMicrophone = 1006010,
+        cause: "No audio input device was found.",
+        fix: "Connect a microphone, or use the tone generator or a media file as the audio source.";
+    /// The microphone could not be opened.
+    MicrophoneOpenFailed = 1006011,
+        cause: "The audio input exists but could not be opened or started (busy, unsupported format, no permission).",
+        fix: "Close other programs using it or pick another device.";
+    /// The media file could not be opened or decoded.
+    MediaFileOpenFailed = 1006020,
+        cause: "FFmpeg could not open or read the media file (missing, unreadable, or an unknown format).",
+        fix: "Check the path; use a file FFmpeg can play.";
+    /// The media file has nothing to play.
+    MediaFileNoStream = 1006021,
+        cause: "The media file has no video or audio stream Onair can decode.",
+        fix: "Use a file with H.264, VP8/9, AV1 or another common video codec, or a common audio codec.";
+    /// A codec is missing from the FFmpeg build.
+    CodecUnavailable = 1007001,
+        cause: "The FFmpeg libraries on this machine lack libx264, libopus or the H.264 decoder.",
+        fix: "Install Debian's FFmpeg (`libavcodec-dev`, which is built with libx264 and libopus).";
+    /// Encoding failed.
+    EncodeFailed = 1007002,
+        cause: "The encoder rejected a frame or its settings.",
+        fix: "Check the video config; report the log if it persists.";
+    /// Decoding failed.
+    DecodeFailed = 1007003,
+        cause: "A packet could not be decoded (corrupt, or from an unsupported stream).",
+        fix: "Usually transient after loss: the next keyframe recovers it.";
+    /// The video config is out of range.
+    InvalidVideoConfig = 1007004,
+        cause: "Width and height must be even and 16–4096, fps 1–120, bitrate 10–100,000 kbps.",
+        fix: "Use a preset (`VideoConfig::preset`) or values in range.";
+    /// The publish channel does not exist.
+    InvalidChannel = 1007005,
+        cause: "The channel index is not one of the engine's publish channels (0 = main, 1 = aux).",
+        fix: "Use `PublishChannel::Main` or `PublishChannel::Aux`.";
     /// The stream does not exist.
     StreamNotFound = 1004002,
         cause: "The stream ID names no stream being published in this app.",

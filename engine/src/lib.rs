@@ -25,6 +25,7 @@
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod media;
 pub mod protocol;
 pub mod relay;
 pub mod room;
