@@ -10,6 +10,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
+use crate::media::capture::{AudioSource, VideoSource};
+use crate::media::channel::FrameReceiver;
+use crate::media::config::VideoConfig;
+use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
+use crate::media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
 use crate::protocol::User;
 use crate::room::connection::{Command, Connection, ConnectionSettings, EventSink};
 use crate::room::events::Event;
@@ -89,6 +94,8 @@ pub struct Engine {
     events: crossbeam_channel::Receiver<Event>,
     sink: EventSink,
     runtime: Option<tokio::runtime::Runtime>,
+    local: parking_lot::Mutex<Vec<LocalChannel>>,
+    device_errors: DeviceErrorCallback,
 }
 
 impl Engine {
@@ -122,12 +129,28 @@ impl Engine {
             request_timeout: profile.request_timeout,
         };
         runtime.spawn(Connection::new(settings, sink.clone(), rx).run());
+        let error_sink = sink.clone();
+        let device_errors: DeviceErrorCallback = Arc::new(move |channel, device, error| {
+            error_sink.emit(Event::DeviceError {
+                channel,
+                device,
+                error_code: error.code().code(),
+                message: error.to_string(),
+            });
+        });
         Ok(Engine {
             profile,
             commands,
             events,
             sink,
             runtime: Some(runtime),
+            local: parking_lot::Mutex::new(
+                PublishChannel::ALL
+                    .iter()
+                    .map(|c| LocalChannel::new(*c))
+                    .collect(),
+            ),
+            device_errors,
         })
     }
 
@@ -194,6 +217,76 @@ impl Engine {
         self.command("logout_all_rooms", Command::LogoutAll);
     }
 
+    fn with_local<R>(
+        &self,
+        channel: PublishChannel,
+        f: impl FnOnce(&mut LocalChannel, &DeviceErrorCallback) -> R,
+    ) -> Option<R> {
+        let mut local = self.local.lock();
+        local
+            .get_mut(channel.index())
+            .map(|c| f(c, &self.device_errors))
+    }
+
+    /// Where `channel`'s video comes from (default: the test source). Takes effect at once if
+    /// the channel is capturing; failures arrive as [`Event::DeviceError`].
+    pub fn set_video_source(&self, channel: PublishChannel, source: VideoSource) {
+        self.with_local(channel, |c, e| c.set_video_source(source, e));
+    }
+
+    /// Where `channel`'s audio comes from (default: the tone).
+    pub fn set_audio_source(&self, channel: PublishChannel, source: AudioSource) {
+        self.with_local(channel, |c, e| c.set_audio_source(source, e));
+    }
+
+    /// `channel`'s capture and encoding settings (default: 360p).
+    pub fn set_video_config(&self, channel: PublishChannel, config: VideoConfig) {
+        if let Some(Err(err)) = self.with_local(channel, |c, e| c.set_config(config, e)) {
+            self.sink.emit(Event::ApiCalledResult {
+                api: "set_video_config",
+                error_code: err.code().code(),
+                message: err.to_string(),
+            });
+        }
+    }
+
+    /// `channel`'s video config.
+    pub fn video_config(&self, channel: PublishChannel) -> VideoConfig {
+        self.with_local(channel, |c, _| c.config())
+            .unwrap_or_default()
+    }
+
+    /// Starts capturing `channel` for the local preview: frames arrive on
+    /// [`Self::preview_frames`].
+    pub fn start_preview(&self, channel: PublishChannel) {
+        self.with_local(channel, |c, e| c.set_previewing(true, e));
+    }
+
+    /// Stops the preview; unless the channel is publishing, capture stops and the device is
+    /// released before this returns.
+    pub fn stop_preview(&self, channel: PublishChannel) {
+        self.with_local(channel, |c, e| c.set_previewing(false, e));
+    }
+
+    /// A receiver of `channel`'s local video frames, holding at most the two newest: for a
+    /// preview, take [`FrameReceiver::latest`] each UI frame. Keep it for as long as you draw.
+    pub fn preview_frames(&self, channel: PublishChannel) -> FrameReceiver<SharedVideoFrame> {
+        let mut local = self.local.lock();
+        match local.get_mut(channel.index()) {
+            Some(c) => c.video().subscribe(2),
+            None => crate::media::channel::frame_channel(1).1,
+        }
+    }
+
+    /// A receiver of `channel`'s local audio frames (for a level meter), holding at most 8.
+    pub fn local_audio_frames(&self, channel: PublishChannel) -> FrameReceiver<SharedAudioFrame> {
+        let mut local = self.local.lock();
+        match local.get_mut(channel.index()) {
+            Some(c) => c.audio().subscribe(8),
+            None => crate::media::channel::frame_channel(1).1,
+        }
+    }
+
     /// Drops the signaling connection as a network failure would; the engine reconnects by
     /// itself. For tests and for trying the reconnect path by hand.
     pub fn simulate_network_drop(&self) {
@@ -206,6 +299,9 @@ impl Engine {
     }
 
     fn shutdown(&mut self) {
+        for c in self.local.lock().iter_mut() {
+            c.stop_all();
+        }
         let Some(runtime) = self.runtime.take() else {
             return;
         };

@@ -34,6 +34,7 @@ pub mod token;
 
 pub use engine::{Engine, EngineProfile, Scenario};
 pub use error::{EngineError, ErrorCode, WireError};
+pub use media::{AudioSource, DeviceKind, PublishChannel, VideoConfig, VideoPreset, VideoSource};
 pub use protocol::{StreamInfo, UpdateType, User};
 pub use room::events::{Event, RoomState, RoomStateChangedReason};
 pub use room::machine::RoomConfig;

@@ -190,6 +190,12 @@ pub fn brief(e: &Event) -> String {
         Event::ApiCalledResult {
             api, error_code, ..
         } => format!("api {api} {error_code}"),
+        Event::DeviceError {
+            channel,
+            device,
+            error_code,
+            ..
+        } => format!("device {channel:?} {device:?} {error_code}"),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod local;
 pub mod stamp;
 pub mod testsrc;
 
@@ -15,3 +16,4 @@ pub use channel::{ChannelStats, Fanout, FrameReceiver, FrameSender, frame_channe
 pub use config::{VideoConfig, VideoPreset};
 pub use error::MediaError;
 pub use frame::{AudioFrame, PixelFormat, SharedAudioFrame, SharedVideoFrame, VideoFrame};
+pub use local::{DeviceKind, PublishChannel};

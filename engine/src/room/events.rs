@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::error::ErrorCode;
+use crate::media::local::{DeviceKind, PublishChannel};
 use crate::protocol::{StreamInfo, UpdateType, User};
 
 /// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
@@ -107,6 +108,18 @@ pub enum Event {
         /// Which.
         streams: Vec<StreamInfo>,
     },
+    /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
+    /// an unreadable file… The channel's capture stops; set another source or try again.
+    DeviceError {
+        /// Which publish channel.
+        channel: PublishChannel,
+        /// Video or audio.
+        device: DeviceKind,
+        /// One of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// Details.
+        message: String,
+    },
     /// A call could not be carried out (ZEGO's `onApiCalledResult` for failures).
     ApiCalledResult {
         /// The call, e.g. `login_room`.
@@ -125,6 +138,7 @@ impl Event {
             Event::RoomStateChanged { .. } => "room_state",
             Event::RoomUserUpdate { .. } => "room_user",
             Event::RoomStreamUpdate { .. } => "room_stream",
+            Event::DeviceError { .. } => "device_error",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -135,7 +149,7 @@ impl Event {
             Event::RoomStateChanged { room_id, .. }
             | Event::RoomUserUpdate { room_id, .. }
             | Event::RoomStreamUpdate { room_id, .. } => Some(room_id),
-            Event::ApiCalledResult { .. } => None,
+            Event::ApiCalledResult { .. } | Event::DeviceError { .. } => None,
         }
     }
 }
@@ -197,6 +211,15 @@ impl fmt::Display for Event {
                     ids.join(",")
                 )
             }
+            Event::DeviceError {
+                channel,
+                device,
+                error_code,
+                message,
+            } => write!(
+                f,
+                "device_error channel={channel:?} device={device:?} error={error_code} message={message:?}"
+            ),
             Event::ApiCalledResult {
                 api,
                 error_code,

@@ -28,6 +28,11 @@ fn device_name(d: &cpal::Device) -> String {
         .unwrap_or_else(|_| "(unnamed)".into())
 }
 
+/// ALSA's `null` plugin "captures" silence on machines with no sound card: not a microphone.
+fn is_pseudo_device(d: &cpal::Device) -> bool {
+    d.id().is_ok_and(|id| id.id() == "null")
+}
+
 /// The microphones on this machine (empty when there are none).
 pub fn list_microphones() -> Result<Vec<MicrophoneInfo>, MediaError> {
     let host = cpal::default_host();
@@ -35,6 +40,7 @@ pub fn list_microphones() -> Result<Vec<MicrophoneInfo>, MediaError> {
         .input_devices()
         .map_err(|e| MediaError::MicrophoneOpen(e.to_string()))?;
     Ok(devices
+        .filter(|d| !is_pseudo_device(d))
         .filter_map(|d| {
             let config = d.default_input_config().ok()?;
             Some(MicrophoneInfo {
@@ -111,6 +117,8 @@ pub fn start(name: Option<String>, outputs: Outputs) -> CaptureHandle {
         };
         let host = cpal::default_host();
         let device = match &name {
+            // With no real input device, the "default" one is ALSA's silence: say so.
+            None if list_microphones().unwrap_or_default().is_empty() => None,
             None => host.default_input_device(),
             Some(n) => host
                 .input_devices()
