@@ -232,3 +232,42 @@ fn bench_signal_prints_its_json_shape() {
     assert!(v["messages_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
     assert!(v["cores"].as_u64().is_some_and(|c| c >= 1), "{v}");
 }
+
+#[test]
+fn bench_media_prints_its_json_shape() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args(["bench", "media", "--frames", "20", "--json"])
+            .env("RUST_LOG", "warn");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in [
+        "encode_decode_720p_ms",
+        "encode_decode_1080p_ms",
+        "channel_handoff_ns",
+    ] {
+        assert!(
+            v[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {v}"
+        );
+        assert!(
+            v[key]["p99"].as_f64() >= v[key]["p50"].as_f64(),
+            "{key}: {v}"
+        );
+    }
+    assert!(v["fps_1080p"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+}
+
+#[test]
+fn devices_lists_or_names_the_missing_kind() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.arg("devices");
+        c
+    });
+    assert!(ok, "{out}");
+    assert!(out.contains("cameras"), "{out}");
+    assert!(out.contains("microphones"), "{out}");
+}

@@ -35,6 +35,8 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// List cameras (with their modes) and microphones.
+    Devices,
     /// Measure a hot path and print the figures.
     Bench(bench::BenchArgs),
 }
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
             cli::errors::run(markdown);
             Ok(())
         }
+        Some(Command::Devices) => cli::devices::run(),
         Some(Command::Bench(a)) => bench::run(a),
     };
     match result {

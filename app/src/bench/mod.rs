@@ -1,6 +1,7 @@
 //! `onair bench NAME --json`: benchmarks of the hot paths, each printing one JSON object with
 //! median and p99 and the machine's core count.
 
+mod media;
 mod signal;
 pub mod stats;
 
@@ -17,11 +18,14 @@ pub struct BenchArgs {
 enum Which {
     /// Login latency with N concurrent clients, and signaling messages per second.
     Signal(signal::SignalArgs),
+    /// H.264 encode+decode latency at 720p and 1080p, 1080p throughput, frame-channel cost.
+    Media(media::MediaArgs),
 }
 
 /// Runs the chosen benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Signal(a) => signal::run(a),
+        Which::Media(a) => media::run(a),
     }
 }

@@ -1,6 +1,7 @@
 //! The command-line tools, one module per subcommand.
 
 pub mod credentials;
+pub mod devices;
 pub mod errors;
 pub mod serve;
 pub mod token;

@@ -6,7 +6,7 @@ use ffmpeg::software::scaling;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::error::MediaError;
-use crate::media::frame::{PixelFormat, VideoFrame};
+use crate::media::frame::{PixelFormat, Plane, VideoFrame};
 
 fn pixel(format: PixelFormat) -> Pixel {
     match format {
@@ -39,26 +39,47 @@ pub fn copy_into_ffmpeg(src: &VideoFrame, dst: &mut ffmpeg::frame::Video) {
     }
 }
 
-/// Copies a YUV420P FFmpeg frame out into a tightly packed I420 [`VideoFrame`].
+/// Copies a YUV420P FFmpeg frame out into a tightly packed I420 [`VideoFrame`], writing each
+/// byte once (no zero-fill first).
 pub fn copy_from_ffmpeg_i420(src: &ffmpeg::frame::Video) -> VideoFrame {
-    let mut out = VideoFrame::new_i420(src.width(), src.height());
-    for i in 0..3 {
-        let p = out.planes[i];
-        let row_bytes = p.stride;
-        let src_stride = src.stride(i);
-        let data = src.data(i);
-        for row in 0..p.rows {
-            let s = row * src_stride;
-            let d = p.offset + row * p.stride;
-            if let (Some(from), Some(to)) = (
-                data.get(s..s + row_bytes),
-                out.data.get_mut(d..d + row_bytes),
-            ) {
-                to.copy_from_slice(from);
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut data = Vec::with_capacity(w * h + 2 * cw * ch);
+    for (i, (row_bytes, rows)) in [(w, h), (cw, ch), (cw, ch)].into_iter().enumerate() {
+        let stride = src.stride(i);
+        let plane = src.data(i);
+        for row in 0..rows {
+            match plane.get(row * stride..row * stride + row_bytes) {
+                Some(bytes) => data.extend_from_slice(bytes),
+                None => data.resize(data.len() + row_bytes, if i == 0 { 16 } else { 128 }),
             }
         }
     }
-    out
+    VideoFrame {
+        format: PixelFormat::I420,
+        width: src.width(),
+        height: src.height(),
+        planes: [
+            Plane {
+                offset: 0,
+                stride: w,
+                rows: h,
+            },
+            Plane {
+                offset: w * h,
+                stride: cw,
+                rows: ch,
+            },
+            Plane {
+                offset: w * h + cw * ch,
+                stride: cw,
+                rows: ch,
+            },
+        ],
+        data,
+        pts_us: 0,
+        capture_time_us: 0,
+    }
 }
 
 /// Converts pictures of one format and size to I420 of another size, reusing its swscale
