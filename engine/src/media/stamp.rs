@@ -1,9 +1,9 @@
 //! The burned-in stamp: a frame number and a capture time written into the picture as a block
 //! barcode, so delay and lost or repeated frames can be measured from decoded pixels alone.
 //!
-//! 112 bits (frame number u32, capture time µs u64, CRC-16) as black/white luma blocks in rows
-//! along the top of the frame, blocks aligned to the codec's macroblocks at common sizes. Blocks
-//! that large survive H.264 at normal bitrates; the CRC rejects a misread.
+//! 112 bits (frame number u32, capture time µs u64, CRC-16) as black/white 8×8 luma blocks along
+//! the top of the frame. Blocks that size survive H.264 at normal bitrates; the CRC rejects a
+//! misread.
 
 use crate::media::frame::VideoFrame;
 
@@ -20,9 +20,11 @@ const BITS: usize = 32 + 64 + 16;
 const WHITE: u8 = 235;
 const BLACK: u8 = 16;
 
-/// The block size and the number of blocks per row for a frame `width` wide.
+/// The block size and the number of blocks per row for a frame `width` wide. Blocks are 8 px,
+/// so from 896 px wide up the whole stamp sits in the first macroblock row: the first the
+/// encoder codes, and the last its rate control would starve.
 fn geometry(width: u32) -> (usize, usize) {
-    let block = ((width as usize / 80) / 8 * 8).max(8);
+    let block = 8;
     (block, (width as usize / block).max(1))
 }
 
