@@ -166,6 +166,7 @@ fn publishing_needs_the_publish_privilege() {
             room_id: "r".into(),
             stream_id: s.into(),
             extra_info: String::new(),
+            sdp: None,
         };
         let mut viewer = relay.raw_client().await;
         viewer
@@ -188,6 +189,7 @@ fn publishing_needs_the_publish_privilege() {
                 room_id: "other".into(),
                 stream_id: "h2".into(),
                 extra_info: String::new(),
+                sdp: None,
             })
             .await
             .expect_err("not in room");

@@ -121,6 +121,7 @@ fn malformed_unknown_oversized_and_out_of_order_messages_get_error_codes() {
             room_id: "r1".into(),
             stream_id: "bad/id".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("send");
@@ -129,6 +130,7 @@ fn malformed_unknown_oversized_and_out_of_order_messages_get_error_codes() {
             room_id: "r1".into(),
             stream_id: "ok".into(),
             extra_info: "i".repeat(1025),
+            sdp: None,
         })
         .await
         .expect("send");
@@ -260,6 +262,7 @@ fn room_and_session_limits_are_enforced() {
             room_id: "r1".into(),
             stream_id: s.into(),
             extra_info: String::new(),
+            sdp: None,
         };
         a.request(publish("s1")).await.expect("first stream");
         assert_eq!(

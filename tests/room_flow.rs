@@ -65,6 +65,7 @@ fn one_engine_in_several_rooms_and_rooms_are_isolated() {
             room_id: "r3".into(),
             stream_id: "x-cam".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("publish");
@@ -73,6 +74,7 @@ fn one_engine_in_several_rooms_and_rooms_are_isolated() {
             room_id: "r2".into(),
             stream_id: "y-cam".into(),
             extra_info: "hello".into(),
+            sdp: None,
         })
         .await
         .expect("publish");
@@ -116,6 +118,7 @@ fn user_updates_only_for_notify_sessions_but_streams_for_all() {
             room_id: "r1".into(),
             stream_id: "cast".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("publish");
@@ -162,6 +165,7 @@ fn stream_ids_are_unique_across_rooms() {
             room_id: room.into(),
             stream_id: "shared-id".into(),
             extra_info: String::new(),
+            sdp: None,
         };
         x.request(publish("r1"))
             .await
@@ -213,6 +217,7 @@ fn same_user_logging_in_again_kicks_the_older_session() {
             room_id: "r1".into(),
             stream_id: "dup-cam".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("publish");
@@ -268,6 +273,7 @@ fn a_dropped_socket_is_removed_after_the_heartbeat_timeout() {
                 room_id: "r1".into(),
                 stream_id: "ghost-cam".into(),
                 extra_info: String::new(),
+                sdp: None,
             })
             .await
             .expect("publish");
@@ -328,6 +334,7 @@ fn relay_restart_reconnects_every_engine_and_resyncs() {
             room_id: "r1".into(),
             stream_id: "x-cam".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("publish");
@@ -352,6 +359,7 @@ fn relay_restart_reconnects_every_engine_and_resyncs() {
             room_id: "r1".into(),
             stream_id: "y-cam".into(),
             extra_info: String::new(),
+            sdp: None,
         })
         .await
         .expect("publish");

@@ -10,13 +10,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
+use crate::live::PlayerConfig;
 use crate::media::capture::{AudioSource, VideoSource};
 use crate::media::channel::FrameReceiver;
 use crate::media::config::VideoConfig;
 use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
 use crate::media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
 use crate::protocol::User;
-use crate::room::connection::{Command, Connection, ConnectionSettings, EventSink};
+use crate::room::connection::{Command, Connection, ConnectionSettings, EventSink, PlayOutputMap};
 use crate::room::events::Event;
 use crate::room::machine::RoomConfig;
 use crate::signal::normalize_url;
@@ -94,8 +95,9 @@ pub struct Engine {
     events: crossbeam_channel::Receiver<Event>,
     sink: EventSink,
     runtime: Option<tokio::runtime::Runtime>,
-    local: parking_lot::Mutex<Vec<LocalChannel>>,
+    local: Arc<parking_lot::Mutex<Vec<LocalChannel>>>,
     device_errors: DeviceErrorCallback,
+    play_outputs: PlayOutputMap,
 }
 
 impl Engine {
@@ -128,7 +130,23 @@ impl Engine {
             reconnect_timeout: profile.reconnect_timeout,
             request_timeout: profile.request_timeout,
         };
-        runtime.spawn(Connection::new(settings, sink.clone(), rx).run());
+        let local: Arc<parking_lot::Mutex<Vec<LocalChannel>>> = Arc::new(parking_lot::Mutex::new(
+            PublishChannel::ALL
+                .iter()
+                .map(|c| LocalChannel::new(*c))
+                .collect(),
+        ));
+        let play_outputs: PlayOutputMap = Arc::default();
+        runtime.spawn(
+            Connection::new(
+                settings,
+                sink.clone(),
+                rx,
+                local.clone(),
+                play_outputs.clone(),
+            )
+            .run(),
+        );
         let error_sink = sink.clone();
         let device_errors: DeviceErrorCallback = Arc::new(move |channel, device, error| {
             error_sink.emit(Event::DeviceError {
@@ -144,13 +162,9 @@ impl Engine {
             events,
             sink,
             runtime: Some(runtime),
-            local: parking_lot::Mutex::new(
-                PublishChannel::ALL
-                    .iter()
-                    .map(|c| LocalChannel::new(*c))
-                    .collect(),
-            ),
+            local,
             device_errors,
+            play_outputs,
         })
     }
 
@@ -285,6 +299,92 @@ impl Engine {
             Some(c) => c.audio().subscribe(8),
             None => crate::media::channel::frame_channel(1).1,
         }
+    }
+
+    /// Publishes `channel` as `stream_id` in the first room logged into (the seed's
+    /// `startPublishingStream`). Capture starts if it is not running; states arrive as
+    /// [`Event::PublisherStateUpdate`]: PublishRequesting, then Publishing.
+    pub fn start_publishing_stream(&self, stream_id: &str, channel: PublishChannel) {
+        self.start_publishing_stream_in_room(stream_id, channel, None);
+    }
+
+    /// As [`Self::start_publishing_stream`], into a given room.
+    pub fn start_publishing_stream_in_room(
+        &self,
+        stream_id: &str,
+        channel: PublishChannel,
+        room_id: Option<&str>,
+    ) {
+        let subscription = self.with_local(channel, |c, e| {
+            c.set_publishing(true, e);
+            (c.config(), c.video().subscribe(2), c.audio().subscribe(8))
+        });
+        let Some((config, video, audio)) = subscription else {
+            return;
+        };
+        self.command(
+            "start_publishing_stream",
+            Command::StartPublishing {
+                stream_id: stream_id.to_string(),
+                channel,
+                room_id: room_id.map(String::from),
+                config,
+                video,
+                audio,
+            },
+        );
+    }
+
+    /// Stops publishing `channel` (NoPublish); capture stops unless the preview is on.
+    pub fn stop_publishing_stream(&self, channel: PublishChannel) {
+        self.command(
+            "stop_publishing_stream",
+            Command::StopPublishing { channel },
+        );
+    }
+
+    /// Plays `stream_id` (the seed's `startPlayingStream` with `resourceMode: OnlyL3`). If the
+    /// stream does not exist yet, the player waits for it; states arrive as
+    /// [`Event::PlayerStateUpdate`]. Decoded frames: [`Self::play_frames`].
+    pub fn start_playing_stream(&self, stream_id: &str, config: PlayerConfig) {
+        self.command(
+            "start_playing_stream",
+            Command::StartPlaying {
+                stream_id: stream_id.to_string(),
+                config,
+            },
+        );
+    }
+
+    /// Stops playing `stream_id` (NoPlay).
+    pub fn stop_playing_stream(&self, stream_id: &str) {
+        self.command(
+            "stop_playing_stream",
+            Command::StopPlaying {
+                stream_id: stream_id.to_string(),
+            },
+        );
+    }
+
+    /// A receiver of `stream_id`'s decoded video, holding at most the two newest frames; valid
+    /// across stops and restarts of the stream.
+    pub fn play_frames(&self, stream_id: &str) -> FrameReceiver<SharedVideoFrame> {
+        self.play_outputs
+            .lock()
+            .entry(stream_id.to_string())
+            .or_default()
+            .video
+            .subscribe(2)
+    }
+
+    /// A receiver of `stream_id`'s decoded audio (48 kHz), holding at most 16 frames.
+    pub fn play_audio_frames(&self, stream_id: &str) -> FrameReceiver<SharedAudioFrame> {
+        self.play_outputs
+            .lock()
+            .entry(stream_id.to_string())
+            .or_default()
+            .audio
+            .subscribe(16)
     }
 
     /// Drops the signaling connection as a network failure would; the engine reconnects by

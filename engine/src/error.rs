@@ -209,6 +209,10 @@ error_codes! {
     ExtraInfoTooLong = 1003012,
         cause: "Stream extra info is at most 1024 bytes.",
         fix: "Shorten the extra info.";
+    /// The publisher's WebRTC connection could not be set up or failed.
+    MediaNegotiationFailed = 1003020,
+        cause: "The relay could not answer the publisher's WebRTC offer, or the media connection failed later (ICE, DTLS, or no media).",
+        fix: "The engine retries by itself; check that UDP between engine and relay is open.";
     /// The stream ID is already being published.
     StreamIdTaken = 1003028,
         cause: "Another publisher in this app (in any room) is already publishing this stream ID.",
@@ -269,6 +273,10 @@ error_codes! {
     StreamNotFound = 1004002,
         cause: "The stream ID names no stream being published in this app.",
         fix: "Check the stream ID; wait for a roomStreamUpdate Add before playing.";
+    /// The player's WebRTC connection could not be set up.
+    PlayNegotiationFailed = 1004020,
+        cause: "The relay could not answer the player's WebRTC offer.",
+        fix: "The engine retries by itself; check that UDP between engine and relay is open.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -25,16 +25,19 @@
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod live;
 pub mod media;
 pub mod protocol;
 pub mod relay;
 pub mod room;
 pub mod signal;
 pub mod token;
+pub mod transport;
 
 pub use engine::{Engine, EngineProfile, Scenario};
 pub use error::{EngineError, ErrorCode, WireError};
+pub use live::{PlayerConfig, ResourceMode};
 pub use media::{AudioSource, DeviceKind, PublishChannel, VideoConfig, VideoPreset, VideoSource};
 pub use protocol::{StreamInfo, UpdateType, User};
-pub use room::events::{Event, RoomState, RoomStateChangedReason};
+pub use room::events::{Event, PlayerState, PublisherState, RoomState, RoomStateChangedReason};
 pub use room::machine::RoomConfig;

@@ -115,6 +115,23 @@ pub enum RequestBody {
         /// Free text shown to players.
         #[serde(default)]
         extra_info: String,
+        /// A WebRTC offer (sendonly H.264 + Opus) to publish media through the relay's SFU. The
+        /// stream is announced to the room once its media flows. Without one, the stream is
+        /// registered by signaling alone (tests, external media paths).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<String>,
+    },
+    /// Play a stream of this app through the SFU (the session must be logged into a room).
+    Play {
+        /// The stream.
+        stream_id: String,
+        /// A WebRTC offer (recvonly H.264 + Opus).
+        sdp: String,
+    },
+    /// Stop playing a stream.
+    StopPlay {
+        /// The stream.
+        stream_id: String,
     },
     /// End a stream this session publishes.
     StopPublish {
@@ -133,6 +150,8 @@ impl RequestBody {
             RequestBody::Heartbeat => "heartbeat",
             RequestBody::Publish { .. } => "publish",
             RequestBody::StopPublish { .. } => "stop_publish",
+            RequestBody::Play { .. } => "play",
+            RequestBody::StopPlay { .. } => "stop_play",
         }
     }
 }
@@ -179,6 +198,16 @@ pub enum ResponseBody {
     Publish {
         /// The stream as registered.
         stream: StreamInfo,
+        /// The SFU's answer, when the request carried an offer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<String>,
+    },
+    /// `play` accepted.
+    Play {
+        /// The stream.
+        stream_id: String,
+        /// The SFU's answer.
+        sdp: String,
     },
     /// Done, nothing to return.
     Done,
@@ -222,6 +251,24 @@ pub enum ServerMessage {
         /// The room.
         room_id: String,
         /// Why, as an error code (1002050: same user logged in elsewhere).
+        code: u32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A stream this session plays has ended (its publisher stopped or left).
+    PlayStopped {
+        /// The stream.
+        stream_id: String,
+        /// Why, as an error code (1004002: the stream is gone).
+        code: u32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A stream this session publishes was ended by the relay (its media connection failed).
+    PublishStopped {
+        /// The stream.
+        stream_id: String,
+        /// Why, as an error code.
         code: u32,
         /// Why, in words.
         reason: String,

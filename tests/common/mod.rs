@@ -196,6 +196,20 @@ pub fn brief(e: &Event) -> String {
             error_code,
             ..
         } => format!("device {channel:?} {device:?} {error_code}"),
+        Event::PublisherStateUpdate {
+            stream_id,
+            state,
+            error_code,
+            ..
+        } => format!("publisher {stream_id} {state:?} {error_code}"),
+        Event::PlayerStateUpdate {
+            stream_id,
+            state,
+            error_code,
+            ..
+        } => format!("player {stream_id} {state:?} {error_code}"),
+        Event::PlayerRecvVideoFirstFrame { stream_id, .. } => format!("first_video {stream_id}"),
+        Event::PlayerRecvAudioFirstFrame { stream_id } => format!("first_audio {stream_id}"),
     }
 }
 
@@ -291,6 +305,7 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
             },
         ],
         limits: Limits::default(),
+        media_ip: None,
     };
     (config, a, b)
 }

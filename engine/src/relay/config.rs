@@ -70,6 +70,9 @@ pub struct RelayConfig {
     pub apps: Vec<AppConfig>,
     /// Limits.
     pub limits: Limits,
+    /// The address the SFU's WebRTC host candidates use (default: the listen address, or
+    /// 127.0.0.1 when listening on all interfaces).
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 /// Why a config file was refused.
@@ -97,6 +100,8 @@ struct FileConfig {
     limits: Limits,
     #[serde(default)]
     apps: Vec<FileApp>,
+    #[serde(default)]
+    media_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +127,7 @@ impl RelayConfig {
                 allow_app_sign: true,
             }],
             limits: Limits::default(),
+            media_ip: None,
         }
     }
 
@@ -156,6 +162,7 @@ impl RelayConfig {
             RelayConfig {
                 apps,
                 limits: file.limits,
+                media_ip: file.media_ip,
             },
             file.listen,
         ))

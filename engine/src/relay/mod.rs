@@ -6,6 +6,7 @@
 pub mod config;
 pub mod metrics;
 pub mod server;
+pub mod sfu;
 pub mod state;
 
 pub use config::{AppConfig, Limits, RelayConfig};

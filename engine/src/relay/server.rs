@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::relay::config::RelayConfig;
 use crate::relay::metrics;
+use crate::relay::sfu::{Sfu, SfuEvents};
 use crate::relay::state::{ConnId, Output, RelayState};
 
 /// Messages queued for one connection before it counts as a slow consumer.
@@ -49,20 +50,97 @@ struct Shared {
     closing: std::sync::atomic::AtomicBool,
     shutdown: watch::Receiver<bool>,
     transport_limit: usize,
+    sfu: Arc<Sfu>,
 }
 
-impl Shared {
-    /// Runs `f` on the state under the lock and delivers what it returns.
-    fn with_state(&self, f: impl FnOnce(&mut RelayState) -> Vec<Output>) {
-        let mut inner = self.inner.lock();
-        let outputs = f(&mut inner.state);
-        deliver(&inner.conns, outputs);
+/// The SFU's reports, fed back into the state machine.
+struct RelayEvents(std::sync::Weak<Shared>);
+
+impl SfuEvents for RelayEvents {
+    fn flowing(&self, app_id: u32, stream_id: &str) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.stream_flowing(app_id, stream_id));
+        }
+    }
+
+    fn failed(&self, app_id: u32, stream_id: &str, reason: &str) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.media_failed(app_id, stream_id, reason));
+        }
     }
 }
 
-fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) {
+impl Shared {
+    /// Runs `f` on the state under the lock and delivers what it returns; media work starts
+    /// after the lock is released.
+    fn with_state(self: &Arc<Self>, f: impl FnOnce(&mut RelayState) -> Vec<Output>) {
+        let media = {
+            let mut inner = self.inner.lock();
+            let outputs = f(&mut inner.state);
+            deliver(&inner.conns, outputs)
+        };
+        for output in media {
+            self.start_media(output);
+        }
+    }
+
+    fn start_media(self: &Arc<Self>, output: Output) {
+        match output {
+            Output::EndMedia { app_id, stream_id } => self.sfu.end_media(app_id, &stream_id),
+            Output::EndPlay {
+                app_id,
+                stream_id,
+                session,
+            } => self.sfu.end_play(app_id, &stream_id, session),
+            Output::Negotiate {
+                conn,
+                request_id,
+                session,
+                app_id,
+                stream_id,
+                publish,
+                sdp,
+            } => {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let answer = if publish {
+                        let events: Arc<dyn SfuEvents> =
+                            Arc::new(RelayEvents(Arc::downgrade(&shared)));
+                        shared
+                            .sfu
+                            .ingest(app_id, stream_id.clone(), sdp, events)
+                            .await
+                    } else {
+                        shared
+                            .sfu
+                            .subscribe(app_id, stream_id.clone(), session, sdp)
+                            .await
+                    };
+                    if let Err(e) = &answer {
+                        tracing::warn!(stream_id, publish, error = %e, "WebRTC negotiation failed");
+                    }
+                    shared.with_state(|s| {
+                        s.negotiated(
+                            conn, request_id, session, app_id, &stream_id, publish, answer,
+                        )
+                    });
+                });
+            }
+            Output::Send { .. } | Output::Close { .. } => {}
+        }
+    }
+}
+
+/// Sends messages and closes connections; returns the media work for after the lock.
+fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Output> {
+    let mut media = Vec::new();
     for output in outputs {
         match output {
+            media_work @ (Output::Negotiate { .. }
+            | Output::EndMedia { .. }
+            | Output::EndPlay { .. }) => {
+                media.push(media_work);
+            }
             Output::Send { to, msg } => {
                 let text = match serde_json::to_string(&msg) {
                     Ok(t) => Utf8Bytes::from(t),
@@ -98,6 +176,7 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) {
             }
         }
     }
+    media
 }
 
 /// A running relay inside a tokio runtime.
@@ -132,6 +211,11 @@ impl Server {
             .max_message_bytes
             .saturating_mul(4)
             .max(64 * 1024);
+        let media_ip = config.media_ip.unwrap_or(if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        });
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: RelayState::new(config),
@@ -140,6 +224,7 @@ impl Server {
             closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
+            sfu: Arc::new(Sfu::new(media_ip)),
         });
         let app = Router::new()
             .route("/ws", get(ws_upgrade))

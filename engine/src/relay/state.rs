@@ -34,6 +34,39 @@ pub enum Output {
         /// The message, serialised once by the glue.
         msg: ServerMessage,
     },
+    /// Set up a WebRTC connection on the SFU and then call [`RelayState::negotiated`].
+    Negotiate {
+        /// The requesting connection.
+        conn: ConnId,
+        /// The request to answer.
+        request_id: u64,
+        /// The requesting session.
+        session: SessionId,
+        /// The app.
+        app_id: u32,
+        /// The stream.
+        stream_id: String,
+        /// Publishing (ingest) or playing (egress).
+        publish: bool,
+        /// The client's offer.
+        sdp: String,
+    },
+    /// The stream's media is over: close its ingest and every player's connection.
+    EndMedia {
+        /// The app.
+        app_id: u32,
+        /// The stream.
+        stream_id: String,
+    },
+    /// One session stops playing a stream: close that player's connection.
+    EndPlay {
+        /// The app.
+        app_id: u32,
+        /// The stream.
+        stream_id: String,
+        /// The player.
+        session: SessionId,
+    },
     /// Close a connection (after sending what was queued before).
     Close {
         /// Which.
@@ -98,6 +131,8 @@ struct Session {
     conn: Option<ConnId>,
     last_seen: Instant,
     rooms: BTreeMap<String, Membership>,
+    /// Streams this session plays through the SFU.
+    playing: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -114,6 +149,12 @@ struct App {
     stream_owner: HashMap<String, (SessionId, String)>,
     /// Room seats taken across all rooms.
     seats: usize,
+    /// Streams whose media goes through the SFU.
+    media: std::collections::HashSet<String>,
+    /// Media streams not flowing yet: registered (the ID is taken) but not announced.
+    pending: std::collections::HashSet<String>,
+    /// stream ID → the sessions playing it.
+    players: HashMap<String, BTreeSet<SessionId>>,
 }
 
 /// The whole relay's signaling state.
@@ -126,6 +167,8 @@ pub struct RelayState {
     next_session: SessionId,
     /// Counters for `/metrics`.
     pub counters: Counters,
+    /// Set by a request whose answer comes later (after WebRTC negotiation).
+    reply_deferred: bool,
 }
 
 type Reply = Result<ResponseBody, WireError>;
@@ -150,6 +193,9 @@ impl RelayState {
                             rooms: HashMap::new(),
                             stream_owner: HashMap::new(),
                             seats: 0,
+                            media: Default::default(),
+                            pending: Default::default(),
+                            players: HashMap::new(),
                         },
                     )
                 })
@@ -159,6 +205,7 @@ impl RelayState {
             next_conn: 1,
             next_session: 1,
             counters: Counters::default(),
+            reply_deferred: false,
         }
     }
 
@@ -294,8 +341,10 @@ impl RelayState {
             self.reply(conn, Some(request.id), Err(e), now, &mut out);
             return out;
         }
-        let result = self.dispatch(conn, request.body, now, &mut out);
-        self.reply(conn, Some(request.id), result, now, &mut out);
+        let result = self.dispatch(conn, request.id, request.body, now, &mut out);
+        if !std::mem::take(&mut self.reply_deferred) {
+            self.reply(conn, Some(request.id), result, now, &mut out);
+        }
         out
     }
 
@@ -419,6 +468,7 @@ impl RelayState {
     fn dispatch(
         &mut self,
         conn: ConnId,
+        request_id: u64,
         body: RequestBody,
         now: Instant,
         out: &mut Vec<Output>,
@@ -473,9 +523,27 @@ impl RelayState {
                     room_id,
                     stream_id,
                     extra_info,
+                    sdp,
                 },
                 Some(sid),
-            ) => self.publish(sid, room_id, stream_id, extra_info, out),
+            ) => self.publish(
+                sid,
+                room_id,
+                stream_id,
+                extra_info,
+                sdp.map(|sdp| (conn, request_id, sdp)),
+                out,
+            ),
+            (RequestBody::Play { stream_id, sdp }, Some(sid)) => {
+                self.play(sid, conn, request_id, stream_id, sdp, out)
+            }
+            (RequestBody::StopPlay { stream_id }, Some(sid)) => {
+                if self.stop_playing(sid, &stream_id, out) {
+                    Ok(ResponseBody::Done)
+                } else {
+                    Err(err(ErrorCode::StreamNotFound, "not playing that stream"))
+                }
+            }
             (RequestBody::StopPublish { stream_id }, Some(sid)) => {
                 self.stop_publish(sid, &stream_id, out)
             }
@@ -531,6 +599,7 @@ impl RelayState {
                         conn: None,
                         last_seen: now,
                         rooms: BTreeMap::new(),
+                        playing: BTreeSet::new(),
                     },
                 );
                 (sid, false)
@@ -701,6 +770,7 @@ impl RelayState {
         room_id: String,
         stream_id: String,
         extra_info: String,
+        negotiate: Option<(ConnId, u64, String)>,
         out: &mut Vec<Output>,
     ) -> Reply {
         ids::check_stream_id(&stream_id).map_err(|c| err(c, "invalid stream ID"))?;
@@ -729,7 +799,7 @@ impl RelayState {
             return Err(err(ErrorCode::Internal, "app vanished"));
         };
         if let Some((owner, owner_room)) = app.stream_owner.get(&stream_id) {
-            if *owner == sid && *owner_room == room_id {
+            if *owner == sid && *owner_room == room_id && negotiate.is_none() {
                 // Publishing the same stream again is idempotent.
                 let existing = app
                     .rooms
@@ -737,7 +807,7 @@ impl RelayState {
                     .and_then(|r| r.streams.get(&stream_id))
                     .cloned();
                 return existing
-                    .map(|stream| ResponseBody::Publish { stream })
+                    .map(|stream| ResponseBody::Publish { stream, sdp: None })
                     .ok_or_else(|| err(ErrorCode::Internal, "stream registry out of step"));
             }
             return Err(err(
@@ -765,6 +835,21 @@ impl RelayState {
         if let Some(room) = app.rooms.get_mut(&room_id) {
             room.streams.insert(stream_id.clone(), stream.clone());
         }
+        if let Some((conn, request_id, sdp)) = negotiate {
+            // Media through the SFU: announce the stream once its media flows.
+            app.media.insert(stream_id.clone());
+            app.pending.insert(stream_id.clone());
+            self.reply_deferred = true;
+            out.push(Output::Negotiate {
+                conn,
+                request_id,
+                session: sid,
+                app_id,
+                stream_id: stream_id.clone(),
+                publish: true,
+                sdp,
+            });
+        }
         if let Some(m) = self
             .sessions
             .get_mut(&sid)
@@ -772,17 +857,236 @@ impl RelayState {
         {
             m.streams.insert(stream_id);
         }
-        let to = self.room_conns(app_id, &room_id, sid, false);
+        if self.reply_deferred {
+            return Ok(ResponseBody::Done);
+        }
+        self.announce(app_id, &room_id, sid, stream.clone(), out);
+        Ok(ResponseBody::Publish { stream, sdp: None })
+    }
+
+    fn announce(
+        &mut self,
+        app_id: u32,
+        room_id: &str,
+        owner: SessionId,
+        stream: StreamInfo,
+        out: &mut Vec<Output>,
+    ) {
+        let to = self.room_conns(app_id, room_id, owner, false);
         self.send(
             to,
             ServerMessage::StreamUpdate {
-                room_id,
+                room_id: room_id.to_string(),
                 update_type: UpdateType::Add,
-                streams: vec![stream.clone()],
+                streams: vec![stream],
             },
             out,
         );
-        Ok(ResponseBody::Publish { stream })
+    }
+
+    fn play(
+        &mut self,
+        sid: SessionId,
+        conn: ConnId,
+        request_id: u64,
+        stream_id: String,
+        sdp: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        ids::check_stream_id(&stream_id).map_err(|c| err(c, "invalid stream ID"))?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        if session.rooms.is_empty() {
+            return Err(err(
+                ErrorCode::NotLoggedIn,
+                "log into a room before playing",
+            ));
+        }
+        let app_id = session.app_id;
+        let Some(app) = self.apps.get(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+        if !app.media.contains(&stream_id) || app.pending.contains(&stream_id) {
+            return Err(err(ErrorCode::StreamNotFound, "no such stream is flowing"));
+        }
+        // Playing again replaces the old connection.
+        self.stop_playing(sid, &stream_id, out);
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.players
+                .entry(stream_id.clone())
+                .or_default()
+                .insert(sid);
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.playing.insert(stream_id.clone());
+        }
+        self.reply_deferred = true;
+        out.push(Output::Negotiate {
+            conn,
+            request_id,
+            session: sid,
+            app_id,
+            stream_id,
+            publish: false,
+            sdp,
+        });
+        Ok(ResponseBody::Done)
+    }
+
+    /// Whether `sid` was playing `stream_id` (it no longer is).
+    fn stop_playing(&mut self, sid: SessionId, stream_id: &str, out: &mut Vec<Output>) -> bool {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        let app_id = s.app_id;
+        if !s.playing.remove(stream_id) {
+            return false;
+        }
+        if let Some(players) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.players.get_mut(stream_id))
+        {
+            players.remove(&sid);
+        }
+        out.push(Output::EndPlay {
+            app_id,
+            stream_id: stream_id.to_string(),
+            session: sid,
+        });
+        true
+    }
+
+    /// The SFU finished (or failed) the negotiation asked for by [`Output::Negotiate`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn negotiated(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        session: SessionId,
+        app_id: u32,
+        stream_id: &str,
+        publish: bool,
+        answer: Result<String, String>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let owner = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.stream_owner.get(stream_id))
+            .cloned();
+        let result = match (publish, answer) {
+            (true, Ok(sdp)) => match owner {
+                Some((o, room_id)) if o == session => self
+                    .apps
+                    .get(&app_id)
+                    .and_then(|a| a.rooms.get(&room_id))
+                    .and_then(|r| r.streams.get(stream_id))
+                    .cloned()
+                    .map(|stream| ResponseBody::Publish {
+                        stream,
+                        sdp: Some(sdp),
+                    })
+                    .ok_or_else(|| err(ErrorCode::StreamNotFound, "the stream ended meanwhile")),
+                _ => {
+                    out.push(Output::EndMedia {
+                        app_id,
+                        stream_id: stream_id.to_string(),
+                    });
+                    Err(err(ErrorCode::StreamNotFound, "the stream ended meanwhile"))
+                }
+            },
+            (true, Err(e)) => {
+                if let Some((o, room_id)) = owner.filter(|(o, _)| *o == session) {
+                    self.end_streams(o, app_id, &room_id, vec![stream_id.to_string()], &mut out);
+                }
+                Err(err(ErrorCode::MediaNegotiationFailed, e))
+            }
+            (false, Ok(sdp)) => {
+                let still = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.playing.contains(stream_id));
+                if still && owner.is_some() {
+                    Ok(ResponseBody::Play {
+                        stream_id: stream_id.to_string(),
+                        sdp,
+                    })
+                } else {
+                    self.stop_playing(session, stream_id, &mut out);
+                    Err(err(ErrorCode::StreamNotFound, "the stream ended meanwhile"))
+                }
+            }
+            (false, Err(e)) => {
+                self.stop_playing(session, stream_id, &mut out);
+                Err(err(ErrorCode::PlayNegotiationFailed, e))
+            }
+        };
+        self.reply(conn, Some(request_id), result, Instant::now(), &mut out);
+        out
+    }
+
+    /// The SFU saw the first media of a stream: announce it to its room.
+    pub fn stream_flowing(&mut self, app_id: u32, stream_id: &str) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return out;
+        };
+        if !app.pending.remove(stream_id) {
+            return out;
+        }
+        let Some((owner, room_id)) = app.stream_owner.get(stream_id).cloned() else {
+            return out;
+        };
+        if let Some(stream) = app
+            .rooms
+            .get(&room_id)
+            .and_then(|r| r.streams.get(stream_id))
+            .cloned()
+        {
+            self.announce(app_id, &room_id, owner, stream, &mut out);
+        }
+        out
+    }
+
+    /// A publisher's media connection failed or closed: end the stream and tell its owner.
+    pub fn media_failed(&mut self, app_id: u32, stream_id: &str, reason: &str) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some((owner, room_id)) = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.stream_owner.get(stream_id))
+            .cloned()
+        else {
+            return out;
+        };
+        if !self
+            .apps
+            .get(&app_id)
+            .is_some_and(|a| a.media.contains(stream_id))
+        {
+            return out;
+        }
+        self.end_streams(
+            owner,
+            app_id,
+            &room_id,
+            vec![stream_id.to_string()],
+            &mut out,
+        );
+        if let Some(conn) = self.sessions.get(&owner).and_then(|s| s.conn) {
+            self.send(
+                vec![conn],
+                ServerMessage::PublishStopped {
+                    stream_id: stream_id.to_string(),
+                    code: ErrorCode::MediaNegotiationFailed.code(),
+                    reason: reason.to_string(),
+                },
+                &mut out,
+            );
+        }
+        out
     }
 
     fn stop_publish(&mut self, sid: SessionId, stream_id: &str, out: &mut Vec<Output>) -> Reply {
@@ -826,10 +1130,12 @@ impl RelayState {
                 .get(&me)
                 .and_then(|s| s.rooms.get(room_id))
                 .map(|m| &m.streams);
+            let pending = self.apps.get(&app_id).map(|a| &a.pending);
             streams = room
                 .streams
                 .values()
                 .filter(|s| !mine.is_some_and(|mine| mine.contains(&s.stream_id)))
+                .filter(|s| !pending.is_some_and(|p| p.contains(&s.stream_id)))
                 .cloned()
                 .collect();
         }
@@ -879,17 +1185,47 @@ impl RelayState {
             return;
         }
         let mut ended = Vec::new();
+        let mut players: Vec<(String, BTreeSet<SessionId>)> = Vec::new();
         if let Some(app) = self.apps.get_mut(&app_id) {
             for stream_id in &streams {
                 app.stream_owner.remove(stream_id);
+                let was_pending = app.pending.remove(stream_id);
+                if app.media.remove(stream_id) {
+                    out.push(Output::EndMedia {
+                        app_id,
+                        stream_id: stream_id.clone(),
+                    });
+                }
+                if let Some(p) = app.players.remove(stream_id) {
+                    players.push((stream_id.clone(), p));
+                }
                 if let Some(info) = app
                     .rooms
                     .get_mut(room_id)
                     .and_then(|r| r.streams.remove(stream_id))
+                    && !was_pending
                 {
                     ended.push(info);
                 }
             }
+        }
+        for (stream_id, sessions) in players {
+            let mut conns = Vec::new();
+            for p in sessions {
+                if let Some(s) = self.sessions.get_mut(&p) {
+                    s.playing.remove(&stream_id);
+                    conns.extend(s.conn);
+                }
+            }
+            self.send(
+                conns,
+                ServerMessage::PlayStopped {
+                    stream_id,
+                    code: ErrorCode::StreamNotFound.code(),
+                    reason: "the stream ended".into(),
+                },
+                out,
+            );
         }
         if let Some(m) = self
             .sessions
@@ -900,16 +1236,18 @@ impl RelayState {
                 m.streams.remove(s);
             }
         }
-        let to = self.room_conns(app_id, room_id, sid, false);
-        self.send(
-            to,
-            ServerMessage::StreamUpdate {
-                room_id: room_id.to_string(),
-                update_type: UpdateType::Delete,
-                streams: ended,
-            },
-            out,
-        );
+        if !ended.is_empty() {
+            let to = self.room_conns(app_id, room_id, sid, false);
+            self.send(
+                to,
+                ServerMessage::StreamUpdate {
+                    room_id: room_id.to_string(),
+                    update_type: UpdateType::Delete,
+                    streams: ended,
+                },
+                out,
+            );
+        }
     }
 
     /// `sid` leaves `room_id`: its streams end, the room hears the user go, an empty room goes.
@@ -1002,6 +1340,14 @@ impl RelayState {
             .unwrap_or_default();
         for room in rooms {
             self.leave_room(sid, &room, out);
+        }
+        let playing: Vec<String> = self
+            .sessions
+            .get(&sid)
+            .map(|s| s.playing.iter().cloned().collect())
+            .unwrap_or_default();
+        for stream_id in playing {
+            self.stop_playing(sid, &stream_id, out);
         }
         if let Some(s) = self.sessions.remove(&sid)
             && let (Some(conn), Some(code)) = (s.conn, why)

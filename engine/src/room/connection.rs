@@ -14,10 +14,18 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
 use crate::ids;
+use crate::live::player::PlayerPeer;
+use crate::live::publisher::{PublisherMedia, PublisherPeer};
+use crate::live::{LiveEvent, PlayOutputs, PlayerConfig};
+use crate::media::channel::FrameReceiver;
+use crate::media::config::VideoConfig;
+use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
+use crate::media::local::{LocalChannel, PublishChannel};
 use crate::protocol::{
     PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage, User,
 };
 use crate::room::events::Event;
+use crate::room::events::{PlayerState, PublisherState};
 use crate::room::machine::{RoomConfig, RoomMachine, RoomPhase};
 use crate::signal::SignalClient;
 
@@ -107,6 +115,38 @@ pub enum Command {
     LogoutAll,
     /// Drop the socket as a network failure would (tests and debugging).
     DropConnection,
+    /// Publish a local channel.
+    StartPublishing {
+        /// The stream ID.
+        stream_id: String,
+        /// The local channel.
+        channel: PublishChannel,
+        /// The room (default: the first logged-in room).
+        room_id: Option<String>,
+        /// The channel's video settings.
+        config: VideoConfig,
+        /// The channel's video.
+        video: FrameReceiver<SharedVideoFrame>,
+        /// The channel's audio.
+        audio: FrameReceiver<SharedAudioFrame>,
+    },
+    /// Stop publishing a channel.
+    StopPublishing {
+        /// The channel.
+        channel: PublishChannel,
+    },
+    /// Play a stream.
+    StartPlaying {
+        /// The stream.
+        stream_id: String,
+        /// Options.
+        config: PlayerConfig,
+    },
+    /// Stop playing a stream.
+    StopPlaying {
+        /// The stream.
+        stream_id: String,
+    },
     /// Log out of everything and stop; `done` is signalled when finished.
     Shutdown {
         /// Signalled when the task has finished.
@@ -118,9 +158,36 @@ enum Pending {
     Login(String),
     Logout(String),
     Heartbeat,
+    Publish(String, u64),
+    Play(String, u64),
+    Other,
 }
 
+struct PublishSession {
+    channel: PublishChannel,
+    room_id: String,
+    config: VideoConfig,
+    video: FrameReceiver<SharedVideoFrame>,
+    audio: FrameReceiver<SharedAudioFrame>,
+    state: PublisherState,
+    generation: u64,
+    // Field order matters: the media threads stop before the connection goes.
+    media: Option<PublisherMedia>,
+    peer: Option<PublisherPeer>,
+}
+
+struct PlaySession {
+    state: PlayerState,
+    generation: u64,
+    requested_at: Instant,
+    peer: Option<PlayerPeer>,
+}
+
+/// Play outputs shared between the engine handle and the connection task.
+pub type PlayOutputMap = Arc<parking_lot::Mutex<HashMap<String, Arc<PlayOutputs>>>>;
+
 enum Step {
+    Live(Option<LiveEvent>),
     Command(Option<Command>),
     Message(Option<Result<ServerMessage, EngineError>>),
     Heartbeat,
@@ -145,6 +212,13 @@ pub struct Connection {
     resume: Option<ResumeTicket>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    local: Arc<parking_lot::Mutex<Vec<LocalChannel>>>,
+    play_outputs: PlayOutputMap,
+    live_tx: mpsc::Sender<LiveEvent>,
+    live_rx: mpsc::Receiver<LiveEvent>,
+    publishers: HashMap<String, PublishSession>,
+    players: HashMap<String, PlaySession>,
+    generation: u64,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -170,8 +244,18 @@ impl Connection {
         settings: ConnectionSettings,
         events: EventSink,
         commands: mpsc::Receiver<Command>,
+        local: Arc<parking_lot::Mutex<Vec<LocalChannel>>>,
+        play_outputs: PlayOutputMap,
     ) -> Self {
+        let (live_tx, live_rx) = mpsc::channel(256);
         Connection {
+            local,
+            play_outputs,
+            live_tx,
+            live_rx,
+            publishers: HashMap::new(),
+            players: HashMap::new(),
+            generation: 0,
             settings,
             events,
             commands,
@@ -191,11 +275,14 @@ impl Connection {
         loop {
             let step = tokio::select! {
                 cmd = self.commands.recv() => Step::Command(cmd),
+                live = self.live_rx.recv() => Step::Live(live),
                 msg = next_message(&mut self.link) => Step::Message(msg),
                 _ = heartbeat.tick(), if self.link.is_some() => Step::Heartbeat,
                 _ = sleep_until_opt(self.retry_at), if self.link.is_none() => Step::Retry,
             };
             match step {
+                Step::Live(Some(event)) => self.on_live(event).await,
+                Step::Live(None) => {}
                 Step::Command(None) => break,
                 Step::Command(Some(Command::Shutdown { done })) => {
                     self.shutdown().await;
@@ -298,11 +385,140 @@ impl Connection {
                     self.on_link_lost(false);
                 }
             }
+            Command::StartPublishing {
+                stream_id,
+                channel,
+                room_id,
+                config,
+                video,
+                audio,
+            } => {
+                if self.publishers.values().any(|p| p.channel == channel)
+                    || self.publishers.contains_key(&stream_id)
+                {
+                    self.events.emit(Event::ApiCalledResult {
+                        api: "start_publishing_stream",
+                        error_code: ErrorCode::StreamIdTaken.code(),
+                        message: format!(
+                            "channel {channel:?} or stream {stream_id} is already publishing"
+                        ),
+                    });
+                    return;
+                }
+                let room = room_id.or_else(|| {
+                    self.rooms
+                        .values()
+                        .find(|r| r.phase() == RoomPhase::Logined)
+                        .map(|r| r.room_id().to_string())
+                });
+                let Some(room_id) = room.filter(|r| self.rooms.contains_key(r)) else {
+                    self.publisher_state(
+                        &stream_id,
+                        PublisherState::NoPublish,
+                        ErrorCode::NotLoggedIn.code(),
+                        "log into a room first",
+                    );
+                    self.set_channel_publishing(channel, false);
+                    return;
+                };
+                if let Err(code) = ids::check_stream_id(&stream_id) {
+                    self.publisher_state(
+                        &stream_id,
+                        PublisherState::NoPublish,
+                        code.code(),
+                        code.cause(),
+                    );
+                    self.set_channel_publishing(channel, false);
+                    return;
+                }
+                self.publishers.insert(
+                    stream_id.clone(),
+                    PublishSession {
+                        channel,
+                        room_id,
+                        config,
+                        video,
+                        audio,
+                        state: PublisherState::NoPublish,
+                        generation: 0,
+                        media: None,
+                        peer: None,
+                    },
+                );
+                self.publisher_state(&stream_id, PublisherState::PublishRequesting, 0, "");
+                self.negotiate_publish(&stream_id).await;
+            }
+            Command::StopPublishing { channel } => {
+                let Some(stream_id) = self
+                    .publishers
+                    .iter()
+                    .find(|(_, p)| p.channel == channel)
+                    .map(|(s, _)| s.clone())
+                else {
+                    return;
+                };
+                self.end_publishing(&stream_id, true).await;
+            }
+            Command::StartPlaying {
+                stream_id,
+                config: _,
+            } => {
+                if self.players.contains_key(&stream_id) {
+                    return;
+                }
+                self.players.insert(
+                    stream_id.clone(),
+                    PlaySession {
+                        state: PlayerState::NoPlay,
+                        generation: 0,
+                        requested_at: now,
+                        peer: None,
+                    },
+                );
+                self.player_state(&stream_id, PlayerState::PlayRequesting, 0, "");
+                self.negotiate_play(&stream_id).await;
+            }
+            Command::StopPlaying { stream_id } => {
+                if self.players.remove(&stream_id).is_some() {
+                    self.send(
+                        RequestBody::StopPlay {
+                            stream_id: stream_id.clone(),
+                        },
+                        Pending::Other,
+                    )
+                    .await;
+                    self.player_state(&stream_id, PlayerState::NoPlay, 0, "");
+                }
+            }
             Command::Shutdown { .. } => {}
         }
     }
 
     async fn logout(&mut self, room_id: &str) {
+        // The seed: logging out stops that room's publishing, and playing once no room is left.
+        let publishing: Vec<String> = self
+            .publishers
+            .iter()
+            .filter(|(_, p)| p.room_id == room_id)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream_id in publishing {
+            self.end_publishing(&stream_id, false).await;
+        }
+        if self.rooms.len() <= 1 && self.rooms.contains_key(room_id) {
+            let playing: Vec<String> = self.players.keys().cloned().collect();
+            for stream_id in playing {
+                self.players.remove(&stream_id);
+                self.send(
+                    RequestBody::StopPlay {
+                        stream_id: stream_id.clone(),
+                    },
+                    Pending::Other,
+                )
+                .await;
+                self.player_state(&stream_id, PlayerState::NoPlay, 0, "");
+            }
+        }
         if self.rooms.remove(room_id).is_none() {
             self.events.emit(RoomMachine::logout_event(
                 room_id,
@@ -383,7 +599,15 @@ impl Connection {
                         ));
                         self.maybe_go_idle();
                     }
-                    (Pending::Heartbeat, _, _) => {}
+                    (Pending::Heartbeat | Pending::Other, _, _) => {}
+                    (Pending::Publish(stream_id, generation), result, error) => {
+                        self.on_publish_answer(&stream_id, generation, result, error)
+                            .await;
+                    }
+                    (Pending::Play(stream_id, generation), result, error) => {
+                        self.on_play_answer(&stream_id, generation, result, error)
+                            .await;
+                    }
                 }
             }
             ServerMessage::UserUpdate {
@@ -404,12 +628,28 @@ impl Connection {
                 update_type,
                 streams,
             } => {
+                let waiting: Vec<String> = if update_type == crate::protocol::UpdateType::Add {
+                    streams
+                        .iter()
+                        .filter(|s| {
+                            self.players
+                                .get(&s.stream_id)
+                                .is_some_and(|p| p.peer.is_none())
+                        })
+                        .map(|s| s.stream_id.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 if let Some(e) = self
                     .rooms
                     .get_mut(&room_id)
                     .and_then(|r| r.on_stream_update(update_type, streams))
                 {
                     self.events.emit(e);
+                }
+                for stream_id in waiting {
+                    self.negotiate_play(&stream_id).await;
                 }
             }
             ServerMessage::Kicked {
@@ -422,6 +662,20 @@ impl Connection {
                 }
                 self.maybe_go_idle();
             }
+            ServerMessage::PlayStopped {
+                stream_id,
+                code,
+                reason,
+            } => {
+                self.on_play_lost(&stream_id, code, &reason);
+            }
+            ServerMessage::PublishStopped {
+                stream_id,
+                code,
+                reason,
+            } => {
+                self.on_publish_lost(&stream_id, code, &reason);
+            }
             ServerMessage::Goodbye { code, reason } => {
                 tracing::info!(code, %reason, "relay closed the session");
                 if code == ErrorCode::HeartbeatTimeout.code() {
@@ -431,6 +685,453 @@ impl Connection {
                 self.on_link_lost(true);
             }
         }
+    }
+
+    fn publisher_state(
+        &mut self,
+        stream_id: &str,
+        state: PublisherState,
+        error_code: u32,
+        message: &str,
+    ) {
+        if let Some(p) = self.publishers.get_mut(stream_id) {
+            if p.state == state && error_code == 0 {
+                return;
+            }
+            p.state = state;
+        }
+        let extended_data = if message.is_empty() {
+            "{}".to_string()
+        } else {
+            serde_json::json!({ "message": message }).to_string()
+        };
+        self.events.emit(Event::PublisherStateUpdate {
+            stream_id: stream_id.to_string(),
+            state,
+            error_code,
+            extended_data,
+        });
+    }
+
+    fn player_state(
+        &mut self,
+        stream_id: &str,
+        state: PlayerState,
+        error_code: u32,
+        message: &str,
+    ) {
+        if let Some(p) = self.players.get_mut(stream_id) {
+            if p.state == state && error_code == 0 {
+                return;
+            }
+            p.state = state;
+        }
+        let extended_data = if message.is_empty() {
+            "{}".to_string()
+        } else {
+            serde_json::json!({ "message": message }).to_string()
+        };
+        self.events.emit(Event::PlayerStateUpdate {
+            stream_id: stream_id.to_string(),
+            state,
+            error_code,
+            extended_data,
+        });
+    }
+
+    fn set_channel_publishing(&self, channel: PublishChannel, on: bool) {
+        // The capture's error callback lives in the engine; a no-op one is enough to stop.
+        let noop: crate::media::local::DeviceErrorCallback = Arc::new(|_, _, _| {});
+        if let Some(c) = self.local.lock().get_mut(channel.index()) {
+            c.set_publishing(on, &noop);
+        }
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Creates the publisher's connection and sends its offer (when connected).
+    async fn negotiate_publish(&mut self, stream_id: &str) {
+        let Some(ip) = self.link.as_ref().and_then(|l| l.client.local_ip()) else {
+            return; // Offline: retried after the reconnect.
+        };
+        let generation = self.next_generation();
+        let result =
+            crate::live::publisher::offer(ip, stream_id, generation, self.live_tx.clone()).await;
+        let Some(session) = self.publishers.get_mut(stream_id) else {
+            return;
+        };
+        match result {
+            Ok((peer, sdp)) => {
+                session.generation = generation;
+                session.media = None;
+                session.peer = Some(peer);
+                let room_id = session.room_id.clone();
+                self.send(
+                    RequestBody::Publish {
+                        room_id,
+                        stream_id: stream_id.to_string(),
+                        extra_info: String::new(),
+                        sdp: Some(sdp),
+                    },
+                    Pending::Publish(stream_id.to_string(), generation),
+                )
+                .await;
+            }
+            Err(e) => {
+                self.publisher_state(
+                    stream_id,
+                    PublisherState::PublishRequesting,
+                    ErrorCode::MediaNegotiationFailed.code(),
+                    &e.to_string(),
+                );
+                self.schedule_retry(stream_id, true, generation);
+            }
+        }
+    }
+
+    async fn on_publish_answer(
+        &mut self,
+        stream_id: &str,
+        generation: u64,
+        result: Option<ResponseBody>,
+        error: Option<crate::error::WireError>,
+    ) {
+        let Some(session) = self
+            .publishers
+            .get_mut(stream_id)
+            .filter(|s| s.generation == generation)
+        else {
+            return;
+        };
+        match (result, error) {
+            (
+                Some(ResponseBody::Publish {
+                    sdp: Some(answer), ..
+                }),
+                _,
+            ) => {
+                let Some(peer) = session.peer.as_ref() else {
+                    return;
+                };
+                let started = match peer.accept(answer).await {
+                    Ok(()) => {
+                        peer.start_media(
+                            session.config,
+                            session.video.clone(),
+                            session.audio.clone(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(media) => session.media = Some(media),
+                    Err(e) => {
+                        session.peer = None;
+                        self.publisher_state(
+                            stream_id,
+                            PublisherState::PublishRequesting,
+                            ErrorCode::MediaNegotiationFailed.code(),
+                            &e.to_string(),
+                        );
+                        self.send(
+                            RequestBody::StopPublish {
+                                stream_id: stream_id.to_string(),
+                            },
+                            Pending::Other,
+                        )
+                        .await;
+                        self.schedule_retry(stream_id, true, generation);
+                    }
+                }
+            }
+            (_, Some(e)) if is_final_publish_error(e.code) => {
+                let channel = session.channel;
+                self.publishers.remove(stream_id);
+                self.publisher_state(stream_id, PublisherState::NoPublish, e.code, &e.message);
+                self.set_channel_publishing(channel, false);
+            }
+            (_, error) => {
+                session.peer = None;
+                let (code, message) = error.map_or(
+                    (ErrorCode::Internal.code(), "unexpected answer".to_string()),
+                    |e| (e.code, e.message),
+                );
+                self.publisher_state(stream_id, PublisherState::PublishRequesting, code, &message);
+                self.schedule_retry(stream_id, true, generation);
+            }
+        }
+    }
+
+    /// Creates the player's connection and sends its offer (when connected).
+    async fn negotiate_play(&mut self, stream_id: &str) {
+        let Some(ip) = self.link.as_ref().and_then(|l| l.client.local_ip()) else {
+            return;
+        };
+        let generation = self.next_generation();
+        let result = crate::live::player::offer(ip).await;
+        let Some(session) = self.players.get_mut(stream_id) else {
+            return;
+        };
+        match result {
+            Ok((peer, sdp)) => {
+                session.generation = generation;
+                session.peer = Some(peer);
+                self.send(
+                    RequestBody::Play {
+                        stream_id: stream_id.to_string(),
+                        sdp,
+                    },
+                    Pending::Play(stream_id.to_string(), generation),
+                )
+                .await;
+            }
+            Err(e) => {
+                self.player_state(
+                    stream_id,
+                    PlayerState::PlayRequesting,
+                    ErrorCode::PlayNegotiationFailed.code(),
+                    &e.to_string(),
+                );
+                self.schedule_retry(stream_id, false, generation);
+            }
+        }
+    }
+
+    async fn on_play_answer(
+        &mut self,
+        stream_id: &str,
+        generation: u64,
+        result: Option<ResponseBody>,
+        error: Option<crate::error::WireError>,
+    ) {
+        let outputs = self
+            .play_outputs
+            .lock()
+            .entry(stream_id.to_string())
+            .or_default()
+            .clone();
+        let live_tx = self.live_tx.clone();
+        let Some(session) = self
+            .players
+            .get_mut(stream_id)
+            .filter(|s| s.generation == generation)
+        else {
+            return;
+        };
+        match (result, error) {
+            (Some(ResponseBody::Play { sdp, .. }), _) => {
+                let Some(peer) = session.peer.as_mut() else {
+                    return;
+                };
+                if let Err(e) = peer
+                    .accept(sdp, stream_id.to_string(), generation, &outputs, live_tx)
+                    .await
+                {
+                    session.peer = None;
+                    self.player_state(
+                        stream_id,
+                        PlayerState::PlayRequesting,
+                        ErrorCode::PlayNegotiationFailed.code(),
+                        &e.to_string(),
+                    );
+                    self.schedule_retry(stream_id, false, generation);
+                }
+            }
+            (_, error) => {
+                // Not there yet (or gone): wait for it to appear, and look again now and then.
+                session.peer = None;
+                let (code, message) = error.map_or(
+                    (ErrorCode::Internal.code(), "unexpected answer".to_string()),
+                    |e| (e.code, e.message),
+                );
+                if code != ErrorCode::StreamNotFound.code() {
+                    self.player_state(stream_id, PlayerState::PlayRequesting, code, &message);
+                }
+                self.schedule_retry(stream_id, false, generation);
+            }
+        }
+    }
+
+    /// Tries again in a second unless something newer happened meanwhile.
+    fn schedule_retry(&self, stream_id: &str, publisher: bool, generation: u64) {
+        let tx = self.live_tx.clone();
+        let stream_id = stream_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = tx
+                .send(LiveEvent::Retry {
+                    stream_id,
+                    publisher,
+                    generation,
+                })
+                .await;
+        });
+    }
+
+    async fn on_live(&mut self, event: LiveEvent) {
+        match event {
+            LiveEvent::PeerState {
+                stream_id,
+                publisher: true,
+                up,
+                generation,
+            } => {
+                if !self
+                    .publishers
+                    .get(&stream_id)
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    return;
+                }
+                if up {
+                    self.publisher_state(&stream_id, PublisherState::Publishing, 0, "");
+                } else {
+                    self.on_publish_lost(
+                        &stream_id,
+                        ErrorCode::MediaNegotiationFailed.code(),
+                        "media connection lost",
+                    );
+                    self.send(
+                        RequestBody::StopPublish {
+                            stream_id: stream_id.clone(),
+                        },
+                        Pending::Other,
+                    )
+                    .await;
+                }
+            }
+            LiveEvent::PeerState {
+                stream_id,
+                publisher: false,
+                up,
+                generation,
+            } => {
+                if !self
+                    .players
+                    .get(&stream_id)
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    return;
+                }
+                if up {
+                    self.player_state(&stream_id, PlayerState::Playing, 0, "");
+                } else {
+                    self.on_play_lost(
+                        &stream_id,
+                        ErrorCode::PlayNegotiationFailed.code(),
+                        "media connection lost",
+                    );
+                }
+            }
+            LiveEvent::FirstVideoFrame {
+                stream_id,
+                generation,
+            } => {
+                if let Some(p) = self
+                    .players
+                    .get(&stream_id)
+                    .filter(|p| p.generation == generation)
+                {
+                    let elapsed_ms = p.requested_at.elapsed().as_millis() as u64;
+                    self.events.emit(Event::PlayerRecvVideoFirstFrame {
+                        stream_id,
+                        elapsed_ms,
+                    });
+                }
+            }
+            LiveEvent::FirstAudioFrame {
+                stream_id,
+                generation,
+            } => {
+                if self
+                    .players
+                    .get(&stream_id)
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    self.events
+                        .emit(Event::PlayerRecvAudioFirstFrame { stream_id });
+                }
+            }
+            LiveEvent::Retry {
+                stream_id,
+                publisher: true,
+                generation,
+            } => {
+                if self
+                    .publishers
+                    .get(&stream_id)
+                    .is_some_and(|p| p.generation == generation && p.peer.is_none())
+                {
+                    self.negotiate_publish(&stream_id).await;
+                }
+            }
+            LiveEvent::Retry {
+                stream_id,
+                publisher: false,
+                generation,
+            } => {
+                if self
+                    .players
+                    .get(&stream_id)
+                    .is_some_and(|p| p.generation == generation && p.peer.is_none())
+                {
+                    self.negotiate_play(&stream_id).await;
+                }
+            }
+        }
+    }
+
+    /// The publisher's media stopped (relay said so, or the connection failed): retry.
+    fn on_publish_lost(&mut self, stream_id: &str, code: u32, reason: &str) {
+        let Some(session) = self.publishers.get_mut(stream_id) else {
+            return;
+        };
+        session.media = None;
+        session.peer = None;
+        let generation = session.generation;
+        self.publisher_state(stream_id, PublisherState::PublishRequesting, code, reason);
+        self.schedule_retry(stream_id, true, generation);
+    }
+
+    /// The played stream went away: back to waiting for it.
+    fn on_play_lost(&mut self, stream_id: &str, code: u32, reason: &str) {
+        let Some(session) = self.players.get_mut(stream_id) else {
+            return;
+        };
+        session.peer = None;
+        session.requested_at = Instant::now();
+        let generation = session.generation;
+        self.player_state(stream_id, PlayerState::PlayRequesting, code, reason);
+        self.schedule_retry(stream_id, false, generation);
+    }
+
+    /// Stops publishing `stream_id` for good.
+    async fn end_publishing(&mut self, stream_id: &str, tell_relay: bool) {
+        let Some(session) = self.publishers.remove(stream_id) else {
+            return;
+        };
+        let channel = session.channel;
+        drop(session);
+        if tell_relay {
+            self.send(
+                RequestBody::StopPublish {
+                    stream_id: stream_id.to_string(),
+                },
+                Pending::Other,
+            )
+            .await;
+        }
+        self.set_channel_publishing(channel, false);
+        self.events.emit(Event::PublisherStateUpdate {
+            stream_id: stream_id.to_string(),
+            state: PublisherState::NoPublish,
+            error_code: 0,
+            extended_data: "{}".into(),
+        });
     }
 
     async fn on_heartbeat_tick(&mut self, interval: &mut tokio::time::Interval) {
@@ -623,4 +1324,18 @@ impl Connection {
             link.client.close().await;
         }
     }
+}
+
+/// Publish refusals that retrying cannot fix.
+fn is_final_publish_error(code: u32) -> bool {
+    [
+        ErrorCode::StreamIdTaken,
+        ErrorCode::PublishNotAuthorized,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::InvalidStreamId,
+        ErrorCode::TooManyStreams,
+        ErrorCode::ExtraInfoTooLong,
+    ]
+    .iter()
+    .any(|c| c.code() == code)
 }

@@ -76,6 +76,28 @@ impl RoomStateChangedReason {
     }
 }
 
+/// The seed's `ZegoPublisherState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PublisherState {
+    /// Not publishing.
+    NoPublish = 0,
+    /// Asking the relay, or retrying after a failure.
+    PublishRequesting = 1,
+    /// Media is flowing to the relay.
+    Publishing = 2,
+}
+
+/// The seed's `ZegoPlayerState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlayerState {
+    /// Not playing.
+    NoPlay = 0,
+    /// Asking the relay, waiting for the stream, or retrying.
+    PlayRequesting = 1,
+    /// Media is arriving.
+    Playing = 2,
+}
+
 /// Everything the engine reports. Drain them from [`crate::Engine::events`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -108,6 +130,40 @@ pub enum Event {
         /// Which.
         streams: Vec<StreamInfo>,
     },
+    /// The seed's `publisherStateUpdate`.
+    PublisherStateUpdate {
+        /// The stream.
+        stream_id: String,
+        /// The new state.
+        state: PublisherState,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// JSON text with details.
+        extended_data: String,
+    },
+    /// The seed's `playerStateUpdate`.
+    PlayerStateUpdate {
+        /// The stream.
+        stream_id: String,
+        /// The new state.
+        state: PlayerState,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// JSON text with details.
+        extended_data: String,
+    },
+    /// The first video frame of a played stream was decoded.
+    PlayerRecvVideoFirstFrame {
+        /// The stream.
+        stream_id: String,
+        /// Milliseconds from `start_playing_stream` (or the stream's return) to this frame.
+        elapsed_ms: u64,
+    },
+    /// The first audio frame of a played stream was decoded.
+    PlayerRecvAudioFirstFrame {
+        /// The stream.
+        stream_id: String,
+    },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
     DeviceError {
@@ -139,6 +195,10 @@ impl Event {
             Event::RoomUserUpdate { .. } => "room_user",
             Event::RoomStreamUpdate { .. } => "room_stream",
             Event::DeviceError { .. } => "device_error",
+            Event::PublisherStateUpdate { .. } => "publisher_state",
+            Event::PlayerStateUpdate { .. } => "player_state",
+            Event::PlayerRecvVideoFirstFrame { .. } => "player_video_first_frame",
+            Event::PlayerRecvAudioFirstFrame { .. } => "player_audio_first_frame",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -149,7 +209,7 @@ impl Event {
             Event::RoomStateChanged { room_id, .. }
             | Event::RoomUserUpdate { room_id, .. }
             | Event::RoomStreamUpdate { room_id, .. } => Some(room_id),
-            Event::ApiCalledResult { .. } | Event::DeviceError { .. } => None,
+            _ => None,
         }
     }
 }
@@ -210,6 +270,36 @@ impl fmt::Display for Event {
                     update_name(*update_type),
                     ids.join(",")
                 )
+            }
+            Event::PublisherStateUpdate {
+                stream_id,
+                state,
+                error_code,
+                extended_data,
+            } => write!(
+                f,
+                "publisher_state stream={stream_id} state={state:?} error={error_code} extended={extended_data}"
+            ),
+            Event::PlayerStateUpdate {
+                stream_id,
+                state,
+                error_code,
+                extended_data,
+            } => write!(
+                f,
+                "player_state stream={stream_id} state={state:?} error={error_code} extended={extended_data}"
+            ),
+            Event::PlayerRecvVideoFirstFrame {
+                stream_id,
+                elapsed_ms,
+            } => {
+                write!(
+                    f,
+                    "player_video_first_frame stream={stream_id} after={elapsed_ms}ms"
+                )
+            }
+            Event::PlayerRecvAudioFirstFrame { stream_id } => {
+                write!(f, "player_audio_first_frame stream={stream_id}")
             }
             Event::DeviceError {
                 channel,

@@ -54,6 +54,14 @@ impl SignalClient {
         })
     }
 
+    /// The local IP this connection uses (WebRTC host candidates go on the same interface).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok().map(|a| a.ip()),
+            _ => None,
+        }
+    }
+
     /// Sends a request and returns its id.
     pub async fn send(&mut self, body: RequestBody) -> Result<u64, EngineError> {
         let id = self.next_id;

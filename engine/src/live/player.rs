@@ -1,0 +1,277 @@
+//! Playing one stream: a recvonly peer connection, RTP → access units (with loss detection and
+//! keyframe requests), a decoder thread per kind, decoded frames handed on through the stream's
+//! fanout, first-frame reports. No jitter buffer holds a frame that has arrived whole: on a clean
+//! link each access unit is decoded the moment its last packet lands.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+
+use crate::live::{LiveEvent, PlayOutputs};
+use crate::media::codec::h264::H264Decoder;
+use crate::media::codec::opus::OpusDecoder;
+use crate::transport::assembler::{AccessUnit, Assembler};
+use crate::transport::peer::{self, PeerError, PeerEvents, new_peer};
+use crate::transport::sei;
+
+/// Counters a player keeps (read by stats).
+#[derive(Debug, Default)]
+pub struct PlayerCounters {
+    /// Video frames decoded.
+    pub frames: AtomicU64,
+    /// RTP packets missing.
+    pub lost: AtomicU64,
+    /// Latest end-to-end delay (capture → decoded), µs.
+    pub delay_us: AtomicU64,
+    /// Bytes of video received.
+    pub bytes: AtomicU64,
+}
+
+/// A player's connection and its media threads.
+pub struct PlayerPeer {
+    /// The peer connection.
+    pub pc: Arc<dyn PeerConnection>,
+    events: Option<PeerEvents>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Counters.
+    pub counters: Arc<PlayerCounters>,
+}
+
+impl Drop for PlayerPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let pc = self.pc.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// Creates the connection and its offer.
+pub async fn offer(ip: IpAddr) -> Result<(PlayerPeer, String), PeerError> {
+    let (pc, mut ev) = new_peer(ip).await?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    }
+    let offer = pc.create_offer(None).await?;
+    let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
+    Ok((
+        PlayerPeer {
+            pc,
+            events: Some(ev),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            counters: Arc::new(PlayerCounters::default()),
+        },
+        sdp,
+    ))
+}
+
+impl PlayerPeer {
+    /// Applies the relay's answer and starts receiving into `outputs`.
+    pub async fn accept(
+        &mut self,
+        answer_sdp: String,
+        stream_id: String,
+        generation: u64,
+        outputs: &PlayOutputs,
+        events: mpsc::Sender<LiveEvent>,
+    ) -> Result<(), PeerError> {
+        self.pc
+            .set_remote_description(peer::answer(answer_sdp)?)
+            .await?;
+        let Some(mut ev) = self.events.take() else {
+            return Err(PeerError("answer applied twice".into()));
+        };
+        // Connection state → the connection task.
+        let mut state = ev.state.clone();
+        let (stream, tx) = (stream_id.clone(), events.clone());
+        tokio::spawn(async move {
+            let mut was_up = false;
+            loop {
+                let s = *state.borrow();
+                let up = s == RTCPeerConnectionState::Connected;
+                let down = matches!(
+                    s,
+                    RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                        | RTCPeerConnectionState::Disconnected
+                );
+                if up && !was_up || down {
+                    was_up = up;
+                    let _ = tx
+                        .send(LiveEvent::PeerState {
+                            stream_id: stream.clone(),
+                            publisher: false,
+                            up,
+                            generation,
+                        })
+                        .await;
+                    if down {
+                        break;
+                    }
+                }
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Decoder threads, fed through small bounded channels: a decoder that falls behind
+        // drops the oldest unit rather than building a queue.
+        let (video_tx, video_rx) = crossbeam_channel::bounded::<AccessUnit>(4);
+        let (audio_tx, audio_rx) = crossbeam_channel::bounded::<bytes::Bytes>(8);
+        let (stop, video_out, counters) = (
+            self.stop.clone(),
+            outputs.video.clone(),
+            self.counters.clone(),
+        );
+        let (tx, stream) = (events.clone(), stream_id.clone());
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("onair-decode-video".into())
+                .spawn(move || {
+                    let Ok(mut decoder) = H264Decoder::new() else {
+                        return;
+                    };
+                    let mut first = true;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(unit) = video_rx.recv_timeout(Duration::from_millis(50)) else {
+                            continue;
+                        };
+                        let capture = sei::read_capture_time(&unit.data).unwrap_or(0);
+                        let Ok(Some(frame)) = decoder.decode(
+                            &unit.data,
+                            i64::from(unit.rtp_timestamp) * 100 / 9,
+                            capture,
+                        ) else {
+                            continue;
+                        };
+                        let now = crate::media::frame::wall_clock_us();
+                        if capture > 0 {
+                            counters
+                                .delay_us
+                                .store(now.saturating_sub(capture), Ordering::Relaxed);
+                        }
+                        counters.frames.fetch_add(1, Ordering::Relaxed);
+                        video_out.send(&Arc::new(frame));
+                        if first {
+                            first = false;
+                            let _ = tx.blocking_send(LiveEvent::FirstVideoFrame {
+                                stream_id: stream.clone(),
+                                generation,
+                            });
+                        }
+                    }
+                })
+                .map_err(|e| PeerError(e.to_string()))?,
+        );
+        let (stop, audio_out) = (self.stop.clone(), outputs.audio.clone());
+        let (tx, stream) = (events.clone(), stream_id.clone());
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("onair-decode-audio".into())
+                .spawn(move || {
+                    let Ok(mut decoder) = OpusDecoder::new(1) else {
+                        return;
+                    };
+                    let mut first = true;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(packet) = audio_rx.recv_timeout(Duration::from_millis(50)) else {
+                            continue;
+                        };
+                        if let Ok(Some(pcm)) = decoder.decode(&packet, 0, 0) {
+                            audio_out.send(&Arc::new(pcm));
+                            if first {
+                                first = false;
+                                let _ = tx.blocking_send(LiveEvent::FirstAudioFrame {
+                                    stream_id: stream.clone(),
+                                    generation,
+                                });
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| PeerError(e.to_string()))?,
+        );
+        // Tracks: RTP in.
+        let counters = self.counters.clone();
+        tokio::spawn(async move {
+            while let Some(track) = ev.tracks.recv().await {
+                let kind = track.kind().await;
+                if kind == RtpCodecKind::Video {
+                    tokio::spawn(receive_video(track, video_tx.clone(), counters.clone()));
+                } else {
+                    let audio_tx = audio_tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(event) = track.poll().await {
+                            if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                                let _ = audio_tx.try_send(p.payload);
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn receive_video(
+    track: Arc<dyn TrackRemote>,
+    units: crossbeam_channel::Sender<AccessUnit>,
+    counters: Arc<PlayerCounters>,
+) {
+    let mut assembler = Assembler::default();
+    let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(p) = event else {
+            continue;
+        };
+        counters
+            .bytes
+            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        let fed = assembler.push(
+            p.header.sequence_number,
+            p.header.timestamp,
+            p.header.marker,
+            &p.payload,
+        );
+        counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
+        if fed.request_keyframe {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        }
+        if let Some(unit) = fed.unit
+            && let Err(crossbeam_channel::TrySendError::Full(unit)) = units.try_send(unit)
+        {
+            // The decoder is behind: decoding stale frames only adds delay. Drop and move on
+            // (an inter frame lost this way is concealed until the next keyframe).
+            let _ = unit;
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Publishing one local channel: a sendonly peer connection with H.264 and Opus tracks, an
+//! encoder thread per kind fed from the channel's fanout, the capture time in an SEI before
+//! each access unit, and keyframes on the SFU's request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rtc::media::Sample;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::live::LiveEvent;
+use crate::media::channel::FrameReceiver;
+use crate::media::codec::h264::H264Encoder;
+use crate::media::codec::opus::OpusEncoder;
+use crate::media::config::VideoConfig;
+use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
+use crate::transport::keyframe_requests::is_keyframe_request;
+use crate::transport::peer::{self, PeerError, h264_codec, new_peer, opus_codec};
+use crate::transport::sei;
+
+/// A negotiated (or negotiating) publisher connection.
+pub struct PublisherPeer {
+    /// The peer connection.
+    pub pc: Arc<dyn PeerConnection>,
+    video: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
+    audio: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
+    keyframe: Arc<AtomicBool>,
+}
+
+async fn sample_track(
+    pc: &Arc<dyn PeerConnection>,
+    stream_id: &str,
+    kind: RtpCodecKind,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>), PeerError> {
+    let codec = if kind == RtpCodecKind::Video {
+        h264_codec()
+    } else {
+        opus_codec()
+    };
+    let track = Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            stream_id.to_string(),
+            format!("{stream_id}-{kind}"),
+            format!("{stream_id}-{kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(rand::random::<u32>()),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        ),
+    )?);
+    let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+    Ok((track, sender))
+}
+
+/// Creates the connection and its offer (with every candidate).
+pub async fn offer(
+    ip: IpAddr,
+    stream_id: &str,
+    generation: u64,
+    events: mpsc::Sender<LiveEvent>,
+) -> Result<(PublisherPeer, String), PeerError> {
+    let (pc, mut ev) = new_peer(ip).await?;
+    let video = sample_track(&pc, stream_id, RtpCodecKind::Video).await?;
+    let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
+    let offer = pc.create_offer(None).await?;
+    let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
+    // Report the connection's fate to the connection task.
+    let mut state = ev.state.clone();
+    let stream = stream_id.to_string();
+    tokio::spawn(async move {
+        let mut was_up = false;
+        loop {
+            let s = *state.borrow();
+            let up = s == RTCPeerConnectionState::Connected;
+            let down = matches!(
+                s,
+                RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Disconnected
+            );
+            if up && !was_up || down {
+                was_up = up;
+                let _ = events
+                    .send(LiveEvent::PeerState {
+                        stream_id: stream.clone(),
+                        publisher: true,
+                        up,
+                        generation,
+                    })
+                    .await;
+                if down {
+                    break;
+                }
+            }
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    // Keyframe requests from the SFU set a flag the encoder reads before each frame.
+    let keyframe = Arc::new(AtomicBool::new(false));
+    let flag = keyframe.clone();
+    let track = video.0.clone();
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(packets) = event
+                && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    Ok((
+        PublisherPeer {
+            pc,
+            video,
+            audio,
+            keyframe,
+        },
+        sdp,
+    ))
+}
+
+/// The encoding threads of a publisher; stopped and joined on drop.
+pub struct PublisherMedia {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PublisherMedia {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn writer_target(
+    track: &Arc<TrackLocalStaticSample>,
+    sender: &Arc<dyn RtpSender>,
+) -> Option<(u32, u8)> {
+    let ssrc = *track.ssrcs().await.first()?;
+    let pt = sender
+        .get_parameters()
+        .await
+        .ok()?
+        .rtp_parameters
+        .codecs
+        .first()?
+        .payload_type;
+    Some((ssrc, pt))
+}
+
+impl PublisherPeer {
+    /// Applies the relay's answer.
+    pub async fn accept(&self, answer_sdp: String) -> Result<(), PeerError> {
+        self.pc
+            .set_remote_description(peer::answer(answer_sdp)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Starts encoding `video` and `audio` into the tracks.
+    pub async fn start_media(
+        &self,
+        config: VideoConfig,
+        video: FrameReceiver<SharedVideoFrame>,
+        audio: FrameReceiver<SharedAudioFrame>,
+    ) -> Result<PublisherMedia, PeerError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = tokio::runtime::Handle::current();
+        let (vssrc, vpt) = writer_target(&self.video.0, &self.video.1)
+            .await
+            .ok_or_else(|| PeerError("video sender not negotiated".into()))?;
+        let (assrc, apt) = writer_target(&self.audio.0, &self.audio.1)
+            .await
+            .ok_or_else(|| PeerError("audio sender not negotiated".into()))?;
+        let mut threads = Vec::new();
+        {
+            let (stop, handle, track, keyframe) = (
+                stop.clone(),
+                handle.clone(),
+                self.video.0.clone(),
+                self.keyframe.clone(),
+            );
+            let interval = Duration::from_secs_f64(1.0 / f64::from(config.fps.max(1)));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("onair-encode-video".into())
+                    .spawn(move || {
+                        let mut encoder = match H264Encoder::new(config) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot open the video encoder");
+                                return;
+                            }
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            let Some(frame) = video.recv_timeout(Duration::from_millis(50)) else {
+                                continue;
+                            };
+                            if keyframe.swap(false, Ordering::SeqCst) {
+                                encoder.request_keyframe();
+                            }
+                            let packet = match encoder.encode(&frame) {
+                                Ok(Some(p)) => p,
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "encode failed");
+                                    continue;
+                                }
+                            };
+                            let mut data = sei::capture_time_nal(packet.capture_time_us);
+                            data.extend_from_slice(&packet.data);
+                            let sample = Sample {
+                                data: data.into(),
+                                duration: interval,
+                                ..Sample::new(Instant::now())
+                            };
+                            let result = handle
+                                .block_on(track.sample_writer(vssrc, vpt).write_sample(&sample));
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| PeerError(e.to_string()))?,
+            );
+        }
+        {
+            let (stop, handle, track) = (stop.clone(), handle.clone(), self.audio.0.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("onair-encode-audio".into())
+                    .spawn(move || {
+                        let mut encoder: Option<OpusEncoder> = None;
+                        while !stop.load(Ordering::Relaxed) {
+                            let Some(frame) = audio.recv_timeout(Duration::from_millis(50)) else {
+                                continue;
+                            };
+                            if encoder.is_none() {
+                                encoder = OpusEncoder::new(frame.channels, 48, true).ok();
+                            }
+                            let Some(enc) = encoder.as_mut() else { break };
+                            let Ok(packets) = enc.encode(&frame) else {
+                                continue;
+                            };
+                            for p in packets {
+                                let sample = Sample {
+                                    data: p.data.into(),
+                                    duration: Duration::from_millis(20),
+                                    ..Sample::new(Instant::now())
+                                };
+                                if handle
+                                    .block_on(track.sample_writer(assrc, apt).write_sample(&sample))
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    })
+                    .map_err(|e| PeerError(e.to_string()))?,
+            );
+        }
+        Ok(PublisherMedia { stop, threads })
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}

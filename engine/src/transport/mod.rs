@@ -1,0 +1,8 @@
+//! WebRTC transport shared by the engine and the relay's SFU: peer-connection setup (H.264 and
+//! Opus, NACK, reports, keyframe requests delivered to the application), the capture-time SEI,
+//! and RTP → access-unit assembly.
+
+pub mod assembler;
+pub mod keyframe_requests;
+pub mod peer;
+pub mod sei;

@@ -1,0 +1,197 @@
+//! Building peer connections the same way on both ends: H.264 (packetization-mode 1,
+//! constrained baseline) and Opus, the default interceptors (NACK generator and responder,
+//! receiver and sender reports, transport-wide CC feedback) plus [`KeyframeRequests`], host
+//! candidates on one interface, and non-trickle ICE (the SDP carries every candidate).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+use crate::transport::keyframe_requests::KeyframeRequests;
+
+/// The H.264 payload type we offer.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// The Opus payload type we offer.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    }
+}
+
+/// H.264 constrained baseline, packetization mode 1.
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .into(),
+        rtcp_feedback: vec![
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+            feedback("ccm", "fir"),
+            feedback("transport-cc", ""),
+        ],
+    }
+}
+
+/// Opus, stereo signalling as WebRTC requires, in-band FEC allowed.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![feedback("transport-cc", "")],
+    }
+}
+
+/// What a peer connection reports, as channels the owner can wait on.
+pub struct PeerEvents {
+    /// True once ICE gathering completed.
+    pub gathered: watch::Receiver<bool>,
+    /// The connection state.
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    /// Remote tracks as they arrive.
+    pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+}
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.try_send(track);
+    }
+}
+
+/// Why a peer connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("WebRTC: {0}")]
+pub struct PeerError(pub String);
+
+impl From<webrtc::error::Error> for PeerError {
+    fn from(e: webrtc::error::Error) -> Self {
+        PeerError(e.to_string())
+    }
+}
+
+/// A new peer connection with host candidates on `ip`.
+pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PAYLOAD_TYPE,
+            ..Default::default()
+        },
+        RtpCodecKind::Video,
+    )?;
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PAYLOAD_TYPE,
+            ..Default::default()
+        },
+        RtpCodecKind::Audio,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    let (gathered_tx, gathered) = watch::channel(false);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let (tracks_tx, tracks) = mpsc::channel(8);
+    let handler = Arc::new(Handler {
+        gathered: gathered_tx,
+        state: state_tx,
+        tracks: tracks_tx,
+    });
+    let runtime =
+        webrtc::runtime::default_runtime().ok_or_else(|| PeerError("no async runtime".into()))?;
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+        .with_runtime(runtime)
+        .with_udp_addrs(vec![format!("{}:0", ip_for_bind(ip))])
+        .build()
+        .await?;
+    Ok((
+        Arc::new(pc),
+        PeerEvents {
+            gathered,
+            state,
+            tracks,
+        },
+    ))
+}
+
+fn ip_for_bind(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Sets the local description and waits for ICE gathering, then returns the complete SDP.
+pub async fn finish_local(
+    pc: &Arc<dyn PeerConnection>,
+    events: &mut PeerEvents,
+    desc: RTCSessionDescription,
+) -> Result<String, PeerError> {
+    pc.set_local_description(desc).await?;
+    let gathered = tokio::time::timeout(Duration::from_secs(5), events.gathered.wait_for(|g| *g))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !gathered {
+        return Err(PeerError("ICE gathering did not complete".into()));
+    }
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| PeerError("no local description".into()))
+}
+
+/// An offer from SDP text.
+pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
+    RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))
+}
+
+/// An answer from SDP text.
+pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
+    RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))
+}
