@@ -45,6 +45,7 @@ pub trait SfuEvents: Send + Sync {
 }
 
 type StreamKey = (u32, String);
+type PlayerKey = (u32, String, SessionId);
 
 struct Ingest {
     pc: Arc<dyn PeerConnection>,
@@ -58,7 +59,7 @@ struct Ingest {
 pub struct Sfu {
     media_ip: IpAddr,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
-    players: Mutex<HashMap<(u32, String, SessionId), Arc<dyn PeerConnection>>>,
+    players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
 }
 
 impl Sfu {

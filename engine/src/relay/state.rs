@@ -1422,6 +1422,9 @@ mod tests {
                     }
                 }
                 Output::Close { conn, .. } => v.push((*conn, "close".into())),
+                Output::Negotiate { conn, .. } => v.push((*conn, "negotiate".into())),
+                Output::EndMedia { .. } => v.push((0, "end_media".into())),
+                Output::EndPlay { .. } => v.push((0, "end_play".into())),
             }
         }
         v
@@ -1521,5 +1524,46 @@ mod tests {
             "no leave/join for a replaced seat: {s:?}"
         );
         assert_eq!(h.state.gauges().users, 2);
+    }
+
+    #[test]
+    fn a_media_stream_is_announced_only_once_it_flows_and_its_end_reaches_players() {
+        let mut h = Harness::new(Limits::default());
+        let watcher = h.join("r1", "w", false);
+        let host = h.join("r1", "host", false);
+        let out = h.send(host, serde_json::json!({"id":3,"type":"publish","room_id":"r1","stream_id":"s","sdp":"offer"}));
+        assert_eq!(
+            sent(&out),
+            [(host, "negotiate".to_string())],
+            "no answer and no Add yet"
+        );
+        // Playing a stream that is not flowing yet is refused.
+        let out = h.send(
+            watcher,
+            serde_json::json!({"id":4,"type":"play","stream_id":"s","sdp":"offer"}),
+        );
+        assert_eq!(sent(&out), [(watcher, "response".to_string())]);
+        let out = h
+            .state
+            .negotiated(host, 3, 2, 1, "s", true, Ok("answer".into()));
+        assert_eq!(sent(&out), [(host, "response".to_string())]);
+        let out = h.state.stream_flowing(1, "s");
+        assert_eq!(sent(&out), [(watcher, "stream_update".to_string())]);
+        let out = h.send(
+            watcher,
+            serde_json::json!({"id":5,"type":"play","stream_id":"s","sdp":"offer"}),
+        );
+        assert_eq!(sent(&out), [(watcher, "negotiate".to_string())]);
+        let out = h
+            .state
+            .negotiated(watcher, 5, 1, 1, "s", false, Ok("answer".into()));
+        assert_eq!(sent(&out), [(watcher, "response".to_string())]);
+        // The publisher's media fails: the stream ends, the player and the owner are told.
+        let s = sent(&h.state.media_failed(1, "s", "ice failed"));
+        assert!(s.contains(&(0, "end_media".to_string())), "{s:?}");
+        assert!(s.contains(&(watcher, "play_stopped".to_string())), "{s:?}");
+        assert!(s.contains(&(watcher, "stream_update".to_string())), "{s:?}");
+        assert!(s.contains(&(host, "publish_stopped".to_string())), "{s:?}");
+        assert_eq!(h.state.gauges().streams, 0);
     }
 }

@@ -547,7 +547,7 @@ impl Connection {
             && self
                 .pending
                 .values()
-                .all(|(p, _)| matches!(p, Pending::Heartbeat))
+                .all(|(p, _)| matches!(p, Pending::Heartbeat | Pending::Other))
         {
             self.link = None;
             self.pending.clear();
@@ -980,10 +980,10 @@ impl Connection {
                 up,
                 generation,
             } => {
-                if !self
+                if self
                     .publishers
                     .get(&stream_id)
-                    .is_some_and(|p| p.generation == generation)
+                    .is_none_or(|p| p.generation != generation)
                 {
                     return;
                 }
@@ -1010,10 +1010,10 @@ impl Connection {
                 up,
                 generation,
             } => {
-                if !self
+                if self
                     .players
                     .get(&stream_id)
-                    .is_some_and(|p| p.generation == generation)
+                    .is_none_or(|p| p.generation != generation)
                 {
                     return;
                 }

@@ -117,7 +117,6 @@ pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents
         RTCRtpCodecParameters {
             rtp_codec: h264_codec(),
             payload_type: H264_PAYLOAD_TYPE,
-            ..Default::default()
         },
         RtpCodecKind::Video,
     )?;
@@ -125,7 +124,6 @@ pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents
         RTCRtpCodecParameters {
             rtp_codec: opus_codec(),
             payload_type: OPUS_PAYLOAD_TYPE,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )?;
