@@ -44,7 +44,13 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The WebRTC stack logs expected start-up noise (packets before DTLS completes) as
+        // warnings; keep it to errors unless asked.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,webrtc=error",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

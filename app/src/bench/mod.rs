@@ -1,6 +1,7 @@
 //! `onair bench NAME --json`: benchmarks of the hot paths, each printing one JSON object with
 //! median and p99 and the machine's core count.
 
+mod latency;
 mod media;
 mod signal;
 pub mod stats;
@@ -20,6 +21,8 @@ enum Which {
     Signal(signal::SignalArgs),
     /// H.264 encode+decode latency at 720p and 1080p, 1080p throughput, frame-channel cost.
     Media(media::MediaArgs),
+    /// Glass-to-glass delay through the relay, its encode+decode floor, first-frame time.
+    Latency(latency::LatencyArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -27,5 +30,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Signal(a) => signal::run(a),
         Which::Media(a) => media::run(a),
+        Which::Latency(a) => latency::run(a),
     }
 }

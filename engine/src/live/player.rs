@@ -244,6 +244,7 @@ async fn receive_video(
     counters: Arc<PlayerCounters>,
 ) {
     let mut assembler = Assembler::default();
+    let mut last_pli: Option<std::time::Instant> = None;
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(p) = event else {
@@ -259,7 +260,12 @@ async fn receive_video(
             &p.payload,
         );
         counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
-        if fed.request_keyframe {
+        // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
+        if fed.request_keyframe
+            && last_pli
+                .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_millis(100))
+        {
+            last_pli = Some(std::time::Instant::now());
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,

@@ -34,7 +34,7 @@ use crate::transport::peer::{self, h264_codec, new_peer, opus_codec};
 /// keyframe is requested): about a second of 720p video.
 const FORWARD_QUEUE: usize = 512;
 /// At most one PLI to a publisher per this interval, however many players ask.
-const PLI_INTERVAL: Duration = Duration::from_millis(200);
+const PLI_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the SFU tells the relay.
 pub trait SfuEvents: Send + Sync {

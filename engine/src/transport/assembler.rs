@@ -110,7 +110,9 @@ impl Assembler {
             }
             let keyframe = sei::is_keyframe(&data);
             if self.waiting_for_keyframe && !keyframe {
+                // Joined mid-GOP (or the keyframe was lost before the connection was up): ask.
                 self.stats.dropped_units += 1;
+                fed.request_keyframe = true;
                 return fed;
             }
             self.waiting_for_keyframe = false;

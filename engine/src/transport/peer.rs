@@ -13,6 +13,7 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -142,6 +143,14 @@ pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
+        .with_setting_engine(
+            // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at
+            // once: on a LAN or loopback the first check succeeds, so this is first-frame time.
+            SettingEngineBuilder::new()
+                .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
+                .with_host_acceptance_min_wait(Some(Duration::ZERO))
+                .build(),
+        )
         .with_interceptor_registry(registry)
         .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
         .with_runtime(runtime)
