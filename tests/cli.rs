@@ -30,7 +30,7 @@ impl Serve {
         let mut child = onair()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("ONAIR_DEV_APP_FILE", &dev_file)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -57,7 +57,7 @@ impl Serve {
         let mut c = onair();
         c.env("ONAIR_DEV_APP_FILE", &self.dev_file)
             .env("ONAIR_SERVER", &self.url)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "error");
         c
     }
 }
@@ -215,7 +215,7 @@ fn bench_signal_prints_its_json_shape() {
             "0.3",
             "--json",
         ])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "error");
         c
     });
     assert!(ok, "{out}");
@@ -238,7 +238,7 @@ fn bench_media_prints_its_json_shape() {
     let (ok, out) = stdout_of({
         let mut c = onair();
         c.args(["bench", "media", "--frames", "20", "--json"])
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "error");
         c
     });
     assert!(ok, "{out}");
@@ -270,4 +270,59 @@ fn devices_lists_or_names_the_missing_kind() {
     assert!(ok, "{out}");
     assert!(out.contains("cameras"), "{out}");
     assert!(out.contains("microphones"), "{out}");
+}
+
+#[test]
+fn publish_and_play_from_the_command_line() {
+    let serve = Serve::start();
+    let mut publisher = serve.client();
+    publisher.args([
+        "publish",
+        "--room",
+        "cli",
+        "--stream",
+        "cli-cam",
+        "--preset",
+        "180p",
+        "--fps",
+        "15",
+        "--duration",
+        "6",
+    ]);
+    let publisher = publisher
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn publish");
+    let mut player = serve.client();
+    player.args([
+        "play",
+        "--room",
+        "cli",
+        "--stream",
+        "cli-cam",
+        "--stats",
+        "--duration",
+        "4",
+    ]);
+    let (ok, out) = stdout_of(player);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("player_state stream=cli-cam state=Playing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("player_video_first_frame stream=cli-cam"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("stats fps=1")),
+        "a stats line with frames: {out}"
+    );
+    let out = publisher.wait_with_output().expect("publish ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("publisher_state stream=cli-cam state=Publishing"),
+        "{text}"
+    );
 }

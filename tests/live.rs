@@ -155,3 +155,50 @@ fn a_duplicate_stream_id_is_refused_and_a_missing_stream_is_waited_for() {
     late_host.start_publishing_stream("later", MAIN);
     until(&early, "first_video later");
 }
+
+#[test]
+fn one_publisher_reaches_twenty_players() {
+    let relay = TestRelay::start();
+    let host = relay.engine();
+    host.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P180).with_fps(15));
+    host.login_room("big", User::new("host"), quiet());
+    host.start_publishing_stream("big-cam", MAIN);
+    until(&host, "publisher big-cam Publishing");
+    let players: Vec<Engine> = (0..20)
+        .map(|i| {
+            let e = relay.engine();
+            e.login_room("big", User::new(format!("p{i}")), quiet());
+            e.start_playing_stream("big-cam", PlayerConfig::default());
+            e
+        })
+        .collect();
+    let receivers: Vec<_> = players.iter().map(|p| p.play_frames("big-cam")).collect();
+    for p in &players {
+        until(p, "first_video big-cam");
+    }
+    // Two seconds at 15 fps: every player sees the stream advance, in order.
+    let t0 = Instant::now();
+    let mut seen: Vec<Vec<u32>> = vec![Vec::new(); receivers.len()];
+    while t0.elapsed() < Duration::from_secs(2) {
+        for (i, rx) in receivers.iter().enumerate() {
+            while let Some(f) = rx.try_recv() {
+                if let Some(s) = stamp::read(&f) {
+                    seen[i].push(s.frame_number);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (i, numbers) in seen.iter().enumerate() {
+        assert!(
+            numbers.len() >= 20,
+            "player {i} got {} frames in 2 s",
+            numbers.len()
+        );
+        assert!(
+            numbers.windows(2).all(|w| w[1] > w[0]),
+            "player {i} in order: {numbers:?}"
+        );
+    }
+    drop(players);
+}

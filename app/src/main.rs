@@ -27,6 +27,10 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Log into rooms and print every engine event as a line.
     Watch(cli::watch::WatchArgs),
+    /// Publish a stream (test source, camera or file) through the relay.
+    Publish(cli::live::PublishArgs),
+    /// Play a stream and print its states (and stats with --stats).
+    Play(cli::live::PlayArgs),
     /// Mint a login token (an HS256 JWT signed with the app sign).
     Token(cli::token::TokenArgs),
     /// Print the error-code table (`--markdown` writes docs/ERRORS.md's text).
@@ -65,6 +69,8 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve(a)) => cli::serve::run(a),
         Some(Command::Watch(a)) => cli::watch::run(a),
         Some(Command::Token(a)) => cli::token::run(a),
+        Some(Command::Publish(a)) => cli::live::publish(a),
+        Some(Command::Play(a)) => cli::live::play(a),
         Some(Command::Errors { markdown }) => {
             cli::errors::run(markdown);
             Ok(())

@@ -405,10 +405,13 @@ impl Connection {
                     });
                     return;
                 }
+                // Publishing right after login_room is fine (the seed's example does it): the
+                // offer goes out once the room is logged in.
                 let room = room_id.or_else(|| {
                     self.rooms
                         .values()
                         .find(|r| r.phase() == RoomPhase::Logined)
+                        .or_else(|| self.rooms.values().next())
                         .map(|r| r.room_id().to_string())
                 });
                 let Some(room_id) = room.filter(|r| self.rooms.contains_key(r)) else {
@@ -580,6 +583,7 @@ impl Connection {
                                 self.events.emit(e);
                             }
                         }
+                        self.resume_live().await;
                     }
                     (Pending::Login(room_id), _, error) => {
                         let (code, message) = error.map(|e| (e.code, e.message)).unwrap_or((
@@ -752,11 +756,42 @@ impl Connection {
         self.generation
     }
 
-    /// Creates the publisher's connection and sends its offer (when connected).
+    /// Starts the publishers and players that wait for a logged-in room or a connection.
+    async fn resume_live(&mut self) {
+        let publishers: Vec<String> = self
+            .publishers
+            .iter()
+            .filter(|(_, p)| p.peer.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream_id in publishers {
+            self.negotiate_publish(&stream_id).await;
+        }
+        let players: Vec<String> = self
+            .players
+            .iter()
+            .filter(|(_, p)| p.peer.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream_id in players {
+            self.negotiate_play(&stream_id).await;
+        }
+    }
+
+    /// Creates the publisher's connection and sends its offer (when connected and its room is
+    /// logged in; otherwise [`Self::resume_live`] does it later).
     async fn negotiate_publish(&mut self, stream_id: &str) {
         let Some(ip) = self.link.as_ref().and_then(|l| l.client.local_ip()) else {
-            return; // Offline: retried after the reconnect.
+            return;
         };
+        let room_ready = self.publishers.get(stream_id).is_some_and(|p| {
+            self.rooms
+                .get(&p.room_id)
+                .is_some_and(|r| r.phase() == RoomPhase::Logined)
+        });
+        if !room_ready {
+            return;
+        }
         let generation = self.next_generation();
         let result =
             crate::live::publisher::offer(ip, stream_id, generation, self.live_tx.clone()).await;
@@ -866,11 +901,14 @@ impl Connection {
         }
     }
 
-    /// Creates the player's connection and sends its offer (when connected).
+    /// Creates the player's connection and sends its offer (when connected and in a room).
     async fn negotiate_play(&mut self, stream_id: &str) {
         let Some(ip) = self.link.as_ref().and_then(|l| l.client.local_ip()) else {
             return;
         };
+        if !self.rooms.values().any(|r| r.phase() == RoomPhase::Logined) {
+            return;
+        }
         let generation = self.next_generation();
         let result = crate::live::player::offer(ip).await;
         let Some(session) = self.players.get_mut(stream_id) else {

@@ -1,0 +1,234 @@
+//! `onair publish` and `onair play`: a broadcaster and a player without the studio.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use onair_engine::media::stamp;
+use onair_engine::{
+    AudioSource, Engine, EngineProfile, Event, PlayerConfig, PublishChannel, RoomConfig, User,
+    VideoConfig, VideoPreset, VideoSource,
+};
+
+use crate::cli::credentials::CredentialArgs;
+
+/// Flags both commands share.
+#[derive(Args, Debug)]
+pub struct LiveArgs {
+    /// The room to log into.
+    #[arg(long)]
+    room: String,
+    /// The stream ID.
+    #[arg(long)]
+    stream: String,
+    /// User ID (default: a name from the process ID).
+    #[arg(long)]
+    user: Option<String>,
+    /// A login token instead of the app sign.
+    #[arg(long, env = "ONAIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+}
+
+/// `onair publish` flags.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// `test`, `camera`, `camera:N` or `file:PATH`.
+    #[arg(long, default_value = "test")]
+    source: String,
+    /// 180p, 270p, 360p, 540p, 720p or 1080p.
+    #[arg(long, default_value = "720p")]
+    preset: String,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+}
+
+/// `onair play` flags.
+#[derive(Args, Debug)]
+pub struct PlayArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// Print a stats line every second.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn ctrl_c_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            let _ = rt.block_on(tokio::signal::ctrl_c());
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    stop
+}
+
+fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
+    let creds = live.credentials.resolve()?;
+    let engine = Engine::create(EngineProfile {
+        app_id: creds.app_id,
+        app_sign: creds.app_sign.unwrap_or_default(),
+        server: creds.server,
+        ..Default::default()
+    })?;
+    let user = live
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("{role}-{}", std::process::id()));
+    engine.login_room(
+        &live.room,
+        User::new(user),
+        RoomConfig {
+            token: live.token.clone(),
+            is_user_status_notify: false,
+        },
+    );
+    Ok(engine)
+}
+
+/// Prints events until Ctrl-C or the duration; returns false if something ended in failure.
+fn pump(engine: &Engine, live: &LiveArgs, mut each_second: impl FnMut()) -> bool {
+    let stop = ctrl_c_flag();
+    let started = Instant::now();
+    let deadline = live.duration.map(|d| started + Duration::from_secs_f64(d));
+    let mut next_tick = started + Duration::from_secs(1);
+    let mut ok = true;
+    while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
+        if let Ok(event) = engine.events().recv_timeout(Duration::from_millis(50)) {
+            println!("{:>9.3} {event}", started.elapsed().as_secs_f64());
+            match &event {
+                Event::RoomStateChanged { reason, .. }
+                    if reason.code() == 2 || reason.code() == 5 || reason.code() == 6 =>
+                {
+                    ok = false;
+                    break;
+                }
+                Event::PublisherStateUpdate {
+                    state, error_code, ..
+                } if *state == onair_engine::PublisherState::NoPublish && *error_code != 0 => {
+                    ok = false;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_secs(1);
+            each_second();
+        }
+    }
+    ok
+}
+
+fn parse_source(text: &str) -> anyhow::Result<VideoSource> {
+    Ok(match text {
+        "test" => VideoSource::Test,
+        "camera" => VideoSource::Camera { index: None },
+        t if t.starts_with("camera:") => VideoSource::Camera {
+            index: Some(t["camera:".len()..].parse()?),
+        },
+        t if t.starts_with("file:") => VideoSource::File(t["file:".len()..].into()),
+        other => bail!("unknown source {other:?}: use test, camera, camera:N or file:PATH"),
+    })
+}
+
+/// Publishes until Ctrl-C.
+pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let preset = VideoPreset::parse(&args.preset)
+        .ok_or_else(|| anyhow::anyhow!("unknown preset {}", args.preset))?;
+    let source = parse_source(&args.source)?;
+    let engine = start(&args.live, "host")?;
+    let ch = PublishChannel::Main;
+    if let VideoSource::File(path) = &source {
+        engine.set_audio_source(ch, AudioSource::File(path.clone()));
+    }
+    engine.set_video_source(ch, source);
+    engine.set_video_config(ch, VideoConfig::preset(preset).with_fps(args.fps));
+    engine.start_publishing_stream(&args.live.stream, ch);
+    let ok = pump(&engine, &args.live, || {});
+    engine.stop_publishing_stream(ch);
+    engine.logout_all_rooms();
+    std::thread::sleep(Duration::from_millis(200));
+    engine.destroy();
+    if !ok {
+        bail!("publishing failed");
+    }
+    Ok(())
+}
+
+/// Plays until Ctrl-C, with a stats line a second when asked.
+pub fn play(args: PlayArgs) -> anyhow::Result<()> {
+    let engine = start(&args.live, "viewer")?;
+    let frames = engine.play_frames(&args.live.stream);
+    engine.start_playing_stream(&args.live.stream, PlayerConfig::default());
+    // A thread drains the frames (as a renderer would) and keeps the second's figures.
+    let stats = Arc::new(parking_lot::Mutex::new((
+        0u32,
+        Vec::<f64>::new(),
+        None::<u32>,
+        0u64,
+    )));
+    let (sink, stop) = (stats.clone(), Arc::new(AtomicBool::new(false)));
+    let stop_drain = stop.clone();
+    let drain = std::thread::spawn(move || {
+        while !stop_drain.load(Ordering::Relaxed) {
+            if let Some(f) = frames.recv_timeout(Duration::from_millis(100)) {
+                let mut s = sink.lock();
+                s.0 += 1;
+                if let Some(st) = stamp::read(&f) {
+                    let now = onair_engine::media::frame::wall_clock_us();
+                    s.1.push(now.saturating_sub(st.capture_time_us) as f64 / 1000.0);
+                    if let Some(prev) = s.2
+                        && st.frame_number > prev + 1
+                    {
+                        s.3 += u64::from(st.frame_number - prev - 1);
+                    }
+                    s.2 = Some(st.frame_number);
+                }
+                drop(s);
+            }
+        }
+    });
+    let show = args.stats;
+    let ok = pump(&engine, &args.live, || {
+        if !show {
+            return;
+        }
+        let mut s = stats.lock();
+        let (fps, mut delays, lost) = (s.0, std::mem::take(&mut s.1), s.3);
+        s.0 = 0;
+        drop(s);
+        delays.sort_by(f64::total_cmp);
+        let median = delays.get(delays.len() / 2).copied();
+        match median {
+            Some(d) => println!(
+                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost}"
+            ),
+            None => println!("stats fps={fps} lost_frames={lost}"),
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _ = drain.join();
+    engine.stop_playing_stream(&args.live.stream);
+    engine.logout_all_rooms();
+    std::thread::sleep(Duration::from_millis(200));
+    engine.destroy();
+    if !ok {
+        bail!("playing failed");
+    }
+    Ok(())
+}
