@@ -274,3 +274,32 @@ fn room_and_session_limits_are_enforced() {
         );
     });
 }
+
+#[test]
+fn garbage_sdp_is_refused_with_a_code_and_frees_the_stream_id() {
+    let relay = TestRelay::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = relay.raw_login("r1", "mallory").await;
+        let publish = |sdp: &str| RequestBody::Publish {
+            room_id: "r1".into(),
+            stream_id: "junk".into(),
+            extra_info: String::new(),
+            sdp: Some(sdp.into()),
+        };
+        let err = c.request(publish("v=0 this is not sdp")).await.expect_err("refused");
+        assert_eq!(err.code(), 1003020, "{err}");
+        // The ID is free again, and a play offer of garbage is refused too.
+        let err = c.request(publish("")).await.expect_err("refused again, not StreamIdTaken");
+        assert_eq!(err.code(), 1003020, "{err}");
+        let err = c
+            .request(RequestBody::Play { stream_id: "junk".into(), sdp: "nope".into() })
+            .await
+            .expect_err("no such stream");
+        assert_eq!(err.code(), 1004002);
+    });
+    // The relay is fine.
+    let e = relay.engine();
+    e.login_room("r1", User::new("fine"), notify());
+    until(&e, "state r1 LOGINED");
+}
