@@ -287,13 +287,22 @@ fn garbage_sdp_is_refused_with_a_code_and_frees_the_stream_id() {
             extra_info: String::new(),
             sdp: Some(sdp.into()),
         };
-        let err = c.request(publish("v=0 this is not sdp")).await.expect_err("refused");
+        let err = c
+            .request(publish("v=0 this is not sdp"))
+            .await
+            .expect_err("refused");
         assert_eq!(err.code(), 1003020, "{err}");
         // The ID is free again, and a play offer of garbage is refused too.
-        let err = c.request(publish("")).await.expect_err("refused again, not StreamIdTaken");
+        let err = c
+            .request(publish(""))
+            .await
+            .expect_err("refused again, not StreamIdTaken");
         assert_eq!(err.code(), 1003020, "{err}");
         let err = c
-            .request(RequestBody::Play { stream_id: "junk".into(), sdp: "nope".into() })
+            .request(RequestBody::Play {
+                stream_id: "junk".into(),
+                sdp: "nope".into(),
+            })
             .await
             .expect_err("no such stream");
         assert_eq!(err.code(), 1004002);

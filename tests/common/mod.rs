@@ -210,6 +210,17 @@ pub fn brief(e: &Event) -> String {
         } => format!("player {stream_id} {state:?} {error_code}"),
         Event::PlayerRecvVideoFirstFrame { stream_id, .. } => format!("first_video {stream_id}"),
         Event::PlayerRecvAudioFirstFrame { stream_id } => format!("first_audio {stream_id}"),
+        Event::PublisherQualityUpdate {
+            stream_id,
+            send_fps,
+            ..
+        } => format!("pub_quality {stream_id} {send_fps:.0}"),
+        Event::PlayerQualityUpdate {
+            stream_id,
+            decode_fps,
+            packets_lost,
+            ..
+        } => format!("play_quality {stream_id} {decode_fps:.0} {packets_lost}"),
     }
 }
 

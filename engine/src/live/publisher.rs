@@ -139,10 +139,25 @@ pub async fn offer(
     ))
 }
 
+/// Counters a publisher keeps (read once a second for quality events).
+#[derive(Debug, Default)]
+pub struct PublisherCounters {
+    /// Video frames encoded and sent.
+    pub frames: std::sync::atomic::AtomicU64,
+    /// Bytes of video sent.
+    pub video_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes of audio sent.
+    pub audio_bytes: std::sync::atomic::AtomicU64,
+    /// Keyframes sent on request.
+    pub keyframes_requested: std::sync::atomic::AtomicU64,
+}
+
 /// The encoding threads of a publisher; stopped and joined on drop.
 pub struct PublisherMedia {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Counters.
+    pub counters: Arc<PublisherCounters>,
 }
 
 impl Drop for PublisherMedia {
@@ -187,6 +202,7 @@ impl PublisherPeer {
         audio: FrameReceiver<SharedAudioFrame>,
     ) -> Result<PublisherMedia, PeerError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(PublisherCounters::default());
         let handle = tokio::runtime::Handle::current();
         let (vssrc, vpt) = writer_target(&self.video.0, &self.video.1)
             .await
@@ -203,6 +219,7 @@ impl PublisherPeer {
                 self.keyframe.clone(),
             );
             let interval = Duration::from_secs_f64(1.0 / f64::from(config.fps.max(1)));
+            let counters = counters.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("onair-encode-video".into())
@@ -220,6 +237,7 @@ impl PublisherPeer {
                             };
                             if keyframe.swap(false, Ordering::SeqCst) {
                                 encoder.request_keyframe();
+                                counters.keyframes_requested.fetch_add(1, Ordering::Relaxed);
                             }
                             let packet = match encoder.encode(&frame) {
                                 Ok(Some(p)) => p,
@@ -231,6 +249,10 @@ impl PublisherPeer {
                             };
                             let mut data = sei::capture_time_nal(packet.capture_time_us);
                             data.extend_from_slice(&packet.data);
+                            counters.frames.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .video_bytes
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
                             let sample = Sample {
                                 data: data.into(),
                                 duration: interval,
@@ -248,6 +270,7 @@ impl PublisherPeer {
         }
         {
             let (stop, handle, track) = (stop.clone(), handle.clone(), self.audio.0.clone());
+            let counters = counters.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("onair-encode-audio".into())
@@ -265,6 +288,9 @@ impl PublisherPeer {
                                 continue;
                             };
                             for p in packets {
+                                counters
+                                    .audio_bytes
+                                    .fetch_add(p.data.len() as u64, Ordering::Relaxed);
                                 let sample = Sample {
                                     data: p.data.into(),
                                     duration: Duration::from_millis(20),
@@ -282,7 +308,11 @@ impl PublisherPeer {
                     .map_err(|e| PeerError(e.to_string()))?,
             );
         }
-        Ok(PublisherMedia { stop, threads })
+        Ok(PublisherMedia {
+            stop,
+            threads,
+            counters,
+        })
     }
 
     /// Closes the connection.

@@ -174,6 +174,8 @@ struct PublishSession {
     // Field order matters: the media threads stop before the connection goes.
     media: Option<PublisherMedia>,
     peer: Option<PublisherPeer>,
+    /// Counter values at the last quality report.
+    last_counts: [u64; 4],
 }
 
 struct PlaySession {
@@ -181,6 +183,8 @@ struct PlaySession {
     generation: u64,
     requested_at: Instant,
     peer: Option<PlayerPeer>,
+    /// Counter values at the last quality report.
+    last_counts: [u64; 2],
 }
 
 /// Play outputs shared between the engine handle and the connection task.
@@ -188,6 +192,7 @@ pub type PlayOutputMap = Arc<parking_lot::Mutex<HashMap<String, Arc<PlayOutputs>
 
 enum Step {
     Live(Option<LiveEvent>),
+    Stats,
     Command(Option<Command>),
     Message(Option<Result<ServerMessage, EngineError>>),
     Heartbeat,
@@ -272,10 +277,13 @@ impl Connection {
     pub async fn run(mut self) {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(Duration::from_secs(1));
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
                 cmd = self.commands.recv() => Step::Command(cmd),
                 live = self.live_rx.recv() => Step::Live(live),
+                _ = stats.tick(), if !self.publishers.is_empty() || !self.players.is_empty() => Step::Stats,
                 msg = next_message(&mut self.link) => Step::Message(msg),
                 _ = heartbeat.tick(), if self.link.is_some() => Step::Heartbeat,
                 _ = sleep_until_opt(self.retry_at), if self.link.is_none() => Step::Retry,
@@ -283,6 +291,7 @@ impl Connection {
             match step {
                 Step::Live(Some(event)) => self.on_live(event).await,
                 Step::Live(None) => {}
+                Step::Stats => self.report_quality(),
                 Step::Command(None) => break,
                 Step::Command(Some(Command::Shutdown { done })) => {
                     self.shutdown().await;
@@ -446,6 +455,7 @@ impl Connection {
                         generation: 0,
                         media: None,
                         peer: None,
+                        last_counts: [0; 4],
                     },
                 );
                 self.publisher_state(&stream_id, PublisherState::PublishRequesting, 0, "");
@@ -476,6 +486,7 @@ impl Connection {
                         generation: 0,
                         requested_at: now,
                         peer: None,
+                        last_counts: [0; 2],
                     },
                 );
                 self.player_state(&stream_id, PlayerState::PlayRequesting, 0, "");
@@ -754,6 +765,59 @@ impl Connection {
     fn next_generation(&mut self) -> u64 {
         self.generation += 1;
         self.generation
+    }
+
+    /// Emits a quality event per publisher and player (once a second).
+    fn report_quality(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut events = Vec::new();
+        for (stream_id, p) in &mut self.publishers {
+            let Some(c) = p.media.as_ref().map(|m| m.counters.clone()) else {
+                continue;
+            };
+            let now = [
+                c.frames.load(Relaxed),
+                c.video_bytes.load(Relaxed),
+                c.audio_bytes.load(Relaxed),
+                c.keyframes_requested.load(Relaxed),
+            ];
+            let d: Vec<u64> = now
+                .iter()
+                .zip(p.last_counts)
+                .map(|(n, l)| n.saturating_sub(l))
+                .collect();
+            p.last_counts = now;
+            events.push(Event::PublisherQualityUpdate {
+                stream_id: stream_id.clone(),
+                send_fps: d[0] as f64,
+                video_kbps: d[1] as f64 * 8.0 / 1000.0,
+                audio_kbps: d[2] as f64 * 8.0 / 1000.0,
+                target_kbps: p.config.bitrate_kbps,
+                keyframe_requests: d[3],
+            });
+        }
+        for (stream_id, p) in &mut self.players {
+            let Some(c) = p.peer.as_ref().map(|m| m.counters.clone()) else {
+                continue;
+            };
+            let now = [c.frames.load(Relaxed), c.bytes.load(Relaxed)];
+            let d: Vec<u64> = now
+                .iter()
+                .zip(p.last_counts)
+                .map(|(n, l)| n.saturating_sub(l))
+                .collect();
+            p.last_counts = now;
+            events.push(Event::PlayerQualityUpdate {
+                stream_id: stream_id.clone(),
+                decode_fps: d[0] as f64,
+                video_kbps: d[1] as f64 * 8.0 / 1000.0,
+                packets_lost: c.lost.load(Relaxed),
+                delay_ms: c.delay_us.load(Relaxed) as f64 / 1000.0,
+            });
+        }
+        for e in events {
+            self.events.emit(e);
+        }
     }
 
     /// Starts the publishers and players that wait for a logged-in room or a connection.

@@ -164,6 +164,34 @@ pub enum Event {
         /// The stream.
         stream_id: String,
     },
+    /// Once a second while publishing: what the publisher sends.
+    PublisherQualityUpdate {
+        /// The stream.
+        stream_id: String,
+        /// Video frames encoded and sent per second.
+        send_fps: f64,
+        /// Video kilobits per second.
+        video_kbps: f64,
+        /// Audio kilobits per second.
+        audio_kbps: f64,
+        /// The encoder's target.
+        target_kbps: u32,
+        /// Keyframes sent on request (PLI/FIR) in the last second.
+        keyframe_requests: u64,
+    },
+    /// Once a second while playing: what the player receives.
+    PlayerQualityUpdate {
+        /// The stream.
+        stream_id: String,
+        /// Video frames decoded per second.
+        decode_fps: f64,
+        /// Video kilobits per second received.
+        video_kbps: f64,
+        /// RTP packets lost so far.
+        packets_lost: u64,
+        /// End-to-end delay of the latest frame (capture → decoded), ms; 0 if unknown.
+        delay_ms: f64,
+    },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
     DeviceError {
@@ -199,6 +227,8 @@ impl Event {
             Event::PlayerStateUpdate { .. } => "player_state",
             Event::PlayerRecvVideoFirstFrame { .. } => "player_video_first_frame",
             Event::PlayerRecvAudioFirstFrame { .. } => "player_audio_first_frame",
+            Event::PublisherQualityUpdate { .. } => "publisher_quality",
+            Event::PlayerQualityUpdate { .. } => "player_quality",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -298,6 +328,27 @@ impl fmt::Display for Event {
                     "player_video_first_frame stream={stream_id} after={elapsed_ms}ms"
                 )
             }
+            Event::PublisherQualityUpdate {
+                stream_id,
+                send_fps,
+                video_kbps,
+                audio_kbps,
+                target_kbps,
+                keyframe_requests,
+            } => write!(
+                f,
+                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests}"
+            ),
+            Event::PlayerQualityUpdate {
+                stream_id,
+                decode_fps,
+                video_kbps,
+                packets_lost,
+                delay_ms,
+            } => write!(
+                f,
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1}"
+            ),
             Event::PlayerRecvAudioFirstFrame { stream_id } => {
                 write!(f, "player_audio_first_frame stream={stream_id}")
             }
