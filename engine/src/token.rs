@@ -150,6 +150,25 @@ pub fn mint(claims: &Claims, sign: &AppSign) -> String {
     format!("{signing_input}.{sig}")
 }
 
+/// The app a token claims to be for, read without checking the signature (to pick the key).
+pub fn peek_app_id(token: &str) -> Option<u32> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value
+        .get("app_id")?
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+/// The user a token claims to be for, read without checking the signature.
+pub fn peek_user_id(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("user_id")?.as_str().map(String::from)
+}
+
 /// Checks the signature and expiry and returns the claims; app, user and room are checked by
 /// [`Claims::check_login`].
 pub fn verify(token: &str, sign: &AppSign, now_unix: u64) -> Result<Claims, TokenError> {

@@ -84,6 +84,22 @@ impl Shared {
         }
     }
 
+    /// Like [`Self::with_state`], for calls that also return a value.
+    fn with_state_value<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut RelayState) -> (R, Vec<Output>),
+    ) -> R {
+        let (value, media) = {
+            let mut inner = self.inner.lock();
+            let (value, outputs) = f(&mut inner.state);
+            (value, deliver(&inner.conns, outputs))
+        };
+        for output in media {
+            self.start_media(output);
+        }
+        value
+    }
+
     fn start_media(self: &Arc<Self>, output: Output) {
         match output {
             Output::EndMedia { app_id, stream_id } => self.sfu.end_media(app_id, &stream_id),
@@ -231,10 +247,38 @@ impl Server {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_page))
             .route(
+                "/whip/{room_id}/{stream_id}",
+                axum::routing::post(whip_post),
+            )
+            .route(
+                "/whep/{room_id}/{stream_id}",
+                axum::routing::post(whep_post),
+            )
+            .route(
+                "/whip/resource/{session}",
+                axum::routing::delete(resource_delete),
+            )
+            .route(
+                "/whep/resource/{session}",
+                axum::routing::delete(resource_delete),
+            )
+            .route(
                 "/",
                 get(|| async { "onair relay: signaling WebSocket at /ws, metrics at /metrics\n" }),
             )
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(
+                // WHIP and WHEP from web pages on other origins.
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::Any)
+                    .allow_methods([
+                        axum::http::Method::POST,
+                        axum::http::Method::DELETE,
+                        axum::http::Method::OPTIONS,
+                    ])
+                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                    .expose_headers([header::LOCATION]),
+            );
         let mut serve_shutdown = shutdown_rx.clone();
         let serve_task = tokio::spawn(async move {
             let result = axum::serve(listener, app)
@@ -306,6 +350,150 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
         metrics::render(&inner.state.counters, &inner.state.gauges())
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Largest SDP offer accepted over WHIP/WHEP.
+const MAX_SDP_BYTES: usize = 64 * 1024;
+
+fn http_error(e: &crate::error::WireError) -> Response {
+    use crate::error::ErrorCode as C;
+    use axum::http::StatusCode;
+    let status = match C::from_code(e.code) {
+        Some(
+            C::NoCredentials
+            | C::TokenInvalid
+            | C::TokenWrongApp
+            | C::TokenWrongUser
+            | C::TokenWrongRoom
+            | C::TokenNoLoginPrivilege,
+        ) => StatusCode::UNAUTHORIZED,
+        Some(C::PublishNotAuthorized) => StatusCode::FORBIDDEN,
+        Some(C::StreamIdTaken) => StatusCode::CONFLICT,
+        Some(C::StreamNotFound) => StatusCode::NOT_FOUND,
+        Some(C::MessageTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(C::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let body = serde_json::json!({ "code": e.code, "message": e.message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn whip_post(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    http_negotiate(shared, room_id, stream_id, headers, body, true).await
+}
+
+async fn whep_post(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    http_negotiate(shared, room_id, stream_id, headers, body, false).await
+}
+
+/// WHIP (RFC 9725) and WHEP: bearer token, SDP offer in, `201 Created` with the answer and a
+/// `Location` to `DELETE` when done. The client is a user in the room like any engine.
+async fn http_negotiate(
+    shared: Arc<Shared>,
+    room_id: String,
+    stream_id: String,
+    headers: axum::http::HeaderMap,
+    offer: String,
+    publish: bool,
+) -> Response {
+    use crate::error::{ErrorCode, WireError};
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return http_error(&WireError::new(
+            ErrorCode::NoCredentials,
+            "send Authorization: Bearer <token>",
+        ));
+    };
+    if offer.len() > MAX_SDP_BYTES {
+        return http_error(&WireError::new(
+            ErrorCode::MessageTooLarge,
+            "SDP offer too large",
+        ));
+    }
+    let begun = shared.with_state_value(|s| {
+        match s.http_begin(token, &room_id, &stream_id, publish, Instant::now()) {
+            Ok((sid, secret, app, out)) => (Ok((sid, secret, app)), out),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    });
+    let (session, secret, app_id) = match begun {
+        Ok(v) => v,
+        Err(e) => return http_error(&e),
+    };
+    let answer = if publish {
+        let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+        shared
+            .sfu
+            .ingest(app_id, stream_id.clone(), offer, events)
+            .await
+    } else {
+        shared
+            .sfu
+            .subscribe(app_id, stream_id.clone(), session, offer)
+            .await
+    };
+    match answer {
+        Ok(sdp) => {
+            shared.with_state(|s| {
+                s.negotiated(0, 0, session, app_id, &stream_id, publish, Ok(sdp.clone()))
+            });
+            let kind = if publish { "whip" } else { "whep" };
+            (
+                axum::http::StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (
+                        header::LOCATION,
+                        format!("/{kind}/resource/{session}-{secret}"),
+                    ),
+                ],
+                sdp,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            shared.with_state(|s| s.http_end(session, &secret).1);
+            let code = if publish {
+                ErrorCode::MediaNegotiationFailed
+            } else {
+                ErrorCode::PlayNegotiationFailed
+            };
+            http_error(&WireError::new(code, e))
+        }
+    }
+}
+
+async fn resource_delete(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(resource): axum::extract::Path<String>,
+) -> Response {
+    let found = resource.split_once('-').and_then(|(id, secret)| {
+        let id: u64 = id.parse().ok()?;
+        Some(shared.with_state_value(|s| s.http_end(id, secret)))
+    });
+    if found == Some(true) {
+        axum::http::StatusCode::OK.into_response()
+    } else {
+        axum::http::StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
