@@ -246,6 +246,7 @@ impl Server {
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_page))
+            .route("/live", get(live_page))
             .route(
                 "/whip/{room_id}/{stream_id}",
                 axum::routing::post(whip_post),
@@ -350,6 +351,15 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
         metrics::render(&inner.state.counters, &inner.state.gauges())
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// A browser page that publishes over WHIP or plays over WHEP (`/live?mode=whip&room=…`).
+async fn live_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../../../assets/web/live.html"),
+    )
+        .into_response()
 }
 
 /// Largest SDP offer accepted over WHIP/WHEP.

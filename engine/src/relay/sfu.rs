@@ -267,6 +267,10 @@ impl Sfu {
                     match rx.recv().await {
                         Ok(mut packet) => {
                             packet.header.ssrc = ssrc;
+                            // The player negotiated its own header extensions (if any): the
+                            // publisher's would not map, so they are not forwarded.
+                            packet.header.extension = false;
+                            packet.header.extensions.clear();
                             if let Some(pt) = payload_type {
                                 packet.header.payload_type = pt;
                             }
