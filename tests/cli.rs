@@ -326,3 +326,59 @@ fn publish_and_play_from_the_command_line() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_latency_and_fanout_print_their_json_shape() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args([
+            "bench",
+            "latency",
+            "--seconds",
+            "1",
+            "--starts",
+            "2",
+            "--json",
+        ])
+        .env("RUST_LOG", "error");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in ["glass_to_glass_ms", "floor_ms", "first_frame_ms"] {
+        assert!(
+            v[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {v}"
+        );
+        assert!(
+            v[key]["p99"].as_f64() >= v[key]["p50"].as_f64(),
+            "{key}: {v}"
+        );
+    }
+    assert!(v["frames_sent"].as_u64().is_some_and(|n| n > 10), "{v}");
+    assert_eq!(v["frames_lost"], 0, "{v}");
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args([
+            "bench",
+            "fanout",
+            "--steps",
+            "3,6",
+            "--seconds",
+            "1",
+            "--json",
+        ])
+        .env("RUST_LOG", "error");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["players"], 6, "{v}");
+    assert_eq!(v["loss"], 0, "{v}");
+    assert!(
+        v["relay_cpu_pct_per_player"]
+            .as_f64()
+            .is_some_and(|x| x > 0.0),
+        "{v}"
+    );
+}

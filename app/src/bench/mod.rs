@@ -1,6 +1,7 @@
 //! `onair bench NAME --json`: benchmarks of the hot paths, each printing one JSON object with
 //! median and p99 and the machine's core count.
 
+mod fanout;
 mod latency;
 mod media;
 mod signal;
@@ -23,6 +24,8 @@ enum Which {
     Media(media::MediaArgs),
     /// Glass-to-glass delay through the relay, its encode+decode floor, first-frame time.
     Latency(latency::LatencyArgs),
+    /// Players one relay feeds without loss, and its CPU per player.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -31,5 +34,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Signal(a) => signal::run(a),
         Which::Media(a) => media::run(a),
         Which::Latency(a) => latency::run(a),
+        Which::Fanout(a) => fanout::run(a),
     }
 }
