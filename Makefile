@@ -32,6 +32,9 @@ deps-test:
 ## Print every benchmark's JSON (release build).
 bench: build
 	$(CARGO_TARGET_DIR)/release/onair bench signal --json
+	$(CARGO_TARGET_DIR)/release/onair bench media --json
+	$(CARGO_TARGET_DIR)/release/onair bench latency --json
+	$(CARGO_TARGET_DIR)/release/onair bench fanout --json
 
 ## Regenerate docs/ERRORS.md from the error enum.
 docs-errors:

@@ -202,3 +202,56 @@ fn one_publisher_reaches_twenty_players() {
     }
     drop(players);
 }
+
+#[test]
+fn main_and_aux_channels_publish_at_once_and_logout_stops_the_preview() {
+    let relay = TestRelay::start();
+    let host = host(&relay);
+    host.set_video_config(
+        PublishChannel::Aux,
+        VideoConfig::preset(VideoPreset::P180).with_fps(15),
+    );
+    let preview = host.preview_frames(MAIN);
+    host.start_preview(MAIN);
+    host.start_publishing_stream("main-cam", MAIN);
+    host.start_publishing_stream("aux-cam", PublishChannel::Aux);
+    until(&host, "publisher main-cam Publishing");
+    until(&host, "publisher aux-cam Publishing");
+    let viewer = viewer(&relay, "viewer");
+    let (main_rx, aux_rx) = (
+        viewer.play_frames("main-cam"),
+        viewer.play_frames("aux-cam"),
+    );
+    viewer.start_playing_stream("main-cam", PlayerConfig::default());
+    viewer.start_playing_stream("aux-cam", PlayerConfig::default());
+    let main = main_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("main frames");
+    let aux = aux_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("aux frames");
+    assert_eq!(
+        (main.width, aux.width),
+        (640, 320),
+        "each channel keeps its own config"
+    );
+    viewer.report_rendered_first_frame("main-cam");
+    until(&viewer, "rendered main-cam");
+    // Logging out of the last room stops publishing on both channels and the preview.
+    host.logout_room("live");
+    let seen = until(&host, "state live LOGOUT");
+    assert!(
+        seen.contains(&"publisher main-cam NoPublish 0".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"publisher aux-cam NoPublish 0".to_string()),
+        "{seen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = preview.latest();
+    assert!(
+        preview.recv_timeout(Duration::from_millis(500)).is_none(),
+        "the preview stopped"
+    );
+}

@@ -377,6 +377,14 @@ impl Engine {
             .subscribe(2)
     }
 
+    /// The application calls this when it has drawn the first frame of `stream_id`; the engine
+    /// reports [`Event::PlayerRenderVideoFirstFrame`] so the whole first-frame path shows in one log.
+    pub fn report_rendered_first_frame(&self, stream_id: &str) {
+        self.sink.emit(Event::PlayerRenderVideoFirstFrame {
+            stream_id: stream_id.to_string(),
+        });
+    }
+
     /// A receiver of `stream_id`'s decoded audio (48 kHz), holding at most 16 frames.
     pub fn play_audio_frames(&self, stream_id: &str) -> FrameReceiver<SharedAudioFrame> {
         self.play_outputs

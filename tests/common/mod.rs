@@ -210,6 +210,7 @@ pub fn brief(e: &Event) -> String {
         } => format!("player {stream_id} {state:?} {error_code}"),
         Event::PlayerRecvVideoFirstFrame { stream_id, .. } => format!("first_video {stream_id}"),
         Event::PlayerRecvAudioFirstFrame { stream_id } => format!("first_audio {stream_id}"),
+        Event::PlayerRenderVideoFirstFrame { stream_id } => format!("rendered {stream_id}"),
         Event::PublisherQualityUpdate {
             stream_id,
             send_fps,

@@ -520,6 +520,11 @@ impl Connection {
             self.end_publishing(&stream_id, false).await;
         }
         if self.rooms.len() <= 1 && self.rooms.contains_key(room_id) {
+            // Out of every room: the preview stops too, and the devices are released.
+            let noop: crate::media::local::DeviceErrorCallback = Arc::new(|_, _, _| {});
+            for c in self.local.lock().iter_mut() {
+                c.set_previewing(false, &noop);
+            }
             let playing: Vec<String> = self.players.keys().cloned().collect();
             for stream_id in playing {
                 self.players.remove(&stream_id);

@@ -159,6 +159,12 @@ pub enum Event {
         /// Milliseconds from `start_playing_stream` (or the stream's return) to this frame.
         elapsed_ms: u64,
     },
+    /// The application drew the first frame of a played stream (it said so with
+    /// [`crate::Engine::report_rendered_first_frame`]).
+    PlayerRenderVideoFirstFrame {
+        /// The stream.
+        stream_id: String,
+    },
     /// The first audio frame of a played stream was decoded.
     PlayerRecvAudioFirstFrame {
         /// The stream.
@@ -228,6 +234,7 @@ impl Event {
             Event::PlayerRecvVideoFirstFrame { .. } => "player_video_first_frame",
             Event::PlayerRecvAudioFirstFrame { .. } => "player_audio_first_frame",
             Event::PublisherQualityUpdate { .. } => "publisher_quality",
+            Event::PlayerRenderVideoFirstFrame { .. } => "player_render_first_frame",
             Event::PlayerQualityUpdate { .. } => "player_quality",
             Event::ApiCalledResult { .. } => "api_result",
         }
@@ -349,6 +356,9 @@ impl fmt::Display for Event {
                 f,
                 "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1}"
             ),
+            Event::PlayerRenderVideoFirstFrame { stream_id } => {
+                write!(f, "player_render_first_frame stream={stream_id}")
+            }
             Event::PlayerRecvAudioFirstFrame { stream_id } => {
                 write!(f, "player_audio_first_frame stream={stream_id}")
             }
