@@ -20,7 +20,6 @@ use onair_engine::{
     VideoPreset,
 };
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::json;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
@@ -80,14 +79,7 @@ async fn player(
     .await?;
     let ip = c.local_ip().context("local ip")?;
     let (pc, mut ev) = peer::new_peer(ip).await?;
-    pc.add_transceiver_from_kind(
-        RtpCodecKind::Video,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            ..Default::default()
-        }),
-    )
-    .await?;
+    peer::add_receivers(&pc, &[RtpCodecKind::Video]).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
     let ResponseBody::Play { sdp: answer, .. } = c

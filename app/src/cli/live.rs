@@ -62,21 +62,6 @@ pub struct PlayArgs {
     stats: bool,
 }
 
-fn ctrl_c_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            let _ = rt.block_on(tokio::signal::ctrl_c());
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
-    stop
-}
-
 fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
     let creds = live.credentials.resolve()?;
     let engine = Engine::create(EngineProfile {
@@ -102,7 +87,7 @@ fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
 
 /// Prints events until Ctrl-C or the duration; returns false if something ended in failure.
 fn pump(engine: &Engine, live: &LiveArgs, mut each_second: impl FnMut()) -> bool {
-    let stop = ctrl_c_flag();
+    let stop = crate::cli::ctrl_c_flag();
     let started = Instant::now();
     let deadline = live.duration.map(|d| started + Duration::from_secs_f64(d));
     let mut next_tick = started + Duration::from_secs(1);

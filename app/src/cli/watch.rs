@@ -1,7 +1,6 @@
 //! `onair watch`: logs into rooms and prints every event as a line, until Ctrl-C.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -71,17 +70,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             },
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_signal = stop.clone();
-    std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            let _ = rt.block_on(tokio::signal::ctrl_c());
-            stop_signal.store(true, Ordering::SeqCst);
-        }
-    });
+    let stop = crate::cli::ctrl_c_flag();
     let started = Instant::now();
     let deadline = args
         .duration

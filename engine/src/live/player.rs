@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::peer_connection::PeerConnection;
 
 use crate::live::{LiveEvent, PlayOutputs};
 use crate::media::codec::h264::H264Decoder;
@@ -65,16 +64,7 @@ impl Drop for PlayerPeer {
 /// Creates the connection and its offer.
 pub async fn offer(ip: IpAddr) -> Result<(PlayerPeer, String), PeerError> {
     let (pc, mut ev) = new_peer(ip).await?;
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        pc.add_transceiver_from_kind(
-            kind,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    }
+    peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio]).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
     Ok((
@@ -105,39 +95,13 @@ impl PlayerPeer {
         let Some(mut ev) = self.events.take() else {
             return Err(PeerError("answer applied twice".into()));
         };
-        // Connection state → the connection task.
-        let mut state = ev.state.clone();
-        let (stream, tx) = (stream_id.clone(), events.clone());
-        tokio::spawn(async move {
-            let mut was_up = false;
-            loop {
-                let s = *state.borrow();
-                let up = s == RTCPeerConnectionState::Connected;
-                let down = matches!(
-                    s,
-                    RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed
-                        | RTCPeerConnectionState::Disconnected
-                );
-                if up && !was_up || down {
-                    was_up = up;
-                    let _ = tx
-                        .send(LiveEvent::PeerState {
-                            stream_id: stream.clone(),
-                            publisher: false,
-                            up,
-                            generation,
-                        })
-                        .await;
-                    if down {
-                        break;
-                    }
-                }
-                if state.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
+        peer::report_state(
+            ev.state.clone(),
+            stream_id.clone(),
+            false,
+            generation,
+            events.clone(),
+        );
         // Decoder threads, fed through small bounded channels: a decoder that falls behind
         // drops the oldest unit rather than building a queue.
         let (video_tx, video_rx) = crossbeam_channel::bounded::<AccessUnit>(4);

@@ -17,7 +17,7 @@ use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::live::LiveEvent;
@@ -82,39 +82,13 @@ pub async fn offer(
     let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
-    // Report the connection's fate to the connection task.
-    let mut state = ev.state.clone();
-    let stream = stream_id.to_string();
-    tokio::spawn(async move {
-        let mut was_up = false;
-        loop {
-            let s = *state.borrow();
-            let up = s == RTCPeerConnectionState::Connected;
-            let down = matches!(
-                s,
-                RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Closed
-                    | RTCPeerConnectionState::Disconnected
-            );
-            if up && !was_up || down {
-                was_up = up;
-                let _ = events
-                    .send(LiveEvent::PeerState {
-                        stream_id: stream.clone(),
-                        publisher: true,
-                        up,
-                        generation,
-                    })
-                    .await;
-                if down {
-                    break;
-                }
-            }
-            if state.changed().await.is_err() {
-                break;
-            }
-        }
-    });
+    peer::report_state(
+        ev.state.clone(),
+        stream_id.to_string(),
+        true,
+        generation,
+        events,
+    );
     // Keyframe requests from the SFU set a flag the encoder reads before each frame.
     let keyframe = Arc::new(AtomicBool::new(false));
     let flag = keyframe.clone();

@@ -18,7 +18,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{broadcast, mpsc};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -91,17 +90,9 @@ impl Sfu {
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let (pc, mut ev) = new_peer(self.media_ip).await.map_err(|e| e.to_string())?;
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )
+        peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
             .map_err(|e| e.to_string())?;
-        }
         pc.set_remote_description(peer::offer(offer).map_err(|e| e.to_string())?)
             .await
             .map_err(|e| e.to_string())?;

@@ -720,16 +720,11 @@ impl Connection {
             }
             p.state = state;
         }
-        let extended_data = if message.is_empty() {
-            "{}".to_string()
-        } else {
-            serde_json::json!({ "message": message }).to_string()
-        };
         self.events.emit(Event::PublisherStateUpdate {
             stream_id: stream_id.to_string(),
             state,
             error_code,
-            extended_data,
+            extended_data: extended_data(message),
         });
     }
 
@@ -746,16 +741,11 @@ impl Connection {
             }
             p.state = state;
         }
-        let extended_data = if message.is_empty() {
-            "{}".to_string()
-        } else {
-            serde_json::json!({ "message": message }).to_string()
-        };
         self.events.emit(Event::PlayerStateUpdate {
             stream_id: stream_id.to_string(),
             state,
             error_code,
-            extended_data,
+            extended_data: extended_data(message),
         });
     }
 
@@ -1445,4 +1435,13 @@ fn is_final_publish_error(code: u32) -> bool {
     ]
     .iter()
     .any(|c| c.code() == code)
+}
+
+/// The seed's `extendedData`: `{}` or `{"message": …}`.
+fn extended_data(message: &str) -> String {
+    if message.is_empty() {
+        "{}".to_string()
+    } else {
+        serde_json::json!({ "message": message }).to_string()
+    }
 }

@@ -202,3 +202,61 @@ pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
 pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
     RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))
 }
+
+/// Reports a peer connection's fate to the connection task: once when it comes up, once when it
+/// fails or closes (then stops).
+pub fn report_state(
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    stream_id: String,
+    publisher: bool,
+    generation: u64,
+    events: mpsc::Sender<crate::live::LiveEvent>,
+) {
+    tokio::spawn(async move {
+        let mut was_up = false;
+        loop {
+            let s = *state.borrow();
+            let up = s == RTCPeerConnectionState::Connected;
+            let down = matches!(
+                s,
+                RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Disconnected
+            );
+            if up && !was_up || down {
+                was_up = up;
+                let event = crate::live::LiveEvent::PeerState {
+                    stream_id: stream_id.clone(),
+                    publisher,
+                    up,
+                    generation,
+                };
+                let _ = events.send(event).await;
+                if down {
+                    break;
+                }
+            }
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Adds a receive-only transceiver for each of `kinds`.
+pub async fn add_receivers(
+    pc: &Arc<dyn PeerConnection>,
+    kinds: &[RtpCodecKind],
+) -> Result<(), PeerError> {
+    for kind in kinds {
+        pc.add_transceiver_from_kind(
+            *kind,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    }
+    Ok(())
+}
