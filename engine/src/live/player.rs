@@ -19,6 +19,11 @@ use crate::live::{LiveEvent, PlayOutputs};
 use crate::media::codec::h264::H264Decoder;
 use crate::media::codec::opus::OpusDecoder;
 use crate::transport::assembler::{AccessUnit, Assembler};
+use crate::transport::jitter::{Buffered, JitterBuffer};
+
+/// The longest a player waits behind a missing packet (for a reorder or a NACK retransmission)
+/// before giving up on it; the actual wait adapts to measured jitter and is usually ~2 ms.
+const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
 use crate::transport::peer::{self, PeerError, PeerEvents, new_peer};
 use crate::transport::sei;
 
@@ -33,6 +38,8 @@ pub struct PlayerCounters {
     pub delay_us: AtomicU64,
     /// Bytes of video received.
     pub bytes: AtomicU64,
+    /// Interarrival jitter of the video, µs.
+    pub jitter_us: AtomicU64,
 }
 
 /// A player's connection and its media threads.
@@ -207,41 +214,58 @@ async fn receive_video(
     units: crossbeam_channel::Sender<AccessUnit>,
     counters: Arc<PlayerCounters>,
 ) {
+    let mut jitter = JitterBuffer::new(90_000, MAX_REORDER_WAIT);
     let mut assembler = Assembler::default();
     let mut last_pli: Option<std::time::Instant> = None;
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    while let Some(event) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(p) = event else {
-            continue;
+    loop {
+        let deadline = jitter.deadline();
+        let ready = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    counters.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    let packet = Buffered {
+                        seq: p.header.sequence_number,
+                        timestamp: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: p.payload,
+                    };
+                    jitter.push(packet, std::time::Instant::now())
+                }
+                Some(_) => continue,
+                None => break,
+            },
+            _ = sleep_until_opt(deadline) => jitter.release(std::time::Instant::now()),
         };
         counters
-            .bytes
-            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        let fed = assembler.push(
-            p.header.sequence_number,
-            p.header.timestamp,
-            p.header.marker,
-            &p.payload,
-        );
-        counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
-        // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
-        if fed.request_keyframe
-            && last_pli
-                .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_millis(100))
-        {
-            last_pli = Some(std::time::Instant::now());
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            .jitter_us
+            .store(jitter.jitter().as_micros() as u64, Ordering::Relaxed);
+        for p in ready {
+            let fed = assembler.push(p.seq, p.timestamp, p.marker, &p.payload);
+            counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
+            // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
+            if fed.request_keyframe
+                && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+            {
+                last_pli = Some(std::time::Instant::now());
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            }
+            if let Some(unit) = fed.unit {
+                // A decoder that is behind drops the unit: decoding stale frames only adds
+                // delay (a lost inter frame is concealed until the next keyframe).
+                let _ = units.try_send(unit);
+            }
         }
-        if let Some(unit) = fed.unit
-            && let Err(crossbeam_channel::TrySendError::Full(unit)) = units.try_send(unit)
-        {
-            // The decoder is behind: decoding stale frames only adds delay. Drop and move on
-            // (an inter frame lost this way is concealed until the next keyframe).
-            let _ = unit;
-        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

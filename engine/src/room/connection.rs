@@ -808,6 +808,7 @@ impl Connection {
                 video_kbps: d[1] as f64 * 8.0 / 1000.0,
                 packets_lost: c.lost.load(Relaxed),
                 delay_ms: c.delay_us.load(Relaxed) as f64 / 1000.0,
+                jitter_ms: c.jitter_us.load(Relaxed) as f64 / 1000.0,
             });
         }
         for e in events {

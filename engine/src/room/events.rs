@@ -197,6 +197,8 @@ pub enum Event {
         packets_lost: u64,
         /// End-to-end delay of the latest frame (capture → decoded), ms; 0 if unknown.
         delay_ms: f64,
+        /// Interarrival jitter of the video (RFC 3550), ms.
+        jitter_ms: f64,
     },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
@@ -352,9 +354,10 @@ impl fmt::Display for Event {
                 video_kbps,
                 packets_lost,
                 delay_ms,
+                jitter_ms,
             } => write!(
                 f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1}"
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2}"
             ),
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")

@@ -3,6 +3,7 @@
 //! and RTP → access-unit assembly.
 
 pub mod assembler;
+pub mod jitter;
 pub mod keyframe_requests;
 pub mod peer;
 pub mod sei;

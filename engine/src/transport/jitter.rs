@@ -1,0 +1,234 @@
+//! The player's jitter buffer: puts RTP packets back in sequence order and waits, briefly, for
+//! a missing one (reordered, or on its way back after a NACK) before giving up on it.
+//!
+//! Sized for low delay and adapting to the link: packets that arrive in order are released the
+//! instant they arrive — nothing is held "just in case". Only behind a gap does it wait, and only
+//! for `2 × jitter + 2 ms` (RFC 3550 interarrival jitter), at most `max_wait`. Sans-I/O: the
+//! caller passes the time and sleeps until [`JitterBuffer::deadline`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// One buffered packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Buffered {
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Marker bit (last packet of a frame).
+    pub marker: bool,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// Reorders one RTP stream.
+pub struct JitterBuffer {
+    /// Extended sequence number → packet, waiting behind a gap.
+    held: BTreeMap<u64, (Buffered, Instant)>,
+    /// The next extended sequence number to release.
+    next: Option<u64>,
+    /// Highest extended sequence number seen.
+    highest: u64,
+    clock_rate: f64,
+    /// RFC 3550 interarrival jitter, in seconds.
+    jitter: f64,
+    last_transit: Option<f64>,
+    epoch: Instant,
+    max_wait: Duration,
+    /// Packets given up on.
+    pub lost: u64,
+}
+
+impl JitterBuffer {
+    /// A buffer for a stream with `clock_rate` Hz timestamps, waiting at most `max_wait`.
+    pub fn new(clock_rate: u32, max_wait: Duration) -> JitterBuffer {
+        JitterBuffer {
+            held: BTreeMap::new(),
+            next: None,
+            highest: 0,
+            clock_rate: f64::from(clock_rate.max(1)),
+            jitter: 0.0,
+            last_transit: None,
+            epoch: Instant::now(),
+            max_wait,
+            lost: 0,
+        }
+    }
+
+    /// The measured interarrival jitter.
+    pub fn jitter(&self) -> Duration {
+        Duration::from_secs_f64(self.jitter)
+    }
+
+    /// How long a gap is waited for now.
+    pub fn wait(&self) -> Duration {
+        (Duration::from_secs_f64(2.0 * self.jitter) + Duration::from_millis(2)).min(self.max_wait)
+    }
+
+    fn extend(&self, seq: u16) -> u64 {
+        // Pick the extended number closest to the highest seen.
+        let base = self.highest & !0xFFFF;
+        let candidates =
+            [base.wrapping_sub(0x1_0000), base, base + 0x1_0000].map(|b| b + u64::from(seq));
+        candidates
+            .into_iter()
+            .min_by_key(|c| c.abs_diff(self.highest))
+            .unwrap_or(u64::from(seq))
+    }
+
+    /// Takes a packet; returns the packets that can now go on, in order.
+    pub fn push(&mut self, packet: Buffered, now: Instant) -> Vec<Buffered> {
+        // Jitter (RFC 3550 §6.4.1), from arrival time against RTP time.
+        let arrival = now.duration_since(self.epoch).as_secs_f64();
+        let transit = arrival - f64::from(packet.timestamp) / self.clock_rate;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            // A timestamp wrap or a new source shows as a huge jump: not jitter.
+            if d < 1.0 {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.last_transit = Some(transit);
+
+        let ext = if self.next.is_none() {
+            self.highest = u64::from(packet.seq) + 0x1_0000;
+            self.highest
+        } else {
+            self.extend(packet.seq)
+        };
+        let next = *self.next.get_or_insert(ext);
+        if ext < next || self.held.contains_key(&ext) {
+            return Vec::new(); // late (already given up on) or a duplicate
+        }
+        self.highest = self.highest.max(ext);
+        self.held.insert(ext, (packet, now));
+        self.release(now)
+    }
+
+    /// Releases what is ready at `now`: the run from the next expected packet, and, past a gap
+    /// whose wait is over, what follows it.
+    pub fn release(&mut self, now: Instant) -> Vec<Buffered> {
+        let mut out = Vec::new();
+        let wait = self.wait();
+        while let Some(next) = self.next {
+            if let Some((packet, _)) = self.held.remove(&next) {
+                out.push(packet);
+                self.next = Some(next + 1);
+                continue;
+            }
+            // A gap: give up on it once the oldest packet behind it has waited long enough.
+            match self.held.iter().next() {
+                Some((&first, (_, since))) if now.saturating_duration_since(*since) >= wait => {
+                    self.lost += first - next;
+                    self.next = Some(first);
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// When [`Self::release`] should be called next (a gap's wait ends), if anything is held.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.held
+            .values()
+            .map(|(_, since)| *since + self.wait())
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u16, ts: u32) -> Buffered {
+        Buffered {
+            seq,
+            timestamp: ts,
+            marker: false,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn seqs(v: &[Buffered]) -> Vec<u16> {
+        v.iter().map(|p| p.seq).collect()
+    }
+
+    #[test]
+    fn in_order_packets_pass_at_once() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(50));
+        for s in 0..5u16 {
+            assert_eq!(seqs(&jb.push(pkt(s, u32::from(s) * 3000), t)), [s]);
+        }
+        assert_eq!(jb.deadline(), None, "nothing is held");
+    }
+
+    #[test]
+    fn a_reordered_packet_is_waited_for_and_order_restored() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(50));
+        assert_eq!(seqs(&jb.push(pkt(10, 0), t)), [10]);
+        assert!(jb.push(pkt(12, 0), t).is_empty(), "12 waits for 11");
+        assert!(jb.deadline().is_some());
+        assert_eq!(
+            seqs(&jb.push(pkt(11, 0), t + Duration::from_millis(1))),
+            [11, 12]
+        );
+        assert_eq!(jb.lost, 0);
+    }
+
+    #[test]
+    fn a_lost_packet_is_given_up_on_after_the_wait() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(50));
+        jb.push(pkt(1, 0), t);
+        assert!(jb.push(pkt(3, 0), t).is_empty());
+        assert!(
+            jb.release(t + Duration::from_millis(1)).is_empty(),
+            "still waiting"
+        );
+        let deadline = jb.deadline().expect("a deadline");
+        assert_eq!(seqs(&jb.release(deadline)), [3]);
+        assert_eq!(jb.lost, 1);
+        // The retransmission arriving after that is late and dropped.
+        assert!(
+            jb.push(pkt(2, 0), deadline + Duration::from_millis(1))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(50));
+        let out: Vec<u16> = [65534u16, 65535, 0, 1]
+            .iter()
+            .flat_map(|&s| seqs(&jb.push(pkt(s, 0), t)))
+            .collect();
+        assert_eq!(out, [65534, 65535, 0, 1]);
+    }
+
+    #[test]
+    fn the_wait_grows_with_jitter_and_stays_bounded() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(40));
+        // Frames every 33 ms arriving ±10 ms off their schedule.
+        for i in 0..200u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 10 };
+            jb.push(
+                pkt(i as u16, i * 3000),
+                t + Duration::from_millis(u64::from(i) * 33 + wobble),
+            );
+        }
+        assert!(jb.jitter() > Duration::from_millis(3), "{:?}", jb.jitter());
+        assert!(
+            jb.wait() > Duration::from_millis(8) && jb.wait() <= Duration::from_millis(40),
+            "{:?}",
+            jb.wait()
+        );
+    }
+}
