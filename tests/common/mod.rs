@@ -122,17 +122,16 @@ impl TestRelay {
 
     /// A raw client logged into `room` as `user` with the app sign.
     pub async fn raw_login(&self, room: &str, user: &str) -> SignalClient {
-        let mut c = self.raw_client().await;
-        c.request(RequestBody::Login {
-            room_id: room.into(),
-            user: User::new(user),
-            token: None,
-            app_sign: Some(self.sign.to_hex()),
-            is_user_status_notify: false,
-        })
+        SignalClient::join(
+            &self.url(),
+            APP_ID,
+            room,
+            User::new(user),
+            &self.sign.to_hex(),
+        )
         .await
-        .expect("login");
-        c
+        .expect("join")
+        .0
     }
 }
 

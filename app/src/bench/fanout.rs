@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use onair_engine::protocol::{PROTOCOL_VERSION, RequestBody, ResponseBody};
+use onair_engine::protocol::{RequestBody, ResponseBody};
 use onair_engine::signal::SignalClient;
 use onair_engine::token::AppSign;
 use onair_engine::transport::peer;
@@ -62,21 +62,8 @@ async fn player(
     SignalClient,
     Arc<dyn webrtc::peer_connection::PeerConnection>,
 )> {
-    let mut c = SignalClient::connect(&url).await?;
-    c.request(RequestBody::Hello {
-        protocol: PROTOCOL_VERSION,
-        app_id: 1,
-        resume: None,
-    })
-    .await?;
-    c.request(RequestBody::Login {
-        room_id: "fanout".into(),
-        user: User::new(format!("p{i}")),
-        token: None,
-        app_sign: Some(sign),
-        is_user_status_notify: false,
-    })
-    .await?;
+    let (mut c, _) =
+        SignalClient::join(&url, 1, "fanout", User::new(format!("p{i}")), &sign).await?;
     let ip = c.local_ip().context("local ip")?;
     let (pc, mut ev) = peer::new_peer(ip).await?;
     peer::add_receivers(&pc, &[RtpCodecKind::Video]).await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use onair_engine::User;
-use onair_engine::protocol::{PROTOCOL_VERSION, RequestBody, ServerMessage};
+use onair_engine::protocol::{RequestBody, ServerMessage};
 use onair_engine::relay::{Limits, RelayConfig, Server};
 use onair_engine::signal::SignalClient;
 use onair_engine::token::AppSign;
@@ -73,23 +73,8 @@ async fn bench(args: &SignalArgs) -> anyhow::Result<serde_json::Value> {
     let mut lone_ms = Vec::with_capacity(args.sequential);
     for i in 0..args.sequential {
         let t0 = Instant::now();
-        let mut client = SignalClient::connect(&url).await?;
-        client
-            .request(RequestBody::Hello {
-                protocol: PROTOCOL_VERSION,
-                app_id: 1,
-                resume: None,
-            })
-            .await?;
-        client
-            .request(RequestBody::Login {
-                room_id: "lone".into(),
-                user: User::new(format!("lone{i}")),
-                token: None,
-                app_sign: Some(sign_hex.clone()),
-                is_user_status_notify: false,
-            })
-            .await?;
+        let (mut client, _) =
+            SignalClient::join(&url, 1, "lone", User::new(format!("lone{i}")), &sign_hex).await?;
         lone_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         client
             .request(RequestBody::Logout {
@@ -108,23 +93,8 @@ async fn bench(args: &SignalArgs) -> anyhow::Result<serde_json::Value> {
         tasks.push(tokio::spawn(async move {
             start.wait().await;
             let t0 = Instant::now();
-            let mut client = SignalClient::connect(&url).await?;
-            client
-                .request(RequestBody::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    app_id: 1,
-                    resume: None,
-                })
-                .await?;
-            client
-                .request(RequestBody::Login {
-                    room_id: room,
-                    user: User::new(format!("u{i}")),
-                    token: None,
-                    app_sign: Some(sign_hex),
-                    is_user_status_notify: false,
-                })
-                .await?;
+            let (client, _) =
+                SignalClient::join(&url, 1, &room, User::new(format!("u{i}")), &sign_hex).await?;
             Ok::<_, onair_engine::EngineError>((client, t0.elapsed().as_secs_f64() * 1e3))
         }));
     }

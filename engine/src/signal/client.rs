@@ -54,6 +54,35 @@ impl SignalClient {
         })
     }
 
+    /// Connects, says hello for `app_id`, and logs into `room_id` as `user` with the app sign:
+    /// what a tool or test needs to stand in a room as a bare client.
+    pub async fn join(
+        url: &str,
+        app_id: u32,
+        room_id: &str,
+        user: crate::protocol::User,
+        app_sign: &str,
+    ) -> Result<(SignalClient, ResponseBody), EngineError> {
+        let mut client = SignalClient::connect(url).await?;
+        client
+            .request(RequestBody::Hello {
+                protocol: crate::protocol::PROTOCOL_VERSION,
+                app_id,
+                resume: None,
+            })
+            .await?;
+        let snapshot = client
+            .request(RequestBody::Login {
+                room_id: room_id.to_string(),
+                user,
+                token: None,
+                app_sign: Some(app_sign.to_string()),
+                is_user_status_notify: false,
+            })
+            .await?;
+        Ok((client, snapshot))
+    }
+
     /// The local IP this connection uses (WebRTC host candidates go on the same interface).
     pub fn local_ip(&self) -> Option<std::net::IpAddr> {
         match self.ws.get_ref() {
