@@ -291,7 +291,7 @@ impl Connection {
             match step {
                 Step::Live(Some(event)) => self.on_live(event).await,
                 Step::Live(None) => {}
-                Step::Stats => self.report_quality(),
+                Step::Stats => self.report_quality().await,
                 Step::Command(None) => break,
                 Step::Command(Some(Command::Shutdown { done })) => {
                     self.shutdown().await;
@@ -763,7 +763,7 @@ impl Connection {
     }
 
     /// Emits a quality event per publisher and player (once a second).
-    fn report_quality(&mut self) {
+    async fn report_quality(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let mut events = Vec::new();
         for (stream_id, p) in &mut self.publishers {
@@ -789,6 +789,7 @@ impl Connection {
                 audio_kbps: d[2] as f64 * 8.0 / 1000.0,
                 target_kbps: p.config.bitrate_kbps,
                 keyframe_requests: d[3],
+                rtt_ms: 0.0,
             });
         }
         for (stream_id, p) in &mut self.players {
@@ -809,9 +810,31 @@ impl Connection {
                 packets_lost: c.lost.load(Relaxed),
                 delay_ms: c.delay_us.load(Relaxed) as f64 / 1000.0,
                 jitter_ms: c.jitter_us.load(Relaxed) as f64 / 1000.0,
+                rtt_ms: 0.0,
             });
         }
-        for e in events {
+        for mut e in events {
+            let pc = match &e {
+                Event::PublisherQualityUpdate { stream_id, .. } => self
+                    .publishers
+                    .get(stream_id)
+                    .and_then(|p| p.peer.as_ref())
+                    .map(|p| p.pc.clone()),
+                Event::PlayerQualityUpdate { stream_id, .. } => self
+                    .players
+                    .get(stream_id)
+                    .and_then(|p| p.peer.as_ref())
+                    .map(|p| p.pc.clone()),
+                _ => None,
+            };
+            if let Some(pc) = pc {
+                let measured = rtt_ms(&pc).await;
+                if let Event::PublisherQualityUpdate { rtt_ms, .. }
+                | Event::PlayerQualityUpdate { rtt_ms, .. } = &mut e
+                {
+                    *rtt_ms = measured;
+                }
+            }
             self.events.emit(e);
         }
     }
@@ -1445,4 +1468,17 @@ fn extended_data(message: &str) -> String {
     } else {
         serde_json::json!({ "message": message }).to_string()
     }
+}
+
+/// The round-trip time of a connection's selected candidate pair, ms (0 before any check).
+async fn rtt_ms(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> f64 {
+    let report = pc
+        .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+        .await;
+    report
+        .candidate_pairs()
+        .map(|p| p.current_round_trip_time)
+        .filter(|rtt| *rtt > 0.0)
+        .fold(0.0, f64::max)
+        * 1000.0
 }

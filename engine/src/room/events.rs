@@ -184,6 +184,8 @@ pub enum Event {
         target_kbps: u32,
         /// Keyframes sent on request (PLI/FIR) in the last second.
         keyframe_requests: u64,
+        /// Round-trip time to the relay (ICE consent checks), ms; 0 if not measured yet.
+        rtt_ms: f64,
     },
     /// Once a second while playing: what the player receives.
     PlayerQualityUpdate {
@@ -199,6 +201,8 @@ pub enum Event {
         delay_ms: f64,
         /// Interarrival jitter of the video (RFC 3550), ms.
         jitter_ms: f64,
+        /// Round-trip time to the relay (ICE consent checks), ms; 0 if not measured yet.
+        rtt_ms: f64,
     },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
@@ -344,9 +348,10 @@ impl fmt::Display for Event {
                 audio_kbps,
                 target_kbps,
                 keyframe_requests,
+                rtt_ms,
             } => write!(
                 f,
-                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests}"
+                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests} rtt_ms={rtt_ms:.2}"
             ),
             Event::PlayerQualityUpdate {
                 stream_id,
@@ -355,9 +360,10 @@ impl fmt::Display for Event {
                 packets_lost,
                 delay_ms,
                 jitter_ms,
+                rtt_ms,
             } => write!(
                 f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2}"
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2}"
             ),
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")
