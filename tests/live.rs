@@ -95,6 +95,22 @@ fn a_viewer_plays_the_hosts_stream_with_every_frame_in_order() {
         audio.recv_timeout(Duration::from_secs(2)).is_some(),
         "audio arrives too"
     );
+    // Quality reports arrive every second on both sides.
+    let q = until(&viewer, "play_quality cam");
+    let last = q.last().cloned().unwrap_or_default();
+    let fps: f64 = last
+        .split(' ')
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!((20.0..=40.0).contains(&fps), "about 30 fps decoded: {last}");
+    assert!(last.ends_with(" 0"), "no packets lost on loopback: {last}");
+    assert_eq!(
+        viewer_quality_stutters(&viewer),
+        Some(0),
+        "no stutter on loopback"
+    );
+    until(&host, "pub_quality cam");
     // Stop: the viewer goes back to waiting; start again: it resumes by itself.
     host.stop_publishing_stream(MAIN);
     assert_eq!(
@@ -254,4 +270,18 @@ fn main_and_aux_channels_publish_at_once_and_logout_stops_the_preview() {
         preview.recv_timeout(Duration::from_millis(500)).is_none(),
         "the preview stopped"
     );
+}
+
+/// The stutter count in the viewer's next quality report.
+fn viewer_quality_stutters(viewer: &Engine) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(e) = viewer
+        .events()
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let onair_engine::Event::PlayerQualityUpdate { stutters, .. } = e {
+            return Some(stutters);
+        }
+    }
+    None
 }

@@ -40,7 +40,14 @@ pub struct PlayerCounters {
     pub bytes: AtomicU64,
     /// Interarrival jitter of the video, µs.
     pub jitter_us: AtomicU64,
+    /// Stutters: gaps between decoded frames longer than [`STUTTER_GAP`].
+    pub stutters: AtomicU64,
+    /// Total time spent in those gaps, µs.
+    pub stutter_us: AtomicU64,
 }
+
+/// A gap between two decoded frames this long is a stutter a viewer notices.
+pub const STUTTER_GAP: Duration = Duration::from_millis(200);
 
 /// A player's connection and its media threads.
 pub struct PlayerPeer {
@@ -127,6 +134,7 @@ impl PlayerPeer {
                         return;
                     };
                     let mut first = true;
+                    let mut last_decoded: Option<std::time::Instant> = None;
                     while !stop.load(Ordering::Relaxed) {
                         let Ok(unit) = video_rx.recv_timeout(Duration::from_millis(50)) else {
                             continue;
@@ -146,6 +154,16 @@ impl PlayerPeer {
                                 .store(now.saturating_sub(capture), Ordering::Relaxed);
                         }
                         counters.frames.fetch_add(1, Ordering::Relaxed);
+                        let decoded_at = std::time::Instant::now();
+                        if let Some(prev) = last_decoded.replace(decoded_at) {
+                            let gap = decoded_at - prev;
+                            if gap >= STUTTER_GAP {
+                                counters.stutters.fetch_add(1, Ordering::Relaxed);
+                                counters
+                                    .stutter_us
+                                    .fetch_add(gap.as_micros() as u64, Ordering::Relaxed);
+                            }
+                        }
                         video_out.send(&Arc::new(frame));
                         if first {
                             first = false;

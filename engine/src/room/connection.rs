@@ -811,6 +811,8 @@ impl Connection {
                 delay_ms: c.delay_us.load(Relaxed) as f64 / 1000.0,
                 jitter_ms: c.jitter_us.load(Relaxed) as f64 / 1000.0,
                 rtt_ms: 0.0,
+                stutters: c.stutters.load(Relaxed),
+                stutter_ms: c.stutter_us.load(Relaxed) as f64 / 1000.0,
             });
         }
         for mut e in events {

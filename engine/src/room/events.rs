@@ -203,6 +203,10 @@ pub enum Event {
         jitter_ms: f64,
         /// Round-trip time to the relay (ICE consent checks), ms; 0 if not measured yet.
         rtt_ms: f64,
+        /// Stutters so far (gaps of 200 ms or more between decoded frames).
+        stutters: u64,
+        /// Their total duration so far, ms.
+        stutter_ms: f64,
     },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
@@ -361,9 +365,11 @@ impl fmt::Display for Event {
                 delay_ms,
                 jitter_ms,
                 rtt_ms,
+                stutters,
+                stutter_ms,
             } => write!(
                 f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2}"
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0}"
             ),
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")
