@@ -261,21 +261,23 @@ async fn receive_video(
         for p in ready {
             let fed = assembler.push(p.seq, p.timestamp, p.marker, &p.payload);
             counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
-            // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
-            if fed.request_keyframe
-                && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+            let mut want_keyframe = fed.request_keyframe;
+            if let Some(unit) = fed.unit
+                && units.try_send(unit).is_err()
             {
+                // The decoder is behind and this unit is dropped (decoding stale frames only
+                // adds delay); what follows it cannot decode until the next keyframe.
+                assembler.require_keyframe();
+                want_keyframe = true;
+            }
+            // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
+            if want_keyframe && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
                 last_pli = Some(std::time::Instant::now());
                 let pli = PictureLossIndication {
                     sender_ssrc: 0,
                     media_ssrc,
                 };
                 let _ = track.write_rtcp(vec![Box::new(pli)]).await;
-            }
-            if let Some(unit) = fed.unit {
-                // A decoder that is behind drops the unit: decoding stale frames only adds
-                // delay (a lost inter frame is concealed until the next keyframe).
-                let _ = units.try_send(unit);
             }
         }
     }

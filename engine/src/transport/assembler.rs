@@ -66,6 +66,12 @@ pub struct Fed {
 }
 
 impl Assembler {
+    /// Drops units until the next keyframe (the consumer lost one, so what follows would not
+    /// decode).
+    pub fn require_keyframe(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
     /// Feeds one RTP packet (sequence number, timestamp, marker, payload).
     pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) -> Fed {
         let mut fed = Fed::default();
