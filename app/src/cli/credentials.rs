@@ -49,3 +49,15 @@ impl CredentialArgs {
         })
     }
 }
+
+impl Credentials {
+    /// An engine for these credentials.
+    pub fn engine(self) -> anyhow::Result<onair_engine::Engine> {
+        Ok(onair_engine::Engine::create(onair_engine::EngineProfile {
+            app_id: self.app_id,
+            app_sign: self.app_sign.unwrap_or_default(),
+            server: self.server,
+            ..Default::default()
+        })?)
+    }
+}

@@ -8,8 +8,8 @@ use anyhow::bail;
 use clap::Args;
 use onair_engine::media::stamp;
 use onair_engine::{
-    AudioSource, Engine, EngineProfile, Event, PlayerConfig, PublishChannel, RoomConfig, User,
-    VideoConfig, VideoPreset, VideoSource,
+    AudioSource, Engine, Event, PlayerConfig, PublishChannel, RoomConfig, User, VideoConfig,
+    VideoPreset, VideoSource,
 };
 
 use crate::cli::credentials::CredentialArgs;
@@ -64,12 +64,7 @@ pub struct PlayArgs {
 
 fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
     let creds = live.credentials.resolve()?;
-    let engine = Engine::create(EngineProfile {
-        app_id: creds.app_id,
-        app_sign: creds.app_sign.unwrap_or_default(),
-        server: creds.server,
-        ..Default::default()
-    })?;
+    let engine = creds.engine()?;
     let user = live
         .user
         .clone()

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use onair_engine::{Engine, EngineProfile, Event, RoomConfig, RoomStateChangedReason, User};
+use onair_engine::{Event, RoomConfig, RoomStateChangedReason, User};
 
 use crate::cli::credentials::CredentialArgs;
 
@@ -54,12 +54,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         user_name: args.user_name.unwrap_or_else(|| user_id.clone()),
         user_id,
     };
-    let engine = Engine::create(EngineProfile {
-        app_id: creds.app_id,
-        app_sign: creds.app_sign.unwrap_or_default(),
-        server: creds.server,
-        ..Default::default()
-    })?;
+    let engine = creds.engine()?;
     for room in &args.rooms {
         engine.login_room(
             room,

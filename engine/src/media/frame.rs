@@ -50,34 +50,42 @@ impl VideoFrame {
     /// A black I420 frame with tightly packed planes.
     pub fn new_i420(width: u32, height: u32) -> VideoFrame {
         let (w, h) = (width as usize, height as usize);
-        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-        let y = Plane {
-            offset: 0,
-            stride: w,
-            rows: h,
-        };
-        let u = Plane {
-            offset: w * h,
-            stride: cw,
-            rows: ch,
-        };
-        let v = Plane {
-            offset: w * h + cw * ch,
-            stride: cw,
-            rows: ch,
-        };
-        let mut data = vec![0u8; w * h + 2 * cw * ch];
+        let planes = Self::i420_planes(width, height);
+        let mut data = vec![0u8; w * h + 2 * w.div_ceil(2) * h.div_ceil(2)];
         data[..w * h].fill(16);
         data[w * h..].fill(128);
         VideoFrame {
             format: PixelFormat::I420,
             width,
             height,
-            planes: [y, u, v],
+            planes,
             data,
             pts_us: 0,
             capture_time_us: 0,
         }
+    }
+
+    /// Tightly packed I420 planes for `width`×`height`: Y, then U, then V.
+    pub fn i420_planes(width: u32, height: u32) -> [Plane; 3] {
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        [
+            Plane {
+                offset: 0,
+                stride: w,
+                rows: h,
+            },
+            Plane {
+                offset: w * h,
+                stride: cw,
+                rows: ch,
+            },
+            Plane {
+                offset: w * h + cw * ch,
+                stride: cw,
+                rows: ch,
+            },
+        ]
     }
 
     /// The bytes of plane `i` (rows × stride).

@@ -93,11 +93,7 @@ impl Sfu {
         peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
             .map_err(|e| e.to_string())?;
-        pc.set_remote_description(peer::offer(offer).map_err(|e| e.to_string())?)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
-        let sdp = peer::finish_local(&pc, &mut ev, answer)
+        let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
         let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<()>(16);
@@ -232,11 +228,7 @@ impl Sfu {
                 .map_err(|e| e.to_string())?;
             tracks.push((kind, ssrc, track, sender));
         }
-        pc.set_remote_description(peer::offer(offer).map_err(|e| e.to_string())?)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
-        let sdp = peer::finish_local(&pc, &mut ev, answer)
+        let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
         for (kind, ssrc, track, sender) in tracks {

@@ -193,6 +193,17 @@ pub async fn finish_local(
         .ok_or_else(|| PeerError("no local description".into()))
 }
 
+/// Applies a remote offer and returns the complete local answer (every candidate gathered).
+pub async fn answer_offer(
+    pc: &Arc<dyn PeerConnection>,
+    events: &mut PeerEvents,
+    offer_sdp: String,
+) -> Result<String, PeerError> {
+    pc.set_remote_description(offer(offer_sdp)?).await?;
+    let answer = pc.create_answer(None).await?;
+    finish_local(pc, events, answer).await
+}
+
 /// An offer from SDP text.
 pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
     RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))

@@ -6,7 +6,7 @@ use ffmpeg::software::scaling;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::error::MediaError;
-use crate::media::frame::{PixelFormat, Plane, VideoFrame};
+use crate::media::frame::{PixelFormat, VideoFrame};
 
 fn pixel(format: PixelFormat) -> Pixel {
     match format {
@@ -59,23 +59,7 @@ pub fn copy_from_ffmpeg_i420(src: &ffmpeg::frame::Video) -> VideoFrame {
         format: PixelFormat::I420,
         width: src.width(),
         height: src.height(),
-        planes: [
-            Plane {
-                offset: 0,
-                stride: w,
-                rows: h,
-            },
-            Plane {
-                offset: w * h,
-                stride: cw,
-                rows: ch,
-            },
-            Plane {
-                offset: w * h + cw * ch,
-                stride: cw,
-                rows: ch,
-            },
-        ],
+        planes: VideoFrame::i420_planes(src.width(), src.height()),
         data,
         pts_us: 0,
         capture_time_us: 0,
