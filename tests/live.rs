@@ -231,8 +231,13 @@ fn main_and_aux_channels_publish_at_once_and_logout_stops_the_preview() {
     host.start_preview(MAIN);
     host.start_publishing_stream("main-cam", MAIN);
     host.start_publishing_stream("aux-cam", PublishChannel::Aux);
-    until(&host, "publisher main-cam Publishing");
-    until(&host, "publisher aux-cam Publishing");
+    until_all(
+        &host,
+        &[
+            "publisher main-cam Publishing",
+            "publisher aux-cam Publishing",
+        ],
+    );
     let viewer = viewer(&relay, "viewer");
     let (main_rx, aux_rx) = (
         viewer.play_frames("main-cam"),

@@ -247,6 +247,27 @@ pub fn until(engine: &Engine, prefix: &str) -> Vec<String> {
     }
 }
 
+/// Collects events until one starting with each of `prefixes` has been seen, in any order
+/// (for things that happen concurrently). Panics with what it saw if they do not all come
+/// within [`WAIT`].
+pub fn until_all(engine: &Engine, prefixes: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let mut missing: Vec<&str> = prefixes.to_vec();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match engine.events().recv_timeout(left) {
+            Ok(e) => {
+                let b = brief(&e);
+                missing.retain(|p| !b.starts_with(p));
+                seen.push(b);
+            }
+            Err(_) => panic!("no events starting with {missing:?} within {WAIT:?}; saw {seen:?}"),
+        }
+    }
+    seen
+}
+
 /// Every event that arrives within `dur`.
 pub fn drain_for(engine: &Engine, dur: Duration) -> Vec<String> {
     let deadline = Instant::now() + dur;
