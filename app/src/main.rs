@@ -1,12 +1,12 @@
 //! `onair`: the Onair studio and command line.
 //!
-//! `onair serve` runs the relay, `onair watch` logs into rooms and prints every event,
+//! `onair` (or `onair studio`) opens the studio on an embedded relay, `onair serve` runs the relay, `onair watch` logs into rooms and prints every event,
 //! `onair token` mints a login token, `onair errors` prints the error-code table, and
 //! `onair bench NAME --json` measures a hot path.
 
 mod bench;
 mod cli;
-mod dev_app;
+use onair::studio;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +23,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open the studio (what `onair` with no command does): broadcast, monitor rooms, debug states.
+    Studio(studio::StudioArgs),
     /// Run the relay: rooms, users, streams, token auth and heartbeats over WebSocket signaling.
     Serve(cli::serve::ServeArgs),
     /// Log into rooms and print every engine event as a line.
@@ -60,12 +62,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match args.command {
-        None => {
-            // The studio arrives in a later release; until then show what there is.
-            use clap::CommandFactory;
-            let _ = Args::command().print_help();
-            Ok(())
-        }
+        None => studio::run(studio::StudioArgs::default()),
+        Some(Command::Studio(a)) => studio::run(a),
         Some(Command::Serve(a)) => cli::serve::run(a),
         Some(Command::Watch(a)) => cli::watch::run(a),
         Some(Command::Token(a)) => cli::token::run(a),

@@ -6,6 +6,7 @@ mod latency;
 mod media;
 mod signal;
 pub mod stats;
+mod ui;
 
 use clap::{Args, Subcommand};
 
@@ -26,6 +27,8 @@ enum Which {
     Latency(latency::LatencyArgs),
     /// Players one relay feeds without loss, and its CPU per player.
     Fanout(fanout::FanoutArgs),
+    /// The studio's UI frame time with 16 remote 720p streams playing, and frame upload cost.
+    Ui(ui::UiArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -35,5 +38,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Media(a) => media::run(a),
         Which::Latency(a) => latency::run(a),
         Which::Fanout(a) => fanout::run(a),
+        Which::Ui(a) => ui::run(a),
     }
 }

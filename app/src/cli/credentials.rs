@@ -4,7 +4,7 @@
 use anyhow::bail;
 use clap::Args;
 
-use crate::dev_app;
+use onair::dev_app;
 
 /// Flags shared by the commands that talk to a relay.
 #[derive(Args, Clone, Debug)]

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use onair_engine::relay::{RelayConfig, Server};
 
-use crate::dev_app;
+use onair::dev_app;
 
 /// `onair serve` flags.
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use onair_engine::token::{self, AppSign, Claims};
 
-use crate::dev_app;
+use onair::dev_app;
 
 /// `onair token` flags.
 #[derive(Args, Debug)]

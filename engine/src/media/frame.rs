@@ -12,6 +12,25 @@ pub enum PixelFormat {
     Nv12,
 }
 
+/// Which YUV→RGB matrix a frame's samples use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ColorMatrix {
+    /// ITU-R BT.601 (SD; also what cameras, the test source and most WebRTC encoders give).
+    #[default]
+    Bt601,
+    /// ITU-R BT.709 (HD).
+    Bt709,
+}
+
+/// How a frame's YUV samples map to colour: the matrix and the value range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ColorSpace {
+    /// The matrix.
+    pub matrix: ColorMatrix,
+    /// Full range (0–255, "JPEG") rather than limited/video range (16–235 luma, 16–240 chroma).
+    pub full_range: bool,
+}
+
 /// One plane of a video frame inside its buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plane {
@@ -41,6 +60,8 @@ pub struct VideoFrame {
     /// Wall-clock capture time, microseconds since the Unix epoch: a receiver on the same
     /// machine compares it with its own clock to measure delay.
     pub capture_time_us: u64,
+    /// How the samples map to colour (renderers pick their conversion from it).
+    pub color: ColorSpace,
 }
 
 /// A frame shared between consumers.
@@ -62,6 +83,7 @@ impl VideoFrame {
             data,
             pts_us: 0,
             capture_time_us: 0,
+            color: ColorSpace::default(),
         }
     }
 

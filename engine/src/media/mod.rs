@@ -15,5 +15,8 @@ pub use capture::{AudioSource, CaptureHandle, VideoSource};
 pub use channel::{ChannelStats, Fanout, FrameReceiver, FrameSender, frame_channel};
 pub use config::{VideoConfig, VideoPreset};
 pub use error::MediaError;
-pub use frame::{AudioFrame, PixelFormat, SharedAudioFrame, SharedVideoFrame, VideoFrame};
+pub use frame::{
+    AudioFrame, ColorMatrix, ColorSpace, PixelFormat, SharedAudioFrame, SharedVideoFrame,
+    VideoFrame,
+};
 pub use local::{DeviceKind, PublishChannel};

@@ -107,6 +107,7 @@ pub fn nv12_frame(src: &[u8], width: u32, height: u32) -> Option<VideoFrame> {
         data: src[..size].to_vec(),
         pts_us: 0,
         capture_time_us: 0,
+        color: Default::default(),
     })
 }
 

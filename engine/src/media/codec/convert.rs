@@ -6,7 +6,7 @@ use ffmpeg::software::scaling;
 use ffmpeg_next as ffmpeg;
 
 use crate::media::error::MediaError;
-use crate::media::frame::{PixelFormat, VideoFrame};
+use crate::media::frame::{ColorMatrix, ColorSpace, PixelFormat, VideoFrame};
 
 fn pixel(format: PixelFormat) -> Pixel {
     match format {
@@ -63,6 +63,20 @@ pub fn copy_from_ffmpeg_i420(src: &ffmpeg::frame::Video) -> VideoFrame {
         data,
         pts_us: 0,
         capture_time_us: 0,
+        color: color_of(src),
+    }
+}
+
+/// The colour space an FFmpeg frame declares; unspecified counts as BT.601 limited range,
+/// what WebRTC encoders and cameras give.
+pub fn color_of(src: &ffmpeg::frame::Video) -> ColorSpace {
+    use ffmpeg::color::{Range, Space};
+    ColorSpace {
+        matrix: match src.color_space() {
+            Space::BT709 => ColorMatrix::Bt709,
+            _ => ColorMatrix::Bt601,
+        },
+        full_range: src.color_range() == Range::JPEG,
     }
 }
 

@@ -66,6 +66,9 @@ fn open_encoder(config: &VideoConfig) -> Result<ffmpeg::encoder::video::Encoder,
     enc.set_frame_rate(Some((config.fps as i32, 1)));
     enc.set_gop(gop);
     enc.set_max_b_frames(0);
+    // Our sources are BT.601 limited range; say so in the VUI so players convert it right.
+    enc.set_colorspace(ffmpeg::color::Space::SMPTE170M);
+    enc.set_color_range(ffmpeg::color::Range::MPEG);
     enc.set_bit_rate(bps);
     enc.set_max_bit_rate(bps);
     let mut opts = ffmpeg::Dictionary::new();

@@ -1,0 +1,191 @@
+//! `onair bench ui`: the studio's UI frame CPU time with N remote 720p streams playing, and
+//! the CPU spent uploading their frames. Publishers are real engines on an embedded relay
+//! (test source, H.264, WebRTC); the studio is the real app state drawn headless through
+//! egui-wgpu (lavapipe where there is no GPU), one frame per video frame interval.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use eframe::egui;
+use onair_engine::relay::{EmbeddedRelay, RelayConfig};
+use onair_engine::token::AppSign;
+use onair_engine::{
+    AudioSource, Engine, EngineProfile, PublishChannel, RoomConfig, User, VideoConfig, VideoPreset,
+};
+use serde_json::json;
+
+use super::stats;
+use onair::studio::app::StudioApp;
+use onair::studio::headless::Headless;
+use onair::studio::settings::{AudioChoice, ConnectionSettings, Settings};
+use onair::studio::video;
+
+/// `onair bench ui` flags.
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    /// Remote streams playing at once.
+    #[arg(long, default_value_t = 16)]
+    streams: usize,
+    /// Their frame rate.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Rooms they are spread over.
+    #[arg(long, default_value_t = 4)]
+    rooms: usize,
+    /// Seconds measured (after every stream shows pictures).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the benchmark.
+pub fn run(args: UiArgs) -> anyhow::Result<()> {
+    let sign = AppSign::random();
+    let relay = EmbeddedRelay::start(
+        RelayConfig::single_app(1, sign.clone()),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )?;
+    let rooms: Vec<String> = (0..args.rooms.max(1))
+        .map(|i| format!("room-{i}"))
+        .collect();
+    let config = VideoConfig::preset(VideoPreset::P720).with_fps(args.fps);
+    let mut publishers = Vec::new();
+    for i in 0..args.streams {
+        let engine = Engine::create(EngineProfile {
+            app_id: 1,
+            app_sign: sign.to_hex(),
+            server: relay.url(),
+            ..Default::default()
+        })?;
+        let room = &rooms[i % rooms.len()];
+        engine.login_room(room, User::new(format!("host-{i}")), RoomConfig::default());
+        engine.set_video_config(PublishChannel::Main, config);
+        engine.set_audio_source(PublishChannel::Main, AudioSource::None);
+        engine.start_publishing_stream(&format!("cam-{i}"), PublishChannel::Main);
+        publishers.push(engine);
+    }
+
+    let mut headless = Headless::new(egui::vec2(1600.0, 920.0))?;
+    let settings = Settings {
+        connection: ConnectionSettings::Remote {
+            server: relay.url(),
+            app_id: 1,
+            app_sign: sign.to_hex(),
+            token: String::new(),
+        },
+        user_id: "bench-studio".into(),
+        rooms: rooms.clone(),
+        auto_play: true,
+        ..Settings::default()
+    };
+    let mut app = StudioApp::create(
+        headless.ctx.clone(),
+        Some(&headless.render_state),
+        None,
+        Some(Settings {
+            host: onair::studio::settings::HostSettings {
+                audio: AudioChoice::None,
+                ..settings.host.clone()
+            },
+            ..settings
+        }),
+    );
+    let session = app
+        .session
+        .as_mut()
+        .context("the studio session did not start")?;
+    // Remote streams only: the studio's own preview would add a capture of its own.
+    session.stop_preview();
+
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.fps.max(1)));
+    let draw = |app: &mut StudioApp, headless: &mut Headless| {
+        headless.frame(|ui| {
+            app.update_state(ui.ctx());
+            app.draw(ui);
+        })
+    };
+    // Until every stream shows pictures.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        draw(&mut app, &mut headless);
+        let showing = app.session.as_ref().map_or(0, |s| {
+            s.tiles
+                .values()
+                .filter(|t| t.view.as_ref().is_some_and(|v| v.frames_uploaded > 0))
+                .count()
+        });
+        if showing >= args.streams {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {showing} of {} streams showed pictures within 60 s",
+                args.streams
+            );
+        }
+        std::thread::sleep(interval);
+    }
+    let uploads_before = video::upload_samples(&headless.render_state).len();
+    let frames_before: u64 = uploaded(&app);
+    let mut ui_ms = Vec::new();
+    let mut frame_ms = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < args.seconds {
+        let t = Instant::now();
+        let timing = draw(&mut app, &mut headless);
+        ui_ms.push(timing.ui_ms);
+        frame_ms.push(timing.ui_ms + timing.render_ms);
+        if let Some(rest) = interval.checked_sub(t.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let uploads = video::upload_samples(&headless.render_state);
+    let new_uploads: Vec<f64> = uploads
+        .iter()
+        .skip(uploads_before.min(uploads.len()))
+        .map(|us| us / 1000.0)
+        .collect();
+    let frames_shown = uploaded(&app) - frames_before;
+    let report = json!({
+        "bench": "ui",
+        "cores": stats::cores(),
+        "adapter": headless.adapter_name(),
+        "streams": args.streams,
+        "resolution": "1280x720",
+        "fps": args.fps,
+        "ui_frames": frame_ms.len(),
+        "ui_frame_ms": stats::summary(frame_ms),
+        "ui_pass_ms": stats::summary(ui_ms),
+        "upload_ms_per_frame": stats::summary(new_uploads),
+        "video_frames_shown_per_s": (frames_shown as f64 / elapsed * 10.0).round() / 10.0,
+        "goal": {"ui_frame_ms_p99": 8.0},
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if let Some(s) = app.session.take() {
+        s.shutdown();
+    }
+    for p in publishers {
+        p.destroy();
+    }
+    relay.stop();
+    Ok(())
+}
+
+fn uploaded(app: &StudioApp) -> u64 {
+    app.session.as_ref().map_or(0, |s| {
+        s.tiles
+            .values()
+            .filter_map(|t| t.view.as_ref())
+            .map(|v| v.frames_uploaded)
+            .sum()
+    })
+}

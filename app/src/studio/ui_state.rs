@@ -1,0 +1,190 @@
+//! The panels' own state (what is typed, selected, paused or open), apart from the session.
+//! File dialogs run on their own threads and report back over channels, so the UI thread
+//! never waits on them.
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::model::LogFilter;
+use super::panels::broadcast::DeviceList;
+use super::settings::ConnectionSettings;
+
+/// The connect dialog.
+#[derive(Default)]
+pub struct ConnectDialog {
+    /// Whether it is open.
+    pub open: bool,
+    /// Use the embedded relay.
+    pub embedded: bool,
+    /// Remote relay URL.
+    pub server: String,
+    /// App ID as typed.
+    pub app_id: String,
+    /// App sign.
+    pub app_sign: String,
+    /// Token.
+    pub token: String,
+    /// User ID.
+    pub user_id: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+impl ConnectDialog {
+    /// Opens it filled from the current settings.
+    pub fn open_with(&mut self, connection: &ConnectionSettings, user_id: &str) {
+        self.open = true;
+        self.error = None;
+        self.user_id = user_id.to_string();
+        match connection {
+            ConnectionSettings::Embedded => {
+                self.embedded = true;
+                if self.server.is_empty() {
+                    self.server = "ws://127.0.0.1:7880".into();
+                }
+            }
+            ConnectionSettings::Remote {
+                server,
+                app_id,
+                app_sign,
+                token,
+            } => {
+                self.embedded = false;
+                self.server = server.clone();
+                self.app_id = app_id.to_string();
+                self.app_sign = app_sign.clone();
+                self.token = token.clone();
+            }
+        }
+    }
+
+    /// The connection the dialog describes, or why it is not valid.
+    pub fn connection(&self) -> Result<ConnectionSettings, String> {
+        if self.embedded {
+            return Ok(ConnectionSettings::Embedded);
+        }
+        let server = self.server.trim().to_string();
+        if !(server.starts_with("ws://") || server.starts_with("wss://")) {
+            return Err("the relay URL starts with ws:// or wss://".into());
+        }
+        let app_id: u32 = self
+            .app_id
+            .trim()
+            .parse()
+            .map_err(|_| "the app ID is a number".to_string())?;
+        let sign = self.app_sign.trim().to_string();
+        if sign.is_empty() && self.token.trim().is_empty() {
+            return Err("give the app sign or a token".into());
+        }
+        if !sign.is_empty() && onair_engine::token::AppSign::from_hex(&sign).is_none() {
+            return Err("the app sign is 64 hex characters".into());
+        }
+        Ok(ConnectionSettings::Remote {
+            server,
+            app_id,
+            app_sign: sign,
+            token: self.token.trim().to_string(),
+        })
+    }
+}
+
+/// The panels' state.
+pub struct UiState {
+    /// Cameras and microphones.
+    pub devices: DeviceList,
+    /// The room ID being typed in the monitor.
+    pub join_room: String,
+    /// The tile shown large, if any.
+    pub enlarged: Option<String>,
+    /// The event log's filter.
+    pub log_filter: LogFilter,
+    /// When the log was paused (studio seconds), if it is.
+    pub log_paused_at: Option<f64>,
+    /// Focus the log's search box on the next frame.
+    pub focus_log_search: bool,
+    /// The last export's outcome.
+    pub export_status: Option<String>,
+    /// The stream whose quality is plotted.
+    pub quality_stream: Option<String>,
+    /// Seconds the timelines show.
+    pub timeline_window_s: f64,
+    /// The connect dialog.
+    pub connect: ConnectDialog,
+    picked_file: (Sender<String>, Receiver<String>),
+    export_done: (Sender<String>, Receiver<String>),
+}
+
+impl Default for UiState {
+    fn default() -> Self {
+        UiState {
+            devices: DeviceList::default(),
+            join_room: String::new(),
+            enlarged: None,
+            log_filter: LogFilter::default(),
+            log_paused_at: None,
+            focus_log_search: false,
+            export_status: None,
+            quality_stream: None,
+            timeline_window_s: 120.0,
+            connect: ConnectDialog::default(),
+            picked_file: bounded(1),
+            export_done: bounded(4),
+        }
+    }
+}
+
+impl UiState {
+    /// Pauses the log at `now`, or resumes it.
+    pub fn toggle_log_pause(&mut self, now: f64) {
+        self.log_paused_at = match self.log_paused_at {
+            Some(_) => None,
+            None => Some(now),
+        };
+    }
+
+    /// Opens a file dialog for a media file (on its own thread).
+    pub fn pick_media_file(&self) {
+        let tx = self.picked_file.0.clone();
+        std::thread::spawn(move || {
+            if let Some(path) = rfd::FileDialog::new()
+                .set_title("Media file to broadcast")
+                .add_filter("Media", &["mp4", "mkv", "mov", "webm", "ts", "flv", "avi"])
+                .add_filter("Any file", &["*"])
+                .pick_file()
+            {
+                let _ = tx.try_send(path.to_string_lossy().into_owned());
+            }
+        });
+    }
+
+    /// The media file picked, once the dialog has closed.
+    pub fn take_picked_file(&self) -> Option<String> {
+        self.picked_file.1.try_recv().ok()
+    }
+
+    /// Asks where to save the log and writes it there (on its own thread).
+    pub fn export_log(&mut self, json_lines: String) {
+        let tx = self.export_done.0.clone();
+        self.export_status = Some("choosing where to save…".into());
+        std::thread::spawn(move || {
+            let outcome = match rfd::FileDialog::new()
+                .set_title("Export events as JSON lines")
+                .set_file_name("onair-events.jsonl")
+                .save_file()
+            {
+                Some(path) => match std::fs::write(&path, json_lines) {
+                    Ok(()) => format!("saved {}", path.display()),
+                    Err(e) => format!("could not save {}: {e}", path.display()),
+                },
+                None => "export cancelled".to_string(),
+            };
+            let _ = tx.try_send(outcome);
+        });
+    }
+
+    /// Takes the outcome of a finished export into the status line.
+    pub fn poll_dialogs(&mut self) {
+        if let Ok(status) = self.export_done.1.try_recv() {
+            self.export_status = Some(status);
+        }
+    }
+}
