@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/onair-target
 CARGO ?= cargo
 
-.PHONY: run test lint build deps deps-test bench docs-errors
+.PHONY: run test lint build deps deps-test bench docs-errors screenshot
 
 ## Install missing system packages, build in release mode and start onair.
 run: deps
@@ -35,6 +35,11 @@ bench: build
 	$(CARGO_TARGET_DIR)/release/onair bench media --json
 	$(CARGO_TARGET_DIR)/release/onair bench latency --json
 	$(CARGO_TARGET_DIR)/release/onair bench fanout --json
+	$(CARGO_TARGET_DIR)/release/onair bench ui --json
+
+## The README's screenshot: the studio under Xvfb with live streams in three rooms.
+screenshot: build deps-test
+	.ci/screenshot docs/studio.png
 
 ## Regenerate docs/ERRORS.md from the error enum.
 docs-errors:

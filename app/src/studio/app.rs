@@ -95,7 +95,31 @@ pub struct StudioApp {
     pub layout: Tree<Pane>,
     /// Why the session could not start.
     pub start_error: Option<String>,
+    /// A screenshot to take of the window, then close (`onair studio --screenshot`).
+    pub screenshot: Option<ScreenshotPlan>,
     ctx: egui::Context,
+}
+
+/// Take a screenshot of the window at a time, save it as PNG, then close.
+pub struct ScreenshotPlan {
+    /// Where to save it.
+    pub path: std::path::PathBuf,
+    /// When to take it.
+    pub at: std::time::Instant,
+    requested: bool,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ScreenshotPlan {
+    /// A screenshot `after` from now, saved to `path`.
+    pub fn new(path: std::path::PathBuf, after: Duration) -> ScreenshotPlan {
+        ScreenshotPlan {
+            path,
+            at: std::time::Instant::now() + after,
+            requested: false,
+            done: Default::default(),
+        }
+    }
 }
 
 impl StudioApp {
@@ -145,6 +169,7 @@ impl StudioApp {
             ui,
             layout,
             start_error: None,
+            screenshot: None,
             ctx,
         };
         app.start_session();
@@ -169,6 +194,7 @@ impl StudioApp {
     /// One frame's work outside drawing: events into the model, new video frames, shortcuts.
     pub fn update_state(&mut self, ctx: &egui::Context) {
         self.ui.poll_dialogs();
+        self.take_screenshot(ctx);
         let Some(session) = self.session.as_mut() else {
             return;
         };
@@ -204,6 +230,38 @@ impl StudioApp {
             }
             None => ctx.request_repaint_after(Duration::from_secs(1)),
         }
+    }
+
+    fn take_screenshot(&mut self, ctx: &egui::Context) {
+        let Some(plan) = self.screenshot.as_mut() else {
+            return;
+        };
+        if plan.done.load(std::sync::atomic::Ordering::Acquire) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        let now = std::time::Instant::now();
+        if plan.requested || now < plan.at {
+            ctx.request_repaint_after(plan.at.saturating_duration_since(now));
+            return;
+        }
+        plan.requested = true;
+        let (path, done, wake) = (plan.path.clone(), plan.done.clone(), ctx.clone());
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+            egui::ScreenshotCallback::new(move |image| {
+                let [w, h] = image.size;
+                let rgba: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+                match image::RgbaImage::from_raw(w as u32, h as u32, rgba) {
+                    Some(img) => match img.save(&path) {
+                        Ok(()) => println!("screenshot saved to {}", path.display()),
+                        Err(e) => eprintln!("could not save {}: {e}", path.display()),
+                    },
+                    None => eprintln!("the screenshot had no pixels"),
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+                wake.request_repaint();
+            }),
+        ));
     }
 
     /// Draws the whole window into `ui`.

@@ -25,6 +25,15 @@ pub struct StudioArgs {
     /// Rooms to enter at start (repeat or comma-separate), instead of the saved ones.
     #[arg(long, value_delimiter = ',')]
     pub room: Vec<String>,
+    /// Go live as soon as the studio starts.
+    #[arg(long)]
+    pub go_live: bool,
+    /// Save a PNG screenshot of the window to this path, then close.
+    #[arg(long)]
+    pub screenshot: Option<std::path::PathBuf>,
+    /// Seconds after start to take the screenshot.
+    #[arg(long, default_value_t = 5.0)]
+    pub screenshot_after: f64,
 }
 
 /// Opens the studio window and runs until it is closed.
@@ -51,6 +60,13 @@ pub fn run(args: StudioArgs) -> anyhow::Result<()> {
         None
     };
     let reset = args.reset;
+    let go_live = args.go_live;
+    let screenshot = args.screenshot.clone().map(|p| {
+        app::ScreenshotPlan::new(
+            p,
+            std::time::Duration::from_secs_f64(args.screenshot_after.clamp(0.0, 3600.0)),
+        )
+    });
     eframe::run_native(
         "onair",
         options,
@@ -58,6 +74,10 @@ pub fn run(args: StudioArgs) -> anyhow::Result<()> {
             let mut app = app::StudioApp::new(cc, override_settings);
             if reset {
                 app.layout = app::default_layout();
+            }
+            app.screenshot = screenshot;
+            if go_live && let Some(s) = app.session.as_mut() {
+                s.go_live();
             }
             Ok(Box::new(app))
         }),

@@ -208,13 +208,13 @@ pub struct Timeline {
 
 impl Timeline {
     fn enter(&mut self, t: f64, phase: Phase, detail: String) {
-        if let Some(last) = self.segments.back_mut() {
-            if last.end.is_none() {
-                if last.phase == phase && last.detail == detail {
-                    return;
-                }
-                last.end = Some(t);
+        if let Some(last) = self.segments.back_mut()
+            && last.end.is_none()
+        {
+            if last.phase == phase && last.detail == detail {
+                return;
             }
+            last.end = Some(t);
         }
         if self.segments.len() == TIMELINE_CAPACITY {
             self.segments.pop_front();

@@ -281,10 +281,10 @@ impl Session {
 
     /// Stops playing a stream (its tile stays).
     pub fn stop_play(&mut self, stream_id: &str) {
-        if let Some(tile) = self.tiles.get_mut(stream_id) {
-            if tile.view.take().is_some() {
-                self.engine.stop_playing_stream(stream_id);
-            }
+        if let Some(tile) = self.tiles.get_mut(stream_id)
+            && tile.view.take().is_some()
+        {
+            self.engine.stop_playing_stream(stream_id);
         }
         if let Some(audio) = &self.audio {
             audio.remove(stream_id);
@@ -410,11 +410,12 @@ impl Session {
 
     /// Tells the engine a stream's first frame is on screen (once per play).
     pub fn report_rendered(&mut self, stream_id: &str) {
-        if let Some(tile) = self.tiles.get_mut(stream_id) {
-            if !tile.render_reported && tile.view.as_ref().is_some_and(|v| v.frames_uploaded > 0) {
-                tile.render_reported = true;
-                self.engine.report_rendered_first_frame(stream_id);
-            }
+        if let Some(tile) = self.tiles.get_mut(stream_id)
+            && !tile.render_reported
+            && tile.view.as_ref().is_some_and(|v| v.frames_uploaded > 0)
+        {
+            tile.render_reported = true;
+            self.engine.report_rendered_first_frame(stream_id);
         }
     }
 

@@ -148,8 +148,9 @@ fn tile(
             let res = view
                 .size
                 .map_or_else(|| "—".to_string(), |(w, h)| format!("{w}×{h}"));
+            let decoded = quality.map_or(String::new(), |q| format!("{:.0} fps · ", q.fps));
             lines.push(format!(
-                "{} {res} {:.0} fps",
+                "{} {res} {decoded}shown {:.0}/s",
                 player_state.map_or("NoPlay".into(), |s| format!("{s:?}")),
                 view.fps()
             ));

@@ -52,7 +52,8 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
     let samples: Vec<QualitySample> = history.iter().copied().collect();
     let height = ((ui.available_height() - 8.0) / 4.0).max(50.0);
     let link = egui::Id::unique("quality_x");
-    let series: [(&str, fn(&QualitySample) -> f64); 4] = [
+    type Series = (&'static str, fn(&QualitySample) -> f64);
+    let series: [Series; 4] = [
         ("fps", |s| s.fps),
         ("kbps", |s| s.kbps),
         ("delay ms", |s| s.delay_ms),
