@@ -583,3 +583,28 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
         s.shutdown();
     }
 }
+
+#[test]
+fn the_studio_window_opens_under_xvfb_and_draws() {
+    let dir = std::env::temp_dir().join(format!("onair-xvfb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let shot = dir.join("studio.png");
+    let status = std::process::Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1280x800x24"])
+        .arg(env!("CARGO_BIN_EXE_onair"))
+        .args(["studio", "--reset", "--room", "xvfb-room", "--screenshot"])
+        .arg(&shot)
+        .args(["--screenshot-after", "3"])
+        .env("HOME", &dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .status()
+        .expect("xvfb-run runs (make test installs xvfb)");
+    assert!(status.success(), "the studio exited with {status}");
+    let image = image::open(&shot).expect("a PNG screenshot").to_rgba8();
+    assert_eq!((image.width(), image.height()), (1280, 800));
+    // A drawn window, not a blank one: many distinct colours (text, panels, the preview).
+    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 200, "only {} colours", distinct.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
