@@ -382,3 +382,37 @@ fn bench_latency_and_fanout_print_their_json_shape() {
         "{v}"
     );
 }
+
+#[test]
+fn bench_ui_prints_its_json_shape() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args([
+            "bench",
+            "ui",
+            "--streams",
+            "2",
+            "--rooms",
+            "2",
+            "--seconds",
+            "1",
+            "--json",
+        ])
+        .env("RUST_LOG", "error");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["streams"], 2, "{v}");
+    for key in ["ui_frame_ms", "upload_ms_per_frame"] {
+        assert!(
+            v[key]["p50"].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {v}"
+        );
+        assert!(
+            v[key]["p99"].as_f64() >= v[key]["p50"].as_f64(),
+            "{key}: {v}"
+        );
+    }
+    assert!(v["cores"].as_u64().is_some_and(|c| c >= 1), "{v}");
+}

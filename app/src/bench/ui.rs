@@ -28,8 +28,9 @@ pub struct UiArgs {
     /// Remote streams playing at once.
     #[arg(long, default_value_t = 16)]
     streams: usize,
-    /// Their frame rate.
-    #[arg(long, default_value_t = 30)]
+    /// Their frame rate. 16 x264 encoders at 30 fps fill two cores by themselves (the
+    /// publishers run in this process), so the default is 10; raise it on bigger machines.
+    #[arg(long, default_value_t = 10)]
     fps: u32,
     /// Rooms they are spread over.
     #[arg(long, default_value_t = 4)]

@@ -138,6 +138,8 @@ impl Headless {
         for id in &output.textures_delta.free {
             renderer.free_texture(id);
         }
+        let mut applied = output.textures_delta;
+        applied.clear();
         drop(renderer);
         let render_ms = t1.elapsed().as_secs_f64() * 1e3;
         let _ = rs.device.poll(wgpu::PollType::Wait {
