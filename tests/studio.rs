@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{APP_ID, TestRelay};
 use eframe::egui;
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
 use egui_kittest::wgpu::{WgpuTestRenderer, create_render_state, default_wgpu_setup};
 use onair::studio::app::StudioApp;
 use onair::studio::model::LogFilter;
@@ -464,7 +465,19 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
         .build_ui_state(
             |ui, app: &mut StudioApp| {
                 let (s, u) = (app.session.as_mut().expect("session"), &mut app.ui);
-                panels::monitor::show(ui, s, u);
+                ui.columns(2, |cols| {
+                    panels::monitor::show(&mut cols[0], s, u);
+                    let half = egui::vec2(cols[1].available_width(), 300.0);
+                    cols[1].allocate_ui_with_layout(
+                        half,
+                        egui::Layout::top_down(egui::Align::Min),
+                        |ui| {
+                            ui.push_id("users", |ui| panels::users::show(ui, s));
+                        },
+                    );
+                    cols[1].separator();
+                    cols[1].push_id("streams", |ui| panels::streams::show(ui, s));
+                });
             },
             app,
         );
@@ -530,9 +543,24 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
                 .any(|e| e.kind == "player_render_first_frame")
         })
     });
+    // What the panels show: the host in the users panel and as the stream's publisher, the
+    // stream in the stream list (and on its tile), playing.
+    h.run();
+    assert!(
+        h.query_all_by_label("host").count() >= 2,
+        "users and streams panels list the host"
+    );
+    assert!(
+        h.query_by_label("host-cam").is_some(),
+        "the stream list shows the stream"
+    );
+    assert!(
+        h.query_by_label("Playing").is_some(),
+        "the player state is shown"
+    );
     let app = h.state_mut();
     let s = app.session.as_ref().expect("session");
-    // Users panel's model: the host is in the room. Stream list: its stream, by the host.
+    // The model behind them: the host is in the room; the stream is the host's.
     let room = &s.model.rooms["live"];
     assert!(room.users.contains_key("host"), "{:?}", room.users);
     assert_eq!(room.streams["host-cam"].user_id, "host");
@@ -578,6 +606,15 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
             .as_ref()
             .is_some_and(|s| s.model.rooms["live"].users.is_empty())
     });
+    h.run();
+    assert!(
+        h.query_by_label("host-cam").is_none(),
+        "the stream left the list"
+    );
+    assert!(
+        h.query_by_label("host").is_none(),
+        "the host left the users panel"
+    );
     host.destroy();
     if let Some(s) = h.state_mut().session.take() {
         s.shutdown();
