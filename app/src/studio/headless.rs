@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use eframe::egui_wgpu::{self, wgpu};
 
-/// How long one frame took on the CPU.
+/// How long one frame took.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameTiming {
-    /// The UI pass: our update and drawing code plus egui's layout.
+    /// The UI pass, wall clock: our update and drawing code plus egui's layout.
     pub ui_ms: f64,
-    /// Tessellation, buffer and texture uploads (video planes included) and command encoding.
+    /// Tessellation, buffer and texture uploads (video planes included) and command
+    /// encoding, wall clock.
     pub render_ms: f64,
+    /// CPU time the calling thread spent on the whole frame (both of the above), which
+    /// leaves out time the thread waited for a core.
+    pub cpu_ms: f64,
 }
 
 /// A headless renderer.
@@ -87,6 +91,7 @@ impl Headless {
             time: Some(self.start.elapsed().as_secs_f64()),
             ..Default::default()
         };
+        let cpu0 = cpu_time::ThreadTime::now();
         let t0 = Instant::now();
         let output = self.ctx.run_ui(input, |ui| draw(ui));
         let ui_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -142,11 +147,16 @@ impl Headless {
         applied.clear();
         drop(renderer);
         let render_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let cpu_ms = cpu0.elapsed().as_secs_f64() * 1e3;
         let _ = rs.device.poll(wgpu::PollType::Wait {
             submission_index: None,
             timeout: Some(Duration::from_secs(10)),
         });
-        FrameTiming { ui_ms, render_ms }
+        FrameTiming {
+            ui_ms,
+            render_ms,
+            cpu_ms,
+        }
     }
 
     /// Reads the last frame back as RGBA rows (width × height × 4 bytes).

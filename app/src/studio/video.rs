@@ -31,7 +31,7 @@ pub struct YuvPipeline {
     linear_output: bool,
     textures: HashMap<u64, PlaneTextures>,
     last_evict: Instant,
-    /// CPU time of each upload (all planes of one frame), newest last.
+    /// CPU time (of the render thread) of each upload, all planes of one frame, newest last.
     pub upload_us: std::collections::VecDeque<f64>,
     /// Frames uploaded since start.
     pub uploads: u64,
@@ -174,7 +174,7 @@ impl YuvPipeline {
         {
             return;
         }
-        let started = Instant::now();
+        let started = cpu_time::ThreadTime::now();
         let shape = (frame.width, frame.height, frame.format);
         let stale = self
             .textures
