@@ -265,6 +265,45 @@ fn a_whep_player_receives_what_an_engine_publishes() {
     assert_eq!(http(&relay, "DELETE", &location, &[], "").status, 200);
     until(&host, "user w DELETE whep-viewer");
     drop(peer);
+
+    // A WHEP player that vanishes without DELETE (its connection closes) is noticed by the
+    // relay: its session ends and the room sees it leave.
+    let auth = format!("Bearer {}", token_for(&relay, "whep-gone", "w", false));
+    let (mut peer, offer) = rt.block_on(player::offer(LOOPBACK)).expect("offer");
+    let created = http(
+        &relay,
+        "POST",
+        "/whep/w/eng-cam",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/sdp"),
+        ],
+        &offer,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let outputs = PlayOutputs::default();
+    let frames = outputs.video.subscribe(2);
+    let (tx, _rx) = tokio::sync::mpsc::channel(64);
+    rt.block_on(peer.accept(created.body.clone(), "eng-cam".into(), 1, &outputs, tx))
+        .expect("answer");
+    assert!(
+        frames.recv_timeout(Duration::from_secs(5)).is_some(),
+        "frames flow"
+    );
+    until(&host, "user w ADD whep-gone");
+    {
+        // Dropping the player closes its connection (on the runtime it entered).
+        let _inside = rt.enter();
+        drop(peer);
+    }
+    until(&host, "user w DELETE whep-gone");
+    // The stream itself is untouched: the publisher is still live.
+    assert!(
+        !drain_for(&host, Duration::from_millis(300))
+            .iter()
+            .any(|e| e.starts_with("publisher eng-cam NoPublish")),
+        "the publisher kept publishing"
+    );
 }
 
 #[test]

@@ -68,6 +68,18 @@ impl SfuEvents for RelayEvents {
             shared.with_state(|s| s.media_failed(app_id, stream_id, reason));
         }
     }
+
+    fn player_failed(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: super::state::SessionId,
+        reason: &str,
+    ) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.player_failed(app_id, stream_id, session, reason));
+        }
+    }
 }
 
 impl Shared {
@@ -119,9 +131,8 @@ impl Shared {
             } => {
                 let shared = self.clone();
                 tokio::spawn(async move {
+                    let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
                     let answer = if publish {
-                        let events: Arc<dyn SfuEvents> =
-                            Arc::new(RelayEvents(Arc::downgrade(&shared)));
                         shared
                             .sfu
                             .ingest(app_id, stream_id.clone(), sdp, events)
@@ -129,7 +140,7 @@ impl Shared {
                     } else {
                         shared
                             .sfu
-                            .subscribe(app_id, stream_id.clone(), session, sdp)
+                            .subscribe(app_id, stream_id.clone(), session, sdp, events)
                             .await
                     };
                     if let Err(e) = &answer {
@@ -448,8 +459,8 @@ async fn http_negotiate(
         Ok(v) => v,
         Err(e) => return http_error(&e),
     };
+    let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
     let answer = if publish {
-        let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
         shared
             .sfu
             .ingest(app_id, stream_id.clone(), offer, events)
@@ -457,7 +468,7 @@ async fn http_negotiate(
     } else {
         shared
             .sfu
-            .subscribe(app_id, stream_id.clone(), session, offer)
+            .subscribe(app_id, stream_id.clone(), session, offer, events)
             .await
     };
     match answer {

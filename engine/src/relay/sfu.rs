@@ -41,6 +41,8 @@ pub trait SfuEvents: Send + Sync {
     fn flowing(&self, app_id: u32, stream_id: &str);
     /// The publisher's media connection failed or closed.
     fn failed(&self, app_id: u32, stream_id: &str, reason: &str);
+    /// A player's media connection failed or closed without the relay closing it.
+    fn player_failed(&self, app_id: u32, stream_id: &str, session: SessionId, reason: &str);
 }
 
 type StreamKey = (u32, String);
@@ -194,6 +196,7 @@ impl Sfu {
         stream_id: String,
         session: SessionId,
         offer: String,
+        events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let ingest = self
             .streams
@@ -284,11 +287,48 @@ impl Sfu {
         }
         // A new player starts at the next keyframe: ask for one now.
         let _ = ingest.keyframe.try_send(());
-        if let Some(old) = self.players.lock().insert((app_id, stream_id, session), pc) {
+        let key = (app_id, stream_id.clone(), session);
+        if let Some(old) = self.players.lock().insert(key.clone(), pc.clone()) {
             tokio::spawn(async move {
                 let _ = old.close().await;
             });
         }
+        // The player's connection: if it fails or closes while still registered (the relay
+        // unregisters before it closes one itself), the player is gone: tell the state machine.
+        let mut state = ev.state.clone();
+        let sfu = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let s = *state.borrow();
+                if matches!(
+                    s,
+                    RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                        | RTCPeerConnectionState::Disconnected
+                ) {
+                    let ours = sfu.upgrade().is_some_and(|sfu| {
+                        let mut players = sfu.players.lock();
+                        let same = players.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pc));
+                        if same {
+                            players.remove(&key);
+                        }
+                        same
+                    });
+                    if ours {
+                        events.player_failed(
+                            app_id,
+                            &stream_id,
+                            session,
+                            &format!("player connection {s}"),
+                        );
+                    }
+                    break;
+                }
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         Ok(sdp)
     }
 

@@ -1148,6 +1148,32 @@ impl RelayState {
         out
     }
 
+    /// A player's media connection failed or closed without the relay closing it. A WHEP
+    /// client cannot renegotiate, so its session ends (the room sees it leave); an engine's
+    /// play is unregistered, and the engine asks again when its own connection notices.
+    pub fn player_failed(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        session: SessionId,
+        reason: &str,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(s) = self.sessions.get(&session) else {
+            return out;
+        };
+        if s.app_id != app_id || !s.playing.contains(stream_id) {
+            return out;
+        }
+        tracing::info!(stream_id, session, reason, "player connection lost");
+        if s.http {
+            self.remove_session(session, None, &mut out);
+        } else {
+            self.stop_playing(session, stream_id, &mut out);
+        }
+        out
+    }
+
     /// A publisher's media connection failed or closed: end the stream and tell its owner.
     pub fn media_failed(&mut self, app_id: u32, stream_id: &str, reason: &str) -> Vec<Output> {
         let mut out = Vec::new();
