@@ -142,7 +142,13 @@ fn a_whip_publisher_is_a_user_and_a_stream_that_engines_play() {
     );
     let (events_tx, _events_rx) = tokio::sync::mpsc::channel(64);
     let (peer, offer) = rt
-        .block_on(publisher::offer(LOOPBACK, "whip-cam", 1, events_tx))
+        .block_on(publisher::offer(
+            LOOPBACK,
+            "whip-cam",
+            1,
+            events_tx,
+            Default::default(),
+        ))
         .expect("offer");
     let auth = format!("Bearer {}", token_for(&relay, "whip-host", "w", true));
     let created = http(

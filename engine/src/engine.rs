@@ -67,6 +67,12 @@ pub struct EngineProfile {
     pub reconnect_timeout: Duration,
     /// How long a request may wait for its answer before the link counts as dead.
     pub request_timeout: Duration,
+    /// Adapt each publisher's encoder bitrate to the estimated bandwidth (GCC over
+    /// transport-wide CC feedback; never above the configured bitrate, never paced).
+    pub bandwidth_estimation: bool,
+    /// Share (0..1) of this engine's outgoing media packets to drop, to try a lossy link
+    /// (NACK resends, keyframe requests, the estimate going down). 0 in normal use.
+    pub simulated_send_loss: f64,
 }
 
 impl Default for EngineProfile {
@@ -79,6 +85,8 @@ impl Default for EngineProfile {
             login_timeout: Duration::from_secs(10),
             reconnect_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
+            bandwidth_estimation: true,
+            simulated_send_loss: 0.0,
         }
     }
 }
@@ -129,6 +137,8 @@ impl Engine {
             login_timeout: profile.login_timeout,
             reconnect_timeout: profile.reconnect_timeout,
             request_timeout: profile.request_timeout,
+            bandwidth_estimation: profile.bandwidth_estimation,
+            simulated_send_loss: profile.simulated_send_loss,
         };
         let local: Arc<parking_lot::Mutex<Vec<LocalChannel>>> = Arc::new(parking_lot::Mutex::new(
             PublishChannel::ALL

@@ -44,6 +44,9 @@ pub struct PlayerCounters {
     pub stutters: AtomicU64,
     /// Total time spent in those gaps, µs.
     pub stutter_us: AtomicU64,
+    /// Round trip to the relay in µs (from the stats, once a second): the jitter buffer
+    /// waits about this long plus the NACK interval for a resend.
+    pub rtt_us: AtomicU64,
 }
 
 /// A gap between two decoded frames this long is a stutter a viewer notices.
@@ -234,9 +237,15 @@ async fn receive_video(
 ) {
     let mut jitter = JitterBuffer::new(90_000, MAX_REORDER_WAIT);
     let mut assembler = Assembler::default();
+    let mut rtt_us = u64::MAX;
     let mut last_pli: Option<std::time::Instant> = None;
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     loop {
+        let rtt_now = counters.rtt_us.load(Ordering::Relaxed);
+        if rtt_now != rtt_us {
+            rtt_us = rtt_now;
+            jitter.set_repair_time(peer::repair_time(Duration::from_micros(rtt_us)));
+        }
         let deadline = jitter.deadline();
         let ready = tokio::select! {
             event = track.poll() => match event {

@@ -27,7 +27,7 @@ use crate::media::codec::opus::OpusEncoder;
 use crate::media::config::VideoConfig;
 use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
 use crate::transport::keyframe_requests::is_keyframe_request;
-use crate::transport::peer::{self, PeerError, h264_codec, new_peer, opus_codec};
+use crate::transport::peer::{self, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec};
 use crate::transport::sei;
 
 /// A negotiated (or negotiating) publisher connection.
@@ -76,8 +76,9 @@ pub async fn offer(
     stream_id: &str,
     generation: u64,
     events: mpsc::Sender<LiveEvent>,
+    send: SendOptions,
 ) -> Result<(PublisherPeer, String), PeerError> {
-    let (pc, mut ev) = new_peer(ip).await?;
+    let (pc, mut ev) = new_peer_with(ip, send).await?;
     let video = sample_track(&pc, stream_id, RtpCodecKind::Video).await?;
     let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
     let offer = pc.create_offer(None).await?;
@@ -124,6 +125,10 @@ pub struct PublisherCounters {
     pub audio_bytes: std::sync::atomic::AtomicU64,
     /// Keyframes sent on request.
     pub keyframes_requested: std::sync::atomic::AtomicU64,
+    /// The encoder's target in kbps; the engine lowers and raises it with the bandwidth
+    /// estimate (never above the configured bitrate), the encode thread applies it before the
+    /// next frame without a keyframe.
+    pub target_kbps: std::sync::atomic::AtomicU32,
 }
 
 /// The encoding threads of a publisher; stopped and joined on drop.
@@ -177,6 +182,9 @@ impl PublisherPeer {
     ) -> Result<PublisherMedia, PeerError> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PublisherCounters::default());
+        counters
+            .target_kbps
+            .store(config.bitrate_kbps, Ordering::Relaxed);
         let handle = tokio::runtime::Handle::current();
         let (vssrc, vpt) = writer_target(&self.video.0, &self.video.1)
             .await
@@ -205,10 +213,18 @@ impl PublisherPeer {
                                 return;
                             }
                         };
+                        let mut applied_kbps = config.bitrate_kbps;
                         while !stop.load(Ordering::Relaxed) {
                             let Some(frame) = video.recv_timeout(Duration::from_millis(50)) else {
                                 continue;
                             };
+                            let target = counters.target_kbps.load(Ordering::Relaxed);
+                            if target != applied_kbps && target > 0 {
+                                if let Err(e) = encoder.set_bitrate_kbps(target) {
+                                    tracing::warn!(error = %e, target, "bitrate change failed");
+                                }
+                                applied_kbps = target;
+                            }
                             if keyframe.swap(false, Ordering::SeqCst) {
                                 encoder.request_keyframe();
                                 counters.keyframes_requested.fetch_add(1, Ordering::Relaxed);

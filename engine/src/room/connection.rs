@@ -28,6 +28,7 @@ use crate::room::events::Event;
 use crate::room::events::{PlayerState, PublisherState};
 use crate::room::machine::{RoomConfig, RoomMachine, RoomPhase};
 use crate::signal::SignalClient;
+use crate::transport::peer::SendOptions;
 
 /// A callback run after each event (to wake a UI).
 pub type Notifier = Arc<dyn Fn() + Send + Sync>;
@@ -93,6 +94,10 @@ pub struct ConnectionSettings {
     pub reconnect_timeout: Duration,
     /// How long a request may wait for its answer.
     pub request_timeout: Duration,
+    /// Drive publishers' bitrates from the bandwidth estimate.
+    pub bandwidth_estimation: bool,
+    /// Share of outgoing media packets to drop (testing).
+    pub simulated_send_loss: f64,
 }
 
 /// What the [`crate::Engine`] handle asks of the task.
@@ -762,6 +767,19 @@ impl Connection {
         self.generation
     }
 
+    /// Send-side options for a publisher with `config`: the estimate starts at the configured
+    /// bitrate and may go down to a tenth of it (at least 100 kbps).
+    fn send_options(&self, config: &VideoConfig) -> SendOptions {
+        let max = f64::from(config.bitrate_kbps) * 1000.0;
+        SendOptions {
+            estimate: self
+                .settings
+                .bandwidth_estimation
+                .then(|| (max, (max / 10.0).max(100_000.0).min(max), max)),
+            simulated_loss: self.settings.simulated_send_loss,
+        }
+    }
+
     /// Emits a quality event per publisher and player (once a second).
     async fn report_quality(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -830,11 +848,42 @@ impl Connection {
                 _ => None,
             };
             if let Some(pc) = pc {
-                let measured = rtt_ms(&pc).await;
+                let (measured, estimate_bps) = link_stats(&pc).await;
                 if let Event::PublisherQualityUpdate { rtt_ms, .. }
                 | Event::PlayerQualityUpdate { rtt_ms, .. } = &mut e
                 {
                     *rtt_ms = measured;
+                }
+                // The player's jitter buffer sizes its wait for a resend from the round trip.
+                if let Event::PlayerQualityUpdate { stream_id, .. } = &e
+                    && let Some(peer) = self.players.get(stream_id).and_then(|p| p.peer.as_ref())
+                {
+                    peer.counters.rtt_us.store(
+                        (measured * 1000.0) as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                tracing::debug!(rtt_ms = measured, estimate_bps, "link stats");
+                // The bandwidth estimate drives the encoder (within its configured bitrate).
+                if let Event::PublisherQualityUpdate {
+                    stream_id,
+                    target_kbps,
+                    ..
+                } = &mut e
+                    && self.settings.bandwidth_estimation
+                    && estimate_bps > 0.0
+                    && let Some(p) = self.publishers.get(stream_id)
+                    && let Some(media) = p.media.as_ref()
+                {
+                    let kbps = ((estimate_bps / 1000.0) as u32).clamp(
+                        (p.config.bitrate_kbps / 10).clamp(1, 100),
+                        p.config.bitrate_kbps,
+                    );
+                    media
+                        .counters
+                        .target_kbps
+                        .store(kbps, std::sync::atomic::Ordering::Relaxed);
+                    *target_kbps = kbps;
                 }
             }
             self.events.emit(e);
@@ -878,8 +927,13 @@ impl Connection {
             return;
         }
         let generation = self.next_generation();
+        let send = match self.publishers.get(stream_id) {
+            Some(p) => self.send_options(&p.config),
+            None => return,
+        };
         let result =
-            crate::live::publisher::offer(ip, stream_id, generation, self.live_tx.clone()).await;
+            crate::live::publisher::offer(ip, stream_id, generation, self.live_tx.clone(), send)
+                .await;
         let Some(session) = self.publishers.get_mut(stream_id) else {
             return;
         };
@@ -1473,14 +1527,22 @@ fn extended_data(message: &str) -> String {
 }
 
 /// The round-trip time of a connection's selected candidate pair, ms (0 before any check).
-async fn rtt_ms(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> f64 {
+/// The selected pair's round trip (ms) and the send-side bandwidth estimate (bits/s, 0 when
+/// there is none), from one stats report.
+async fn link_stats(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> (f64, f64) {
     let report = pc
         .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
         .await;
-    report
+    let rtt = report
         .candidate_pairs()
         .map(|p| p.current_round_trip_time)
         .filter(|rtt| *rtt > 0.0)
         .fold(0.0, f64::max)
-        * 1000.0
+        * 1000.0;
+    let estimate = report
+        .outbound_rtp_streams()
+        .map(|s| s.target_bitrate)
+        .filter(|b| *b > 0.0)
+        .fold(0.0, f64::max);
+    (rtt, estimate)
 }

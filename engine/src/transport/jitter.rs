@@ -2,9 +2,10 @@
 //! a missing one (reordered, or on its way back after a NACK) before giving up on it.
 //!
 //! Sized for low delay and adapting to the link: packets that arrive in order are released the
-//! instant they arrive — nothing is held "just in case". Only behind a gap does it wait, and only
-//! for `2 × jitter + 2 ms` (RFC 3550 interarrival jitter), at most `max_wait`. Sans-I/O: the
-//! caller passes the time and sleeps until [`JitterBuffer::deadline`].
+//! instant they arrive — nothing is held "just in case". Only behind a gap does it wait: for
+//! `2 × jitter + 2 ms` (RFC 3550 interarrival jitter) or the time a NACK resend takes to come
+//! back (the repair time, from the round trip), whichever is longer, at most `max_wait`.
+//! Sans-I/O: the caller passes the time and sleeps until [`JitterBuffer::deadline`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ pub struct JitterBuffer {
     last_transit: Option<f64>,
     epoch: Instant,
     max_wait: Duration,
+    repair: Duration,
     /// Packets given up on.
     pub lost: u64,
 }
@@ -54,8 +56,15 @@ impl JitterBuffer {
             last_transit: None,
             epoch: Instant::now(),
             max_wait,
+            repair: Duration::ZERO,
             lost: 0,
         }
+    }
+
+    /// How long a NACK resend takes to arrive (round trip plus the NACK interval): a gap is
+    /// waited for at least this long, so a packet lost once is repaired rather than given up.
+    pub fn set_repair_time(&mut self, repair: Duration) {
+        self.repair = repair;
     }
 
     /// The measured interarrival jitter.
@@ -65,7 +74,9 @@ impl JitterBuffer {
 
     /// How long a gap is waited for now.
     pub fn wait(&self) -> Duration {
-        (Duration::from_secs_f64(2.0 * self.jitter) + Duration::from_millis(2)).min(self.max_wait)
+        (Duration::from_secs_f64(2.0 * self.jitter) + Duration::from_millis(2))
+            .max(self.repair)
+            .min(self.max_wait)
     }
 
     fn extend(&self, seq: u16) -> u64 {
@@ -230,5 +241,29 @@ mod tests {
             "{:?}",
             jb.wait()
         );
+    }
+
+    #[test]
+    fn a_gap_is_waited_for_as_long_as_a_resend_takes() {
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(80));
+        assert_eq!(
+            jb.wait(),
+            Duration::from_millis(2),
+            "a still link waits 2 ms"
+        );
+        jb.set_repair_time(Duration::from_millis(25));
+        assert_eq!(jb.wait(), Duration::from_millis(25));
+        let t = Instant::now();
+        assert_eq!(jb.push(pkt(0, 0), t).len(), 1);
+        assert!(jb.push(pkt(2, 0), t).is_empty(), "held behind the gap");
+        assert!(
+            jb.release(t + Duration::from_millis(20)).is_empty(),
+            "still waiting"
+        );
+        let repaired = jb.push(pkt(1, 0), t + Duration::from_millis(22));
+        assert_eq!(repaired.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(jb.lost, 0);
+        jb.set_repair_time(Duration::from_secs(5));
+        assert_eq!(jb.wait(), Duration::from_millis(80), "never beyond the cap");
     }
 }

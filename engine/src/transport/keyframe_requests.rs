@@ -1,6 +1,7 @@
 //! An interceptor that hands inbound keyframe requests (PLI, FIR) to the application and lets
 //! every other inbound RTCP packet end at the interceptor chain, where NACK and reports are
-//! already handled. Our publishers answer them with an IDR; the SFU forwards them upstream.
+//! already handled (attributes riding on them, like the bandwidth estimate, still go up, on an
+//! empty carrier). Our publishers answer them with an IDR; the SFU forwards them upstream.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -39,6 +40,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
                 .cloned()
                 .collect();
             if wanted.is_empty() {
+                if msg.message.attributes.is_empty() {
+                    return Ok(());
+                }
+                // An attribute carrier (the bandwidth estimate rides on the feedback packet
+                // that produced it): pass it on empty, so the attribute reaches the stats and
+                // the packet itself reaches no one.
+                msg.message.packet = Packet::Rtcp(Vec::new());
+                self.inbound.push_back(msg);
                 return Ok(());
             }
             msg.message.packet = Packet::Rtcp(wanted);

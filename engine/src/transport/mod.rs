@@ -7,3 +7,4 @@ pub mod jitter;
 pub mod keyframe_requests;
 pub mod peer;
 pub mod sei;
+pub mod send_loss;

@@ -7,9 +7,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
@@ -26,6 +32,29 @@ use webrtc::peer_connection::{
 };
 
 use crate::transport::keyframe_requests::KeyframeRequests;
+use crate::transport::send_loss::SendLoss;
+
+/// Send-side options of a publishing peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SendOptions {
+    /// Bandwidth estimation (GCC over transport-wide CC feedback, no pacer): the start, floor
+    /// and ceiling of the estimate in bits per second. None: no estimation.
+    pub estimate: Option<(f64, f64, f64)>,
+    /// Share (0..1) of outgoing RTP packets to drop on the wire side, to try the recovery
+    /// paths on a lossy link. 0 in normal use.
+    pub simulated_loss: f64,
+}
+
+/// How often the NACK generator looks for missing packets (the rtc default is 100 ms, longer
+/// than a player can afford to wait behind a gap).
+pub const NACK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a NACK resend takes to arrive after a loss over a link with round trip `rtt`:
+/// up to one NACK interval to notice, up to one more upstream (a loss before the relay is
+/// repaired by the relay's own NACK to the publisher), the round trip, and 2 ms of slack.
+pub fn repair_time(rtt: Duration) -> Duration {
+    rtt.min(Duration::from_millis(200)) + NACK_INTERVAL * 2 + Duration::from_millis(2)
+}
 
 /// The H.264 payload type we offer.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -113,6 +142,16 @@ impl From<webrtc::error::Error> for PeerError {
 
 /// A new peer connection with host candidates on `ip`.
 pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    new_peer_with(ip, SendOptions::default()).await
+}
+
+/// As [`new_peer`], with send-side bandwidth estimation and loss simulation as `send` says.
+/// The estimate is read from the stats (`outbound_rtp_streams().target_bitrate`); no pacer is
+/// installed, so a frame is never held back: the encoder's rate follows the estimate instead.
+pub async fn new_peer_with(
+    ip: IpAddr,
+    send: SendOptions,
+) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -128,8 +167,33 @@ pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents
         },
         RtpCodecKind::Audio,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    // The defaults (NACK, TWCC feedback, RTCP reports, simulcast headers), with a NACK
+    // generator that asks every 10 ms instead of every 100.
+    // (configure_nack's own registry is dropped: it only registers the feedback types here.)
+    let _ = configure_nack(Registry::new(), &mut media);
+    configure_simulcast_extension_headers(&mut media)?;
+    let registry =
+        configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media)?)
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_interval(NACK_INTERVAL)
+                    .build(),
+            );
+    let mut registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    if let Some((initial, min, max)) = send.estimate {
+        registry = registry
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(initial, min, max)).build(),
+            );
+    }
+    if send.simulated_loss > 0.0 {
+        // Below the send history (1_000): what is dropped was sent as far as the sender knows.
+        registry = registry.with(Slot::from(500), SendLoss::new(send.simulated_loss));
+    }
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let (tracks_tx, tracks) = mpsc::channel(8);

@@ -1,0 +1,118 @@
+//! Publishing over a lossy link, made by dropping a share of the publisher's outgoing RTP on
+//! the wire side of its interceptor chain (`EngineProfile::simulated_send_loss`): NACK resends
+//! and the player's jitter buffer keep the picture whole and in order, and the bandwidth
+//! estimate (GCC over transport-wide CC feedback) takes the encoder's bitrate down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use onair_engine::media::stamp;
+use onair_engine::{Engine, Event, PlayerConfig, PublishChannel, User, VideoConfig, VideoPreset};
+
+const KBPS: u32 = 800;
+
+fn host(relay: &TestRelay, loss: f64) -> Engine {
+    let e = relay.engine_with(|p| p.simulated_send_loss = loss);
+    e.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P360)
+            .with_fps(30)
+            .with_bitrate_kbps(KBPS),
+    );
+    e.login_room("lossy", User::new("host"), quiet());
+    until(&e, "state lossy LOGINED");
+    e
+}
+
+fn viewer(relay: &TestRelay) -> Engine {
+    let e = relay.engine();
+    e.login_room("lossy", User::new("viewer"), quiet());
+    until(&e, "state lossy LOGINED");
+    e
+}
+
+/// The encoder targets the host reports over `dur`.
+fn targets(host: &Engine, dur: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + dur;
+    let mut out = Vec::new();
+    while let Ok(e) = host
+        .events()
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let Event::PublisherQualityUpdate { target_kbps, .. } = e {
+            out.push(target_kbps);
+        }
+    }
+    out
+}
+
+#[test]
+fn five_percent_loss_still_delivers_the_picture_in_order() {
+    let relay = TestRelay::start();
+    let host = host(&relay, 0.05);
+    let viewer = viewer(&relay);
+    let frames = viewer.play_frames("cam");
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&host, "publisher cam Publishing");
+    viewer.start_playing_stream("cam", PlayerConfig::default());
+    until(&viewer, "player cam Playing");
+    // Skip the start (the first keyframe may need a resend), then count 4 s of frames.
+    let _ = frames.recv_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let mut numbers = Vec::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        if let Some(f) = frames.recv_timeout(Duration::from_millis(200))
+            && let Some(s) = stamp::read(&f)
+        {
+            numbers.push(s.frame_number);
+        }
+    }
+    assert!(
+        numbers.windows(2).all(|w| w[1] > w[0]),
+        "in order: {numbers:?}"
+    );
+    let (first, last) = (numbers[0], numbers[numbers.len() - 1]);
+    let expected = (last - first + 1) as f64;
+    let share = numbers.len() as f64 / expected;
+    // 5 % of packets dropped; a frame of 360p is several packets, so without resends most
+    // frames would be broken and the decoder would wait for keyframes.
+    assert!(
+        share > 0.9,
+        "{} of {expected} frames arrived ({share:.2})",
+        numbers.len()
+    );
+}
+
+#[test]
+fn the_bandwidth_estimate_takes_the_bitrate_down_on_a_lossy_link_and_not_on_a_clean_one() {
+    let relay = TestRelay::start();
+    let clean = host(&relay, 0.0);
+    let viewer = viewer(&relay);
+    clean.start_publishing_stream("clean", PublishChannel::Main);
+    until(&clean, "publisher clean Publishing");
+    viewer.start_playing_stream("clean", PlayerConfig::default());
+    let clean_targets = targets(&clean, Duration::from_secs(6));
+    assert!(clean_targets.len() >= 4, "{clean_targets:?}");
+    assert!(
+        clean_targets.iter().all(|t| *t >= KBPS * 9 / 10),
+        "a clean link keeps the configured bitrate: {clean_targets:?}"
+    );
+    clean.destroy();
+
+    let lossy = host(&relay, 0.25);
+    lossy.start_publishing_stream("lossy", PublishChannel::Main);
+    until(&lossy, "publisher lossy Publishing");
+    viewer.start_playing_stream("lossy", PlayerConfig::default());
+    let lossy_targets = targets(&lossy, Duration::from_secs(10));
+    let lowest = lossy_targets.iter().copied().min().unwrap_or(KBPS);
+    assert!(
+        lowest < KBPS * 7 / 10,
+        "25 % loss brings the target down: {lossy_targets:?}"
+    );
+    assert!(
+        lowest >= KBPS / 10,
+        "never below the floor: {lossy_targets:?}"
+    );
+}
