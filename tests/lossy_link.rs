@@ -33,19 +33,25 @@ fn viewer(relay: &TestRelay) -> Engine {
     e
 }
 
-/// The encoder targets the host reports over `dur`.
-fn targets(host: &Engine, dur: Duration) -> Vec<u32> {
+/// The encoder targets the host reports over `dur`, and the packets the relay said were lost.
+fn targets(host: &Engine, dur: Duration) -> (Vec<u32>, u64) {
     let deadline = Instant::now() + dur;
-    let mut out = Vec::new();
+    let (mut out, mut lost) = (Vec::new(), 0);
     while let Ok(e) = host
         .events()
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
-        if let Event::PublisherQualityUpdate { target_kbps, .. } = e {
+        if let Event::PublisherQualityUpdate {
+            target_kbps,
+            packets_lost,
+            ..
+        } = e
+        {
             out.push(target_kbps);
+            lost += packets_lost;
         }
     }
-    out
+    (out, lost)
 }
 
 #[test]
@@ -93,7 +99,8 @@ fn the_bandwidth_estimate_takes_the_bitrate_down_on_a_lossy_link_and_not_on_a_cl
     clean.start_publishing_stream("clean", PublishChannel::Main);
     until(&clean, "publisher clean Publishing");
     viewer.start_playing_stream("clean", PlayerConfig::default());
-    let clean_targets = targets(&clean, Duration::from_secs(6));
+    let (clean_targets, clean_lost) = targets(&clean, Duration::from_secs(6));
+    assert_eq!(clean_lost, 0, "nothing lost on a clean link");
     eprintln!("clean link targets: {clean_targets:?}");
     assert!(clean_targets.len() >= 4, "{clean_targets:?}");
     // (Delay-based: with both cores busy, CPU queueing can nudge one report down; the
@@ -110,7 +117,11 @@ fn the_bandwidth_estimate_takes_the_bitrate_down_on_a_lossy_link_and_not_on_a_cl
     lossy.start_publishing_stream("lossy", PublishChannel::Main);
     until(&lossy, "publisher lossy Publishing");
     viewer.start_playing_stream("lossy", PlayerConfig::default());
-    let lossy_targets = targets(&lossy, Duration::from_secs(10));
+    let (lossy_targets, lossy_lost) = targets(&lossy, Duration::from_secs(10));
+    assert!(
+        lossy_lost > 20,
+        "the relay reported the losses: {lossy_lost}"
+    );
     eprintln!("lossy link targets: {lossy_targets:?}");
     let lowest = lossy_targets.iter().copied().min().unwrap_or(KBPS);
     assert!(

@@ -217,6 +217,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 target_kbps: 1500,
                 keyframe_requests: 1,
                 rtt_ms: 0.4,
+                packets_lost: 0,
             },
         ));
     }

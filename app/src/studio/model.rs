@@ -72,6 +72,8 @@ pub struct PublisherQuality {
     pub target_kbps: u32,
     /// Round trip, ms.
     pub rtt_ms: f64,
+    /// Packets the relay reported missing in the last second.
+    pub packets_lost: u64,
 }
 
 /// A player (one per stream we play).
@@ -453,6 +455,7 @@ impl StudioModel {
                 audio_kbps,
                 target_kbps,
                 rtt_ms,
+                packets_lost,
                 ..
             } => {
                 let q = PublisherQuality {
@@ -461,6 +464,7 @@ impl StudioModel {
                     audio_kbps: *audio_kbps,
                     target_kbps: *target_kbps,
                     rtt_ms: *rtt_ms,
+                    packets_lost: *packets_lost,
                 };
                 self.publishers
                     .entry(stream_id.clone())
@@ -473,7 +477,7 @@ impl StudioModel {
                         fps: q.fps,
                         kbps: q.video_kbps,
                         delay_ms: q.rtt_ms,
-                        lost: 0.0,
+                        lost: q.packets_lost as f64,
                     },
                 );
             }

@@ -37,6 +37,8 @@ pub struct PublisherPeer {
     video: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
     audio: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
     keyframe: Arc<AtomicBool>,
+    /// Packets the relay reported missing (NACK) so far.
+    pub nacked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn sample_track(
@@ -109,6 +111,7 @@ pub async fn offer(
             video,
             audio,
             keyframe,
+            nacked: ev.nacked.clone(),
         },
         sdp,
     ))

@@ -180,7 +180,7 @@ struct PublishSession {
     media: Option<PublisherMedia>,
     peer: Option<PublisherPeer>,
     /// Counter values at the last quality report.
-    last_counts: [u64; 4],
+    last_counts: [u64; 5],
 }
 
 struct PlaySession {
@@ -460,7 +460,7 @@ impl Connection {
                         generation: 0,
                         media: None,
                         peer: None,
-                        last_counts: [0; 4],
+                        last_counts: [0; 5],
                     },
                 );
                 self.publisher_state(&stream_id, PublisherState::PublishRequesting, 0, "");
@@ -788,11 +788,13 @@ impl Connection {
             let Some(c) = p.media.as_ref().map(|m| m.counters.clone()) else {
                 continue;
             };
+            let nacked = p.peer.as_ref().map_or(0, |peer| peer.nacked.load(Relaxed));
             let now = [
                 c.frames.load(Relaxed),
                 c.video_bytes.load(Relaxed),
                 c.audio_bytes.load(Relaxed),
                 c.keyframes_requested.load(Relaxed),
+                nacked,
             ];
             let d: Vec<u64> = now
                 .iter()
@@ -808,6 +810,7 @@ impl Connection {
                 target_kbps: p.config.bitrate_kbps,
                 keyframe_requests: d[3],
                 rtt_ms: 0.0,
+                packets_lost: d[4],
             });
         }
         for (stream_id, p) in &mut self.players {

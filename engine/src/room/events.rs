@@ -186,6 +186,9 @@ pub enum Event {
         keyframe_requests: u64,
         /// Round-trip time to the relay (ICE consent checks), ms; 0 if not measured yet.
         rtt_ms: f64,
+        /// Packets the relay reported missing (NACK) in the last second: the link's loss,
+        /// each then resent.
+        packets_lost: u64,
     },
     /// Once a second while playing: what the player receives.
     PlayerQualityUpdate {
@@ -353,9 +356,10 @@ impl fmt::Display for Event {
                 target_kbps,
                 keyframe_requests,
                 rtt_ms,
+                packets_lost,
             } => write!(
                 f,
-                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests} rtt_ms={rtt_ms:.2}"
+                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests} rtt_ms={rtt_ms:.2} lost={packets_lost}"
             ),
             Event::PlayerQualityUpdate {
                 stream_id,

@@ -5,6 +5,7 @@
 pub mod assembler;
 pub mod jitter;
 pub mod keyframe_requests;
+pub mod nack_count;
 pub mod peer;
 pub mod sei;
 pub mod send_loss;

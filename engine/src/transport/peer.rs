@@ -32,6 +32,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::transport::keyframe_requests::KeyframeRequests;
+use crate::transport::nack_count::NackCount;
 use crate::transport::send_loss::SendLoss;
 
 /// Send-side options of a publishing peer.
@@ -104,6 +105,8 @@ pub struct PeerEvents {
     pub state: watch::Receiver<RTCPeerConnectionState>,
     /// Remote tracks as they arrive.
     pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+    /// Packets the remote reported missing in its NACKs so far (the sending side's loss).
+    pub nacked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Handler {
@@ -181,7 +184,12 @@ pub async fn new_peer_with(
                     .with_interval(NACK_INTERVAL)
                     .build(),
             );
-    let mut registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
+    // answered.
+    let mut registry = registry
+        .with(Slot::from(14_000), KeyframeRequests::default())
+        .with(Slot::from(3_500), NackCount::new(nacked.clone()));
     if let Some((initial, min, max)) = send.estimate {
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
@@ -227,6 +235,7 @@ pub async fn new_peer_with(
             gathered,
             state,
             tracks,
+            nacked,
         },
     ))
 }

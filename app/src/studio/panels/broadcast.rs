@@ -338,8 +338,8 @@ fn publisher_status(ui: &mut egui::Ui, session: &Session) {
     if let (Some(q), Some(PublisherState::Publishing)) = (publisher.and_then(|p| p.quality), state)
     {
         ui.monospace(format!(
-            "{:.0} fps · {:.0}/{} kbps · audio {:.0} kbps · rtt {:.1} ms",
-            q.fps, q.video_kbps, q.target_kbps, q.audio_kbps, q.rtt_ms
+            "{:.0} fps · {:.0}/{} kbps · audio {:.0} kbps · rtt {:.1} ms · lost {}/s",
+            q.fps, q.video_kbps, q.target_kbps, q.audio_kbps, q.rtt_ms, q.packets_lost
         ));
     }
 }

@@ -1,0 +1,112 @@
+//! An interceptor that counts the packets a remote reports missing in its NACKs, on their way
+//! in, before the NACK responder resends them: the publisher's view of the link's loss.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+
+/// Adds the packets each inbound NACK names to a shared counter; passes everything on.
+pub struct NackCount {
+    nacked: Arc<AtomicU64>,
+    inbound: VecDeque<TaggedPacket>,
+    outbound: VecDeque<TaggedPacket>,
+}
+
+impl NackCount {
+    /// A counter adding to `nacked`.
+    pub fn new(nacked: Arc<AtomicU64>) -> NackCount {
+        NackCount {
+            nacked,
+            inbound: VecDeque::new(),
+            outbound: VecDeque::new(),
+        }
+    }
+}
+
+/// Sequence numbers a NACK packet names (0 for any other RTCP packet).
+pub fn nacked_packets(packet: &dyn rtc::rtcp::Packet) -> u64 {
+    packet
+        .as_any()
+        .downcast_ref::<TransportLayerNack>()
+        .map_or(0, |n| {
+            n.nacks
+                .iter()
+                .map(|p| 1 + u64::from(p.lost_packets.count_ones()))
+                .sum()
+        })
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let n: u64 = packets.iter().map(|p| nacked_packets(p.as_ref())).sum();
+            if n > 0 {
+                self.nacked.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.inbound.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.inbound.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.outbound.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.outbound.pop_front()
+    }
+}
+
+impl Interceptor for NackCount {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+    #[test]
+    fn a_nack_counts_its_packet_and_its_bitmask() {
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            nacks: vec![
+                NackPair {
+                    packet_id: 10,
+                    lost_packets: 0b101,
+                },
+                NackPair {
+                    packet_id: 40,
+                    lost_packets: 0,
+                },
+            ],
+        };
+        assert_eq!(nacked_packets(&nack), 4);
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        };
+        assert_eq!(nacked_packets(&pli), 0);
+    }
+}
