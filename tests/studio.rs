@@ -646,3 +646,85 @@ fn the_studio_window_opens_under_xvfb_and_draws() {
     assert!(distinct.len() > 200, "only {} colours", distinct.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_studio_idles_when_nothing_changes_and_repaints_at_the_videos_pace() {
+    use onair::studio::headless::Headless;
+    let relay = TestRelay::start();
+    let mut headless = Headless::new(egui::vec2(1280.0, 720.0)).expect("a wgpu adapter");
+    let settings = quiet_settings(relay.url(), relay.sign.to_hex(), vec!["live".into()]);
+    let mut app = StudioApp::create(
+        headless.ctx.clone(),
+        Some(&headless.render_state),
+        None,
+        Some(settings),
+    );
+    let mut frame = |app: &mut StudioApp, headless: &mut Headless| {
+        headless
+            .frame(|ui| {
+                app.update_state(ui.ctx());
+                app.draw(ui);
+            })
+            .repaint_after
+    };
+    drain_until(&mut app, "login", |a| {
+        a.session.as_ref().is_some_and(|s| {
+            s.model
+                .rooms
+                .get("live")
+                .is_some_and(|r| r.reason == RoomStateChangedReason::Logined)
+        })
+    });
+    // Logged in, no preview, no streams: a few frames to settle, then it only asks to be woken
+    // for the once-a-second clocks.
+    for _ in 0..5 {
+        frame(&mut app, &mut headless);
+    }
+    let idle = frame(&mut app, &mut headless);
+    assert!(
+        idle >= Duration::from_millis(500),
+        "idle asks for a repaint in {idle:?}"
+    );
+
+    // A 30 fps stream playing: it asks again within a frame interval or so.
+    let host = Engine::create(EngineProfile {
+        app_id: APP_ID,
+        app_sign: relay.sign.to_hex(),
+        server: relay.url(),
+        ..Default::default()
+    })
+    .expect("engine");
+    host.login_room("live", User::new("host"), RoomConfig::default());
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P180).with_fps(30),
+    );
+    host.set_audio_source(PublishChannel::Main, AudioSource::None);
+    host.start_publishing_stream("host-cam", PublishChannel::Main);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut delays = Vec::new();
+    while Instant::now() < deadline && delays.len() < 30 {
+        let d = frame(&mut app, &mut headless);
+        let shown = app.session.as_ref().is_some_and(|s| {
+            s.tiles
+                .get("host-cam")
+                .and_then(|t| t.view.as_ref())
+                .is_some_and(|v| v.frames_uploaded > 10)
+        });
+        if shown {
+            delays.push(d);
+        }
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    assert!(delays.len() >= 30, "the stream played");
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    assert!(
+        median <= Duration::from_millis(60),
+        "with video it repaints at the video's pace: median {median:?}"
+    );
+    host.destroy();
+    if let Some(s) = app.session.take() {
+        s.shutdown();
+    }
+}

@@ -18,6 +18,9 @@ pub struct FrameTiming {
     /// CPU time the calling thread spent on the whole frame (both of the above), which
     /// leaves out time the thread waited for a core.
     pub cpu_ms: f64,
+    /// When the frame asked to be drawn again (what a window's event loop would wait for;
+    /// `Duration::MAX` when only input or an event should wake it).
+    pub repaint_after: Duration,
 }
 
 /// A headless renderer.
@@ -95,6 +98,10 @@ impl Headless {
         let t0 = Instant::now();
         let output = self.ctx.run_ui(input, |ui| draw(ui));
         let ui_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let repaint_after = output
+            .viewport_output
+            .get(&egui::ViewportId::ROOT)
+            .map_or(Duration::MAX, |v| v.repaint_delay);
 
         let t1 = Instant::now();
         let rs = &self.render_state;
@@ -156,6 +163,7 @@ impl Headless {
             ui_ms,
             render_ms,
             cpu_ms,
+            repaint_after,
         }
     }
 

@@ -458,7 +458,10 @@ pub struct VideoView {
     pub frames_uploaded: u64,
     /// Capture-to-display delay of the newest frame (same-machine clocks), ms.
     pub delay_ms: Option<f64>,
-    rate: RateMeter,
+    /// Frames the producer (decoder or capture) put in the channel: the video's own pace.
+    source_rate: RateMeter,
+    /// Frames the UI took from the channel.
+    shown_rate: RateMeter,
 }
 
 impl VideoView {
@@ -474,18 +477,20 @@ impl VideoView {
             frames_seen: 0,
             frames_uploaded: 0,
             delay_ms: None,
-            rate: RateMeter::default(),
+            source_rate: RateMeter::default(),
+            shown_rate: RateMeter::default(),
         }
     }
 
     /// Takes the newest frame if one arrived (never blocks). True when the picture changed.
     pub fn poll(&mut self) -> bool {
+        self.source_rate.observe(self.frames.stats().sent());
         let Some(frame) = self.frames.latest() else {
             return false;
         };
         self.frames_seen += 1;
         self.size = Some((frame.width, frame.height));
-        self.rate.tick();
+        self.shown_rate.observe(self.frames_seen);
         if frame.capture_time_us > 0 {
             let now = onair_engine::media::frame::wall_clock_us();
             self.delay_ms = Some(now.saturating_sub(frame.capture_time_us) as f64 / 1000.0);
@@ -495,9 +500,14 @@ impl VideoView {
         true
     }
 
-    /// Frames per second over the last second or so.
+    /// The video's frame rate (what its producer delivers), over the last second or so.
     pub fn fps(&self) -> f64 {
-        self.rate.per_second()
+        self.source_rate.per_second()
+    }
+
+    /// New pictures the UI showed per second (at most [`Self::fps`]).
+    pub fn shown_fps(&self) -> f64 {
+        self.shown_rate.per_second()
     }
 
     /// Whether a picture has arrived yet.
@@ -541,33 +551,38 @@ pub fn letterbox(rect: egui::Rect, w: u32, h: u32) -> egui::Rect {
     egui::Rect::from_center_size(rect.center(), size)
 }
 
-/// Events per second over a sliding window of about a second.
+/// The rate of a growing counter over a sliding window of about a second.
 #[derive(Default)]
 pub struct RateMeter {
-    times: std::collections::VecDeque<Instant>,
+    samples: std::collections::VecDeque<(Instant, u64)>,
 }
 
 impl RateMeter {
-    /// Counts one event now.
-    pub fn tick(&mut self) {
-        let now = Instant::now();
-        self.times.push_back(now);
-        while self
-            .times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_millis(1500))
+    /// Records the counter's value now.
+    pub fn observe(&mut self, count: u64) {
+        self.observe_at(Instant::now(), count);
+    }
+
+    /// Records the counter's value at `now`.
+    pub fn observe_at(&mut self, now: Instant, count: u64) {
+        self.samples.push_back((now, count));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_millis(1500))
         {
-            self.times.pop_front();
+            self.samples.pop_front();
         }
     }
 
-    /// The rate.
+    /// Counts per second over the window.
     pub fn per_second(&self) -> f64 {
-        match (self.times.front(), self.times.back()) {
-            (Some(a), Some(b)) if self.times.len() > 1 => {
-                let span = b.duration_since(*a).as_secs_f64();
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, c0)), Some((t1, c1))) => {
+                let span = t1.duration_since(*t0).as_secs_f64();
                 if span > 0.0 {
-                    (self.times.len() - 1) as f64 / span
+                    c1.saturating_sub(*c0) as f64 / span
                 } else {
                     0.0
                 }
@@ -624,6 +639,17 @@ mod tests {
         // The wrong matrix gives a visibly different colour: the choice matters.
         let wrong = yuv_to_rgb_reference(ColorSpace::default(), 63, 102, 240);
         assert!(wrong[1].abs_diff(red709[1]) > 10 || wrong[0].abs_diff(red709[0]) > 10);
+    }
+
+    #[test]
+    fn the_rate_follows_the_counter_not_the_polling() {
+        let mut m = RateMeter::default();
+        let t = Instant::now();
+        // Polled 5 times a second while the producer makes 30 frames a second.
+        for i in 0..10u64 {
+            m.observe_at(t + Duration::from_millis(200 * i), 6 * i);
+        }
+        assert!((m.per_second() - 30.0).abs() < 0.5, "{}", m.per_second());
     }
 
     #[test]

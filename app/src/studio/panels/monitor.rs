@@ -152,7 +152,7 @@ fn tile(
             lines.push(format!(
                 "{} {res} {decoded}shown {:.0}/s",
                 player_state.map_or("NoPlay".into(), |s| format!("{s:?}")),
-                view.fps()
+                view.shown_fps()
             ));
             if let Some(q) = quality {
                 lines.push(format!(
