@@ -659,7 +659,7 @@ fn the_studio_idles_when_nothing_changes_and_repaints_at_the_videos_pace() {
         None,
         Some(settings),
     );
-    let mut frame = |app: &mut StudioApp, headless: &mut Headless| {
+    let frame = |app: &mut StudioApp, headless: &mut Headless| {
         headless
             .frame(|ui| {
                 app.update_state(ui.ctx());
