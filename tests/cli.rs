@@ -373,12 +373,21 @@ fn bench_latency_and_fanout_print_their_json_shape() {
     });
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
-    assert_eq!(v["players"], 6, "{v}");
+    // The shape; how many players are sustained depends on how busy the machine is (the
+    // suite runs these benches side by side), so only its bounds are checked here.
+    assert!(v["players"].as_u64().is_some_and(|n| n <= 6), "{v}");
     assert_eq!(v["loss"], 0, "{v}");
+    assert!(v["relay_cpu_pct_per_player"].as_f64().is_some(), "{v}");
+    let first = &v["steps"][0];
+    assert_eq!(first["players"], 3, "{v}");
     assert!(
-        v["relay_cpu_pct_per_player"]
+        first["packets_per_s_per_player"]
             .as_f64()
             .is_some_and(|x| x > 0.0),
+        "the players received the stream: {v}"
+    );
+    assert!(
+        first["relay_cpu_pct"].as_f64().is_some_and(|x| x > 0.0),
         "{v}"
     );
 }
