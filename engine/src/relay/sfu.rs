@@ -154,10 +154,16 @@ impl Sfu {
                         &ingest.audio
                     };
                     while let Some(event) = track.poll().await {
-                        if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                        if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
                             if !flowing.swap(true, Ordering::SeqCst) {
                                 events.flowing(app_id, &stream_id);
                             }
+                            // Players negotiate their own header extensions (if any): the
+                            // publisher's would not map. Dropped once here, so the copy each
+                            // player takes from the channel allocates nothing.
+                            packet.header.extension = false;
+                            packet.header.extensions.clear();
+                            packet.header.extensions.shrink_to_fit();
                             let _ = tx.send(packet);
                         }
                     }
@@ -253,10 +259,6 @@ impl Sfu {
                     match rx.recv().await {
                         Ok(mut packet) => {
                             packet.header.ssrc = ssrc;
-                            // The player negotiated its own header extensions (if any): the
-                            // publisher's would not map, so they are not forwarded.
-                            packet.header.extension = false;
-                            packet.header.extensions.clear();
                             if let Some(pt) = payload_type {
                                 packet.header.payload_type = pt;
                             }
