@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Args;
 use eframe::egui;
 use onair_engine::relay::{EmbeddedRelay, RelayConfig};
@@ -75,6 +74,7 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     }
 
     let mut headless = Headless::new(egui::vec2(1600.0, 920.0))?;
+    let defaults = Settings::default();
     let settings = Settings {
         connection: ConnectionSettings::Remote {
             server: relay.url(),
@@ -85,26 +85,26 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
         user_id: "bench-studio".into(),
         rooms: rooms.clone(),
         auto_play: true,
-        ..Settings::default()
+        // Remote streams only: the studio's own preview would add a capture of its own.
+        preview: false,
+        host: onair::studio::settings::HostSettings {
+            audio: AudioChoice::None,
+            ..defaults.host.clone()
+        },
+        ..defaults
     };
     let mut app = StudioApp::create(
         headless.ctx.clone(),
         Some(&headless.render_state),
         None,
-        Some(Settings {
-            host: onair::studio::settings::HostSettings {
-                audio: AudioChoice::None,
-                ..settings.host.clone()
-            },
-            ..settings
-        }),
+        Some(settings),
     );
-    let session = app
-        .session
-        .as_mut()
-        .context("the studio session did not start")?;
-    // Remote streams only: the studio's own preview would add a capture of its own.
-    session.stop_preview();
+    if app.session.is_none() {
+        anyhow::bail!(
+            "the studio session did not start: {}",
+            app.start_error.clone().unwrap_or_default()
+        );
+    }
 
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.fps.max(1)));
     let draw = |app: &mut StudioApp, headless: &mut Headless| {

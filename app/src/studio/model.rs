@@ -577,9 +577,18 @@ impl LogFilter {
             && (self.kind.is_empty() || e.kind == self.kind)
             && (!self.hide_quality || !e.kind.ends_with("_quality"))
             && (!self.errors_only || e.error_code != 0)
-            && (self.search.is_empty()
-                || e.text.to_lowercase().contains(&self.search.to_lowercase()))
+            && (self.search.is_empty() || contains_ignore_case(&e.text, &self.search))
     }
+}
+
+/// Whether `needle` occurs in `hay`, ignoring ASCII case, without allocating (the log filter
+/// runs over every entry each frame while a search is typed).
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Every event kind, for the log's filter menu.

@@ -171,25 +171,12 @@ impl Sfu {
             }
         });
         // The publisher's connection: gone means the stream is over.
-        let mut state = ev.state.clone();
         let watch_ingest = ingest.clone();
         tokio::spawn(async move {
-            loop {
-                let s = *state.borrow();
-                if matches!(
-                    s,
-                    RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed
-                        | RTCPeerConnectionState::Disconnected
-                ) {
-                    if !watch_ingest.closing.load(Ordering::SeqCst) {
-                        events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
-                    }
-                    break;
-                }
-                if state.changed().await.is_err() {
-                    break;
-                }
+            if let Some(s) = connection_down(ev.state.clone()).await
+                && !watch_ingest.closing.load(Ordering::SeqCst)
+            {
+                events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
             }
         });
         Ok(sdp)
@@ -297,38 +284,27 @@ impl Sfu {
         }
         // The player's connection: if it fails or closes while still registered (the relay
         // unregisters before it closes one itself), the player is gone: tell the state machine.
-        let mut state = ev.state.clone();
+        let state = ev.state.clone();
         let sfu = Arc::downgrade(self);
         tokio::spawn(async move {
-            loop {
-                let s = *state.borrow();
-                if matches!(
-                    s,
-                    RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed
-                        | RTCPeerConnectionState::Disconnected
-                ) {
-                    let ours = sfu.upgrade().is_some_and(|sfu| {
-                        let mut players = sfu.players.lock();
-                        let same = players.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pc));
-                        if same {
-                            players.remove(&key);
-                        }
-                        same
-                    });
-                    if ours {
-                        events.player_failed(
-                            app_id,
-                            &stream_id,
-                            session,
-                            &format!("player connection {s}"),
-                        );
-                    }
-                    break;
+            let Some(s) = connection_down(state).await else {
+                return;
+            };
+            let ours = sfu.upgrade().is_some_and(|sfu| {
+                let mut players = sfu.players.lock();
+                let same = players.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pc));
+                if same {
+                    players.remove(&key);
                 }
-                if state.changed().await.is_err() {
-                    break;
-                }
+                same
+            });
+            if ours {
+                events.player_failed(
+                    app_id,
+                    &stream_id,
+                    session,
+                    &format!("player connection {s}"),
+                );
             }
         });
         Ok(sdp)
@@ -373,5 +349,24 @@ impl Sfu {
                 let _ = pc.close().await;
             });
         }
+    }
+}
+
+/// Waits until a connection fails, closes or disconnects and returns that state (None if its
+/// state channel went away first).
+async fn connection_down(
+    mut state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
+) -> Option<RTCPeerConnectionState> {
+    loop {
+        let s = *state.borrow();
+        if matches!(
+            s,
+            RTCPeerConnectionState::Failed
+                | RTCPeerConnectionState::Closed
+                | RTCPeerConnectionState::Disconnected
+        ) {
+            return Some(s);
+        }
+        state.changed().await.ok()?;
     }
 }

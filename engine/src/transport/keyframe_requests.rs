@@ -3,21 +3,18 @@
 //! already handled (attributes riding on them, like the bandwidth estimate, still go up, on an
 //! empty carrier). Our publishers answer them with an IDR; the SFU forwards them upstream.
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+
+use crate::transport::tap::{Tap, TapHooks};
 
 /// Marks PLI and FIR for delivery to the application.
+pub type KeyframeRequests = Tap<KeyframeRequestHooks>;
+
+/// The hooks of [`KeyframeRequests`].
 #[derive(Default)]
-pub struct KeyframeRequests {
-    inbound: VecDeque<TaggedPacket>,
-    outbound: VecDeque<TaggedPacket>,
-}
+pub struct KeyframeRequestHooks;
 
 /// Whether an RTCP packet asks for a keyframe.
 pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -25,14 +22,8 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl TapHooks for KeyframeRequestHooks {
+    fn on_read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
@@ -40,40 +31,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
                 .cloned()
                 .collect();
             if wanted.is_empty() {
-                if msg.message.attributes.is_empty() {
-                    return Ok(());
-                }
                 // An attribute carrier (the bandwidth estimate rides on the feedback packet
-                // that produced it): pass it on empty, so the attribute reaches the stats and
-                // the packet itself reaches no one.
+                // that produced it) goes on empty, so the attribute reaches the stats and the
+                // packet itself reaches no one; anything else ends here.
+                if msg.message.attributes.is_empty() {
+                    return None;
+                }
                 msg.message.packet = Packet::Rtcp(Vec::new());
-                self.inbound.push_back(msg);
-                return Ok(());
+                return Some(msg);
             }
             msg.message.packet = Packet::Rtcp(wanted);
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.inbound.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.inbound.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.outbound.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.outbound.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

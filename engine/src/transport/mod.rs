@@ -9,3 +9,4 @@ pub mod nack_count;
 pub mod peer;
 pub mod sei;
 pub mod send_loss;
+pub mod tap;

@@ -1,32 +1,25 @@
 //! An interceptor that counts the packets a remote reports missing in its NACKs, on their way
 //! in, before the NACK responder resends them: the publisher's view of the link's loss.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+
+use crate::transport::tap::{Tap, TapHooks};
 
 /// Adds the packets each inbound NACK names to a shared counter; passes everything on.
-pub struct NackCount {
+pub type NackCount = Tap<NackCountHooks>;
+
+/// The hooks of [`NackCount`].
+pub struct NackCountHooks {
     nacked: Arc<AtomicU64>,
-    inbound: VecDeque<TaggedPacket>,
-    outbound: VecDeque<TaggedPacket>,
 }
 
-impl NackCount {
-    /// A counter adding to `nacked`.
-    pub fn new(nacked: Arc<AtomicU64>) -> NackCount {
-        NackCount {
-            nacked,
-            inbound: VecDeque::new(),
-            outbound: VecDeque::new(),
-        }
-    }
+/// A counter adding to `nacked`.
+pub fn nack_count(nacked: Arc<AtomicU64>) -> NackCount {
+    Tap::new(NackCountHooks { nacked })
 }
 
 /// Sequence numbers a NACK packet names (0 for any other RTCP packet).
@@ -42,43 +35,16 @@ pub fn nacked_packets(packet: &dyn rtc::rtcp::Packet) -> u64 {
         })
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for NackCount {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl TapHooks for NackCountHooks {
+    fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let n: u64 = packets.iter().map(|p| nacked_packets(p.as_ref())).sum();
             if n > 0 {
                 self.nacked.fetch_add(n, Ordering::Relaxed);
             }
         }
-        self.inbound.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.inbound.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.outbound.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.outbound.pop_front()
-    }
-}
-
-impl Interceptor for NackCount {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]

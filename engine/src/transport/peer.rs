@@ -32,8 +32,8 @@ use webrtc::peer_connection::{
 };
 
 use crate::transport::keyframe_requests::KeyframeRequests;
-use crate::transport::nack_count::NackCount;
-use crate::transport::send_loss::SendLoss;
+use crate::transport::nack_count::nack_count;
+use crate::transport::send_loss::send_loss;
 
 /// Send-side options of a publishing peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -189,7 +189,7 @@ pub async fn new_peer_with(
     // answered.
     let mut registry = registry
         .with(Slot::from(14_000), KeyframeRequests::default())
-        .with(Slot::from(3_500), NackCount::new(nacked.clone()));
+        .with(Slot::from(3_500), nack_count(nacked.clone()));
     if let Some((initial, min, max)) = send.estimate {
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
@@ -200,7 +200,7 @@ pub async fn new_peer_with(
     }
     if send.simulated_loss > 0.0 {
         // Below the send history (1_000): what is dropped was sent as far as the sender knows.
-        registry = registry.with(Slot::from(500), SendLoss::new(send.simulated_loss));
+        registry = registry.with(Slot::from(500), send_loss(send.simulated_loss));
     }
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);

@@ -4,31 +4,31 @@
 //! so a dropped packet was numbered, recorded and buffered for resending like any other: the
 //! receiver reports it missing and NACKs it, exactly as for a packet lost in the network.
 
-use std::collections::VecDeque;
-use std::time::Instant;
+use rtc::interceptor::{Packet, TaggedPacket};
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+use crate::transport::tap::{Tap, TapHooks};
 
-/// Drops each outgoing RTP packet with probability `share` (0..1). RTCP always passes.
-pub struct SendLoss {
+/// Drops each outgoing RTP packet with a given probability. RTCP always passes.
+pub type SendLoss = Tap<SendLossHooks>;
+
+/// The hooks of [`SendLoss`].
+pub struct SendLossHooks {
     share: f64,
     rng: u64,
-    inbound: VecDeque<TaggedPacket>,
-    outbound: VecDeque<TaggedPacket>,
     /// RTP packets dropped so far.
     pub dropped: u64,
 }
 
-impl SendLoss {
-    /// A dropper for `share` of the packets (clamped to 0..=1).
-    pub fn new(share: f64) -> SendLoss {
-        SendLoss {
+/// A dropper for `share` of the packets (clamped to 0..=1).
+pub fn send_loss(share: f64) -> SendLoss {
+    Tap::new(SendLossHooks::new(share))
+}
+
+impl SendLossHooks {
+    fn new(share: f64) -> SendLossHooks {
+        SendLossHooks {
             share: share.clamp(0.0, 1.0),
             rng: rand::random::<u64>() | 1,
-            inbound: VecDeque::new(),
-            outbound: VecDeque::new(),
             dropped: 0,
         }
     }
@@ -42,41 +42,14 @@ impl SendLoss {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for SendLoss {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.inbound.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.inbound.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl TapHooks for SendLossHooks {
+    fn on_write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if matches!(msg.message.packet, Packet::Rtp(_)) && self.next_unit() < self.share {
             self.dropped += 1;
-            return Ok(());
+            return None;
         }
-        self.outbound.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.outbound.pop_front()
-    }
-}
-
-impl Interceptor for SendLoss {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]
@@ -85,12 +58,12 @@ mod tests {
 
     #[test]
     fn the_share_dropped_is_the_share_asked_for() {
-        let mut s = SendLoss::new(0.2);
+        let mut s = SendLossHooks::new(0.2);
         let n = 100_000;
         let dropped = (0..n).filter(|_| s.next_unit() < s.share).count();
         let share = dropped as f64 / f64::from(n);
         assert!((share - 0.2).abs() < 0.01, "{share}");
-        assert_eq!(SendLoss::new(0.0).share, 0.0);
-        assert_eq!(SendLoss::new(7.0).share, 1.0);
+        assert_eq!(SendLossHooks::new(0.0).share, 0.0);
+        assert_eq!(SendLossHooks::new(7.0).share, 1.0);
     }
 }

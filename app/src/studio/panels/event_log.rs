@@ -4,7 +4,7 @@
 
 use eframe::egui;
 
-use crate::studio::model::{EVENT_KINDS, LogEntry};
+use crate::studio::model::{EVENT_KINDS, LogEntry, LogFilter};
 use crate::studio::panels::{error_code_label, error_meaning};
 use crate::studio::session::Session;
 use crate::studio::ui_state::UiState;
@@ -60,6 +60,10 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         ui.checkbox(&mut state.log_filter.hide_quality, "hide quality");
         ui.checkbox(&mut state.log_filter.errors_only, "errors only");
     });
+    // One pass over the log per frame; the filter is copied so the buttons below can change
+    // the panel's state while the rows borrow the session.
+    let (filter, until) = (state.log_filter.clone(), state.log_paused_at);
+    let shown: Vec<&LogEntry> = matching(session, &filter, until).collect();
     ui.horizontal(|ui| {
         let paused = state.log_paused_at.is_some();
         if ui
@@ -68,25 +72,23 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         {
             state.toggle_log_pause(session.now());
         }
-        let shown = visible(session, state).count();
         if ui
             .button("Copy")
             .on_hover_text("Copy the shown events as JSON lines")
             .clicked()
         {
-            ui.ctx().copy_text(json_lines(visible(session, state)));
+            ui.ctx().copy_text(json_lines(shown.iter().copied()));
         }
         if ui
             .button("Export…")
             .on_hover_text("Save the shown events as JSON lines")
             .clicked()
         {
-            let lines = json_lines(visible(session, state));
-            state.export_log(lines);
+            state.export_log(json_lines(shown.iter().copied()));
         }
         ui.weak(format!(
             "{} of {} events{}",
-            shown,
+            shown.len(),
             model.log.len(),
             if model.log_dropped > 0 {
                 format!(" ({} oldest dropped)", model.log_dropped)
@@ -99,7 +101,6 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         }
     });
     ui.separator();
-    let shown: Vec<&LogEntry> = visible(session, state).collect();
     let start = shown.len().saturating_sub(ROWS_SHOWN);
     let rows = &shown[start..];
     let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 2.0;
@@ -127,10 +128,18 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
 
 /// The entries the panel shows: matching the filter, up to the pause.
 pub fn visible<'a>(session: &'a Session, state: &'a UiState) -> impl Iterator<Item = &'a LogEntry> {
-    let until = state.log_paused_at.unwrap_or(f64::INFINITY);
+    matching(session, &state.log_filter, state.log_paused_at)
+}
+
+fn matching<'a>(
+    session: &'a Session,
+    filter: &'a LogFilter,
+    paused_at: Option<f64>,
+) -> impl Iterator<Item = &'a LogEntry> {
+    let until = paused_at.unwrap_or(f64::INFINITY);
     session
         .model
-        .filtered_log(&state.log_filter)
+        .filtered_log(filter)
         .filter(move |e| e.t <= until)
 }
 
