@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
-use onair_engine::protocol::RequestBody;
-use onair_engine::relay::Limits;
+use onair_engine::messages::RequestBody;
 use onair_engine::token::{self, AppSign, Claims};
 use onair_engine::{RoomConfig, User};
+use onair_relay::Limits;
 
 fn with_token(t: &str) -> RoomConfig {
     RoomConfig {

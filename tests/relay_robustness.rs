@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use onair_engine::User;
-use onair_engine::protocol::{PROTOCOL_VERSION, RequestBody, ServerMessage};
-use onair_engine::relay::Limits;
+use onair_engine::messages::{PROTOCOL_VERSION, RequestBody, ServerMessage};
 use onair_engine::signal::SignalClient;
+use onair_relay::Limits;
 
 async fn next_response(c: &mut SignalClient) -> (Option<u64>, Option<u32>) {
     loop {

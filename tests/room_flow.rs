@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use onair_engine::User;
-use onair_engine::protocol::{RequestBody, ResponseBody, ServerMessage};
+use onair_engine::messages::{RequestBody, ResponseBody, ServerMessage};
 
 #[test]
 fn login_then_logout_reports_events_in_order() {
@@ -257,7 +257,7 @@ fn same_user_logging_in_again_kicks_the_older_session() {
 
 #[test]
 fn a_dropped_socket_is_removed_after_the_heartbeat_timeout() {
-    let relay = TestRelay::start_with(onair_engine::relay::Limits {
+    let relay = TestRelay::start_with(onair_relay::Limits {
         heartbeat_interval_ms: 100,
         heartbeat_timeout_ms: 800,
         ..Default::default()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use onair_engine::User;
-use onair_engine::protocol::{RequestBody, ResponseBody};
-use onair_engine::relay::Limits;
+use onair_engine::messages::{RequestBody, ResponseBody};
+use onair_relay::Limits;
 
 const USERS: usize = 1000;
 const ROOMS: usize = 100;
@@ -30,7 +30,7 @@ fn a_thousand_users_in_a_hundred_rooms_log_in_concurrently() {
                     .await
                     .expect("connect");
                 c.request(RequestBody::Hello {
-                    protocol: onair_engine::protocol::PROTOCOL_VERSION,
+                    protocol: onair_engine::messages::PROTOCOL_VERSION,
                     app_id: APP_ID,
                     resume: None,
                 })

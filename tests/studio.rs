@@ -21,7 +21,7 @@ use onair::studio::settings::{AudioChoice, ConnectionSettings, HostSettings, Set
 use onair::studio::video::{self, VideoView, next_key};
 use onair_engine::media::frame_channel;
 use onair_engine::media::{ColorMatrix, ColorSpace, VideoFrame};
-use onair_engine::protocol::{StreamInfo, UpdateType, User};
+use onair_engine::messages::{StreamInfo, UpdateType, User};
 use onair_engine::room::events::{Event, PlayerState, PublisherState, RoomStateChangedReason};
 use onair_engine::{
     AudioSource, Engine, EngineProfile, PublishChannel, RoomConfig, VideoConfig, VideoPreset,

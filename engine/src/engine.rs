@@ -11,17 +11,18 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
 use crate::live::PlayerConfig;
-use crate::media::capture::{AudioSource, VideoSource};
-use crate::media::channel::FrameReceiver;
-use crate::media::config::VideoConfig;
-use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
-use crate::media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
-use crate::protocol::User;
-use crate::room::connection::{Command, Connection, ConnectionSettings, EventSink, PlayOutputMap};
+use crate::room::connection::{Command, Connection, ConnectionSettings, PlayOutputMap};
 use crate::room::events::Event;
 use crate::room::machine::RoomConfig;
+use crate::room::sink::EventSink;
 use crate::signal::normalize_url;
-use crate::token::AppSign;
+use onair_media::capture::{AudioSource, VideoSource};
+use onair_media::channel::FrameReceiver;
+use onair_media::config::VideoConfig;
+use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
+use onair_media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
+use onair_protocol::messages::User;
+use onair_protocol::token::AppSign;
 
 /// The seed's `ZegoScenario`: what the engine is tuned for. Numbers as ZEGO's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -298,7 +299,7 @@ impl Engine {
         let mut local = self.local.lock();
         match local.get_mut(channel.index()) {
             Some(c) => c.video().subscribe(2),
-            None => crate::media::channel::frame_channel(1).1,
+            None => onair_media::channel::frame_channel(1).1,
         }
     }
 
@@ -307,7 +308,7 @@ impl Engine {
         let mut local = self.local.lock();
         match local.get_mut(channel.index()) {
             Some(c) => c.audio().subscribe(8),
-            None => crate::media::channel::frame_channel(1).1,
+            None => onair_media::channel::frame_channel(1).1,
         }
     }
 
@@ -327,9 +328,14 @@ impl Engine {
     ) {
         let subscription = self.with_local(channel, |c, e| {
             c.set_publishing(true, e);
-            (c.config(), c.video().subscribe(2), c.audio().subscribe(8))
+            (
+                c.config(),
+                c.video().subscribe(2),
+                c.audio().subscribe(8),
+                c.publish_epoch(),
+            )
         });
-        let Some((config, video, audio)) = subscription else {
+        let Some((config, video, audio, epoch)) = subscription else {
             return;
         };
         self.command(
@@ -337,6 +343,7 @@ impl Engine {
             Command::StartPublishing {
                 stream_id: stream_id.to_string(),
                 channel,
+                epoch,
                 room_id: room_id.map(String::from),
                 config,
                 video,

@@ -1,11 +1,12 @@
 //! # onair-engine
 //!
-//! The Onair SDK and the relay it talks to, in one crate.
+//! The Onair SDK. The flow follows ZEGO Express's ultra-low-latency live quick start: create an
+//! [`Engine`] from an [`EngineProfile`], drain its [`Event`]s, log into rooms, preview, publish,
+//! play in L3 mode, stop, log out, destroy. Every call returns at once; results arrive as events.
 //!
-//! The flow follows ZEGO Express's ultra-low-latency live quick start: create an [`Engine`] from an
-//! [`EngineProfile`], drain its [`Event`]s, log into rooms, (publish and play in later releases),
-//! log out, destroy. The relay ([`relay::Server`], `onair serve`) plays the cloud's part: rooms,
-//! users, the stream registry, token auth, heartbeats and kick-out.
+//! The relay it talks to is the `onair-relay` crate (`onair serve`); the wire both speak is
+//! `onair-protocol`; capture and codecs are `onair-media` (re-exported here as [`media`]), WebRTC
+//! setup is `onair-transport`. This crate links no HTTP server.
 //!
 //! ```no_run
 //! use onair_engine::{Engine, EngineProfile, RoomConfig, User};
@@ -24,20 +25,17 @@
 
 pub mod engine;
 pub mod error;
-pub mod ids;
 pub mod live;
-pub mod media;
-pub mod protocol;
-pub mod relay;
 pub mod room;
 pub mod signal;
-pub mod token;
-pub mod transport;
+
+pub use onair_media as media;
+pub use onair_protocol::{ids, messages, token};
 
 pub use engine::{Engine, EngineProfile, Scenario};
 pub use error::{EngineError, ErrorCode, WireError};
 pub use live::{PlayerConfig, ResourceMode};
 pub use media::{AudioSource, DeviceKind, PublishChannel, VideoConfig, VideoPreset, VideoSource};
-pub use protocol::{StreamInfo, UpdateType, User};
+pub use messages::{StreamInfo, UpdateType, User};
 pub use room::events::{Event, PlayerState, PublisherState, RoomState, RoomStateChangedReason};
 pub use room::machine::RoomConfig;

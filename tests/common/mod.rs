@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use onair_engine::protocol::{PROTOCOL_VERSION, RequestBody, ResponseBody};
-use onair_engine::relay::{AppConfig, EmbeddedRelay, Limits, RelayConfig};
+use onair_engine::messages::{PROTOCOL_VERSION, RequestBody, ResponseBody};
 use onair_engine::signal::SignalClient;
 use onair_engine::token::AppSign;
 use onair_engine::{Engine, EngineProfile, Event, RoomConfig, UpdateType, User};
+use onair_relay::{AppConfig, EmbeddedRelay, Limits, RelayConfig};
 
 /// The app every test relay serves.
 pub const APP_ID: u32 = 1;

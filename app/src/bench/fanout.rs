@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use onair_engine::protocol::{RequestBody, ResponseBody};
+use onair_engine::messages::{RequestBody, ResponseBody};
 use onair_engine::signal::SignalClient;
 use onair_engine::token::AppSign;
-use onair_engine::transport::peer;
 use onair_engine::{
     Engine, EngineProfile, Event, PublishChannel, PublisherState, RoomConfig, User, VideoConfig,
     VideoPreset,
 };
+use onair_transport::peer;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;

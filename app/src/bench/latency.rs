@@ -12,12 +12,12 @@ use onair_engine::media::codec::h264::{H264Decoder, H264Encoder};
 use onair_engine::media::frame::wall_clock_us;
 use onair_engine::media::stamp;
 use onair_engine::media::testsrc::TestPattern;
-use onair_engine::relay::{EmbeddedRelay, RelayConfig};
 use onair_engine::token::AppSign;
 use onair_engine::{
     Engine, EngineProfile, Event, PlayerConfig, PublishChannel, PublisherState, RoomConfig, User,
     VideoConfig, VideoPreset,
 };
+use onair_relay::{EmbeddedRelay, RelayConfig};
 use serde_json::json;
 
 use super::stats;

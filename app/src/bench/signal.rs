@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use onair_engine::User;
-use onair_engine::protocol::{RequestBody, ServerMessage};
-use onair_engine::relay::{Limits, RelayConfig, Server};
+use onair_engine::messages::{RequestBody, ServerMessage};
 use onair_engine::signal::SignalClient;
 use onair_engine::token::AppSign;
+use onair_relay::{Limits, RelayConfig, Server};
 use serde_json::json;
 
 use super::stats;

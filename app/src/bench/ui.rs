@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use eframe::egui;
-use onair_engine::relay::{EmbeddedRelay, RelayConfig};
 use onair_engine::token::AppSign;
 use onair_engine::{
     AudioSource, Engine, EngineProfile, PublishChannel, RoomConfig, User, VideoConfig, VideoPreset,
 };
+use onair_relay::{EmbeddedRelay, RelayConfig};
 use serde_json::json;
 
 use super::stats;

@@ -5,7 +5,7 @@ use onair_engine::ErrorCode;
 /// Prints the table.
 pub fn run(markdown: bool) {
     if markdown {
-        print!("{}", onair_engine::error::errors_markdown());
+        print!("{}", onair_protocol::errors_markdown());
         return;
     }
     for c in ErrorCode::ALL {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use onair_engine::relay::{RelayConfig, Server};
+use onair_relay::{RelayConfig, Server};
 
 use onair::dev_app;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use onair_engine::ErrorCode;
-use onair_engine::protocol::UpdateType;
+use onair_engine::messages::UpdateType;
 use onair_engine::room::events::{
     Event, PlayerState, PublisherState, RoomState, RoomStateChangedReason,
 };
@@ -639,7 +639,7 @@ pub fn error_of(event: &Event) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use onair_engine::protocol::{StreamInfo, User};
+    use onair_engine::messages::{StreamInfo, User};
 
     fn room(reason: RoomStateChangedReason, code: u32) -> Event {
         Event::RoomStateChanged {

@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use onair_engine::media::frame::wall_clock_us;
-use onair_engine::protocol::UpdateType;
-use onair_engine::relay::{EmbeddedRelay, RelayConfig};
+use onair_engine::messages::UpdateType;
 use onair_engine::room::events::{Event, PlayerState, PublisherState};
 use onair_engine::room::machine::RoomConfig;
 use onair_engine::{
     AudioSource, DeviceKind, Engine, EngineProfile, PlayerConfig, PublishChannel, Scenario,
     VideoConfig, VideoPreset, VideoSource,
 };
+use onair_relay::{EmbeddedRelay, RelayConfig};
 
 use super::audio_out::AudioOut;
 use super::model::StudioModel;

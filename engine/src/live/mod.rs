@@ -4,11 +4,15 @@
 
 pub mod player;
 pub mod publisher;
+pub mod session;
 
 use std::sync::Arc;
 
-use crate::media::channel::Fanout;
-use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
+use onair_media::channel::Fanout;
+use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
+use onair_transport::peer::{connection_down, connection_up};
+use tokio::sync::{mpsc, watch};
+use webrtc::peer_connection::RTCPeerConnectionState;
 
 /// Where a player's stream comes from, as the seed's `ZegoStreamResourceMode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,15 +52,6 @@ pub enum LiveEvent {
         /// The generation.
         generation: u64,
     },
-    /// Time to try a publisher or player again.
-    Retry {
-        /// The stream.
-        stream_id: String,
-        /// A publisher (or a player).
-        publisher: bool,
-        /// The generation that failed.
-        generation: u64,
-    },
     /// A player decoded its first audio frame.
     FirstAudioFrame {
         /// The stream.
@@ -74,4 +69,52 @@ pub struct PlayOutputs {
     pub video: Arc<Fanout<SharedVideoFrame>>,
     /// Decoded audio.
     pub audio: Arc<Fanout<SharedAudioFrame>>,
+}
+
+/// Reports a peer connection's fate to the connection task: once when it comes up, once when it
+/// fails or closes (then stops).
+pub(crate) fn report_state(
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    stream_id: String,
+    publisher: bool,
+    generation: u64,
+    events: mpsc::Sender<LiveEvent>,
+) {
+    tokio::spawn(async move {
+        let event = |up| LiveEvent::PeerState {
+            stream_id: stream_id.clone(),
+            publisher,
+            up,
+            generation,
+        };
+        match connection_up(&mut state).await {
+            Some(true) => {
+                let _ = events.send(event(true)).await;
+                if connection_down(state).await.is_some() {
+                    let _ = events.send(event(false)).await;
+                }
+            }
+            Some(false) => {
+                let _ = events.send(event(false)).await;
+            }
+            None => {}
+        }
+    });
+}
+
+/// Joins media threads without blocking an async worker: on a runtime the joins go to the
+/// blocking pool (the threads have been told to stop and exit within one frame); elsewhere
+/// they are joined here.
+pub(crate) fn join_off_runtime(threads: Vec<std::thread::JoinHandle<()>>) {
+    let join = move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(join);
+        }
+        Err(_) => join(),
+    }
 }

@@ -16,16 +16,16 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::live::{LiveEvent, PlayOutputs};
-use crate::media::codec::h264::H264Decoder;
-use crate::media::codec::opus::OpusDecoder;
-use crate::transport::assembler::{AccessUnit, Assembler};
-use crate::transport::jitter::{Buffered, JitterBuffer};
+use onair_media::codec::h264::H264Decoder;
+use onair_media::codec::opus::OpusDecoder;
+use onair_transport::assembler::{AccessUnit, Assembler};
+use onair_transport::jitter::{Buffered, JitterBuffer};
 
 /// The longest a player waits behind a missing packet (for a reorder or a NACK retransmission)
 /// before giving up on it; the actual wait adapts to measured jitter and is usually ~2 ms.
 const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
-use crate::transport::peer::{self, PeerError, PeerEvents, new_peer};
-use crate::transport::sei;
+use onair_transport::peer::{self, PeerError, PeerEvents, new_peer};
+use onair_transport::sei;
 
 /// Counters a player keeps (read by stats).
 #[derive(Debug, Default)]
@@ -66,9 +66,7 @@ pub struct PlayerPeer {
 impl Drop for PlayerPeer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        crate::live::join_off_runtime(std::mem::take(&mut self.threads));
         let pc = self.pc.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -112,7 +110,7 @@ impl PlayerPeer {
         let Some(mut ev) = self.events.take() else {
             return Err(PeerError("answer applied twice".into()));
         };
-        peer::report_state(
+        crate::live::report_state(
             ev.state.clone(),
             stream_id.clone(),
             false,
@@ -150,7 +148,7 @@ impl PlayerPeer {
                         ) else {
                             continue;
                         };
-                        let now = crate::media::frame::wall_clock_us();
+                        let now = onair_media::frame::wall_clock_us();
                         if capture > 0 {
                             counters
                                 .delay_us
@@ -170,7 +168,8 @@ impl PlayerPeer {
                         video_out.send(&Arc::new(frame));
                         if first {
                             first = false;
-                            let _ = tx.blocking_send(LiveEvent::FirstVideoFrame {
+                            // Never blocks: the task draining this channel may be waiting on us.
+                            let _ = tx.try_send(LiveEvent::FirstVideoFrame {
                                 stream_id: stream.clone(),
                                 generation,
                             });
@@ -197,7 +196,7 @@ impl PlayerPeer {
                             audio_out.send(&Arc::new(pcm));
                             if first {
                                 first = false;
-                                let _ = tx.blocking_send(LiveEvent::FirstAudioFrame {
+                                let _ = tx.try_send(LiveEvent::FirstAudioFrame {
                                     stream_id: stream.clone(),
                                     generation,
                                 });

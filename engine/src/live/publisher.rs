@@ -21,14 +21,14 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::live::LiveEvent;
-use crate::media::channel::FrameReceiver;
-use crate::media::codec::h264::H264Encoder;
-use crate::media::codec::opus::OpusEncoder;
-use crate::media::config::VideoConfig;
-use crate::media::frame::{SharedAudioFrame, SharedVideoFrame};
-use crate::transport::keyframe_requests::is_keyframe_request;
-use crate::transport::peer::{self, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec};
-use crate::transport::sei;
+use onair_media::channel::FrameReceiver;
+use onair_media::codec::h264::H264Encoder;
+use onair_media::codec::opus::OpusEncoder;
+use onair_media::config::VideoConfig;
+use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
+use onair_transport::keyframe_requests::is_keyframe_request;
+use onair_transport::peer::{self, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec};
+use onair_transport::sei;
 
 /// A negotiated (or negotiating) publisher connection.
 pub struct PublisherPeer {
@@ -85,7 +85,7 @@ pub async fn offer(
     let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
-    peer::report_state(
+    crate::live::report_state(
         ev.state.clone(),
         stream_id.to_string(),
         true,
@@ -145,9 +145,7 @@ pub struct PublisherMedia {
 impl Drop for PublisherMedia {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        crate::live::join_off_runtime(std::mem::take(&mut self.threads));
     }
 }
 

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use crate::error::ErrorCode;
-use crate::media::local::{DeviceKind, PublishChannel};
-use crate::protocol::{StreamInfo, UpdateType, User};
+use onair_media::local::{DeviceKind, PublishChannel};
+use onair_protocol::messages::{StreamInfo, UpdateType, User};
 
 /// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::error::ErrorCode;
-use crate::protocol::{StreamInfo, UpdateType, User};
 use crate::room::events::{Event, RoomStateChangedReason as Reason};
+use onair_protocol::messages::{StreamInfo, UpdateType, User};
 
 /// Per-room login options, as the seed's `ZegoRoomConfig`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{EngineError, ErrorCode, WireError};
-use crate::protocol::{Request, RequestBody, ResponseBody, ServerMessage};
+use onair_protocol::messages::{Request, RequestBody, ResponseBody, ServerMessage};
 
 /// Turns `ws://host:port` (with or without `/ws`) into the relay's signaling URL.
 pub fn normalize_url(server: &str) -> Result<String, EngineError> {
@@ -60,13 +60,13 @@ impl SignalClient {
         url: &str,
         app_id: u32,
         room_id: &str,
-        user: crate::protocol::User,
+        user: onair_protocol::messages::User,
         app_sign: &str,
     ) -> Result<(SignalClient, ResponseBody), EngineError> {
         let mut client = SignalClient::connect(url).await?;
         client
             .request(RequestBody::Hello {
-                protocol: crate::protocol::PROTOCOL_VERSION,
+                protocol: onair_protocol::messages::PROTOCOL_VERSION,
                 app_id,
                 resume: None,
             })

@@ -1,0 +1,93 @@
+//! What the engine handle asks of the connection task, and the settings it runs with.
+
+use std::time::Duration;
+
+use crate::live::PlayerConfig;
+use crate::room::machine::RoomConfig;
+use onair_media::channel::FrameReceiver;
+use onair_media::config::VideoConfig;
+use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
+use onair_media::local::PublishChannel;
+use onair_protocol::messages::User;
+
+/// Connection settings taken from the engine profile.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// Signaling URL.
+    pub url: String,
+    /// App ID.
+    pub app_id: u32,
+    /// App sign (hex), sent at login when no token is given.
+    pub app_sign: Option<String>,
+    /// How long a first login may wait for the relay.
+    pub login_timeout: Duration,
+    /// How long to keep reconnecting before RECONNECT_FAILED.
+    pub reconnect_timeout: Duration,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+    /// Drive publishers' bitrates from the bandwidth estimate.
+    pub bandwidth_estimation: bool,
+    /// Share of outgoing media packets to drop (testing).
+    pub simulated_send_loss: f64,
+}
+
+/// What the [`crate::Engine`] handle asks of the task.
+pub enum Command {
+    /// Log into a room.
+    Login {
+        /// Room.
+        room_id: String,
+        /// User.
+        user: User,
+        /// Options.
+        config: RoomConfig,
+    },
+    /// Log out of one room.
+    Logout {
+        /// Room.
+        room_id: String,
+    },
+    /// Log out of every room.
+    LogoutAll,
+    /// Drop the socket as a network failure would (tests and debugging).
+    DropConnection,
+    /// Publish a local channel.
+    StartPublishing {
+        /// The stream ID.
+        stream_id: String,
+        /// The local channel.
+        channel: PublishChannel,
+        /// The channel's publish epoch when this publish began (see `LocalChannel::publish_epoch`).
+        epoch: u64,
+        /// The room (default: the first logged-in room).
+        room_id: Option<String>,
+        /// The channel's video settings.
+        config: VideoConfig,
+        /// The channel's video.
+        video: FrameReceiver<SharedVideoFrame>,
+        /// The channel's audio.
+        audio: FrameReceiver<SharedAudioFrame>,
+    },
+    /// Stop publishing a channel.
+    StopPublishing {
+        /// The channel.
+        channel: PublishChannel,
+    },
+    /// Play a stream.
+    StartPlaying {
+        /// The stream.
+        stream_id: String,
+        /// Options.
+        config: PlayerConfig,
+    },
+    /// Stop playing a stream.
+    StopPlaying {
+        /// The stream.
+        stream_id: String,
+    },
+    /// Log out of everything and stop; `done` is signalled when finished.
+    Shutdown {
+        /// Signalled when the task has finished.
+        done: std::sync::mpsc::Sender<()>,
+    },
+}

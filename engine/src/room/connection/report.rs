@@ -1,0 +1,113 @@
+//! Once a second: quality events from the media counters and the WebRTC stats, and the
+//! bandwidth estimate handed to the encoders.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Connection;
+use crate::room::events::Event;
+use crate::room::quality::{self, PlayerCounts, PublisherCounts};
+
+impl Connection {
+    /// Emits a quality event per publisher and player (once a second).
+    pub(super) async fn report_quality(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bandwidth_estimation = self.settings.bandwidth_estimation;
+        let mut reports = Vec::new();
+        for (stream_id, p) in &mut self.publishers {
+            let (Some(media), Some(peer)) = (p.media.as_ref(), p.peer.as_ref()) else {
+                continue;
+            };
+            let c = &media.counters;
+            let counts = PublisherCounts {
+                frames: c.frames.load(Relaxed),
+                video_bytes: c.video_bytes.load(Relaxed),
+                audio_bytes: c.audio_bytes.load(Relaxed),
+                keyframes_requested: c.keyframes_requested.load(Relaxed),
+                nacked: peer.nacked.load(Relaxed),
+            };
+            let e =
+                quality::publisher_report(stream_id, &mut p.deltas, counts, p.config.bitrate_kbps);
+            reports.push((e, peer.pc.clone()));
+        }
+        for (stream_id, p) in &mut self.players {
+            let Some(peer) = p.peer.as_ref() else {
+                continue;
+            };
+            let c = &peer.counters;
+            let counts = PlayerCounts {
+                frames: c.frames.load(Relaxed),
+                bytes: c.bytes.load(Relaxed),
+                lost: c.lost.load(Relaxed),
+                delay_us: c.delay_us.load(Relaxed),
+                jitter_us: c.jitter_us.load(Relaxed),
+                stutters: c.stutters.load(Relaxed),
+                stutter_us: c.stutter_us.load(Relaxed),
+            };
+            let e = quality::player_report(stream_id, &mut p.deltas, counts);
+            reports.push((e, peer.pc.clone()));
+        }
+        for (mut e, pc) in reports {
+            let (measured, estimate_bps) = link_stats(&pc).await;
+            tracing::debug!(rtt_ms = measured, estimate_bps, "link stats");
+            match &mut e {
+                Event::PublisherQualityUpdate {
+                    stream_id,
+                    rtt_ms,
+                    target_kbps,
+                    ..
+                } => {
+                    *rtt_ms = measured;
+                    // The bandwidth estimate drives the encoder (within its configured bitrate).
+                    if bandwidth_estimation
+                        && estimate_bps > 0.0
+                        && let Some(p) = self.publishers.get(stream_id.as_str())
+                        && let Some(media) = p.media.as_ref()
+                    {
+                        let kbps =
+                            quality::encoder_target_kbps(estimate_bps, p.config.bitrate_kbps);
+                        media.counters.target_kbps.store(kbps, Relaxed);
+                        *target_kbps = kbps;
+                    }
+                }
+                Event::PlayerQualityUpdate {
+                    stream_id, rtt_ms, ..
+                } => {
+                    *rtt_ms = measured;
+                    // The player's jitter buffer sizes its wait for a resend from the round trip.
+                    if let Some(peer) = self
+                        .players
+                        .get(stream_id.as_str())
+                        .and_then(|p| p.peer.as_ref())
+                    {
+                        peer.counters
+                            .rtt_us
+                            .store((measured * 1000.0) as u64, Relaxed);
+                    }
+                }
+                _ => {}
+            }
+            self.events.emit(e);
+        }
+    }
+}
+
+/// The selected pair's round trip (ms) and the send-side bandwidth estimate (bits/s, 0 when
+/// there is none), from one stats report.
+async fn link_stats(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> (f64, f64) {
+    let report = pc
+        .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+        .await;
+    let rtt = report
+        .candidate_pairs()
+        .map(|p| p.current_round_trip_time)
+        .filter(|rtt| *rtt > 0.0)
+        .fold(0.0, f64::max)
+        * 1000.0;
+    let estimate = report
+        .outbound_rtp_streams()
+        .map(|s| s.target_bitrate)
+        .filter(|b| *b > 0.0)
+        .fold(0.0, f64::max);
+    (rtt, estimate)
+}

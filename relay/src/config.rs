@@ -1,0 +1,205 @@
+//! The relay's configuration: its apps (ID, sign, policy) and its limits, read from TOML.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use onair_protocol::token::AppSign;
+
+/// One app the relay serves.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// The app ID clients present in `hello`.
+    pub app_id: u32,
+    /// The app's secret: signs tokens, and is the credential for app-sign login.
+    pub app_sign: AppSign,
+    /// Whether clients may log in with the app sign instead of a token.
+    pub allow_app_sign: bool,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest signaling message answered with an error rather than a closed connection.
+    pub max_message_bytes: usize,
+    /// Rooms per app.
+    pub max_rooms_per_app: usize,
+    /// Users per room.
+    pub max_users_per_room: usize,
+    /// Users (room seats) per app, across all its rooms.
+    pub max_users_per_app: usize,
+    /// Rooms one connection may be logged into.
+    pub max_rooms_per_session: usize,
+    /// Streams one connection may publish.
+    pub max_streams_per_session: usize,
+    /// Sustained requests per second per connection.
+    pub requests_per_second: f64,
+    /// Requests a connection may send in a burst.
+    pub request_burst: f64,
+    /// Consecutive error responses after which the connection is closed.
+    pub max_consecutive_errors: u32,
+    /// How often clients are asked to send heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// A session not heard from for this long is removed with its streams.
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_rooms_per_app: 10_000,
+            max_users_per_room: 10_000,
+            max_users_per_app: 100_000,
+            max_rooms_per_session: 64,
+            max_streams_per_session: 8,
+            requests_per_second: 50.0,
+            request_burst: 200.0,
+            max_consecutive_errors: 32,
+            heartbeat_interval_ms: 5_000,
+            heartbeat_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The relay's whole configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RelayConfig {
+    /// The apps served.
+    pub apps: Vec<AppConfig>,
+    /// Limits.
+    pub limits: Limits,
+    /// The address the SFU's WebRTC host candidates use (default: the listen address, or
+    /// 127.0.0.1 when listening on all interfaces).
+    pub media_ip: Option<std::net::IpAddr>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid.
+    #[error("invalid relay config: {0}")]
+    Parse(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    apps: Vec<FileApp>,
+    #[serde(default)]
+    media_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    app_id: u32,
+    app_sign: String,
+    #[serde(default = "yes")]
+    allow_app_sign: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RelayConfig {
+    /// A config serving one app.
+    pub fn single_app(app_id: u32, app_sign: AppSign) -> Self {
+        RelayConfig {
+            apps: vec![AppConfig {
+                app_id,
+                app_sign,
+                allow_app_sign: true,
+            }],
+            limits: Limits::default(),
+            media_ip: None,
+        }
+    }
+
+    /// Parses TOML; returns the config and the `listen` address if the file sets one.
+    pub fn from_toml(text: &str) -> Result<(RelayConfig, Option<String>), ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut apps = Vec::new();
+        for app in file.apps {
+            let sign = AppSign::from_hex(&app.app_sign).ok_or_else(|| {
+                ConfigError::Parse(format!(
+                    "app {}: app_sign must be 64 hex characters",
+                    app.app_id
+                ))
+            })?;
+            if apps.iter().any(|a: &AppConfig| a.app_id == app.app_id) {
+                return Err(ConfigError::Parse(format!(
+                    "app {} listed twice",
+                    app.app_id
+                )));
+            }
+            apps.push(AppConfig {
+                app_id: app.app_id,
+                app_sign: sign,
+                allow_app_sign: app.allow_app_sign,
+            });
+        }
+        if apps.is_empty() {
+            return Err(ConfigError::Parse("no [[apps]] configured".into()));
+        }
+        Ok((
+            RelayConfig {
+                apps,
+                limits: file.limits,
+                media_ip: file.media_ip,
+            },
+            file.listen,
+        ))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<(RelayConfig, Option<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apps_and_limits() {
+        let text = format!(
+            "listen = \"127.0.0.1:9000\"\n[limits]\nheartbeat_timeout_ms = 1000\n[[apps]]\napp_id = 5\napp_sign = \"{}\"\nallow_app_sign = false\n",
+            "11".repeat(32)
+        );
+        let (cfg, listen) = RelayConfig::from_toml(&text).expect("valid");
+        assert_eq!(listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(cfg.apps[0].app_id, 5);
+        assert!(!cfg.apps[0].allow_app_sign);
+        assert_eq!(cfg.limits.heartbeat_timeout_ms, 1000);
+        assert_eq!(cfg.limits.max_users_per_room, 10_000);
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        assert!(RelayConfig::from_toml("[[apps]]\napp_id = 1\napp_sign = \"xyz\"\n").is_err());
+        assert!(RelayConfig::from_toml("").is_err());
+        assert!(RelayConfig::from_toml("nonsense = 1\n").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! # onair-relay
+//!
+//! The relay: what the seed's cloud does. Rooms, users, the stream registry, token auth,
+//! heartbeats and kick-out, served over WebSocket signaling (with WHIP/WHEP for browsers and OBS,
+//! `/metrics` and `/healthz`); an SFU forwards RTP without decoding it.
+//!
+//! [`state`] is the sans-I/O state machine; [`server`] and [`sfu`] are the thin tokio/axum and
+//! WebRTC glue around it. It links no capture, codec or UI library.
+
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod sfu;
+pub mod state;
+
+pub use config::{AppConfig, Limits, RelayConfig};
+pub use server::{EmbeddedRelay, Server};

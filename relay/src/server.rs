@@ -1,0 +1,672 @@
+//! The relay's I/O: an axum HTTP server with the `/ws` signaling endpoint, `/metrics` and
+//! `/healthz`, feeding the sans-I/O [`RelayState`] under one short-held lock.
+//!
+//! Each connection has a reader (this task) and a writer task fed by a bounded queue. A client
+//! that stops reading fills its queue and is disconnected, never slowing anyone else down. No lock
+//! is held across an `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::RelayConfig;
+use crate::metrics;
+use crate::sfu::{Sfu, SfuEvents};
+use crate::state::{ConnId, Output, RelayState};
+
+/// Messages queued for one connection before it counts as a slow consumer.
+const OUT_QUEUE: usize = 1024;
+
+enum Outgoing {
+    Text(Utf8Bytes),
+    Close(u16, String),
+}
+
+struct ConnHandle {
+    tx: mpsc::Sender<Outgoing>,
+    kill: Arc<Notify>,
+}
+
+struct Inner {
+    state: RelayState,
+    conns: HashMap<ConnId, ConnHandle>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Set first when stopping, so no new connection is accepted while goodbyes go out.
+    closing: std::sync::atomic::AtomicBool,
+    shutdown: watch::Receiver<bool>,
+    transport_limit: usize,
+    sfu: Arc<Sfu>,
+}
+
+/// The SFU's reports, fed back into the state machine.
+struct RelayEvents(std::sync::Weak<Shared>);
+
+impl SfuEvents for RelayEvents {
+    fn flowing(&self, app_id: u32, stream_id: &str) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.stream_flowing(app_id, stream_id));
+        }
+    }
+
+    fn failed(&self, app_id: u32, stream_id: &str, reason: &str) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.media_failed(app_id, stream_id, reason));
+        }
+    }
+
+    fn player_failed(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: super::state::SessionId,
+        reason: &str,
+    ) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.player_failed(app_id, stream_id, session, reason));
+        }
+    }
+}
+
+impl Shared {
+    /// Runs `f` on the state under the lock and delivers what it returns; media work starts
+    /// after the lock is released.
+    fn with_state(self: &Arc<Self>, f: impl FnOnce(&mut RelayState) -> Vec<Output>) {
+        let media = {
+            let mut inner = self.inner.lock();
+            let outputs = f(&mut inner.state);
+            deliver(&inner.conns, outputs)
+        };
+        for output in media {
+            self.start_media(output);
+        }
+    }
+
+    /// Like [`Self::with_state`], for calls that also return a value.
+    fn with_state_value<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut RelayState) -> (R, Vec<Output>),
+    ) -> R {
+        let (value, media) = {
+            let mut inner = self.inner.lock();
+            let (value, outputs) = f(&mut inner.state);
+            (value, deliver(&inner.conns, outputs))
+        };
+        for output in media {
+            self.start_media(output);
+        }
+        value
+    }
+
+    fn start_media(self: &Arc<Self>, output: Output) {
+        match output {
+            Output::EndMedia { app_id, stream_id } => self.sfu.end_media(app_id, &stream_id),
+            Output::EndPlay {
+                app_id,
+                stream_id,
+                session,
+            } => self.sfu.end_play(app_id, &stream_id, session),
+            Output::Negotiate {
+                conn,
+                request_id,
+                session,
+                app_id,
+                stream_id,
+                publish,
+                sdp,
+            } => {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+                    let answer = if publish {
+                        shared
+                            .sfu
+                            .ingest(app_id, stream_id.clone(), sdp, events)
+                            .await
+                    } else {
+                        shared
+                            .sfu
+                            .subscribe(app_id, stream_id.clone(), session, sdp, events)
+                            .await
+                    };
+                    if let Err(e) = &answer {
+                        tracing::warn!(stream_id, publish, error = %e, "WebRTC negotiation failed");
+                    }
+                    shared.with_state(|s| {
+                        s.negotiated(
+                            conn, request_id, session, app_id, &stream_id, publish, answer,
+                        )
+                    });
+                });
+            }
+            Output::Send { .. } | Output::Close { .. } => {}
+        }
+    }
+}
+
+/// Sends messages and closes connections; returns the media work for after the lock.
+fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Output> {
+    let mut media = Vec::new();
+    for output in outputs {
+        match output {
+            media_work @ (Output::Negotiate { .. }
+            | Output::EndMedia { .. }
+            | Output::EndPlay { .. }) => {
+                media.push(media_work);
+            }
+            Output::Send { to, msg } => {
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => Utf8Bytes::from(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serialise a server message");
+                        continue;
+                    }
+                };
+                for conn in to {
+                    if let Some(h) = conns.get(&conn)
+                        && h.tx.try_send(Outgoing::Text(text.clone())).is_err()
+                    {
+                        tracing::warn!(conn, "slow consumer: disconnecting");
+                        h.kill.notify_one();
+                    }
+                }
+            }
+            Output::Close { conn, code } => {
+                if let Some(h) = conns.get(&conn) {
+                    // 1008 policy violation for abuse, 1001 going away otherwise.
+                    let ws_code = if code == onair_protocol::error::ErrorCode::AbuseClosed {
+                        1008
+                    } else {
+                        1001
+                    };
+                    if h.tx
+                        .try_send(Outgoing::Close(ws_code, code.name().into()))
+                        .is_err()
+                    {
+                        h.kill.notify_one();
+                    }
+                }
+            }
+        }
+    }
+    media
+}
+
+/// A running relay inside a tokio runtime.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    serve_task: JoinHandle<()>,
+    tick_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `listen` (port 0 for an ephemeral port) and starts serving `config`.
+    pub async fn start(config: RelayConfig, listen: SocketAddr) -> std::io::Result<Server> {
+        // A deep accept queue: a thousand clients reconnecting at once after a relay restart
+        // must not have their SYNs dropped (a dropped SYN costs a full second to retry).
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(listen)?;
+        let listener = socket.listen(4096)?;
+        let addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let tick_every =
+            Duration::from_millis((config.limits.heartbeat_timeout_ms / 4).clamp(20, 1000));
+        let transport_limit = config
+            .limits
+            .max_message_bytes
+            .saturating_mul(4)
+            .max(64 * 1024);
+        let media_ip = config.media_ip.unwrap_or(if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        });
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                state: RelayState::new(config),
+                conns: HashMap::new(),
+            }),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            shutdown: shutdown_rx.clone(),
+            transport_limit,
+            sfu: Arc::new(Sfu::new(media_ip)),
+        });
+        let app = Router::new()
+            .route("/ws", get(ws_upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_page))
+            .route("/live", get(live_page))
+            .route(
+                "/whip/{room_id}/{stream_id}",
+                axum::routing::post(whip_post),
+            )
+            .route(
+                "/whep/{room_id}/{stream_id}",
+                axum::routing::post(whep_post),
+            )
+            .route(
+                "/whip/resource/{session}",
+                axum::routing::delete(resource_delete),
+            )
+            .route(
+                "/whep/resource/{session}",
+                axum::routing::delete(resource_delete),
+            )
+            .route(
+                "/",
+                get(|| async { "onair relay: signaling WebSocket at /ws, metrics at /metrics\n" }),
+            )
+            .with_state(shared.clone())
+            .layer(
+                // WHIP and WHEP from web pages on other origins.
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::Any)
+                    .allow_methods([
+                        axum::http::Method::POST,
+                        axum::http::Method::DELETE,
+                        axum::http::Method::OPTIONS,
+                    ])
+                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                    .expose_headers([header::LOCATION]),
+            );
+        let mut serve_shutdown = shutdown_rx.clone();
+        let serve_task = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = serve_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "relay HTTP server failed");
+            }
+        });
+        let tick_shared = shared.clone();
+        let mut tick_shutdown = shutdown_rx;
+        let tick_task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick_every);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => tick_shared.with_state(|s| s.tick(Instant::now())),
+                    _ = tick_shutdown.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
+        tracing::info!(%addr, "relay listening");
+        Ok(Server {
+            addr,
+            shared,
+            shutdown_tx,
+            serve_task,
+            tick_task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signaling URL engines connect to, `ws://addr/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The `/metrics` text, as served.
+    pub fn metrics_text(&self) -> String {
+        let inner = self.shared.inner.lock();
+        metrics::render(&inner.state.counters, &inner.state.gauges())
+    }
+
+    /// Says goodbye to every client, closes every connection and frees the port.
+    pub async fn shutdown(self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.with_state(|s| s.shutdown());
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.serve_task).await;
+        self.tick_task.abort();
+        // Wait until every connection task has finished, so the clients see the close.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.shared.inner.lock().conns.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
+    let body = {
+        let inner = shared.inner.lock();
+        metrics::render(&inner.state.counters, &inner.state.gauges())
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// A browser page that publishes over WHIP or plays over WHEP (`/live?mode=whip&room=…`).
+async fn live_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../../assets/web/live.html"),
+    )
+        .into_response()
+}
+
+/// Largest SDP offer accepted over WHIP/WHEP.
+const MAX_SDP_BYTES: usize = 64 * 1024;
+
+fn http_error(e: &onair_protocol::error::WireError) -> Response {
+    use axum::http::StatusCode;
+    use onair_protocol::error::ErrorCode as C;
+    let status = match C::from_code(e.code) {
+        Some(
+            C::NoCredentials
+            | C::TokenInvalid
+            | C::TokenWrongApp
+            | C::TokenWrongUser
+            | C::TokenWrongRoom
+            | C::TokenNoLoginPrivilege,
+        ) => StatusCode::UNAUTHORIZED,
+        Some(C::PublishNotAuthorized) => StatusCode::FORBIDDEN,
+        Some(C::StreamIdTaken) => StatusCode::CONFLICT,
+        Some(C::StreamNotFound) => StatusCode::NOT_FOUND,
+        Some(C::MessageTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(C::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let body = serde_json::json!({ "code": e.code, "message": e.message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn whip_post(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    http_negotiate(shared, room_id, stream_id, headers, body, true).await
+}
+
+async fn whep_post(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    http_negotiate(shared, room_id, stream_id, headers, body, false).await
+}
+
+/// WHIP (RFC 9725) and WHEP: bearer token, SDP offer in, `201 Created` with the answer and a
+/// `Location` to `DELETE` when done. The client is a user in the room like any engine.
+async fn http_negotiate(
+    shared: Arc<Shared>,
+    room_id: String,
+    stream_id: String,
+    headers: axum::http::HeaderMap,
+    offer: String,
+    publish: bool,
+) -> Response {
+    use onair_protocol::error::{ErrorCode, WireError};
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return http_error(&WireError::new(
+            ErrorCode::NoCredentials,
+            "send Authorization: Bearer <token>",
+        ));
+    };
+    if offer.len() > MAX_SDP_BYTES {
+        return http_error(&WireError::new(
+            ErrorCode::MessageTooLarge,
+            "SDP offer too large",
+        ));
+    }
+    let begun = shared.with_state_value(|s| {
+        match s.http_begin(token, &room_id, &stream_id, publish, Instant::now()) {
+            Ok((sid, secret, app, out)) => (Ok((sid, secret, app)), out),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    });
+    let (session, secret, app_id) = match begun {
+        Ok(v) => v,
+        Err(e) => return http_error(&e),
+    };
+    let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+    let answer = if publish {
+        shared
+            .sfu
+            .ingest(app_id, stream_id.clone(), offer, events)
+            .await
+    } else {
+        shared
+            .sfu
+            .subscribe(app_id, stream_id.clone(), session, offer, events)
+            .await
+    };
+    match answer {
+        Ok(sdp) => {
+            shared.with_state(|s| {
+                s.negotiated(0, 0, session, app_id, &stream_id, publish, Ok(sdp.clone()))
+            });
+            let kind = if publish { "whip" } else { "whep" };
+            (
+                axum::http::StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (
+                        header::LOCATION,
+                        format!("/{kind}/resource/{session}-{secret}"),
+                    ),
+                ],
+                sdp,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            shared.with_state(|s| s.http_end(session, &secret).1);
+            let code = if publish {
+                ErrorCode::MediaNegotiationFailed
+            } else {
+                ErrorCode::PlayNegotiationFailed
+            };
+            http_error(&WireError::new(code, e))
+        }
+    }
+}
+
+async fn resource_delete(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(resource): axum::extract::Path<String>,
+) -> Response {
+    let found = resource.split_once('-').and_then(|(id, secret)| {
+        let id: u64 = id.parse().ok()?;
+        Some(shared.with_state_value(|s| s.http_end(id, secret)))
+    });
+    if found == Some(true) {
+        axum::http::StatusCode::OK.into_response()
+    } else {
+        axum::http::StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "relay shutting down\n",
+        )
+            .into_response();
+    }
+    let limit = shared.transport_limit;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection(socket, shared))
+}
+
+async fn connection(socket: WebSocket, shared: Arc<Shared>) {
+    if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUT_QUEUE);
+    let kill = Arc::new(Notify::new());
+    let conn = {
+        let mut inner = shared.inner.lock();
+        let id = inner.state.open_conn(Instant::now());
+        inner.conns.insert(
+            id,
+            ConnHandle {
+                tx,
+                kill: kill.clone(),
+            },
+        );
+        id
+    };
+    let mut writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Text(text) => {
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from(reason),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let mut writer_done = false;
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    shared.with_state(|s| s.on_text(conn, text.as_str(), Instant::now()));
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    shared.with_state(|s| s.on_binary(conn, Instant::now()));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(conn, error = %e, "signaling connection error");
+                    break;
+                }
+            },
+            _ = kill.notified() => break,
+            _ = &mut writer => { writer_done = true; break; }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    {
+        let mut inner = shared.inner.lock();
+        inner.state.close_conn(conn, Instant::now());
+        inner.conns.remove(&conn);
+    }
+    // The queue's sender is gone: the writer flushes what is queued (a goodbye) and ends.
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// A relay with its own runtime, for programs that are not async: the studio embeds one and
+/// tests start many. Stops when dropped.
+pub struct EmbeddedRelay {
+    server: Option<Server>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl EmbeddedRelay {
+    /// Starts a relay on `listen` (port 0 for an ephemeral port).
+    pub fn start(config: RelayConfig, listen: SocketAddr) -> std::io::Result<EmbeddedRelay> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("onair-relay")
+            .enable_all()
+            .build()?;
+        let server = runtime.block_on(Server::start(config, listen))?;
+        Ok(EmbeddedRelay {
+            server: Some(server),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |s| s.local_addr())
+    }
+
+    /// The signaling URL, `ws://addr/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.local_addr())
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| s.metrics_text())
+            .unwrap_or_default()
+    }
+
+    /// Stops the relay and frees its port.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let (Some(server), Some(rt)) = (self.server.take(), self.runtime.as_ref()) {
+            rt.block_on(server.shutdown());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for EmbeddedRelay {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}

@@ -1,0 +1,345 @@
+//! Building peer connections the same way on both ends: H.264 (packetization-mode 1,
+//! constrained baseline) and Opus, the default interceptors (NACK generator and responder,
+//! receiver and sender reports, transport-wide CC feedback) plus [`KeyframeRequests`], host
+//! candidates on one interface, and non-trickle ICE (the SDP carries every candidate).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+use crate::keyframe_requests::KeyframeRequests;
+use crate::nack_count::nack_count;
+use crate::send_loss::send_loss;
+
+/// Send-side options of a publishing peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SendOptions {
+    /// Bandwidth estimation (GCC over transport-wide CC feedback, no pacer): the start, floor
+    /// and ceiling of the estimate in bits per second. None: no estimation.
+    pub estimate: Option<(f64, f64, f64)>,
+    /// Share (0..1) of outgoing RTP packets to drop on the wire side, to try the recovery
+    /// paths on a lossy link. 0 in normal use.
+    pub simulated_loss: f64,
+}
+
+/// How often the NACK generator looks for missing packets (the rtc default is 100 ms, longer
+/// than a player can afford to wait behind a gap).
+pub const NACK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a NACK resend takes to arrive after a loss over a link with round trip `rtt`:
+/// up to one NACK interval to notice, up to one more upstream (a loss before the relay is
+/// repaired by the relay's own NACK to the publisher), the round trip, and 2 ms of slack.
+pub fn repair_time(rtt: Duration) -> Duration {
+    rtt.min(Duration::from_millis(200)) + NACK_INTERVAL * 2 + Duration::from_millis(2)
+}
+
+/// The H.264 payload type we offer.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// The Opus payload type we offer.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    }
+}
+
+/// H.264 constrained baseline, packetization mode 1.
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .into(),
+        rtcp_feedback: vec![
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+            feedback("ccm", "fir"),
+            feedback("transport-cc", ""),
+        ],
+    }
+}
+
+/// Opus, stereo signalling as WebRTC requires, in-band FEC allowed.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![feedback("transport-cc", "")],
+    }
+}
+
+/// What a peer connection reports, as channels the owner can wait on.
+pub struct PeerEvents {
+    /// True once ICE gathering completed.
+    pub gathered: watch::Receiver<bool>,
+    /// The connection state.
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    /// Remote tracks as they arrive.
+    pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+    /// Packets the remote reported missing in its NACKs so far (the sending side's loss).
+    pub nacked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.try_send(track);
+    }
+}
+
+/// Why a peer connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("WebRTC: {0}")]
+pub struct PeerError(pub String);
+
+impl From<webrtc::error::Error> for PeerError {
+    fn from(e: webrtc::error::Error) -> Self {
+        PeerError(e.to_string())
+    }
+}
+
+/// A new peer connection with host candidates on `ip`.
+pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    new_peer_with(ip, SendOptions::default()).await
+}
+
+/// As [`new_peer`], with send-side bandwidth estimation and loss simulation as `send` says.
+/// The estimate is read from the stats (`outbound_rtp_streams().target_bitrate`); no pacer is
+/// installed, so a frame is never held back: the encoder's rate follows the estimate instead.
+pub async fn new_peer_with(
+    ip: IpAddr,
+    send: SendOptions,
+) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    // The defaults (NACK, TWCC feedback, RTCP reports, simulcast headers), with a NACK
+    // generator that asks every 10 ms instead of every 100.
+    // (configure_nack's own registry is dropped: it only registers the feedback types here.)
+    let _ = configure_nack(Registry::new(), &mut media);
+    configure_simulcast_extension_headers(&mut media)?;
+    let registry =
+        configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media)?)
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_interval(NACK_INTERVAL)
+                    .build(),
+            );
+    let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
+    // answered.
+    let mut registry = registry
+        .with(Slot::from(14_000), KeyframeRequests::default())
+        .with(Slot::from(3_500), nack_count(nacked.clone()));
+    if let Some((initial, min, max)) = send.estimate {
+        registry = registry
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(initial, min, max)).build(),
+            );
+    }
+    if send.simulated_loss > 0.0 {
+        // Below the send history (1_000): what is dropped was sent as far as the sender knows.
+        registry = registry.with(Slot::from(500), send_loss(send.simulated_loss));
+    }
+    let (gathered_tx, gathered) = watch::channel(false);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let (tracks_tx, tracks) = mpsc::channel(8);
+    let handler = Arc::new(Handler {
+        gathered: gathered_tx,
+        state: state_tx,
+        tracks: tracks_tx,
+    });
+    let runtime =
+        webrtc::runtime::default_runtime().ok_or_else(|| PeerError("no async runtime".into()))?;
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_setting_engine(
+            // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at
+            // once: on a LAN or loopback the first check succeeds, so this is first-frame time.
+            SettingEngineBuilder::new()
+                .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
+                .with_host_acceptance_min_wait(Some(Duration::ZERO))
+                .build(),
+        )
+        .with_interceptor_registry(registry)
+        .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+        .with_runtime(runtime)
+        .with_udp_addrs(vec![format!("{}:0", ip_for_bind(ip))])
+        .build()
+        .await?;
+    Ok((
+        Arc::new(pc),
+        PeerEvents {
+            gathered,
+            state,
+            tracks,
+            nacked,
+        },
+    ))
+}
+
+fn ip_for_bind(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Sets the local description and waits for ICE gathering, then returns the complete SDP.
+pub async fn finish_local(
+    pc: &Arc<dyn PeerConnection>,
+    events: &mut PeerEvents,
+    desc: RTCSessionDescription,
+) -> Result<String, PeerError> {
+    pc.set_local_description(desc).await?;
+    let gathered = tokio::time::timeout(Duration::from_secs(5), events.gathered.wait_for(|g| *g))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !gathered {
+        return Err(PeerError("ICE gathering did not complete".into()));
+    }
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| PeerError("no local description".into()))
+}
+
+/// Applies a remote offer and returns the complete local answer (every candidate gathered).
+pub async fn answer_offer(
+    pc: &Arc<dyn PeerConnection>,
+    events: &mut PeerEvents,
+    offer_sdp: String,
+) -> Result<String, PeerError> {
+    pc.set_remote_description(offer(offer_sdp)?).await?;
+    let answer = pc.create_answer(None).await?;
+    finish_local(pc, events, answer).await
+}
+
+/// An offer from SDP text.
+pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
+    RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))
+}
+
+/// An answer from SDP text.
+pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
+    RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))
+}
+
+/// Whether a connection in state `s` is gone for good (failed, closed or disconnected).
+pub fn is_down(s: RTCPeerConnectionState) -> bool {
+    matches!(
+        s,
+        RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Closed
+            | RTCPeerConnectionState::Disconnected
+    )
+}
+
+/// Waits until the connection comes up (`Some(true)`) or goes down first (`Some(false)`);
+/// `None` if the connection was dropped.
+pub async fn connection_up(state: &mut watch::Receiver<RTCPeerConnectionState>) -> Option<bool> {
+    loop {
+        let s = *state.borrow();
+        if s == RTCPeerConnectionState::Connected {
+            return Some(true);
+        }
+        if is_down(s) {
+            return Some(false);
+        }
+        state.changed().await.ok()?;
+    }
+}
+
+/// Waits until the connection goes down and returns the state it went to; `None` if the
+/// connection was dropped first.
+pub async fn connection_down(
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+) -> Option<RTCPeerConnectionState> {
+    loop {
+        let s = *state.borrow();
+        if is_down(s) {
+            return Some(s);
+        }
+        state.changed().await.ok()?;
+    }
+}
+
+/// Adds a receive-only transceiver for each of `kinds`.
+pub async fn add_receivers(
+    pc: &Arc<dyn PeerConnection>,
+    kinds: &[RtpCodecKind],
+) -> Result<(), PeerError> {
+    for kind in kinds {
+        pc.add_transceiver_from_kind(
+            *kind,
+            Some(rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    }
+    Ok(())
+}
