@@ -87,7 +87,7 @@ fn a_viewer_plays_the_hosts_stream_with_every_frame_in_order() {
     );
     delays_ms.sort_by(f64::total_cmp);
     eprintln!(
-        "glass-to-glass on loopback: p50 {:.1} ms, max {:.1} ms",
+        "capture → decoded on loopback: p50 {:.1} ms, max {:.1} ms",
         delays_ms[delays_ms.len() / 2],
         delays_ms[delays_ms.len() - 1]
     );

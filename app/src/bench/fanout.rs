@@ -192,6 +192,7 @@ fn measure(
     let mut steps = Vec::new();
     let mut best = 0usize;
     let mut best_cpu = f64::NAN;
+    let mut total_lost = 0u64;
     for &target in &args.steps {
         // Add players up to the target; each counts its own packets.
         while players.len() < target {
@@ -245,6 +246,7 @@ fn measure(
         let publisher_fps = sent_fps.iter().sum::<f64>() / sent_fps.len().max(1) as f64;
         let received: Vec<u64> = s0.iter().zip(&s1).map(|(a, b)| b.0 - a.0).collect();
         let lost: u64 = s0.iter().zip(&s1).map(|(a, b)| b.1 - a.1).sum();
+        total_lost += lost;
         let most = received.iter().copied().max().unwrap_or(0);
         let fewest = received.iter().copied().min().unwrap_or(0);
         let mean = received.iter().sum::<u64>() as f64 / received.len().max(1) as f64;
@@ -273,7 +275,9 @@ fn measure(
         "cores": stats::cores(),
         "stream": "720p30 1.5 Mbps",
         "players": best,
-        "loss": 0,
+        // Packets every player missed, over every measured step (the last step may be the one
+        // that lost: that is where the climb stops).
+        "loss": total_lost,
         "relay_cpu_pct_per_player": (best_cpu * 1000.0).round() / 1000.0,
         "steps": steps,
     }))

@@ -1,4 +1,4 @@
-//! `onair bench latency`: glass-to-glass delay through the relay on loopback at 720p30 — from the
+//! `onair bench latency`: capture-clock → decoded-frame delay (`capture_to_decoded_ms`) through the relay on loopback at 720p30 — from the
 //! test source's capture time (burned into the pixels) to the decoded frame ready for the
 //! texture — beside the encode+decode floor of the same frames, and the time from
 //! `start_playing_stream` to the first decoded frame over repeated starts.
@@ -85,7 +85,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<()> {
         )
     })?;
 
-    // Glass to glass.
+    // Capture clock → decoded frame in the player's channel.
     let frames = viewer.play_frames("bench-cam");
     viewer.start_playing_stream("bench-cam", PlayerConfig::default());
     wait_for(&viewer, "first frame", |ev| {
@@ -157,7 +157,7 @@ pub fn run(args: LatencyArgs) -> anyhow::Result<()> {
         "bench": "latency",
         "cores": stats::cores(),
         "resolution": "720p30",
-        "glass_to_glass_ms": stats::summary(delays),
+        "capture_to_decoded_ms": stats::summary(delays),
         "floor_ms": stats::summary(floor),
         "first_frame_ms": stats::summary(first_frame),
         "connected_ms": stats::summary(playing_ms),

@@ -23,7 +23,7 @@ enum Which {
     Signal(signal::SignalArgs),
     /// H.264 encode+decode latency at 720p and 1080p, 1080p throughput, frame-channel cost.
     Media(media::MediaArgs),
-    /// Glass-to-glass delay through the relay, its encode+decode floor, first-frame time.
+    /// Capture → decoded delay through the relay, its encode+decode floor, first-frame time.
     Latency(latency::LatencyArgs),
     /// Players one relay feeds without loss, and its CPU per player.
     Fanout(fanout::FanoutArgs),

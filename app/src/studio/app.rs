@@ -97,6 +97,8 @@ pub struct StudioApp {
     pub start_error: Option<String>,
     /// A screenshot to take of the window, then close (`onair studio --screenshot`).
     pub screenshot: Option<ScreenshotPlan>,
+    /// First run: switch to the first camera once the device list arrives.
+    pick_camera: bool,
     ctx: egui::Context,
 }
 
@@ -153,14 +155,11 @@ impl StudioApp {
             .and_then(|s| eframe::get_value(s, LAYOUT_KEY))
             .unwrap_or_else(default_layout);
         let mut ui = UiState::default();
-        if first_run && settings.host.video == VideoChoice::Test {
-            // A camera if there is one; the test source otherwise.
+        // First run: a camera if there is one (picked when the listing thread answers), the
+        // test source until then.
+        let pick_camera = first_run && settings.host.video == VideoChoice::Test;
+        if pick_camera {
             ui.devices.refresh();
-            if let Some((index, _)) = ui.devices.cameras.first() {
-                settings.host.video = VideoChoice::Camera {
-                    index: Some(*index),
-                };
-            }
         }
         ui.log_filter = settings.log_filter.clone();
         let mut app = StudioApp {
@@ -170,16 +169,41 @@ impl StudioApp {
             layout,
             start_error: None,
             screenshot: None,
+            pick_camera,
             ctx,
         };
         app.start_session();
         app
     }
 
-    /// (Re)starts the session from the settings.
+    /// On first run, switches the host to the first camera once the device list arrives.
+    fn pick_first_camera(&mut self, ctx: &egui::Context) {
+        self.ui.devices.poll();
+        if self.ui.devices.busy() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+            return;
+        }
+        self.pick_camera = false;
+        let Some((index, _)) = self.ui.devices.cameras.first() else {
+            return;
+        };
+        let video = VideoChoice::Camera {
+            index: Some(*index),
+        };
+        self.settings.host.video = video.clone();
+        if let Some(session) = self.session.as_mut() {
+            session.host.video = video;
+            session.apply_host_settings();
+        }
+    }
+
+    /// (Re)starts the session from the settings. The old one is shut down on its own thread
+    /// (logging out waits for the relay), so the UI does not stall.
     pub fn start_session(&mut self) {
         if let Some(old) = self.session.take() {
-            old.shutdown();
+            let _ = std::thread::Builder::new()
+                .name("onair-shutdown".into())
+                .spawn(move || old.shutdown());
         }
         let ctx = self.ctx.clone();
         match Session::start(&self.settings, move || ctx.request_repaint()) {
@@ -195,6 +219,9 @@ impl StudioApp {
     pub fn update_state(&mut self, ctx: &egui::Context) {
         self.ui.poll_dialogs();
         self.take_screenshot(ctx);
+        if self.pick_camera {
+            self.pick_first_camera(ctx);
+        }
         let Some(session) = self.session.as_mut() else {
             return;
         };

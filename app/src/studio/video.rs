@@ -35,6 +35,9 @@ pub struct YuvPipeline {
     pub upload_us: std::collections::VecDeque<f64>,
     /// Frames uploaded since start.
     pub uploads: u64,
+    /// Capture clock → texture written, µs, for each uploaded frame that carries a capture
+    /// time (same-machine clocks), newest last.
+    pub capture_to_texture_us: std::collections::VecDeque<f64>,
 }
 
 struct PlaneTextures {
@@ -56,6 +59,18 @@ pub fn install(render_state: &egui_wgpu::RenderState) {
         .write()
         .callback_resources
         .insert(pipeline);
+}
+
+/// Capture clock → texture written (the frame's planes handed to `write_texture`), µs, per
+/// uploaded frame of the pipeline in `render_state` (for `onair bench ui`).
+pub fn capture_to_texture_samples(render_state: &egui_wgpu::RenderState) -> Vec<f64> {
+    render_state
+        .renderer
+        .read()
+        .callback_resources
+        .get::<YuvPipeline>()
+        .map(|p| p.capture_to_texture_us.iter().copied().collect())
+        .unwrap_or_default()
 }
 
 /// Upload timings of the pipeline in `render_state`, in microseconds (for `onair bench ui`).
@@ -154,6 +169,7 @@ impl YuvPipeline {
             last_evict: Instant::now(),
             upload_us: Default::default(),
             uploads: 0,
+            capture_to_texture_us: Default::default(),
         }
     }
 
@@ -216,6 +232,14 @@ impl YuvPipeline {
             );
         }
         self.uploads += 1;
+        if frame.capture_time_us > 0 {
+            let now = onair_engine::media::frame::wall_clock_us();
+            if self.capture_to_texture_us.len() == UPLOAD_SAMPLES {
+                self.capture_to_texture_us.pop_front();
+            }
+            self.capture_to_texture_us
+                .push_back(now.saturating_sub(frame.capture_time_us) as f64);
+        }
         if self.upload_us.len() == UPLOAD_SAMPLES {
             self.upload_us.pop_front();
         }
@@ -508,6 +532,11 @@ impl VideoView {
     /// New pictures the UI showed per second (at most [`Self::fps`]).
     pub fn shown_fps(&self) -> f64 {
         self.shown_rate.per_second()
+    }
+
+    /// Frames the producer has put in this view's channel so far (offered to the UI).
+    pub fn frames_offered(&self) -> u64 {
+        self.frames.stats().sent()
     }
 
     /// Whether a picture has arrived yet.

@@ -118,3 +118,11 @@ pub(crate) fn join_off_runtime(threads: Vec<std::thread::JoinHandle<()>>) {
         Err(_) => join(),
     }
 }
+
+/// Sleeps until `at`, or forever when there is nothing to wait for (a `select!` arm).
+pub(crate) async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -261,7 +261,7 @@ async fn receive_video(
                 Some(_) => continue,
                 None => break,
             },
-            _ = sleep_until_opt(deadline) => jitter.release(std::time::Instant::now()),
+            _ = crate::live::sleep_until_opt(deadline) => jitter.release(std::time::Instant::now()),
         };
         counters
             .jitter_us
@@ -288,12 +288,5 @@ async fn receive_video(
                 let _ = track.write_rtcp(vec![Box::new(pli)]).await;
             }
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -12,7 +12,9 @@ use crate::studio::session::Session;
 use crate::studio::settings::{AudioChoice, VideoChoice};
 use crate::studio::ui_state::UiState;
 
-/// Devices found the last time we looked (listing them can take a moment, so on demand).
+/// Devices found the last time we looked. Listing can take a while (a camera driver may
+/// stall), so it runs on its own thread and the result is picked up by [`DeviceList::poll`];
+/// the UI thread never waits for it.
 #[derive(Default)]
 pub struct DeviceList {
     /// Cameras: (index, name).
@@ -21,27 +23,89 @@ pub struct DeviceList {
     pub camera_modes: Vec<(u32, u32, u32)>,
     /// Microphones by name.
     pub microphones: Vec<String>,
-    /// Whether we have looked.
+    /// Whether we have looked (or are looking).
     pub listed: bool,
+    /// Listings under way.
+    pending: Vec<crossbeam_channel::Receiver<Listing>>,
+}
+
+/// What a listing thread found.
+enum Listing {
+    Devices {
+        cameras: Vec<(u32, String)>,
+        microphones: Vec<String>,
+    },
+    Modes(Vec<(u32, u32, u32)>),
 }
 
 impl DeviceList {
-    /// Lists cameras and microphones (errors count as none).
+    /// Starts listing cameras and microphones (errors count as none).
     pub fn refresh(&mut self) {
-        self.cameras = camera::list_cameras()
-            .map(|c| c.into_iter().map(|c| (c.index, c.name)).collect())
-            .unwrap_or_default();
-        self.microphones = microphone::list_microphones()
-            .map(|m| m.into_iter().map(|m| m.name).collect())
-            .unwrap_or_default();
         self.listed = true;
+        self.spawn(|| Listing::Devices {
+            cameras: camera::list_cameras()
+                .map(|c| c.into_iter().map(|c| (c.index, c.name)).collect())
+                .unwrap_or_default(),
+            microphones: microphone::list_microphones()
+                .map(|m| m.into_iter().map(|m| m.name).collect())
+                .unwrap_or_default(),
+        });
     }
 
-    /// Lists the formats of one camera.
+    /// Starts listing the formats of one camera.
     pub fn refresh_modes(&mut self, index: u32) {
-        self.camera_modes = camera::camera_modes(index)
-            .map(|m| m.into_iter().map(|m| (m.width, m.height, m.fps)).collect())
-            .unwrap_or_default();
+        self.spawn(move || {
+            Listing::Modes(
+                camera::camera_modes(index)
+                    .map(|m| m.into_iter().map(|m| (m.width, m.height, m.fps)).collect())
+                    .unwrap_or_default(),
+            )
+        });
+    }
+
+    /// Whether a listing is still under way.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Takes the results that arrived (never blocks). True when the devices changed.
+    pub fn poll(&mut self) -> bool {
+        let mut devices_changed = false;
+        let mut results = Vec::new();
+        self.pending.retain(|rx| match rx.try_recv() {
+            Ok(listing) => {
+                results.push(listing);
+                false
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => true,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => false,
+        });
+        for listing in results {
+            match listing {
+                Listing::Devices {
+                    cameras,
+                    microphones,
+                } => {
+                    self.cameras = cameras;
+                    self.microphones = microphones;
+                    devices_changed = true;
+                }
+                Listing::Modes(modes) => self.camera_modes = modes,
+            }
+        }
+        devices_changed
+    }
+
+    fn spawn(&mut self, list: impl FnOnce() -> Listing + Send + 'static) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("onair-devices".into())
+            .spawn(move || {
+                let _ = tx.send(list());
+            });
+        if spawned.is_ok() {
+            self.pending.push(rx);
+        }
     }
 }
 
@@ -49,6 +113,11 @@ impl DeviceList {
 pub fn show(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState) {
     if !state.devices.listed {
         state.devices.refresh();
+    }
+    state.devices.poll();
+    if state.devices.busy() {
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(100));
     }
     let mut changed = false;
     egui::Grid::new("broadcast_sources")

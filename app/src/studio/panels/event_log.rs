@@ -110,10 +110,9 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         .show_rows(ui, row_height, rows.len(), |ui, range| {
             for entry in &rows[range] {
                 ui.horizontal(|ui| {
+                    // The detail comes first after the time: the event's text names its kind,
+                    // room, stream, state and reason; nothing padded pushes it off-screen.
                     ui.monospace(format!("{:>8.3}", entry.t));
-                    ui.monospace(format!("{:<10}", entry.room.as_deref().unwrap_or("-")));
-                    ui.monospace(format!("{:<14}", entry.stream.as_deref().unwrap_or("-")));
-                    ui.monospace(format!("{:<24}", entry.kind));
                     if entry.error_code != 0 {
                         error_code_label(ui, entry.error_code);
                     }

@@ -78,13 +78,6 @@ async fn next_message(
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The capture's error callback lives in the engine; a no-op one is enough to stop capture.
 pub(super) fn no_errors() -> DeviceErrorCallback {
     Arc::new(|_, _, _| {})
@@ -129,7 +122,7 @@ impl Connection {
                 live = self.live_rx.recv() => Step::Live(live),
                 _ = stats.tick(), if live => Step::Stats,
                 msg = next_message(&mut self.client) => Step::Message(msg),
-                _ = sleep_until_opt(deadline) => Step::Timeout,
+                _ = crate::live::sleep_until_opt(deadline) => Step::Timeout,
             };
             match step {
                 Step::Live(Some(event)) => self.on_live(event).await,
