@@ -1,0 +1,252 @@
+//! Media through the SFU: playing and stopping, the answers of its negotiations, and its news of
+//! streams that start flowing or connections that fail.
+
+use std::time::Instant;
+
+use onair_protocol::error::ErrorCode;
+use onair_protocol::ids;
+use onair_protocol::messages::{ResponseBody, ServerMessage};
+
+use super::stream::Media;
+use super::{ConnId, Output, RelayState, Reply, SessionId, err};
+
+impl RelayState {
+    /// `play`: registers `sid` as a player of a flowing stream and asks the SFU to negotiate;
+    /// the answer is deferred until [`Self::negotiated`]. Playing again replaces the old play.
+    pub(super) fn play(
+        &mut self,
+        sid: SessionId,
+        conn: ConnId,
+        request_id: u64,
+        stream_id: String,
+        sdp: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        ids::check_stream_id(&stream_id).map_err(|c| err(c, "invalid stream ID"))?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        if session.rooms.is_empty() {
+            return Err(err(
+                ErrorCode::NotLoggedIn,
+                "log into a room before playing",
+            ));
+        }
+        let app_id = session.app_id;
+        if !self.apps.contains_key(&app_id) {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        }
+        if !self
+            .stream(app_id, &stream_id)
+            .is_some_and(|e| e.media == Some(Media::Flowing))
+        {
+            return Err(err(ErrorCode::StreamNotFound, "no such stream is flowing"));
+        }
+        // Playing again replaces the old connection.
+        self.stop_playing(sid, &stream_id, out);
+        if let Some(entry) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.streams.get_mut(&stream_id))
+        {
+            entry.players.insert(sid);
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.playing.insert(stream_id.clone());
+        }
+        self.reply_deferred = true;
+        out.push(Output::Negotiate {
+            conn,
+            request_id,
+            session: sid,
+            app_id,
+            stream_id,
+            publish: false,
+            sdp,
+        });
+        Ok(ResponseBody::Done)
+    }
+
+    /// Whether `sid` was playing `stream_id` (it no longer is).
+    pub(super) fn stop_playing(
+        &mut self,
+        sid: SessionId,
+        stream_id: &str,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        let app_id = s.app_id;
+        if !s.playing.remove(stream_id) {
+            return false;
+        }
+        if let Some(entry) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.streams.get_mut(stream_id))
+        {
+            entry.players.remove(&sid);
+        }
+        out.push(Output::EndPlay {
+            app_id,
+            stream_id: stream_id.to_string(),
+            session: sid,
+        });
+        true
+    }
+
+    /// The SFU finished (or failed) the negotiation asked for by [`Output::Negotiate`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn negotiated(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        session: SessionId,
+        app_id: u32,
+        stream_id: &str,
+        publish: bool,
+        answer: Result<String, String>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let result = match (publish, answer) {
+            (true, Ok(sdp)) => {
+                let stream = self
+                    .stream(app_id, stream_id)
+                    .filter(|e| e.owner == session)
+                    .map(|e| e.info.clone());
+                match stream {
+                    Some(stream) => Ok(ResponseBody::Publish {
+                        stream,
+                        sdp: Some(sdp),
+                    }),
+                    None => {
+                        out.push(Output::EndMedia {
+                            app_id,
+                            stream_id: stream_id.to_string(),
+                        });
+                        Err(err(ErrorCode::StreamNotFound, "the stream ended meanwhile"))
+                    }
+                }
+            }
+            (true, Err(e)) => {
+                let room_id = self
+                    .stream(app_id, stream_id)
+                    .filter(|e| e.owner == session)
+                    .map(|e| e.room_id.clone());
+                if let Some(room_id) = room_id {
+                    self.end_streams(
+                        session,
+                        app_id,
+                        &room_id,
+                        vec![stream_id.to_string()],
+                        &mut out,
+                    );
+                }
+                Err(err(ErrorCode::MediaNegotiationFailed, e))
+            }
+            (false, Ok(sdp)) => {
+                let still = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.playing.contains(stream_id));
+                if still && self.stream(app_id, stream_id).is_some() {
+                    Ok(ResponseBody::Play {
+                        stream_id: stream_id.to_string(),
+                        sdp,
+                    })
+                } else {
+                    self.stop_playing(session, stream_id, &mut out);
+                    Err(err(ErrorCode::StreamNotFound, "the stream ended meanwhile"))
+                }
+            }
+            (false, Err(e)) => {
+                self.stop_playing(session, stream_id, &mut out);
+                Err(err(ErrorCode::PlayNegotiationFailed, e))
+            }
+        };
+        self.reply(conn, Some(request_id), result, Instant::now(), &mut out);
+        out
+    }
+
+    /// The SFU saw the first media of a stream: announce it to its room.
+    pub fn stream_flowing(&mut self, app_id: u32, stream_id: &str) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(entry) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.streams.get_mut(stream_id))
+        else {
+            return out;
+        };
+        if entry.media != Some(Media::Pending) {
+            return out;
+        }
+        entry.media = Some(Media::Flowing);
+        let (owner, room_id, stream) = (entry.owner, entry.room_id.clone(), entry.info.clone());
+        self.announce(app_id, &room_id, owner, stream, &mut out);
+        out
+    }
+
+    /// A player's media connection failed or closed without the relay closing it. A WHEP
+    /// client cannot renegotiate, so its session ends (the room sees it leave); an engine's
+    /// play is unregistered, and the engine asks again when its own connection notices.
+    pub fn player_failed(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        session: SessionId,
+        reason: &str,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(s) = self.sessions.get(&session) else {
+            return out;
+        };
+        if s.app_id != app_id || !s.playing.contains(stream_id) {
+            return out;
+        }
+        tracing::info!(stream_id, session, reason, "player connection lost");
+        if s.http {
+            self.remove_session(session, None, &mut out);
+        } else {
+            self.stop_playing(session, stream_id, &mut out);
+        }
+        out
+    }
+
+    /// A publisher's media connection failed or closed: end the stream and tell its owner.
+    pub fn media_failed(&mut self, app_id: u32, stream_id: &str, reason: &str) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some((owner, room_id)) = self
+            .stream(app_id, stream_id)
+            .filter(|e| e.media.is_some())
+            .map(|e| (e.owner, e.room_id.clone()))
+        else {
+            return out;
+        };
+        self.end_streams(
+            owner,
+            app_id,
+            &room_id,
+            vec![stream_id.to_string()],
+            &mut out,
+        );
+        if self.sessions.get(&owner).is_some_and(|s| s.http) {
+            // A WHIP publisher whose connection died has nothing left to do here.
+            self.remove_session(owner, None, &mut out);
+            return out;
+        }
+        if let Some(conn) = self.sessions.get(&owner).and_then(|s| s.conn) {
+            self.send(
+                vec![conn],
+                ServerMessage::PublishStopped {
+                    stream_id: stream_id.to_string(),
+                    code: ErrorCode::MediaNegotiationFailed.code(),
+                    reason: reason.to_string(),
+                },
+                &mut out,
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,316 @@
+//! Rooms: logging in (made on first login), leaving (gone when empty), kick-out of a replaced
+//! seat, the login snapshot, and who in a room hears what.
+
+use std::collections::{BTreeSet, HashMap};
+
+use onair_protocol::error::ErrorCode;
+use onair_protocol::ids;
+use onair_protocol::messages::{ResponseBody, ServerMessage, UpdateType, User};
+use onair_protocol::token;
+
+use super::{ConnId, Output, RelayState, Reply, SessionId, err};
+
+/// A session's seat in one room.
+pub(super) struct Membership {
+    /// Who it is there.
+    pub(super) user: User,
+    /// Whether it hears users come and go.
+    pub(super) notify: bool,
+    /// Whether its credentials allow publishing.
+    pub(super) can_publish: bool,
+    /// The streams it publishes in this room.
+    pub(super) streams: BTreeSet<String>,
+}
+
+/// One room of an app.
+#[derive(Default)]
+pub(super) struct Room {
+    /// user ID → the session that user is in this room from.
+    pub(super) members: HashMap<String, SessionId>,
+    /// IDs of the app's streams published in this room, sorted as listings show them; each is a
+    /// key of the app's stream registry, whose entry names this room.
+    pub(super) streams: BTreeSet<String>,
+}
+
+impl RelayState {
+    /// `login`: authenticate, take (or, for the same user, replace) a seat, and answer with a
+    /// snapshot of the room. Logging into a room this session is already in is a resync.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn login(
+        &mut self,
+        sid: SessionId,
+        room_id: String,
+        user: User,
+        token: Option<String>,
+        app_sign: Option<String>,
+        notify: bool,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let code_err = |c: ErrorCode, what: &str| err(c, what.to_string());
+        ids::check_room_id(&room_id).map_err(|c| code_err(c, "invalid room ID"))?;
+        ids::check_user_id(&user.user_id).map_err(|c| code_err(c, "invalid user ID"))?;
+        ids::check_user_name(&user.user_name).map_err(|c| code_err(c, "user name too long"))?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let app_id = session.app_id;
+        let Some(app) = self.apps.get(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+
+        // Authenticate (again, on a resync: a token may have expired meanwhile).
+        let can_publish = match (&token, &app_sign) {
+            (Some(t), _) => {
+                let claims = token::verify(t, &app.config.app_sign, token::unix_now())
+                    .and_then(|c| c.check_login(app_id, &user.user_id, &room_id).map(|()| c))
+                    .map_err(|e| err(e.code(), e.to_string()))?;
+                claims.privilege.publish
+            }
+            (None, Some(sign)) => {
+                if !app.config.allow_app_sign {
+                    return Err(err(
+                        ErrorCode::AppSignNotAllowed,
+                        "this app accepts tokens only",
+                    ));
+                }
+                if !app.config.app_sign.matches_hex(sign) {
+                    return Err(err(ErrorCode::AppSignInvalid, "app sign does not match"));
+                }
+                true
+            }
+            (None, None) => {
+                return Err(err(
+                    ErrorCode::NoCredentials,
+                    "login needs a token or the app sign",
+                ));
+            }
+        };
+
+        // Already in this room on this session: a resync.
+        if let Some(m) = session.rooms.get(&room_id) {
+            if m.user.user_id != user.user_id {
+                return Err(err(
+                    ErrorCode::RoomUserConflict,
+                    "this connection is in the room as another user",
+                ));
+            }
+            let snapshot = self.snapshot(app_id, &room_id, sid);
+            if let Some(m) = self
+                .sessions
+                .get_mut(&sid)
+                .and_then(|s| s.rooms.get_mut(&room_id))
+            {
+                m.notify = notify;
+                m.can_publish = can_publish;
+            }
+            return Ok(snapshot);
+        }
+
+        if session.rooms.len() >= self.limits.max_rooms_per_session {
+            return Err(err(
+                ErrorCode::TooManyRoomsForSession,
+                format!(
+                    "at most {} rooms per connection",
+                    self.limits.max_rooms_per_session
+                ),
+            ));
+        }
+        let existing = app.rooms.get(&room_id);
+        let previous = existing.and_then(|r| r.members.get(&user.user_id).copied());
+        if previous.is_none() && app.seats >= self.limits.max_users_per_app {
+            return Err(err(ErrorCode::TooManyUsers, "the app has too many users"));
+        }
+        match existing {
+            None if app.rooms.len() >= self.limits.max_rooms_per_app => {
+                return Err(err(ErrorCode::TooManyRooms, "the app has too many rooms"));
+            }
+            Some(r) if previous.is_none() && r.members.len() >= self.limits.max_users_per_room => {
+                return Err(err(ErrorCode::RoomFull, "the room is full"));
+            }
+            _ => {}
+        }
+
+        // The same user from another session: kick that one out of this room.
+        if let Some(old) = previous {
+            self.kick(old, &room_id, out);
+        }
+
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+        let replaced = app
+            .rooms
+            .entry(room_id.clone())
+            .or_default()
+            .members
+            .insert(user.user_id.clone(), sid);
+        if replaced.is_none() {
+            app.seats += 1;
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.rooms.insert(
+                room_id.clone(),
+                Membership {
+                    user: user.clone(),
+                    notify,
+                    can_publish,
+                    streams: BTreeSet::new(),
+                },
+            );
+        }
+        self.counters.logins += 1;
+        let snapshot = self.snapshot(app_id, &room_id, sid);
+        if previous.is_none() {
+            let to = self.room_conns(app_id, &room_id, sid, true);
+            self.send(
+                to,
+                ServerMessage::UserUpdate {
+                    room_id,
+                    update_type: UpdateType::Add,
+                    users: vec![user],
+                },
+                out,
+            );
+        }
+        Ok(snapshot)
+    }
+
+    /// The room's users (but `me`) and announced streams (but mine, sorted by stream ID), as a
+    /// login response.
+    fn snapshot(&self, app_id: u32, room_id: &str, me: SessionId) -> ResponseBody {
+        let mut users = Vec::new();
+        let mut streams = Vec::new();
+        if let Some(app) = self.apps.get(&app_id)
+            && let Some(room) = app.rooms.get(room_id)
+        {
+            for (uid, sid) in &room.members {
+                if *sid == me {
+                    continue;
+                }
+                if let Some(m) = self.sessions.get(sid).and_then(|s| s.rooms.get(room_id)) {
+                    debug_assert_eq!(&m.user.user_id, uid);
+                    users.push(m.user.clone());
+                }
+            }
+            streams = room
+                .streams
+                .iter()
+                .filter_map(|id| app.streams.get(id))
+                .filter(|e| e.owner != me && e.announced())
+                .map(|e| e.info.clone())
+                .collect();
+        }
+        users.sort();
+        ResponseBody::Login {
+            room_id: room_id.to_string(),
+            users,
+            streams,
+        }
+    }
+
+    /// Connections of a room's members other than `except`; only those asking for user
+    /// updates when `notify_only`.
+    pub(super) fn room_conns(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        except: SessionId,
+        notify_only: bool,
+    ) -> Vec<ConnId> {
+        let Some(room) = self.apps.get(&app_id).and_then(|a| a.rooms.get(room_id)) else {
+            return Vec::new();
+        };
+        room.members
+            .values()
+            .filter(|sid| **sid != except)
+            .filter_map(|sid| {
+                let s = self.sessions.get(sid)?;
+                if notify_only && !s.rooms.get(room_id)?.notify {
+                    return None;
+                }
+                s.conn
+            })
+            .collect()
+    }
+
+    /// `sid` leaves `room_id`: its streams end, the room hears the user go, an empty room goes.
+    pub(super) fn leave_room(&mut self, sid: SessionId, room_id: &str, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let app_id = session.app_id;
+        let Some(m) = session.rooms.get(room_id) else {
+            return;
+        };
+        let streams: Vec<String> = m.streams.iter().cloned().collect();
+        let user = m.user.clone();
+        self.end_streams(sid, app_id, room_id, streams, out);
+        let to = self.room_conns(app_id, room_id, sid, true);
+        self.send(
+            to,
+            ServerMessage::UserUpdate {
+                room_id: room_id.to_string(),
+                update_type: UpdateType::Delete,
+                users: vec![user.clone()],
+            },
+            out,
+        );
+        self.detach_member(sid, app_id, room_id, &user.user_id);
+    }
+
+    /// Removes `sid`'s membership of `room_id` without telling the room about the user.
+    fn detach_member(&mut self, sid: SessionId, app_id: u32, room_id: &str, user_id: &str) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.rooms.remove(room_id);
+        }
+        if let Some(app) = self.apps.get_mut(&app_id)
+            && let Some(room) = app.rooms.get_mut(room_id)
+        {
+            if room.members.get(user_id) == Some(&sid) {
+                room.members.remove(user_id);
+                app.seats = app.seats.saturating_sub(1);
+            }
+            if room.members.is_empty() {
+                app.rooms.remove(room_id);
+            }
+        }
+    }
+
+    /// The same user logged in again elsewhere: `old` loses its seat in `room_id`. Its streams
+    /// there end; the user itself stays in the room (the new session takes the seat).
+    fn kick(&mut self, old: SessionId, room_id: &str, out: &mut Vec<Output>) {
+        let Some(session) = self.sessions.get(&old) else {
+            return;
+        };
+        let app_id = session.app_id;
+        let conn = session.conn;
+        let Some(m) = session.rooms.get(room_id) else {
+            return;
+        };
+        let streams: Vec<String> = m.streams.iter().cloned().collect();
+        let user_id = m.user.user_id.clone();
+        self.end_streams(old, app_id, room_id, streams, out);
+        // Remove the seat without deleting the room (the new member is added right after).
+        if let Some(s) = self.sessions.get_mut(&old) {
+            s.rooms.remove(room_id);
+        }
+        if let Some(app) = self.apps.get_mut(&app_id)
+            && let Some(room) = app.rooms.get_mut(room_id)
+            && room.members.remove(&user_id).is_some()
+        {
+            app.seats = app.seats.saturating_sub(1);
+        }
+        self.count_error(ErrorCode::KickedOut.code());
+        if let Some(conn) = conn {
+            self.send(
+                vec![conn],
+                ServerMessage::Kicked {
+                    room_id: room_id.to_string(),
+                    code: ErrorCode::KickedOut.code(),
+                    reason: "the same user logged into this room elsewhere".into(),
+                },
+                out,
+            );
+        }
+    }
+}
