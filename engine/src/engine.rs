@@ -354,9 +354,13 @@ impl Engine {
 
     /// Stops publishing `channel` (NoPublish); capture stops unless the preview is on.
     pub fn stop_publishing_stream(&self, channel: PublishChannel) {
+        // The epoch now: a publish started after this call is not stopped by it.
+        let epoch = self
+            .with_local(channel, |c, _| c.publish_epoch())
+            .unwrap_or(0);
         self.command(
             "stop_publishing_stream",
-            Command::StopPublishing { channel },
+            Command::StopPublishing { channel, epoch },
         );
     }
 

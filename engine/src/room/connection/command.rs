@@ -72,6 +72,8 @@ pub enum Command {
     StopPublishing {
         /// The channel.
         channel: PublishChannel,
+        /// The channel's publish epoch when the app asked (a later publish is not stopped).
+        epoch: u64,
     },
     /// Play a stream.
     StartPlaying {

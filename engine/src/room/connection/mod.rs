@@ -173,9 +173,10 @@ impl Connection {
             }
             LinkDue::Connect => self.connect().await,
         }
-        let up = self.client.is_some() && self.link.is_up();
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
         for stream_id in publishers {
+            // Checked for each session: a failed send on the way may have dropped the link.
+            let up = self.client.is_some() && self.link.is_up();
             let ready = up
                 && self.publishers.get(&stream_id).is_some_and(|p| {
                     self.rooms
@@ -189,9 +190,11 @@ impl Connection {
             let actions = p.session.negotiate_if_ready(ready, &mut self.generation);
             self.run_publish(&stream_id, actions).await;
         }
-        let ready = up && self.rooms.values().any(|r| r.phase() == RoomPhase::Logined);
         let players: Vec<String> = self.players.keys().cloned().collect();
         for stream_id in players {
+            let ready = self.client.is_some()
+                && self.link.is_up()
+                && self.rooms.values().any(|r| r.phase() == RoomPhase::Logined);
             let Some(p) = self.players.get_mut(&stream_id) else {
                 continue;
             };
@@ -269,7 +272,7 @@ impl Connection {
                 };
                 self.start_publishing(start).await;
             }
-            Command::StopPublishing { channel } => {
+            Command::StopPublishing { channel, epoch } => {
                 let stream_id = self
                     .publishers
                     .iter()
@@ -277,17 +280,8 @@ impl Connection {
                     .map(|(s, _)| s.clone());
                 match stream_id {
                     Some(stream_id) => self.end_publishing(&stream_id, true).await,
-                    None => {
-                        // Not publishing (refused, or never started): still let go of capture.
-                        let epoch = self
-                            .local
-                            .lock()
-                            .get(channel.index())
-                            .map(|c| c.publish_epoch());
-                        if let Some(epoch) = epoch {
-                            self.release_channel(channel, epoch);
-                        }
-                    }
+                    // Not publishing (refused, or never started): still let go of capture.
+                    None => self.release_channel(channel, epoch),
                 }
             }
             Command::StartPlaying { stream_id, config } => {

@@ -64,6 +64,12 @@ impl Connection {
         let taken = self.publishers.values().any(|p| p.channel == channel)
             || self.publishers.contains_key(&stream_id);
         if taken {
+            // The call raised the channel's publish epoch: the publisher already on this
+            // channel owns the new one, or (the stream ID is another channel's) nobody does.
+            match self.publishers.values_mut().find(|p| p.channel == channel) {
+                Some(p) => p.epoch = epoch,
+                None => self.release_channel(channel, epoch),
+            }
             self.events.emit(Event::ApiCalledResult {
                 api: "start_publishing_stream",
                 error_code: ErrorCode::StreamIdTaken.code(),
