@@ -150,7 +150,7 @@ impl StudioApp {
         }
         let stored: Option<Settings> = storage.and_then(|s| eframe::get_value(s, STORAGE_KEY));
         let first_run = stored.is_none() && override_settings.is_none();
-        let mut settings = override_settings.or(stored).unwrap_or_default();
+        let settings = override_settings.or(stored).unwrap_or_default();
         let layout = storage
             .and_then(|s| eframe::get_value(s, LAYOUT_KEY))
             .unwrap_or_else(default_layout);
