@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
 use crate::live::PlayerConfig;
-use crate::room::connection::{Command, Connection, ConnectionSettings, PlayOutputMap};
+use crate::room::connection::{
+    Command, Connection, ConnectionSettings, PlayOutputMap, StartPublishing,
+};
 use crate::room::events::Event;
 use crate::room::machine::RoomConfig;
 use crate::room::sink::EventSink;
@@ -340,7 +342,7 @@ impl Engine {
         };
         self.command(
             "start_publishing_stream",
-            Command::StartPublishing {
+            Command::StartPublishing(StartPublishing {
                 stream_id: stream_id.to_string(),
                 channel,
                 epoch,
@@ -348,7 +350,7 @@ impl Engine {
                 config,
                 video,
                 audio,
-            },
+            }),
         );
     }
 

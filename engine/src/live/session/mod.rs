@@ -93,16 +93,25 @@ impl<S: Copy + PartialEq> Core<S> {
         }
     }
 
-    fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Option<Action> {
+    fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
         if !ready || self.phase != Phase::Idle {
-            return None;
+            return Vec::new();
         }
         *next_generation += 1;
         self.generation = *next_generation;
         self.phase = Phase::Offering;
-        Some(Action::Offer {
+        vec![Action::Offer {
             generation: self.generation,
-        })
+        }]
+    }
+
+    /// An offer for an old negotiation is dropped; the current one goes to the relay.
+    fn offer_ready(&mut self, generation: u64) -> Vec<Action> {
+        if !self.current(generation) || self.phase != Phase::Offering {
+            return vec![Action::DropPeer];
+        }
+        self.phase = Phase::Requested;
+        vec![Action::SendRequest { generation }]
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -204,19 +213,12 @@ impl PublishSession {
     /// Starts a negotiation if none runs or waits and `ready` (connected, room logged in).
     /// `next_generation` is the engine-wide counter, so no two negotiations share a number.
     pub fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
-        self.core
-            .negotiate_if_ready(ready, next_generation)
-            .into_iter()
-            .collect()
+        self.core.negotiate_if_ready(ready, next_generation)
     }
 
     /// The offer for `generation` is ready: send it.
     pub fn offer_ready(&mut self, generation: u64) -> Vec<Action> {
-        if !self.core.current(generation) || self.core.phase != Phase::Offering {
-            return vec![Action::DropPeer];
-        }
-        self.core.phase = Phase::Requested;
-        vec![Action::SendRequest { generation }]
+        self.core.offer_ready(generation)
     }
 
     /// Making the offer failed.
@@ -418,10 +420,7 @@ impl PlaySession {
 
     /// Starts a negotiation if none runs or waits and `ready` (connected, in a room).
     pub fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
-        self.core
-            .negotiate_if_ready(ready, next_generation)
-            .into_iter()
-            .collect()
+        self.core.negotiate_if_ready(ready, next_generation)
     }
 
     /// The room announced the stream: a session waiting for it asks again now.
@@ -433,11 +432,7 @@ impl PlaySession {
 
     /// The offer for `generation` is ready: send it.
     pub fn offer_ready(&mut self, generation: u64) -> Vec<Action> {
-        if !self.core.current(generation) || self.core.phase != Phase::Offering {
-            return vec![Action::DropPeer];
-        }
-        self.core.phase = Phase::Requested;
-        vec![Action::SendRequest { generation }]
+        self.core.offer_ready(generation)
     }
 
     /// Making the offer failed.

@@ -52,22 +52,7 @@ pub enum Command {
     /// Drop the socket as a network failure would (tests and debugging).
     DropConnection,
     /// Publish a local channel.
-    StartPublishing {
-        /// The stream ID.
-        stream_id: String,
-        /// The local channel.
-        channel: PublishChannel,
-        /// The channel's publish epoch when this publish began (see `LocalChannel::publish_epoch`).
-        epoch: u64,
-        /// The room (default: the first logged-in room).
-        room_id: Option<String>,
-        /// The channel's video settings.
-        config: VideoConfig,
-        /// The channel's video.
-        video: FrameReceiver<SharedVideoFrame>,
-        /// The channel's audio.
-        audio: FrameReceiver<SharedAudioFrame>,
-    },
+    StartPublishing(StartPublishing),
     /// Stop publishing a channel.
     StopPublishing {
         /// The channel.
@@ -92,4 +77,22 @@ pub enum Command {
         /// Signalled when the task has finished.
         done: std::sync::mpsc::Sender<()>,
     },
+}
+
+/// What `start_publishing_stream` hands the task.
+pub struct StartPublishing {
+    /// The stream ID.
+    pub stream_id: String,
+    /// The local channel.
+    pub channel: PublishChannel,
+    /// The channel's publish epoch when this publish began (see `LocalChannel::publish_epoch`).
+    pub epoch: u64,
+    /// The room (default: the first logged-in room).
+    pub room_id: Option<String>,
+    /// The channel's video settings.
+    pub config: VideoConfig,
+    /// The channel's video.
+    pub video: FrameReceiver<SharedVideoFrame>,
+    /// The channel's audio.
+    pub audio: FrameReceiver<SharedAudioFrame>,
 }

@@ -12,7 +12,7 @@ mod play;
 mod publish;
 mod report;
 
-pub use command::{Command, ConnectionSettings};
+pub use command::{Command, ConnectionSettings, StartPublishing};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -252,26 +252,7 @@ impl Connection {
                     self.on_link_lost(false);
                 }
             }
-            Command::StartPublishing {
-                stream_id,
-                channel,
-                epoch,
-                room_id,
-                config,
-                video,
-                audio,
-            } => {
-                let start = publish::Start {
-                    stream_id,
-                    channel,
-                    epoch,
-                    room_id,
-                    config,
-                    video,
-                    audio,
-                };
-                self.start_publishing(start).await;
-            }
+            Command::StartPublishing(start) => self.start_publishing(start).await,
             Command::StopPublishing { channel, epoch } => {
                 let stream_id = self
                     .publishers

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Connection, no_errors};
+use super::{Connection, StartPublishing, no_errors};
 use crate::error::ErrorCode;
 use crate::live::publisher::{PublisherMedia, PublisherPeer};
 use crate::live::session::{Action, PublishSession, publisher_event};
@@ -19,17 +19,6 @@ use onair_media::local::PublishChannel;
 use onair_protocol::ids;
 use onair_protocol::messages::RequestBody;
 use onair_transport::peer::SendOptions;
-
-/// What `start_publishing_stream` hands the task.
-pub(super) struct Start {
-    pub stream_id: String,
-    pub channel: PublishChannel,
-    pub epoch: u64,
-    pub room_id: Option<String>,
-    pub config: VideoConfig,
-    pub video: FrameReceiver<SharedVideoFrame>,
-    pub audio: FrameReceiver<SharedAudioFrame>,
-}
 
 /// A publish session with what it drives.
 pub(super) struct Publisher {
@@ -50,8 +39,8 @@ pub(super) struct Publisher {
 
 impl Connection {
     /// Checks a publish request and starts its session.
-    pub(super) async fn start_publishing(&mut self, start: Start) {
-        let Start {
+    pub(super) async fn start_publishing(&mut self, start: StartPublishing) {
+        let StartPublishing {
             stream_id,
             channel,
             epoch,
