@@ -17,6 +17,7 @@ use onair_engine::media::channel::Fanout;
 use onair_engine::media::stamp;
 use onair_engine::token::{self, Claims};
 use onair_engine::{PlayerConfig, PublishChannel, User, VideoConfig, VideoPreset};
+use onair_transport::peer::MediaNetwork;
 
 struct HttpResponse {
     status: u16,
@@ -143,7 +144,7 @@ fn a_whip_publisher_is_a_user_and_a_stream_that_engines_play() {
     let (events_tx, _events_rx) = tokio::sync::mpsc::channel(64);
     let (peer, offer) = rt
         .block_on(publisher::offer(
-            LOOPBACK,
+            &MediaNetwork::on(LOOPBACK),
             "whip-cam",
             1,
             events_tx,
@@ -228,7 +229,9 @@ fn a_whep_player_receives_what_an_engine_publishes() {
     // WHEP can play it) once its first packets reach the relay, a moment later.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (mut peer, created) = loop {
-        let (peer, offer) = rt.block_on(player::offer(LOOPBACK)).expect("offer");
+        let (peer, offer) = rt
+            .block_on(player::offer(&MediaNetwork::on(LOOPBACK)))
+            .expect("offer");
         let r = http(
             &relay,
             "POST",
@@ -275,7 +278,9 @@ fn a_whep_player_receives_what_an_engine_publishes() {
     // A WHEP player that vanishes without DELETE (its connection closes) is noticed by the
     // relay: its session ends and the room sees it leave.
     let auth = format!("Bearer {}", token_for(&relay, "whep-gone", "w", false));
-    let (mut peer, offer) = rt.block_on(player::offer(LOOPBACK)).expect("offer");
+    let (mut peer, offer) = rt
+        .block_on(player::offer(&MediaNetwork::on(LOOPBACK)))
+        .expect("offer");
     let created = http(
         &relay,
         "POST",

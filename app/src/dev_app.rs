@@ -51,3 +51,37 @@ pub fn load_or_create() -> anyhow::Result<AppSign> {
     .with_context(|| format!("writing {}", p.display()))?;
     Ok(sign)
 }
+
+/// Where `onair serve --self-signed` keeps its development CA certificate (beside the
+/// development app); the client commands trust it when it exists.
+pub fn ca_path() -> PathBuf {
+    path().with_file_name("ca.pem")
+}
+
+/// The development CA's key (kept so a restarted relay is signed by the same CA).
+pub fn ca_key_path() -> PathBuf {
+    path().with_file_name("ca-key.pem")
+}
+
+/// The development CA certificate, if `onair serve --self-signed` made one.
+pub fn load_ca() -> Option<String> {
+    std::fs::read_to_string(ca_path()).ok()
+}
+
+/// Writes `text` to `path`, readable by its owner only (keys, signs).
+pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}

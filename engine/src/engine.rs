@@ -76,6 +76,20 @@ pub struct EngineProfile {
     /// Share (0..1) of this engine's outgoing media packets to drop, to try a lossy link
     /// (NACK resends, keyframe requests, the estimate going down). 0 in normal use.
     pub simulated_send_loss: f64,
+    /// Accept mDNS (`.local`) candidates on media connections. Off by default: the engine
+    /// offers the address of the interface that reaches the relay, and joining the mDNS
+    /// multicast group fails on hosts without a multicast route.
+    pub mdns: bool,
+    /// A certificate authority (PEM text) to trust for a `wss://` server besides the system's:
+    /// a private CA, or the development CA `onair serve --self-signed` writes to
+    /// `~/.config/onair/ca.pem`.
+    pub ca_cert: Option<String>,
+    /// A media connection that has not come up this long after its answer fails
+    /// (1003021 / 1004021) and is retried.
+    pub peer_connect_timeout: Duration,
+    /// How long a media connection may stay ICE-disconnected (a Wi-Fi hiccup) before it counts
+    /// as lost; the stream keeps its state meanwhile.
+    pub peer_disconnect_grace: Duration,
 }
 
 impl Default for EngineProfile {
@@ -90,6 +104,10 @@ impl Default for EngineProfile {
             request_timeout: Duration::from_secs(5),
             bandwidth_estimation: true,
             simulated_send_loss: 0.0,
+            mdns: false,
+            ca_cert: None,
+            peer_connect_timeout: Duration::from_secs(10),
+            peer_disconnect_grace: Duration::from_secs(5),
         }
     }
 }
@@ -116,6 +134,7 @@ impl Engine {
     /// reported as events.
     pub fn create(profile: EngineProfile) -> Result<Engine, EngineError> {
         let url = normalize_url(&profile.server)?;
+        let tls = crate::signal::TlsTrust::new(profile.ca_cert.as_deref())?;
         let app_sign = if profile.app_sign.is_empty() {
             None
         } else {
@@ -142,6 +161,10 @@ impl Engine {
             request_timeout: profile.request_timeout,
             bandwidth_estimation: profile.bandwidth_estimation,
             simulated_send_loss: profile.simulated_send_loss,
+            mdns: profile.mdns,
+            peer_connect_timeout: profile.peer_connect_timeout,
+            peer_disconnect_grace: profile.peer_disconnect_grace,
+            tls,
         };
         let local: Arc<parking_lot::Mutex<Vec<LocalChannel>>> = Arc::new(parking_lot::Mutex::new(
             PublishChannel::ALL

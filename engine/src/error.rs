@@ -17,6 +17,9 @@ pub enum EngineError {
     /// The WebSocket to the relay failed.
     #[error("connection to the relay failed: {0}")]
     Connection(String),
+    /// The relay's TLS certificate was not accepted (or the TLS setup failed).
+    #[error("TLS with the relay failed: {0}")]
+    Tls(String),
 }
 
 impl EngineError {
@@ -27,6 +30,7 @@ impl EngineError {
             EngineError::Runtime(_) => ErrorCode::Internal.code(),
             EngineError::Relay(e) => e.code,
             EngineError::Connection(_) => ErrorCode::ConnectionFailed.code(),
+            EngineError::Tls(_) => ErrorCode::TlsFailed.code(),
         }
     }
 }

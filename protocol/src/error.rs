@@ -113,6 +113,10 @@ error_codes! {
     Internal = 1000016,
         cause: "An internal invariant failed; the session was not affected beyond this request.",
         fix: "Report it with the relay's log.";
+    /// The TLS handshake with the relay failed.
+    TlsFailed = 1000017,
+        cause: "The `wss://` connection to the relay failed its TLS handshake: the relay's certificate is not signed by a trusted authority, has expired, or names another host (the message says which).",
+        fix: "Give the relay a certificate for the name or address in the URL; for a development relay started with `--self-signed`, trust its CA (`--ca-cert ~/.config/onair/ca.pem`, `ONAIR_CA_CERT`, or `EngineProfile::ca_cert`).";
     /// The room ID breaks the ID rules.
     InvalidRoomId = 1002005,
         cause: "Room IDs are 1 to 128 bytes of letters, digits, `-`, `_` and `.`.",
@@ -211,8 +215,12 @@ error_codes! {
         fix: "Shorten the extra info.";
     /// The publisher's WebRTC connection could not be set up or failed.
     MediaNegotiationFailed = 1003020,
-        cause: "The relay could not answer the publisher's WebRTC offer, or the media connection failed later (ICE, DTLS, or no media).",
+        cause: "The relay could not answer the publisher's WebRTC offer, or the media connection failed later (ICE, DTLS, or no media), or stayed disconnected longer than the engine's peer disconnect grace (5 s by default).",
         fix: "The engine retries by itself; check that UDP between engine and relay is open.";
+    /// The publisher's WebRTC connection did not come up in time.
+    PublishConnectTimeout = 1003021,
+        cause: "The publisher's WebRTC connection did not reach Connected within the engine's peer connect timeout (10 s by default) after the relay answered, or the relay did not answer the publish request within that time.",
+        fix: "The engine retries by itself, waiting 1, 2, 4 … up to 16 s between attempts. Check that UDP between engine and relay is open and, when the relay is on another host or behind NAT, that its `[rtc] public_ips` names an address this host can reach.";
     /// The stream ID is already being published.
     StreamIdTaken = 1003028,
         cause: "Another publisher in this app (in any room) is already publishing this stream ID.",
@@ -275,8 +283,12 @@ error_codes! {
         fix: "Check the stream ID; wait for a roomStreamUpdate Add before playing.";
     /// The player's WebRTC connection could not be set up.
     PlayNegotiationFailed = 1004020,
-        cause: "The relay could not answer the player's WebRTC offer.",
+        cause: "The relay could not answer the player's WebRTC offer, or the media connection failed later (ICE, DTLS), or stayed disconnected longer than the engine's peer disconnect grace (5 s by default).",
         fix: "The engine retries by itself; check that UDP between engine and relay is open.";
+    /// The player's WebRTC connection did not come up in time.
+    PlayConnectTimeout = 1004021,
+        cause: "The player's WebRTC connection did not reach Connected within the engine's peer connect timeout (10 s by default) after the relay answered, or the relay did not answer the play request within that time.",
+        fix: "The engine retries by itself, waiting 1, 2, 4 … up to 16 s between attempts. Check that UDP between engine and relay is open and, when the relay is on another host or behind NAT, that its `[rtc] public_ips` names an address this host can reach.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -70,9 +70,33 @@ pub struct RelayConfig {
     pub apps: Vec<AppConfig>,
     /// Limits.
     pub limits: Limits,
-    /// The address the SFU's WebRTC host candidates use (default: the listen address, or
-    /// 127.0.0.1 when listening on all interfaces).
-    pub media_ip: Option<std::net::IpAddr>,
+    /// The SFU's media network.
+    pub rtc: RtcConfig,
+    /// Serve HTTPS and `wss://` with this certificate (`[tls] cert, key`, `--tls-cert`,
+    /// `--self-signed`); None: plain HTTP.
+    pub tls: Option<crate::tls::TlsIdentity>,
+}
+
+/// Where the SFU's media goes (`[rtc]` in the config file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// The address media sockets bind (default: the listen address; listening on all
+    /// interfaces binds every interface, loopback last).
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// 1:1 NAT: the addresses the world reaches this relay at. Host candidates carry them
+    /// instead of the bound addresses (`onair serve --public-ip`).
+    pub public_ips: Vec<std::net::IpAddr>,
+}
+
+impl RtcConfig {
+    /// The SFU's media network for a relay listening on `listen`.
+    pub fn network(&self, listen: std::net::IpAddr) -> onair_transport::peer::MediaNetwork {
+        let mut net =
+            onair_transport::peer::MediaNetwork::for_listen(self.bind_ip.unwrap_or(listen));
+        net.public_ips = self.public_ips.clone();
+        net
+    }
 }
 
 /// Why a config file was refused.
@@ -101,7 +125,16 @@ struct FileConfig {
     #[serde(default)]
     apps: Vec<FileApp>,
     #[serde(default)]
-    media_ip: Option<std::net::IpAddr>,
+    rtc: RtcConfig,
+    #[serde(default)]
+    tls: Option<FileTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -127,7 +160,8 @@ impl RelayConfig {
                 allow_app_sign: true,
             }],
             limits: Limits::default(),
-            media_ip: None,
+            rtc: RtcConfig::default(),
+            tls: None,
         }
     }
 
@@ -158,11 +192,19 @@ impl RelayConfig {
         if apps.is_empty() {
             return Err(ConfigError::Parse("no [[apps]] configured".into()));
         }
+        let tls = match file.tls {
+            Some(t) => Some(
+                crate::tls::TlsIdentity::from_pem_files(&t.cert, &t.key)
+                    .map_err(|e| ConfigError::Parse(format!("[tls]: {e}")))?,
+            ),
+            None => None,
+        };
         Ok((
             RelayConfig {
                 apps,
                 limits: file.limits,
-                media_ip: file.media_ip,
+                rtc: file.rtc,
+                tls,
             },
             file.listen,
         ))
@@ -194,6 +236,27 @@ mod tests {
         assert!(!cfg.apps[0].allow_app_sign);
         assert_eq!(cfg.limits.heartbeat_timeout_ms, 1000);
         assert_eq!(cfg.limits.max_users_per_room, 10_000);
+        assert_eq!(cfg.rtc, RtcConfig::default());
+    }
+
+    #[test]
+    fn rtc_addresses_follow_the_listen_address() {
+        let text = format!(
+            "[rtc]\npublic_ips = [\"203.0.113.7\"]\n[[apps]]\napp_id = 5\napp_sign = \"{}\"\n",
+            "11".repeat(32)
+        );
+        let (cfg, _) = RelayConfig::from_toml(&text).expect("valid");
+        let any = std::net::IpAddr::from([0, 0, 0, 0]);
+        let net = cfg.rtc.network(any);
+        assert_eq!(
+            net.bind,
+            [any, std::net::IpAddr::from([127, 0, 0, 1])],
+            "every interface, loopback last"
+        );
+        assert_eq!(net.public_ips, [std::net::IpAddr::from([203, 0, 113, 7])]);
+        assert!(!net.mdns, "the relay needs no multicast");
+        let one = std::net::IpAddr::from([10, 77, 0, 1]);
+        assert_eq!(RtcConfig::default().network(one).bind, [one]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod server;
 pub mod sfu;
 pub mod state;
+pub mod tls;
 
-pub use config::{AppConfig, Limits, RelayConfig};
+pub use config::{AppConfig, Limits, RelayConfig, RtcConfig};
 pub use server::{EmbeddedRelay, Server};

@@ -209,6 +209,7 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
 /// A running relay inside a tokio runtime.
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     serve_task: JoinHandle<()>,
@@ -238,11 +239,8 @@ impl Server {
             .max_message_bytes
             .saturating_mul(4)
             .max(64 * 1024);
-        let media_ip = config.media_ip.unwrap_or(if addr.ip().is_unspecified() {
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            addr.ip()
-        });
+        let network = config.rtc.network(addr.ip());
+        let tls = config.tls.clone();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: RelayState::new(config),
@@ -251,7 +249,7 @@ impl Server {
             closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
-            sfu: Arc::new(Sfu::new(media_ip)),
+            sfu: Arc::new(Sfu::new(network)),
         });
         let app = Router::new()
             .route("/ws", get(ws_upgrade))
@@ -292,16 +290,30 @@ impl Server {
                     .expose_headers([header::LOCATION]),
             );
         let mut serve_shutdown = shutdown_rx.clone();
-        let serve_task = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = serve_shutdown.wait_for(|stop| *stop).await;
+        let stopped = async move {
+            let _ = serve_shutdown.wait_for(|stop| *stop).await;
+        };
+        let serve_task = match &tls {
+            Some(identity) => {
+                let listener = crate::tls::TlsListener::new(listener, identity)?;
+                tokio::spawn(async move {
+                    let result = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "relay HTTPS server failed");
+                    }
                 })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "relay HTTP server failed");
             }
-        });
+            None => tokio::spawn(async move {
+                let result = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "relay HTTP server failed");
+                }
+            }),
+        };
         let tick_shared = shared.clone();
         let mut tick_shutdown = shutdown_rx;
         let tick_task = tokio::spawn(async move {
@@ -316,6 +328,7 @@ impl Server {
         tracing::info!(%addr, "relay listening");
         Ok(Server {
             addr,
+            tls: tls.is_some(),
             shared,
             shutdown_tx,
             serve_task,
@@ -328,9 +341,25 @@ impl Server {
         self.addr
     }
 
-    /// The signaling URL engines connect to, `ws://addr/ws`.
+    /// The signaling URL engines connect to: `ws://addr/ws`, or `wss://` when serving TLS
+    /// (an unspecified listen address is given as 127.0.0.1).
     pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        format!("{scheme}://{addr}/ws")
+    }
+
+    /// Where the SFU's media sockets bind and what they advertise.
+    pub fn media_network(&self) -> onair_transport::peer::MediaNetwork {
+        self.shared.sfu.network().clone()
+    }
+
+    /// Whether the relay serves TLS (`wss://`, HTTPS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The `/metrics` text, as served.

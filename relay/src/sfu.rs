@@ -7,7 +7,6 @@
 //! `EndMedia`, `EndPlay`) and reports back through [`SfuEvents`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,9 @@ use webrtc::peer_connection::PeerConnection;
 
 use crate::state::SessionId;
 use onair_transport::keyframe_requests::is_keyframe_request;
-use onair_transport::peer::{self, connection_down, h264_codec, new_peer, opus_codec};
+use onair_transport::peer::{
+    self, DISCONNECT_GRACE, MediaNetwork, connection_lost, h264_codec, new_peer, opus_codec,
+};
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
@@ -58,16 +59,21 @@ struct Ingest {
 
 /// The forwarding plane.
 pub struct Sfu {
-    media_ip: IpAddr,
+    network: MediaNetwork,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
     players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
 }
 
 impl Sfu {
-    /// An SFU whose peer connections use host candidates on `media_ip`.
-    pub fn new(media_ip: IpAddr) -> Sfu {
+    /// Where its peer connections bind and what they advertise.
+    pub fn network(&self) -> &MediaNetwork {
+        &self.network
+    }
+
+    /// An SFU whose peer connections bind and advertise as `network` says.
+    pub fn new(network: MediaNetwork) -> Sfu {
         Sfu {
-            media_ip,
+            network,
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
         }
@@ -91,7 +97,7 @@ impl Sfu {
         offer: String,
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
-        let (pc, mut ev) = new_peer(self.media_ip).await.map_err(|e| e.to_string())?;
+        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
         peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
             .map_err(|e| e.to_string())?;
@@ -173,7 +179,7 @@ impl Sfu {
         // The publisher's connection: gone means the stream is over.
         let watch_ingest = ingest.clone();
         tokio::spawn(async move {
-            if let Some(s) = connection_down(ev.state.clone()).await
+            if let Some(s) = connection_lost(ev.state.clone(), DISCONNECT_GRACE).await
                 && !watch_ingest.closing.load(Ordering::SeqCst)
             {
                 events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
@@ -197,7 +203,7 @@ impl Sfu {
             .get(&(app_id, stream_id.clone()))
             .cloned()
             .ok_or_else(|| "the stream has no media".to_string())?;
-        let (pc, mut ev) = new_peer(self.media_ip).await.map_err(|e| e.to_string())?;
+        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
         let mut tracks = Vec::new();
         for (kind, codec) in [
             (RtpCodecKind::Video, h264_codec()),
@@ -287,7 +293,7 @@ impl Sfu {
         let state = ev.state.clone();
         let sfu = Arc::downgrade(self);
         tokio::spawn(async move {
-            let Some(s) = connection_down(state).await else {
+            let Some(s) = connection_lost(state, DISCONNECT_GRACE).await else {
                 return;
             };
             let ours = sfu.upgrade().is_some_and(|sfu| {

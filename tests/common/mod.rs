@@ -2,6 +2,8 @@
 //! wait for events with a timeout, and describe events briefly so sequences read like the seed.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -337,7 +339,8 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
             },
         ],
         limits: Limits::default(),
-        media_ip: None,
+        rtc: Default::default(),
+        tls: None,
     };
     (config, a, b)
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
     CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
     TwccSenderBuilder,
@@ -21,6 +22,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
@@ -143,18 +145,68 @@ impl From<webrtc::error::Error> for PeerError {
     }
 }
 
-/// A new peer connection with host candidates on `ip`.
-pub async fn new_peer(ip: IpAddr) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
-    new_peer_with(ip, SendOptions::default()).await
+/// Where a peer connection's media sockets are bound and what it tells the other side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaNetwork {
+    /// Addresses to bind media sockets on (an ephemeral port each). An unspecified address
+    /// (`0.0.0.0`, `::`) means every interface of that family except loopback and link-local;
+    /// list a loopback address after it to offer loopback too (last, so it is tried last).
+    pub bind: Vec<IpAddr>,
+    /// 1:1 NAT: the addresses the world reaches this host at. When set, host candidates carry
+    /// these instead of the bound addresses (LiveKit's `node_ip`, webrtc's `nat_1to1_ips`).
+    pub public_ips: Vec<IpAddr>,
+    /// Take part in mDNS (accept `.local` candidates from the other side). Needs a multicast
+    /// route; off, no multicast socket is opened at all.
+    pub mdns: bool,
+}
+
+impl MediaNetwork {
+    /// Host candidates on `ip` only, no mDNS.
+    pub fn on(ip: IpAddr) -> Self {
+        MediaNetwork {
+            bind: vec![ip],
+            ..Default::default()
+        }
+    }
+
+    /// What a server listening on `listen` binds: that address, or, when it is unspecified,
+    /// every interface and then loopback (so same-machine peers still connect).
+    pub fn for_listen(listen: IpAddr) -> Self {
+        let bind = match listen {
+            IpAddr::V4(v4) if v4.is_unspecified() => {
+                vec![listen, IpAddr::from([127, 0, 0, 1])]
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => vec![
+                IpAddr::from([0, 0, 0, 0]),
+                listen,
+                IpAddr::from([127, 0, 0, 1]),
+            ],
+            ip => vec![ip],
+        };
+        MediaNetwork {
+            bind,
+            ..Default::default()
+        }
+    }
+}
+
+/// A new peer connection on `net`.
+pub async fn new_peer(
+    net: &MediaNetwork,
+) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    new_peer_with(net, SendOptions::default()).await
 }
 
 /// As [`new_peer`], with send-side bandwidth estimation and loss simulation as `send` says.
 /// The estimate is read from the stats (`outbound_rtp_streams().target_bitrate`); no pacer is
 /// installed, so a frame is never held back: the encoder's rate follows the estimate instead.
 pub async fn new_peer_with(
-    ip: IpAddr,
+    net: &MediaNetwork,
     send: SendOptions,
 ) -> Result<(Arc<dyn PeerConnection>, PeerEvents), PeerError> {
+    if net.bind.is_empty() {
+        return Err(PeerError("no address to bind media on".into()));
+    }
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -215,18 +267,16 @@ pub async fn new_peer_with(
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
-        .with_setting_engine(
-            // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at
-            // once: on a LAN or loopback the first check succeeds, so this is first-frame time.
-            SettingEngineBuilder::new()
-                .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
-                .with_host_acceptance_min_wait(Some(Duration::ZERO))
-                .build(),
-        )
+        .with_setting_engine(setting_engine(net))
         .with_interceptor_registry(registry)
         .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
         .with_runtime(runtime)
-        .with_udp_addrs(vec![format!("{}:0", ip_for_bind(ip))])
+        .with_udp_addrs(
+            net.bind
+                .iter()
+                .map(|ip| format!("{}:0", ip_for_bind(*ip)))
+                .collect(),
+        )
         .build()
         .await?;
     Ok((
@@ -238,6 +288,29 @@ pub async fn new_peer_with(
             nacked,
         },
     ))
+}
+
+fn setting_engine(
+    net: &MediaNetwork,
+) -> rtc::peer_connection::configuration::setting_engine::SettingEngine {
+    // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at once: on
+    // a LAN or loopback the first check succeeds, so this is first-frame time.
+    let mut builder = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
+        .with_host_acceptance_min_wait(Some(Duration::ZERO))
+        .with_include_loopback_candidate(net.bind.iter().any(IpAddr::is_loopback))
+        .with_multicast_dns_mode(if net.mdns {
+            MulticastDnsMode::QueryOnly
+        } else {
+            MulticastDnsMode::Disabled
+        });
+    if !net.public_ips.is_empty() {
+        builder = builder.with_nat_1to1_ips(
+            net.public_ips.iter().map(IpAddr::to_string).collect(),
+            RTCIceCandidateType::Host,
+        );
+    }
+    builder.build()
 }
 
 fn ip_for_bind(ip: IpAddr) -> String {
@@ -287,42 +360,31 @@ pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
     RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))
 }
 
-/// Whether a connection in state `s` is gone for good (failed, closed or disconnected).
-pub fn is_down(s: RTCPeerConnectionState) -> bool {
-    matches!(
-        s,
-        RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Closed
-            | RTCPeerConnectionState::Disconnected
-    )
-}
+/// How long a connection may stay ICE-disconnected before the relay counts it as lost (a
+/// Wi-Fi hiccup must not end a stream).
+pub const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
-/// Waits until the connection comes up (`Some(true)`) or goes down first (`Some(false)`);
-/// `None` if the connection was dropped.
-pub async fn connection_up(state: &mut watch::Receiver<RTCPeerConnectionState>) -> Option<bool> {
-    loop {
-        let s = *state.borrow();
-        if s == RTCPeerConnectionState::Connected {
-            return Some(true);
-        }
-        if is_down(s) {
-            return Some(false);
-        }
-        state.changed().await.ok()?;
-    }
-}
-
-/// Waits until the connection goes down and returns the state it went to; `None` if the
-/// connection was dropped first.
-pub async fn connection_down(
+/// Waits until the connection is lost: failed or closed, or disconnected for longer than
+/// `grace` (a disconnection that recovers within it is not a loss). Returns the state it was
+/// lost in; `None` if the connection was dropped first.
+pub async fn connection_lost(
     mut state: watch::Receiver<RTCPeerConnectionState>,
+    grace: Duration,
 ) -> Option<RTCPeerConnectionState> {
     loop {
         let s = *state.borrow();
-        if is_down(s) {
-            return Some(s);
+        match s {
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return Some(s),
+            RTCPeerConnectionState::Disconnected => {
+                let back = state.wait_for(|s| *s != RTCPeerConnectionState::Disconnected);
+                match tokio::time::timeout(grace, back).await {
+                    Err(_) => return Some(s),
+                    Ok(Err(_)) => return None,
+                    Ok(Ok(_)) => continue,
+                }
+            }
+            _ => state.changed().await.ok()?,
         }
-        state.changed().await.ok()?;
     }
 }
 
@@ -342,4 +404,35 @@ pub async fn add_receivers(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RTCPeerConnectionState as S;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_disconnection_is_not_a_loss_but_a_long_one_is() {
+        let (tx, rx) = watch::channel(S::Connected);
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(S::Disconnected).expect("watched");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tx.send(S::Connected).expect("watched");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!lost.is_finished(), "recovered within the grace");
+        tx.send(S::Disconnected).expect("watched");
+        tokio::time::sleep(Duration::from_millis(5_100)).await;
+        assert_eq!(lost.await.expect("joined"), Some(S::Disconnected));
+
+        let (tx, rx) = watch::channel(S::Connected);
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        tx.send(S::Failed).expect("watched");
+        assert_eq!(lost.await.expect("joined"), Some(S::Failed));
+
+        let (tx, rx) = watch::channel(S::Connecting);
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        drop(tx);
+        assert_eq!(lost.await.expect("joined"), None, "dropped, not lost");
+    }
 }

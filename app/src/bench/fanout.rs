@@ -65,7 +65,7 @@ async fn player(
     let (mut c, _) =
         SignalClient::join(&url, 1, "fanout", User::new(format!("p{i}")), &sign).await?;
     let ip = c.local_ip().context("local ip")?;
-    let (pc, mut ev) = peer::new_peer(ip).await?;
+    let (pc, mut ev) = peer::new_peer(&peer::MediaNetwork::on(ip)).await?;
     peer::add_receivers(&pc, &[RtpCodecKind::Video]).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
@@ -128,8 +128,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     let stdout = relay.stdout.take().context("relay stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
     let mut url = None;
-    for line in BufReader::new(stdout).lines().take(5) {
+    for line in lines.by_ref().take(5) {
         let line = line?;
         if let Some(rest) = line.strip_prefix("relay listening: signaling ") {
             url = rest.split(' ').next().map(String::from);
@@ -137,6 +138,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     }
     let url = url.context("the relay did not start")?;
+    // Keep reading what the relay prints, so it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     let result = measure(&args, &url, &sign, relay.id());
     let _ = relay.kill();
     let _ = relay.wait();

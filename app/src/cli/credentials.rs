@@ -9,9 +9,13 @@ use onair::dev_app;
 /// Flags shared by the commands that talk to a relay.
 #[derive(Args, Clone, Debug)]
 pub struct CredentialArgs {
-    /// The relay, ws://host:port.
+    /// The relay, ws://host:port or wss://host:port.
     #[arg(long, env = "ONAIR_SERVER", default_value = "ws://127.0.0.1:7880")]
     pub server: String,
+    /// A CA certificate (PEM) to trust for wss:// besides the system's (default: the
+    /// development CA made by `onair serve --self-signed`, if there is one).
+    #[arg(long, env = "ONAIR_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// The app ID (default: the development app made by `onair serve`).
     #[arg(long, env = "ONAIR_APP_ID")]
     pub app_id: Option<u32>,
@@ -25,6 +29,8 @@ pub struct Credentials {
     pub server: String,
     pub app_id: u32,
     pub app_sign: Option<String>,
+    /// Extra CA (PEM text) to trust for wss://.
+    pub ca_cert: Option<String>,
 }
 
 impl CredentialArgs {
@@ -42,10 +48,18 @@ impl CredentialArgs {
         {
             bail!("the app sign must be 64 hex characters");
         }
+        let ca_cert = match &self.ca_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?,
+            ),
+            None => dev_app::load_ca(),
+        };
         Ok(Credentials {
             server: self.server.clone(),
             app_id,
             app_sign,
+            ca_cert,
         })
     }
 }
@@ -57,6 +71,7 @@ impl Credentials {
             app_id: self.app_id,
             app_sign: self.app_sign.unwrap_or_default(),
             server: self.server,
+            ca_cert: self.ca_cert,
             ..Default::default()
         })?)
     }

@@ -1,5 +1,14 @@
 //! `onair serve`: runs the relay until Ctrl-C.
 
+/// Prints a line to stdout, ignoring a closed stdout: a relay keeps serving when whoever
+/// started it stops reading its banner (`println!` would panic on the broken pipe).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -18,15 +27,32 @@ pub struct ServeArgs {
     /// TOML config with [[apps]] and [limits]; without one a development app is served.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve wss:// and HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve wss:// with a development certificate for localhost and the listen addresses,
+    /// signed by a development CA kept in ~/.config/onair/ (which the client commands trust).
+    #[arg(long, conflicts_with = "tls_cert")]
+    self_signed: bool,
+    /// Extra names (host names or addresses) for the --self-signed certificate.
+    #[arg(long = "tls-name", requires = "self_signed")]
+    tls_names: Vec<String>,
+    /// The address peers reach this relay at through a 1:1 NAT (repeatable); media
+    /// candidates carry it instead of the local address.
+    #[arg(long = "public-ip")]
+    public_ips: Vec<std::net::IpAddr>,
 }
 
 /// Runs the relay.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, file_listen) = match &args.config {
+    let (mut config, file_listen) = match &args.config {
         Some(path) => RelayConfig::load(path)?,
         None => {
             let sign = dev_app::load_or_create()?;
-            println!(
+            say!(
                 "development app: app_id={} app_sign={} (kept in {})",
                 dev_app::DEV_APP_ID,
                 sign.to_hex(),
@@ -42,6 +68,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listen: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen:?}"))?;
+    if !args.public_ips.is_empty() {
+        config.rtc.public_ips = args.public_ips.clone();
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(onair_relay::tls::TlsIdentity::from_pem_files(cert, key)?);
+    }
+    if args.self_signed {
+        config.tls = Some(self_signed(listen, &args.tls_names)?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("onair-relay")
         .enable_all()
@@ -50,14 +85,60 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::start(config, listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        println!(
-            "relay listening: signaling {} · metrics http://{}/metrics",
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        say!(
+            "relay listening: signaling {} · metrics {scheme}://{}/metrics",
             server.url(),
             server.local_addr()
         );
+        say!("{}", media_line(&server));
         tokio::signal::ctrl_c().await?;
-        println!("stopping");
+        say!("stopping");
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// A development certificate for `listen` (and `names`), signed by the development CA, which
+/// is made once and kept beside the development app.
+fn self_signed(
+    listen: SocketAddr,
+    names: &[String],
+) -> anyhow::Result<onair_relay::tls::TlsIdentity> {
+    use onair_relay::tls::{DevCertificates, listen_names};
+    let mut all = listen_names(listen);
+    all.extend(names.iter().cloned());
+    let kept = match (
+        std::fs::read_to_string(dev_app::ca_path()),
+        std::fs::read_to_string(dev_app::ca_key_path()),
+    ) {
+        (Ok(ca), Ok(key)) => Some((ca, key)),
+        _ => None,
+    };
+    let (certs, ca_key) =
+        DevCertificates::generate_with(kept.as_ref().map(|(c, k)| (c.as_str(), k.as_str())), &all)?;
+    dev_app::write_private(&dev_app::ca_key_path(), &ca_key)?;
+    std::fs::write(dev_app::ca_path(), &certs.ca_pem)
+        .with_context(|| format!("writing {}", dev_app::ca_path().display()))?;
+    say!(
+        "development TLS certificate for {} · CA in {} (client commands trust it; elsewhere pass --ca-cert)",
+        all.join(", "),
+        dev_app::ca_path().display()
+    );
+    Ok(certs.identity()?)
+}
+
+/// Where media goes, for the start-up banner.
+fn media_line(server: &Server) -> String {
+    let net = server.media_network();
+    let bind: Vec<String> = net.bind.iter().map(|ip| ip.to_string()).collect();
+    let mut line = format!(
+        "media: UDP on {} (ephemeral ports per connection)",
+        bind.join(", ")
+    );
+    if !net.public_ips.is_empty() {
+        let public: Vec<String> = net.public_ips.iter().map(|ip| ip.to_string()).collect();
+        line.push_str(&format!(" · advertised as {}", public.join(", ")));
+    }
+    line
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use onair_media::channel::Fanout;
 use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
-use onair_transport::peer::{connection_down, connection_up};
 use tokio::sync::{mpsc, watch};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -31,6 +30,31 @@ pub struct PlayerConfig {
     pub resource_mode: ResourceMode,
 }
 
+/// A peer connection's state as the sessions see it: WebRTC's states that mean something to
+/// them (New and Connecting mean nothing: the session's connect timeout runs meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerLink {
+    /// Connected: media can flow.
+    Up,
+    /// Disconnected (ICE lost its path, e.g. a Wi-Fi hiccup): it may come back by itself, so
+    /// the session waits for a grace period before it gives the connection up.
+    Disconnected,
+    /// Failed or closed: gone for good.
+    Down,
+}
+
+impl PeerLink {
+    /// What WebRTC's `state` means to a session, if anything.
+    pub fn of(state: RTCPeerConnectionState) -> Option<PeerLink> {
+        match state {
+            RTCPeerConnectionState::Connected => Some(PeerLink::Up),
+            RTCPeerConnectionState::Disconnected => Some(PeerLink::Disconnected),
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => Some(PeerLink::Down),
+            _ => None,
+        }
+    }
+}
+
 /// What media tasks report back to the connection task.
 #[derive(Debug)]
 pub enum LiveEvent {
@@ -40,8 +64,8 @@ pub enum LiveEvent {
         stream_id: String,
         /// A publisher (or a player).
         publisher: bool,
-        /// Connected (true) or failed/closed (false).
-        up: bool,
+        /// Up, disconnected (maybe for a moment) or down for good.
+        state: PeerLink,
         /// Which generation of the session this is about (stale reports are ignored).
         generation: u64,
     },
@@ -71,8 +95,8 @@ pub struct PlayOutputs {
     pub audio: Arc<Fanout<SharedAudioFrame>>,
 }
 
-/// Reports a peer connection's fate to the connection task: once when it comes up, once when it
-/// fails or closes (then stops).
+/// Reports a peer connection's state changes to the connection task: each change between
+/// [`PeerLink`]s (up, disconnected, up again, …) once, until it goes down for good (then stops).
 pub(crate) fn report_state(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     stream_id: String,
@@ -81,23 +105,27 @@ pub(crate) fn report_state(
     events: mpsc::Sender<LiveEvent>,
 ) {
     tokio::spawn(async move {
-        let event = |up| LiveEvent::PeerState {
-            stream_id: stream_id.clone(),
-            publisher,
-            up,
-            generation,
-        };
-        match connection_up(&mut state).await {
-            Some(true) => {
-                let _ = events.send(event(true)).await;
-                if connection_down(state).await.is_some() {
-                    let _ = events.send(event(false)).await;
+        let mut last = None;
+        loop {
+            let seen = PeerLink::of(*state.borrow_and_update());
+            if let Some(link) = seen
+                && last != seen
+            {
+                last = seen;
+                let event = LiveEvent::PeerState {
+                    stream_id: stream_id.clone(),
+                    publisher,
+                    state: link,
+                    generation,
+                };
+                if events.send(event).await.is_err() || link == PeerLink::Down {
+                    return;
                 }
             }
-            Some(false) => {
-                let _ = events.send(event(false)).await;
+            // The connection was dropped: nobody needs its reports any more.
+            if state.changed().await.is_err() {
+                return;
             }
-            None => {}
         }
     });
 }

@@ -3,7 +3,6 @@
 //! fanout, first-frame reports. No jitter buffer holds a frame that has arrived whole: on a clean
 //! link each access unit is decoded the moment its last packet lands.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -24,7 +23,7 @@ use onair_transport::jitter::{Buffered, JitterBuffer};
 /// The longest a player waits behind a missing packet (for a reorder or a NACK retransmission)
 /// before giving up on it; the actual wait adapts to measured jitter and is usually ~2 ms.
 const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
-use onair_transport::peer::{self, PeerError, PeerEvents, new_peer};
+use onair_transport::peer::{self, MediaNetwork, PeerError, PeerEvents, new_peer};
 use onair_transport::sei;
 
 /// Counters a player keeps (read by stats).
@@ -77,8 +76,8 @@ impl Drop for PlayerPeer {
 }
 
 /// Creates the connection and its offer.
-pub async fn offer(ip: IpAddr) -> Result<(PlayerPeer, String), PeerError> {
-    let (pc, mut ev) = new_peer(ip).await?;
+pub async fn offer(net: &MediaNetwork) -> Result<(PlayerPeer, String), PeerError> {
+    let (pc, mut ev) = new_peer(net).await?;
     peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio]).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;

@@ -2,7 +2,6 @@
 //! encoder thread per kind fed from the channel's fanout, the capture time in an SEI before
 //! each access unit, and keyframes on the SFU's request.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -27,7 +26,9 @@ use onair_media::codec::opus::OpusEncoder;
 use onair_media::config::VideoConfig;
 use onair_media::frame::{SharedAudioFrame, SharedVideoFrame};
 use onair_transport::keyframe_requests::is_keyframe_request;
-use onair_transport::peer::{self, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec};
+use onair_transport::peer::{
+    self, MediaNetwork, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec,
+};
 use onair_transport::sei;
 
 /// A negotiated (or negotiating) publisher connection.
@@ -74,13 +75,13 @@ async fn sample_track(
 
 /// Creates the connection and its offer (with every candidate).
 pub async fn offer(
-    ip: IpAddr,
+    net: &MediaNetwork,
     stream_id: &str,
     generation: u64,
     events: mpsc::Sender<LiveEvent>,
     send: SendOptions,
 ) -> Result<(PublisherPeer, String), PeerError> {
-    let (pc, mut ev) = new_peer_with(ip, send).await?;
+    let (pc, mut ev) = new_peer_with(net, send).await?;
     let video = sample_track(&pc, stream_id, RtpCodecKind::Video).await?;
     let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
     let offer = pc.create_offer(None).await?;

@@ -41,12 +41,26 @@ pub struct SignalClient {
 }
 
 impl SignalClient {
-    /// Opens the WebSocket to `url` (`ws://host:port[/ws]`).
+    /// Opens the WebSocket to `url` (`ws://host:port[/ws]` or `wss://…`, trusting the system's
+    /// certificate authorities and the one in `ONAIR_CA_CERT`, if set).
     pub async fn connect(url: &str) -> Result<SignalClient, EngineError> {
+        Self::connect_with(url, &super::tls::TlsTrust::from_env()?).await
+    }
+
+    /// Opens the WebSocket to `url`, trusting `trust` for `wss://`.
+    pub async fn connect_with(
+        url: &str,
+        trust: &super::tls::TlsTrust,
+    ) -> Result<SignalClient, EngineError> {
         let url = normalize_url(url)?;
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .map_err(|e| EngineError::Connection(e.to_string()))?;
+        super::tls::warn_if_plain_remote(&url);
+        let connector = url
+            .starts_with("wss:")
+            .then(|| tokio_tungstenite::Connector::Rustls(trust.client_config()));
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, connector)
+                .await
+                .map_err(super::tls::connect_error)?;
         Ok(SignalClient {
             ws,
             next_id: 1,
@@ -87,6 +101,7 @@ impl SignalClient {
     pub fn local_ip(&self) -> Option<std::net::IpAddr> {
         match self.ws.get_ref() {
             MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok().map(|a| a.ip()),
+            MaybeTlsStream::Rustls(tls) => tls.get_ref().0.local_addr().ok().map(|a| a.ip()),
             _ => None,
         }
     }

@@ -4,17 +4,62 @@
 //! happened (a command, the relay's answer, a peer connection's state, the time) and carries out
 //! the [`Action`]s they return, as `RelayState` does on the relay side. Every decision the seed's
 //! publisher and player flows make lives here: the state sequences (NoPublish → PublishRequesting
-//! → Publishing, NoPlay → PlayRequesting → Playing), which relay refusals are final, retrying
-//! after a second, ignoring reports from an older negotiation (its *generation*), and the
-//! first-frame timing.
+//! → Publishing, NoPlay → PlayRequesting → Playing), which relay refusals are final, how long a
+//! negotiation may take ([`SessionTimers::connect_timeout`]), riding out a disconnected
+//! connection ([`SessionTimers::disconnect_grace`]), retrying with a backoff (1 s, 2 s, 4 s … up
+//! to [`RETRY_MAX`], reset once media flows), ignoring reports from an older negotiation (its
+//! *generation*), and the first-frame timing.
 
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, WireError};
+use crate::live::PeerLink;
 use crate::room::events::{Event, PlayerState, PublisherState};
 
-/// How long a failed negotiation waits before the next attempt.
+/// How long the first retry after a failure waits; each further failure in a row doubles it.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest wait between two attempts after failures.
+pub const RETRY_MAX: Duration = Duration::from_secs(16);
+
+/// The longest wait between two looks for a stream that does not exist yet (the room's
+/// announcement of the stream also wakes the player at once).
+pub const STREAM_POLL_MAX: Duration = Duration::from_secs(2);
+
+/// The default [`SessionTimers::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`SessionTimers::disconnect_grace`].
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// The wait before attempt number `failures + 1` after `failures` failures in a row:
+/// 1 s, 2 s, 4 s, 8 s, then 16 s for good.
+pub fn backoff(failures: u32) -> Duration {
+    // Past 2^16 the cap holds anyway; the shift must not overflow.
+    RETRY_AFTER
+        .saturating_mul(1 << failures.min(16))
+        .min(RETRY_MAX)
+}
+
+/// How long a session waits for things that may never happen (from the connection settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTimers {
+    /// How long the offer and the relay's answer may take, and then (from the answer on) the
+    /// peer connection until it is connected; past it the attempt fails with
+    /// PublishConnectTimeout / PlayConnectTimeout and is retried.
+    pub connect_timeout: Duration,
+    /// How long a connection that was up may stay disconnected before it counts as lost.
+    pub disconnect_grace: Duration,
+}
+
+impl Default for SessionTimers {
+    fn default() -> Self {
+        SessionTimers {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            disconnect_grace: DEFAULT_DISCONNECT_GRACE,
+        }
+    }
+}
 
 /// What the connection task must do for a session.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,56 +98,133 @@ pub enum Action {
 pub enum Phase {
     /// No peer connection; negotiate when the link and a room are ready.
     Idle,
-    /// An offer is being made.
+    /// An offer is being made (within the connect timeout, with the request).
     Offering,
-    /// The offer went to the relay; waiting for its answer.
+    /// The offer went to the relay; waiting for its answer (within the connect timeout).
     Requested,
-    /// The answer was applied; waiting for the connection to come up.
+    /// The answer was applied; waiting for the connection to come up (within the connect
+    /// timeout, counted afresh from the answer).
     Connecting,
     /// Media flows.
     Up,
+    /// Media flowed, but the connection is disconnected: still Publishing / Playing for the
+    /// application, lost unless it is connected again by this time.
+    Disconnected(Instant),
     /// A negotiation failed; try again at this time.
     RetryAt(Instant),
     /// Over for good (stopped, or refused with a final error).
     Ended,
 }
 
-/// The part both machines share: phase, generation and the seed's state with its events.
+/// A timer of the current attempt that ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// No answer from the relay (Offering, Requested) within the connect timeout.
+    Answer,
+    /// No connection (Connecting) within the connect timeout after the answer.
+    Connect,
+    /// Disconnected for longer than the grace.
+    Grace,
+}
+
+/// What a peer connection report means for the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerChange {
+    /// Nothing to report (stale, repeated, a disconnect being waited out, or back within the
+    /// grace).
+    Nothing,
+    /// Connected for the first time: media flows.
+    Up,
+    /// Gone for good.
+    Lost,
+}
+
+/// The part both machines share: phase, generation, timers, backoff and the seed's state with
+/// its events.
 #[derive(Debug)]
 struct Core<S> {
     stream_id: String,
     state: S,
     phase: Phase,
     generation: u64,
+    timers: SessionTimers,
+    /// When Offering / Requested / Connecting gives up.
+    deadline: Option<Instant>,
+    /// Failures in a row since media last flowed (the backoff's exponent).
+    failures: u32,
 }
 
 impl<S: Copy + PartialEq> Core<S> {
+    fn new(stream_id: &str, state: S, timers: SessionTimers) -> Self {
+        Core {
+            stream_id: stream_id.to_string(),
+            state,
+            phase: Phase::Idle,
+            generation: 0,
+            timers,
+            deadline: None,
+            failures: 0,
+        }
+    }
+
     /// Whether a report about `generation` is about the current negotiation.
     fn current(&self, generation: u64) -> bool {
         generation == self.generation && self.phase != Phase::Ended
     }
 
-    /// Whether a peer connection report fits the phase: "up" only while connecting, "down"
-    /// only while connecting or up (after our own drop, the closing connection's reports are
-    /// stale even though their generation is current).
-    fn peer_report_applies(&self, up: bool) -> bool {
-        match self.phase {
-            Phase::Connecting => true,
-            Phase::Up => !up,
-            _ => false,
+    /// A report that the peer connection of `generation` is `link` at `now`. A report that does
+    /// not fit the phase is stale: after our own drop, the closing connection's reports are not
+    /// news even though their generation is current. Disconnected while connecting changes
+    /// nothing (the connect timeout runs on).
+    fn on_peer(&mut self, generation: u64, link: PeerLink, now: Instant) -> PeerChange {
+        if !self.current(generation) {
+            return PeerChange::Nothing;
+        }
+        match (self.phase, link) {
+            (Phase::Connecting, PeerLink::Up) => {
+                self.phase = Phase::Up;
+                self.deadline = None;
+                self.failures = 0;
+                PeerChange::Up
+            }
+            (Phase::Up, PeerLink::Disconnected) => {
+                self.phase = Phase::Disconnected(now + self.timers.disconnect_grace);
+                PeerChange::Nothing
+            }
+            (Phase::Disconnected(_), PeerLink::Up) => {
+                self.phase = Phase::Up;
+                PeerChange::Nothing
+            }
+            (Phase::Connecting | Phase::Up | Phase::Disconnected(_), PeerLink::Down) => {
+                PeerChange::Lost
+            }
+            _ => PeerChange::Nothing,
         }
     }
 
-    fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
+    fn negotiate_if_ready(
+        &mut self,
+        ready: bool,
+        next_generation: &mut u64,
+        now: Instant,
+    ) -> Vec<Action> {
         if !ready || self.phase != Phase::Idle {
             return Vec::new();
         }
         *next_generation += 1;
         self.generation = *next_generation;
         self.phase = Phase::Offering;
+        self.deadline = Some(now + self.timers.connect_timeout);
         vec![Action::Offer {
             generation: self.generation,
         }]
+    }
+
+    /// The relay's answer was accepted at `now`: the connection has the connect timeout to
+    /// come up.
+    fn connecting(&mut self, now: Instant) {
+        self.phase = Phase::Connecting;
+        self.deadline = Some(now + self.timers.connect_timeout);
     }
 
     /// An offer for an old negotiation is dropped; the current one goes to the relay.
@@ -114,23 +236,66 @@ impl<S: Copy + PartialEq> Core<S> {
         vec![Action::SendRequest { generation }]
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::RetryAt(at) = self.phase
-            && now >= at
-        {
-            self.phase = Phase::Idle;
+    /// A retry that is due makes the session ready to negotiate again; a timer of the current
+    /// attempt that ran out is returned for the session to fail the attempt.
+    fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
+        let due = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        match self.phase {
+            Phase::RetryAt(at) if now >= at => {
+                self.phase = Phase::Idle;
+                None
+            }
+            Phase::Offering | Phase::Requested if due(self.deadline) => Some(Expired::Answer),
+            Phase::Connecting if due(self.deadline) => Some(Expired::Connect),
+            Phase::Disconnected(at) if now >= at => Some(Expired::Grace),
+            _ => None,
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::RetryAt(at) => Some(at),
-            _ => None,
+            Phase::RetryAt(at) | Phase::Disconnected(at) => Some(at),
+            Phase::Offering | Phase::Requested | Phase::Connecting => self.deadline,
+            Phase::Idle | Phase::Up | Phase::Ended => None,
         }
     }
 
+    /// The attempt failed at `now`: try again after the backoff, which doubles for the next
+    /// failure in a row.
     fn retry(&mut self, now: Instant) {
-        self.phase = Phase::RetryAt(now + RETRY_AFTER);
+        self.phase = Phase::RetryAt(now + backoff(self.failures));
+        self.deadline = None;
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// Waiting, not failing (the stream is not there yet): look again soon, at the latest after
+    /// [`STREAM_POLL_MAX`], and without backing off further (a retry already due sooner stays).
+    fn poll_again(&mut self, now: Instant) {
+        let at = now + backoff(self.failures).min(STREAM_POLL_MAX);
+        self.phase = match self.phase {
+            Phase::RetryAt(due) => Phase::RetryAt(due.min(at)),
+            _ => Phase::RetryAt(at),
+        };
+        self.deadline = None;
+    }
+
+    /// Why the attempt's timer ran out, for `extended_data`.
+    fn expired_message(&self, expired: Expired) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        match expired {
+            Expired::Answer => format!(
+                "the relay did not answer within {:.1} s",
+                secs(self.timers.connect_timeout)
+            ),
+            Expired::Connect => format!(
+                "the media connection did not come up within {:.1} s",
+                secs(self.timers.connect_timeout)
+            ),
+            Expired::Grace => format!(
+                "the media connection stayed disconnected for {:.1} s",
+                secs(self.timers.disconnect_grace)
+            ),
+        }
     }
 }
 
@@ -165,15 +330,11 @@ pub struct PublishSession {
 }
 
 impl PublishSession {
-    /// A session for `stream_id`, and its first event (PublishRequesting).
-    pub fn start(stream_id: &str) -> (Self, Vec<Action>) {
+    /// A session for `stream_id` waiting as `timers` say, and its first event
+    /// (PublishRequesting).
+    pub fn start(stream_id: &str, timers: SessionTimers) -> (Self, Vec<Action>) {
         let mut s = PublishSession {
-            core: Core {
-                stream_id: stream_id.to_string(),
-                state: PublisherState::NoPublish,
-                phase: Phase::Idle,
-                generation: 0,
-            },
+            core: Core::new(stream_id, PublisherState::NoPublish, timers),
         };
         let mut out = Vec::new();
         s.set_state(PublisherState::PublishRequesting, 0, "", &mut out);
@@ -205,15 +366,34 @@ impl PublishSession {
         self.core.poll_timeout()
     }
 
-    /// Time passed: a retry that is due makes the session ready to negotiate again.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_timeout(now);
+    /// Time passed: a retry that is due makes the session ready to negotiate again; an attempt
+    /// that took too long (no answer or no connection within the connect timeout) fails with
+    /// PublishConnectTimeout, and a connection disconnected for longer than the grace is lost;
+    /// both are retried.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(expired) = self.core.handle_timeout(now) else {
+            return out;
+        };
+        let code = match expired {
+            Expired::Answer | Expired::Connect => ErrorCode::PublishConnectTimeout,
+            Expired::Grace => ErrorCode::MediaNegotiationFailed,
+        };
+        let message = self.core.expired_message(expired);
+        self.fail(code.code(), &message, now, &mut out);
+        out
     }
 
-    /// Starts a negotiation if none runs or waits and `ready` (connected, room logged in).
-    /// `next_generation` is the engine-wide counter, so no two negotiations share a number.
-    pub fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
-        self.core.negotiate_if_ready(ready, next_generation)
+    /// Starts a negotiation if none runs or waits and `ready` (connected, room logged in) at
+    /// `now`. `next_generation` is the engine-wide counter, so no two negotiations share a
+    /// number.
+    pub fn negotiate_if_ready(
+        &mut self,
+        ready: bool,
+        next_generation: &mut u64,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.core.negotiate_if_ready(ready, next_generation, now)
     }
 
     /// The offer for `generation` is ready: send it.
@@ -246,7 +426,7 @@ impl PublishSession {
         }
         match answer {
             Ok(sdp) => {
-                self.core.phase = Phase::Connecting;
+                self.core.connecting(now);
                 out.push(Action::Accept { generation, sdp });
             }
             Err(e) if is_final_publish_error(e.code) => {
@@ -275,39 +455,29 @@ impl PublishSession {
         if !self.core.current(generation) {
             return out;
         }
-        out.push(Action::DropPeer);
         let code = ErrorCode::MediaNegotiationFailed.code();
-        self.set_state(PublisherState::PublishRequesting, code, message, &mut out);
-        out.push(Action::SendStop);
-        self.core.retry(now);
+        self.fail(code, message, now, &mut out);
         out
     }
 
-    /// The peer connection of `generation` came up (`up`) or went down.
-    pub fn on_peer(&mut self, generation: u64, up: bool, now: Instant) -> Vec<Action> {
+    /// The peer connection of `generation` is `link` at `now`: connected, Publishing; down,
+    /// lost and retried; disconnected, still Publishing while it has the grace to come back
+    /// (back in time, nothing is reported).
+    pub fn on_peer(&mut self, generation: u64, link: PeerLink, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if !self.core.current(generation) || !self.core.peer_report_applies(up) {
-            return out;
-        }
-        if up {
-            self.core.phase = Phase::Up;
-            self.set_state(PublisherState::Publishing, 0, "", &mut out);
-        } else {
-            out.push(Action::DropPeer);
-            let code = ErrorCode::MediaNegotiationFailed.code();
-            self.set_state(
-                PublisherState::PublishRequesting,
-                code,
-                "media connection lost",
-                &mut out,
-            );
-            out.push(Action::SendStop);
-            self.core.retry(now);
+        match self.core.on_peer(generation, link, now) {
+            PeerChange::Nothing => {}
+            PeerChange::Up => self.set_state(PublisherState::Publishing, 0, "", &mut out),
+            PeerChange::Lost => {
+                let code = ErrorCode::MediaNegotiationFailed.code();
+                self.fail(code, "media connection lost", now, &mut out);
+            }
         }
         out
     }
 
-    /// The relay ended this stream's media (its ingest failed).
+    /// The relay ended this stream's media (its ingest failed). Already waiting to retry (our
+    /// side saw the loss first), it is reported but not counted as a second failure.
     pub fn on_relay_stopped(&mut self, code: u32, reason: &str, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.core.phase == Phase::Ended {
@@ -315,8 +485,19 @@ impl PublishSession {
         }
         out.push(Action::DropPeer);
         self.set_state(PublisherState::PublishRequesting, code, reason, &mut out);
-        self.core.retry(now);
+        if !matches!(self.core.phase, Phase::RetryAt(_)) {
+            self.core.retry(now);
+        }
         out
+    }
+
+    /// The current attempt failed with `code`: drop it, tell the relay, retry after the
+    /// backoff.
+    fn fail(&mut self, code: u32, message: &str, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::DropPeer);
+        self.set_state(PublisherState::PublishRequesting, code, message, out);
+        out.push(Action::SendStop);
+        self.core.retry(now);
     }
 
     /// Stop publishing for good; `tell_relay` is false when the room was left (the relay ends
@@ -369,7 +550,8 @@ pub fn publisher_event(stream_id: &str, state: PublisherState, code: u32, messag
 }
 
 /// One stream being played: NoPlay → PlayRequesting → Playing. A stream that does not exist
-/// yet is waited for (looked up again every second, and at once when the room announces it).
+/// yet is waited for (looked up again every second or two, and at once when the room announces
+/// it).
 #[derive(Debug)]
 pub struct PlaySession {
     core: Core<PlayerState>,
@@ -377,15 +559,11 @@ pub struct PlaySession {
 }
 
 impl PlaySession {
-    /// A session for `stream_id` asked for at `now`, and its first event (PlayRequesting).
-    pub fn start(stream_id: &str, now: Instant) -> (Self, Vec<Action>) {
+    /// A session for `stream_id` asked for at `now`, waiting as `timers` say, and its first
+    /// event (PlayRequesting).
+    pub fn start(stream_id: &str, timers: SessionTimers, now: Instant) -> (Self, Vec<Action>) {
         let mut s = PlaySession {
-            core: Core {
-                stream_id: stream_id.to_string(),
-                state: PlayerState::NoPlay,
-                phase: Phase::Idle,
-                generation: 0,
-            },
+            core: Core::new(stream_id, PlayerState::NoPlay, timers),
             requested_at: now,
         };
         let mut out = Vec::new();
@@ -413,20 +591,38 @@ impl PlaySession {
         self.core.poll_timeout()
     }
 
-    /// Time passed: a retry that is due makes the session ready to negotiate again.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.core.handle_timeout(now);
+    /// Time passed: a retry that is due makes the session ready to negotiate again; an attempt
+    /// that took too long (no answer or no connection within the connect timeout) fails with
+    /// PlayConnectTimeout, and a connection disconnected for longer than the grace is lost;
+    /// both are retried.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        let Some(expired) = self.core.handle_timeout(now) else {
+            return Vec::new();
+        };
+        let code = match expired {
+            Expired::Answer | Expired::Connect => ErrorCode::PlayConnectTimeout,
+            Expired::Grace => ErrorCode::PlayNegotiationFailed,
+        };
+        let message = self.core.expired_message(expired);
+        self.lost(code.code(), &message, now)
     }
 
-    /// Starts a negotiation if none runs or waits and `ready` (connected, in a room).
-    pub fn negotiate_if_ready(&mut self, ready: bool, next_generation: &mut u64) -> Vec<Action> {
-        self.core.negotiate_if_ready(ready, next_generation)
+    /// Starts a negotiation if none runs or waits and `ready` (connected, in a room) at `now`.
+    pub fn negotiate_if_ready(
+        &mut self,
+        ready: bool,
+        next_generation: &mut u64,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.core.negotiate_if_ready(ready, next_generation, now)
     }
 
-    /// The room announced the stream: a session waiting for it asks again now.
+    /// The room announced the stream: a session waiting for it asks again now, and a later
+    /// failure backs off from the start.
     pub fn on_stream_added(&mut self) {
         if matches!(self.core.phase, Phase::RetryAt(_)) {
             self.core.phase = Phase::Idle;
+            self.core.failures = 0;
         }
     }
 
@@ -460,15 +656,17 @@ impl PlaySession {
         }
         match answer {
             Ok(sdp) => {
-                self.core.phase = Phase::Connecting;
+                self.core.connecting(now);
                 out.push(Action::Accept { generation, sdp });
             }
-            Err(e) => {
+            Err(e) if e.code == ErrorCode::StreamNotFound.code() => {
                 // Not there yet (or gone): wait for it to appear, and look again now and then.
                 out.push(Action::DropPeer);
-                if e.code != ErrorCode::StreamNotFound.code() {
-                    self.set_state(PlayerState::PlayRequesting, e.code, &e.message, &mut out);
-                }
+                self.core.poll_again(now);
+            }
+            Err(e) => {
+                out.push(Action::DropPeer);
+                self.set_state(PlayerState::PlayRequesting, e.code, &e.message, &mut out);
                 self.core.retry(now);
             }
         }
@@ -488,23 +686,26 @@ impl PlaySession {
         out
     }
 
-    /// The peer connection of `generation` came up (`up`) or went down.
-    pub fn on_peer(&mut self, generation: u64, up: bool, now: Instant) -> Vec<Action> {
-        if !self.core.current(generation) || !self.core.peer_report_applies(up) {
-            return Vec::new();
-        }
-        if up {
-            let mut out = Vec::new();
-            self.core.phase = Phase::Up;
-            self.set_state(PlayerState::Playing, 0, "", &mut out);
-            out
-        } else {
-            let code = ErrorCode::PlayNegotiationFailed.code();
-            self.lost(code, "media connection lost", now)
+    /// The peer connection of `generation` is `link` at `now`: connected, Playing; down, lost
+    /// and retried; disconnected, still Playing while it has the grace to come back (back in
+    /// time, nothing is reported).
+    pub fn on_peer(&mut self, generation: u64, link: PeerLink, now: Instant) -> Vec<Action> {
+        match self.core.on_peer(generation, link, now) {
+            PeerChange::Nothing => Vec::new(),
+            PeerChange::Up => {
+                let mut out = Vec::new();
+                self.set_state(PlayerState::Playing, 0, "", &mut out);
+                out
+            }
+            PeerChange::Lost => {
+                let code = ErrorCode::PlayNegotiationFailed.code();
+                self.lost(code, "media connection lost", now)
+            }
         }
     }
 
-    /// The relay stopped this play (the stream ended).
+    /// The relay stopped this play: the stream ended (StreamNotFound; it is waited for again)
+    /// or failed.
     pub fn on_relay_stopped(&mut self, code: u32, reason: &str, now: Instant) -> Vec<Action> {
         if self.core.phase == Phase::Ended {
             return Vec::new();
@@ -512,11 +713,18 @@ impl PlaySession {
         self.lost(code, reason, now)
     }
 
+    /// The play is lost with `code`: back to PlayRequesting, and the first-frame clock
+    /// restarts. A stream that is gone is waited for; any other loss is a failure and backs
+    /// off, unless a retry is already scheduled (the same loss seen from both sides).
     fn lost(&mut self, code: u32, reason: &str, now: Instant) -> Vec<Action> {
         let mut out = vec![Action::DropPeer];
         self.requested_at = now;
         self.set_state(PlayerState::PlayRequesting, code, reason, &mut out);
-        self.core.retry(now);
+        if code == ErrorCode::StreamNotFound.code() {
+            self.core.poll_again(now);
+        } else if !matches!(self.core.phase, Phase::RetryAt(_)) {
+            self.core.retry(now);
+        }
         out
     }
 

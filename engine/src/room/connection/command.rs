@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::live::PlayerConfig;
+use crate::live::session::SessionTimers;
 use crate::room::machine::RoomConfig;
 use onair_media::channel::FrameReceiver;
 use onair_media::config::VideoConfig;
@@ -29,6 +30,28 @@ pub struct ConnectionSettings {
     pub bandwidth_estimation: bool,
     /// Share of outgoing media packets to drop (testing).
     pub simulated_send_loss: f64,
+    /// Take part in mDNS on media connections (needs a multicast route).
+    pub mdns: bool,
+    /// Certificate authorities trusted for `wss://`.
+    pub tls: crate::signal::TlsTrust,
+    /// How long a publish or play attempt may wait for the relay's answer, and then for its peer
+    /// connection to reach Connected, before it fails (PublishConnectTimeout /
+    /// PlayConnectTimeout) and is retried. 10 s by default.
+    pub peer_connect_timeout: Duration,
+    /// How long a peer connection that was up may stay disconnected (ICE Disconnected) before
+    /// its stream counts as lost; meanwhile the stream stays Publishing / Playing. 5 s by
+    /// default.
+    pub peer_disconnect_grace: Duration,
+}
+
+impl ConnectionSettings {
+    /// The timers the publish and play sessions run with.
+    pub fn session_timers(&self) -> SessionTimers {
+        SessionTimers {
+            connect_timeout: self.peer_connect_timeout,
+            disconnect_grace: self.peer_disconnect_grace,
+        }
+    }
 }
 
 /// What the [`crate::Engine`] handle asks of the task.

@@ -34,6 +34,7 @@ use onair_protocol::ids;
 use onair_protocol::messages::{
     PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage, UpdateType, User,
 };
+use onair_transport::peer::MediaNetwork;
 use play::Player;
 use publish::Publisher;
 
@@ -147,7 +148,17 @@ impl Connection {
         self.shutdown().await;
     }
 
-    /// The earliest time something is due: the link's timers or a session's retry.
+    /// Where this engine's media sockets go: the interface its signaling connection uses
+    /// (the one that reaches the relay), with mDNS only when the profile asks for it.
+    fn media_network(&self) -> Option<MediaNetwork> {
+        let ip = self.client.as_ref()?.local_ip()?;
+        let mut net = MediaNetwork::on(ip);
+        net.mdns = self.settings.mdns;
+        Some(net)
+    }
+
+    /// The earliest time something is due: the link's timers or a session's (retry, connect
+    /// timeout, disconnect grace).
     fn poll_timeout(&self) -> Option<Instant> {
         let sessions = self
             .publishers
@@ -161,7 +172,8 @@ impl Connection {
         self.link.poll_timeout().into_iter().chain(sessions).min()
     }
 
-    /// Runs what is due now and starts every negotiation that can start.
+    /// Runs what is due now (the link's timers, the sessions' timeouts) and starts every
+    /// negotiation that can start.
     async fn drive(&mut self) {
         let now = Instant::now();
         match self.link.handle_timeout(now) {
@@ -186,8 +198,9 @@ impl Connection {
             let Some(p) = self.publishers.get_mut(&stream_id) else {
                 continue;
             };
-            p.session.handle_timeout(now);
-            let actions = p.session.negotiate_if_ready(ready, &mut self.generation);
+            let mut actions = p.session.handle_timeout(now);
+            let generation = &mut self.generation;
+            actions.extend(p.session.negotiate_if_ready(ready, generation, now));
             self.run_publish(&stream_id, actions).await;
         }
         let players: Vec<String> = self.players.keys().cloned().collect();
@@ -198,8 +211,9 @@ impl Connection {
             let Some(p) = self.players.get_mut(&stream_id) else {
                 continue;
             };
-            p.session.handle_timeout(now);
-            let actions = p.session.negotiate_if_ready(ready, &mut self.generation);
+            let mut actions = p.session.handle_timeout(now);
+            let generation = &mut self.generation;
+            actions.extend(p.session.negotiate_if_ready(ready, generation, now));
             self.run_play(&stream_id, actions).await;
         }
     }
@@ -271,7 +285,8 @@ impl Connection {
                     p.config = config;
                     return;
                 }
-                let (session, actions) = PlaySession::start(&stream_id, now);
+                let timers = self.settings.session_timers();
+                let (session, actions) = PlaySession::start(&stream_id, timers, now);
                 self.players.insert(
                     stream_id.clone(),
                     Player {
@@ -527,22 +542,22 @@ impl Connection {
             LiveEvent::PeerState {
                 stream_id,
                 publisher: true,
-                up,
+                state,
                 generation,
             } => {
                 if let Some(p) = self.publishers.get_mut(&stream_id) {
-                    let actions = p.session.on_peer(generation, up, now);
+                    let actions = p.session.on_peer(generation, state, now);
                     self.run_publish(&stream_id, actions).await;
                 }
             }
             LiveEvent::PeerState {
                 stream_id,
                 publisher: false,
-                up,
+                state,
                 generation,
             } => {
                 if let Some(p) = self.players.get_mut(&stream_id) {
-                    let actions = p.session.on_peer(generation, up, now);
+                    let actions = p.session.on_peer(generation, state, now);
                     self.run_play(&stream_id, actions).await;
                 }
             }
@@ -591,7 +606,7 @@ impl Connection {
         let settings = self.settings.clone();
         let resume = self.link.resume_ticket();
         let attempt = async {
-            let mut client = SignalClient::connect(&settings.url).await?;
+            let mut client = SignalClient::connect_with(&settings.url, &settings.tls).await?;
             let hello = client
                 .request(RequestBody::Hello {
                     protocol: PROTOCOL_VERSION,
@@ -638,6 +653,10 @@ impl Connection {
                 }
             }
             Ok((_, _)) => self.fail_all(ErrorCode::Internal.code(), "unexpected hello answer"),
+            Err(EngineError::Tls(message)) => {
+                // A certificate the engine does not trust will not become trusted by retrying.
+                self.fail_all(ErrorCode::TlsFailed.code(), &message);
+            }
             Err(EngineError::Relay(e)) => {
                 // The relay refused us outright (unknown app, protocol): retrying cannot help.
                 self.fail_all(e.code, &e.message);

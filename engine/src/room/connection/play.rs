@@ -27,7 +27,7 @@ impl Connection {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             let now = Instant::now();
-            let ip = self.client.as_ref().and_then(|c| c.local_ip());
+            let net = self.media_network();
             let live_tx = self.live_tx.clone();
             let Some(p) = self.players.get_mut(stream_id) else {
                 return;
@@ -35,8 +35,8 @@ impl Connection {
             match action {
                 Action::Emit(e) => self.events.emit(e),
                 Action::Offer { generation } => {
-                    let result = match ip {
-                        Some(ip) => crate::live::player::offer(ip)
+                    let result = match &net {
+                        Some(net) => crate::live::player::offer(net)
                             .await
                             .map_err(|e| e.to_string()),
                         None => Err("no local address for media".to_string()),

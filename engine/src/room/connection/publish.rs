@@ -97,7 +97,7 @@ impl Connection {
                 return;
             }
         };
-        let (session, actions) = PublishSession::start(&stream_id);
+        let (session, actions) = PublishSession::start(&stream_id, self.settings.session_timers());
         self.publishers.insert(
             stream_id.clone(),
             Publisher {
@@ -134,7 +134,7 @@ impl Connection {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             let now = Instant::now();
-            let ip = self.client.as_ref().and_then(|c| c.local_ip());
+            let net = self.media_network();
             let send = self
                 .publishers
                 .get(stream_id)
@@ -146,10 +146,10 @@ impl Connection {
             match action {
                 Action::Emit(e) => self.events.emit(e),
                 Action::Offer { generation } => {
-                    let result = match ip {
-                        Some(ip) => {
+                    let result = match &net {
+                        Some(net) => {
                             let send = send.unwrap_or_default();
-                            crate::live::publisher::offer(ip, stream_id, generation, live_tx, send)
+                            crate::live::publisher::offer(net, stream_id, generation, live_tx, send)
                                 .await
                                 .map_err(|e| e.to_string())
                         }
