@@ -205,6 +205,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 rtt_ms: 0.4,
                 stutters: u64::from(second >= 20),
                 stutter_ms: 0.0,
+                path: onair_engine::MediaPath::Direct,
             },
         ));
         script.push((
@@ -218,6 +219,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 keyframe_requests: 1,
                 rtt_ms: 0.4,
                 packets_lost: 0,
+                path: onair_engine::MediaPath::Direct,
             },
         ));
     }

@@ -90,6 +90,21 @@ pub struct EngineProfile {
     /// How long a media connection may stay ICE-disconnected (a Wi-Fi hiccup) before it counts
     /// as lost; the stream keeps its state meanwhile.
     pub peer_disconnect_grace: Duration,
+    /// STUN/TURN servers for media, besides those the relay hands out at connect.
+    pub ice_servers: Vec<onair_protocol::IceServer>,
+    /// Which candidates media may use: all, or relayed (TURN) only.
+    pub ice_transport_policy: IceTransportPolicy,
+}
+
+/// Which ICE candidates media connections may use (WebRTC's `iceTransportPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relayed candidates: the most direct path wins.
+    #[default]
+    All,
+    /// Only relayed candidates: every packet goes through a TURN server (for networks that
+    /// block direct UDP, or to hide the client's address).
+    Relay,
 }
 
 impl Default for EngineProfile {
@@ -108,6 +123,8 @@ impl Default for EngineProfile {
             ca_cert: None,
             peer_connect_timeout: Duration::from_secs(10),
             peer_disconnect_grace: Duration::from_secs(5),
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
         }
     }
 }
@@ -165,6 +182,8 @@ impl Engine {
             peer_connect_timeout: profile.peer_connect_timeout,
             peer_disconnect_grace: profile.peer_disconnect_grace,
             tls,
+            ice_servers: profile.ice_servers.clone(),
+            relay_only: profile.ice_transport_policy == IceTransportPolicy::Relay,
         };
         let local: Arc<parking_lot::Mutex<Vec<LocalChannel>>> = Arc::new(parking_lot::Mutex::new(
             PublishChannel::ALL

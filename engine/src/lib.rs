@@ -32,10 +32,13 @@ pub mod signal;
 pub use onair_media as media;
 pub use onair_protocol::{ids, messages, token};
 
-pub use engine::{Engine, EngineProfile, Scenario};
+pub use engine::{Engine, EngineProfile, IceTransportPolicy, Scenario};
 pub use error::{EngineError, ErrorCode, WireError};
 pub use live::{PlayerConfig, ResourceMode};
 pub use media::{AudioSource, DeviceKind, PublishChannel, VideoConfig, VideoPreset, VideoSource};
 pub use messages::{StreamInfo, UpdateType, User};
-pub use room::events::{Event, PlayerState, PublisherState, RoomState, RoomStateChangedReason};
+pub use onair_protocol::IceServer;
+pub use room::events::{
+    Event, MediaPath, PlayerState, PublisherState, RoomState, RoomStateChangedReason,
+};
 pub use room::machine::RoomConfig;

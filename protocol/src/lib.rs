@@ -6,9 +6,11 @@
 //! verification). Both `onair-engine` and `onair-relay` depend on it; it depends on neither.
 
 pub mod error;
+pub mod ice;
 pub mod ids;
 pub mod messages;
 pub mod token;
 
 pub use error::{ErrorCode, WireError, errors_markdown};
+pub use ice::IceServer;
 pub use messages::{StreamInfo, UpdateType, User};

@@ -184,6 +184,10 @@ pub enum ResponseBody {
         heartbeat_timeout_ms: u64,
         /// The relay's version string.
         server: String,
+        /// STUN/TURN servers the client should use for media (TURN credentials are
+        /// short-lived, minted for this session).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<crate::ice::IceServer>,
     },
     /// `login` accepted: the room as it is now, without this user and its own streams.
     Login {

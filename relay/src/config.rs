@@ -87,9 +87,62 @@ pub struct RtcConfig {
     /// 1:1 NAT: the addresses the world reaches this relay at. Host candidates carry them
     /// instead of the bound addresses (`onair serve --public-ip`).
     pub public_ips: Vec<std::net::IpAddr>,
+    /// STUN/TURN servers handed to every client as they are (`[[rtc.ice_servers]]`).
+    pub ice_servers: Vec<onair_protocol::IceServer>,
+    /// A TURN server sharing a secret with the relay (coturn's `use-auth-secret`): each
+    /// client gets credentials minted for its session (`[rtc.turn]`).
+    pub turn: Option<TurnConfig>,
+}
+
+/// A TURN server with REST-style credentials (`[rtc.turn]`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:host:port` (and `turns:`/`?transport=tcp` variants) of the server.
+    pub urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn `static-auth-secret`).
+    pub secret: String,
+    /// How long minted credentials are valid, seconds (default one day).
+    #[serde(default = "TurnConfig::default_ttl")]
+    pub ttl_s: u64,
+}
+
+impl TurnConfig {
+    fn default_ttl() -> u64 {
+        86_400
+    }
+}
+
+impl std::fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("urls", &self.urls)
+            .field("secret", &"<redacted>")
+            .field("ttl_s", &self.ttl_s)
+            .finish()
+    }
 }
 
 impl RtcConfig {
+    /// The ICE servers for a client session `user` at `now_unix` (seconds): the static ones,
+    /// then the TURN server with credentials minted for it.
+    pub fn ice_servers_for(&self, user: &str, now_unix: u64) -> Vec<onair_protocol::IceServer> {
+        let mut out = self.ice_servers.clone();
+        if let Some(turn) = &self.turn {
+            let (username, credential) = onair_protocol::ice::turn_rest_credentials(
+                &turn.secret,
+                user,
+                now_unix + turn.ttl_s,
+            );
+            out.push(onair_protocol::IceServer {
+                urls: turn.urls.clone(),
+                username,
+                credential,
+            });
+        }
+        out
+    }
+
     /// The SFU's media network for a relay listening on `listen`.
     pub fn network(&self, listen: std::net::IpAddr) -> onair_transport::peer::MediaNetwork {
         let mut net =
@@ -255,8 +308,30 @@ mod tests {
         );
         assert_eq!(net.public_ips, [std::net::IpAddr::from([203, 0, 113, 7])]);
         assert!(!net.mdns, "the relay needs no multicast");
+        assert!(cfg.rtc.ice_servers_for("s1", 100).is_empty());
         let one = std::net::IpAddr::from([10, 77, 0, 1]);
         assert_eq!(RtcConfig::default().network(one).bind, [one]);
+    }
+
+    #[test]
+    fn turn_credentials_are_minted_per_session() {
+        let text = format!(
+            "[[rtc.ice_servers]]\nurls = [\"stun:10.77.0.1:3478\"]\n[rtc.turn]\nurls = [\"turn:10.77.0.1:3478\"]\nsecret = \"s3cret\"\nttl_s = 60\n[[apps]]\napp_id = 5\napp_sign = \"{}\"\n",
+            "11".repeat(32)
+        );
+        let (cfg, _) = RelayConfig::from_toml(&text).expect("valid");
+        let servers = cfg.rtc.ice_servers_for("7", 1_000);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].urls, ["stun:10.77.0.1:3478"]);
+        assert_eq!(servers[1].username, "1060:7");
+        assert_eq!(
+            (servers[1].username.clone(), servers[1].credential.clone()),
+            onair_protocol::ice::turn_rest_credentials("s3cret", "7", 1060)
+        );
+        assert!(
+            !format!("{:?}", cfg.rtc).contains("s3cret"),
+            "the secret is never logged"
+        );
     }
 
     #[test]

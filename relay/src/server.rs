@@ -210,6 +210,7 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
 pub struct Server {
     addr: SocketAddr,
     tls: bool,
+    turn_urls: Option<Vec<String>>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     serve_task: JoinHandle<()>,
@@ -241,6 +242,7 @@ impl Server {
             .max(64 * 1024);
         let network = config.rtc.network(addr.ip());
         let tls = config.tls.clone();
+        let turn_urls = config.rtc.turn.as_ref().map(|t| t.urls.clone());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: RelayState::new(config),
@@ -329,6 +331,7 @@ impl Server {
         Ok(Server {
             addr,
             tls: tls.is_some(),
+            turn_urls,
             shared,
             shutdown_tx,
             serve_task,
@@ -355,6 +358,11 @@ impl Server {
     /// Where the SFU's media sockets bind and what they advertise.
     pub fn media_network(&self) -> onair_transport::peer::MediaNetwork {
         self.shared.sfu.network().clone()
+    }
+
+    /// The TURN server the relay mints credentials for, if any.
+    pub fn turn_urls(&self) -> Option<&[String]> {
+        self.turn_urls.as_deref()
     }
 
     /// Whether the relay serves TLS (`wss://`, HTTPS).

@@ -12,7 +12,6 @@ use rtc::interceptor::{
     CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
     TwccSenderBuilder,
 };
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
     configure_twcc_receiver_only,
@@ -21,6 +20,9 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::{
+    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
+};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -158,6 +160,11 @@ pub struct MediaNetwork {
     /// Take part in mDNS (accept `.local` candidates from the other side). Needs a multicast
     /// route; off, no multicast socket is opened at all.
     pub mdns: bool,
+    /// STUN and TURN servers to gather server-reflexive and relayed candidates from.
+    pub ice_servers: Vec<onair_protocol::IceServer>,
+    /// Use only relayed (TURN) candidates: every packet goes through the TURN server
+    /// (`ice_transport_policy = relay`), for networks that block direct UDP.
+    pub relay_only: bool,
 }
 
 impl MediaNetwork {
@@ -265,7 +272,25 @@ pub async fn new_peer_with(
     let runtime =
         webrtc::runtime::default_runtime().ok_or_else(|| PeerError("no async runtime".into()))?;
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(
+                    net.ice_servers
+                        .iter()
+                        .map(|s| RTCIceServer {
+                            urls: s.urls.clone(),
+                            username: s.username.clone(),
+                            credential: s.credential.clone(),
+                        })
+                        .collect(),
+                )
+                .with_ice_transport_policy(if net.relay_only {
+                    RTCIceTransportPolicy::Relay
+                } else {
+                    RTCIceTransportPolicy::All
+                })
+                .build(),
+        )
         .with_media_engine(media)
         .with_setting_engine(setting_engine(net))
         .with_interceptor_registry(registry)

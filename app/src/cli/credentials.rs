@@ -16,6 +16,10 @@ pub struct CredentialArgs {
     /// development CA made by `onair serve --self-signed`, if there is one).
     #[arg(long, env = "ONAIR_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Send media only through a TURN server (relayed candidates; the relay hands out the
+    /// TURN server and credentials when it has one).
+    #[arg(long)]
+    pub relay_only: bool,
     /// The app ID (default: the development app made by `onair serve`).
     #[arg(long, env = "ONAIR_APP_ID")]
     pub app_id: Option<u32>,
@@ -31,6 +35,8 @@ pub struct Credentials {
     pub app_sign: Option<String>,
     /// Extra CA (PEM text) to trust for wss://.
     pub ca_cert: Option<String>,
+    /// Relayed candidates only.
+    pub relay_only: bool,
 }
 
 impl CredentialArgs {
@@ -60,6 +66,7 @@ impl CredentialArgs {
             app_id,
             app_sign,
             ca_cert,
+            relay_only: self.relay_only,
         })
     }
 }
@@ -72,6 +79,11 @@ impl Credentials {
             app_sign: self.app_sign.unwrap_or_default(),
             server: self.server,
             ca_cert: self.ca_cert,
+            ice_transport_policy: if self.relay_only {
+                onair_engine::IceTransportPolicy::Relay
+            } else {
+                onair_engine::IceTransportPolicy::All
+            },
             ..Default::default()
         })?)
     }

@@ -44,6 +44,18 @@ pub struct ServeArgs {
     /// candidates carry it instead of the local address.
     #[arg(long = "public-ip")]
     public_ips: Vec<std::net::IpAddr>,
+    /// A TURN server sharing --turn-secret with the relay (coturn `use-auth-secret`); each
+    /// client gets credentials minted for its session. Repeatable (`turn:host:3478`, …).
+    #[arg(long = "turn", requires = "turn_secret")]
+    turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (`static-auth-secret`).
+    #[arg(
+        long,
+        env = "ONAIR_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_urls"
+    )]
+    turn_secret: Option<String>,
 }
 
 /// Runs the relay.
@@ -70,6 +82,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {listen:?}"))?;
     if !args.public_ips.is_empty() {
         config.rtc.public_ips = args.public_ips.clone();
+    }
+    if let Some(secret) = &args.turn_secret {
+        config.rtc.turn = Some(onair_relay::config::TurnConfig {
+            urls: args.turn_urls.clone(),
+            secret: secret.clone(),
+            ttl_s: 86_400,
+        });
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(onair_relay::tls::TlsIdentity::from_pem_files(cert, key)?);
@@ -139,6 +158,12 @@ fn media_line(server: &Server) -> String {
     if !net.public_ips.is_empty() {
         let public: Vec<String> = net.public_ips.iter().map(|ip| ip.to_string()).collect();
         line.push_str(&format!(" · advertised as {}", public.join(", ")));
+    }
+    if let Some(turn) = server.turn_urls() {
+        line.push_str(&format!(
+            " · TURN {} (credentials per session)",
+            turn.join(", ")
+        ));
     }
     line
 }

@@ -106,6 +106,8 @@ pub struct PlayerQuality {
     pub rtt_ms: f64,
     /// Stutters so far.
     pub stutters: u64,
+    /// Straight from the relay or through a TURN server.
+    pub path: onair_engine::MediaPath,
 }
 
 /// One line of the event log.
@@ -490,6 +492,7 @@ impl StudioModel {
                 jitter_ms,
                 rtt_ms,
                 stutters,
+                path,
                 ..
             } => {
                 let player = self.players.entry(stream_id.clone()).or_default();
@@ -503,6 +506,7 @@ impl StudioModel {
                     jitter_ms: *jitter_ms,
                     rtt_ms: *rtt_ms,
                     stutters: *stutters,
+                    path: *path,
                 });
                 if playing {
                     let (phase, detail) = if *decode_fps < 1.0 {
@@ -708,6 +712,7 @@ mod tests {
                     rtt_ms: 0.3,
                     stutters: 0,
                     stutter_ms: 0.0,
+                    path: onair_engine::MediaPath::Unknown,
                 },
             );
         }

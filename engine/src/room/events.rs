@@ -87,6 +87,28 @@ pub enum PublisherState {
     Publishing = 2,
 }
 
+/// How a media connection reaches the relay, from its selected ICE candidate pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MediaPath {
+    /// Not connected yet, or not known.
+    #[default]
+    Unknown,
+    /// Straight to the relay (host or server-reflexive candidates).
+    Direct,
+    /// Through a TURN server (a relayed candidate on either side).
+    Relayed,
+}
+
+impl fmt::Display for MediaPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaPath::Unknown => "unknown",
+            MediaPath::Direct => "direct",
+            MediaPath::Relayed => "relayed",
+        })
+    }
+}
+
 /// The seed's `ZegoPlayerState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlayerState {
@@ -189,6 +211,8 @@ pub enum Event {
         /// Packets the relay reported missing (NACK) in the last second: the link's loss,
         /// each then resent.
         packets_lost: u64,
+        /// Whether media goes straight to the relay or through a TURN server.
+        path: MediaPath,
     },
     /// Once a second while playing: what the player receives.
     PlayerQualityUpdate {
@@ -210,6 +234,8 @@ pub enum Event {
         stutters: u64,
         /// Their total duration so far, ms.
         stutter_ms: f64,
+        /// Whether media comes straight from the relay or through a TURN server.
+        path: MediaPath,
     },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
@@ -357,9 +383,10 @@ impl fmt::Display for Event {
                 keyframe_requests,
                 rtt_ms,
                 packets_lost,
+                path,
             } => write!(
                 f,
-                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests} rtt_ms={rtt_ms:.2} lost={packets_lost}"
+                "publisher_quality stream={stream_id} fps={send_fps:.1} video_kbps={video_kbps:.0} audio_kbps={audio_kbps:.0} target_kbps={target_kbps} keyframe_requests={keyframe_requests} rtt_ms={rtt_ms:.2} lost={packets_lost} path={path}"
             ),
             Event::PlayerQualityUpdate {
                 stream_id,
@@ -371,9 +398,10 @@ impl fmt::Display for Event {
                 rtt_ms,
                 stutters,
                 stutter_ms,
+                path,
             } => write!(
                 f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0}"
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} path={path}"
             ),
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")

@@ -2,7 +2,7 @@
 //! `PublisherQualityUpdate` / `PlayerQualityUpdate` events, and the bandwidth estimate into the
 //! encoder's target. Pure arithmetic; the connection task reads the counters and the stats.
 
-use crate::room::events::Event;
+use crate::room::events::{Event, MediaPath};
 
 /// Per-interval differences of monotonically growing counters.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +72,7 @@ pub fn publisher_report(
         keyframe_requests: keyframes,
         rtt_ms: 0.0,
         packets_lost: nacked,
+        path: MediaPath::Unknown,
     }
 }
 
@@ -107,6 +108,7 @@ pub fn player_report(stream_id: &str, deltas: &mut Deltas<2>, now: PlayerCounts)
         rtt_ms: 0.0,
         stutters: now.stutters,
         stutter_ms: now.stutter_us as f64 / 1000.0,
+        path: MediaPath::Unknown,
     }
 }
 
@@ -152,6 +154,7 @@ mod tests {
                 keyframe_requests: 1,
                 rtt_ms: 0.0,
                 packets_lost: 3,
+                path: MediaPath::Unknown,
             }
         );
         let e = publisher_report("s", &mut d, counts, 800);

@@ -143,6 +143,8 @@ struct App {
 /// The whole relay's signaling state.
 pub struct RelayState {
     limits: Limits,
+    /// What clients are told about ICE (STUN/TURN).
+    rtc: crate::config::RtcConfig,
     apps: HashMap<u32, App>,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionId, Session>,
@@ -165,6 +167,7 @@ impl RelayState {
     pub fn new(config: RelayConfig) -> Self {
         RelayState {
             limits: config.limits,
+            rtc: config.rtc,
             apps: config
                 .apps
                 .into_iter()

@@ -155,8 +155,13 @@ fn tile(
                 view.shown_fps()
             ));
             if let Some(q) = quality {
+                let via = if q.path == onair_engine::MediaPath::Relayed {
+                    " · via TURN"
+                } else {
+                    ""
+                };
                 lines.push(format!(
-                    "{:.0} kbps · delay {:.1} ms · lost {}",
+                    "{:.0} kbps · delay {:.1} ms · lost {}{via}",
                     q.kbps, q.delay_ms, q.packets_lost
                 ));
             } else if let Some(d) = view.delay_ms {

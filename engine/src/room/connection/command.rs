@@ -34,6 +34,10 @@ pub struct ConnectionSettings {
     pub mdns: bool,
     /// Certificate authorities trusted for `wss://`.
     pub tls: crate::signal::TlsTrust,
+    /// STUN/TURN servers from the profile (the relay's are added at connect).
+    pub ice_servers: Vec<onair_protocol::IceServer>,
+    /// Relayed candidates only.
+    pub relay_only: bool,
     /// How long a publish or play attempt may wait for the relay's answer, and then for its peer
     /// connection to reach Connected, before it fails (PublishConnectTimeout /
     /// PlayConnectTimeout) and is retried. 10 s by default.

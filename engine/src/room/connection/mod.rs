@@ -68,6 +68,9 @@ pub struct Connection {
     players: HashMap<String, Player>,
     /// Engine-wide negotiation counter: no two negotiations share a generation.
     generation: u64,
+    /// STUN/TURN servers the relay handed out in its last hello (TURN credentials minted for
+    /// this session).
+    relay_ice_servers: Vec<onair_protocol::IceServer>,
 }
 
 async fn next_message(
@@ -108,6 +111,7 @@ impl Connection {
             publishers: HashMap::new(),
             players: HashMap::new(),
             generation: 0,
+            relay_ice_servers: Vec::new(),
         }
     }
 
@@ -154,6 +158,10 @@ impl Connection {
         let ip = self.client.as_ref()?.local_ip()?;
         let mut net = MediaNetwork::on(ip);
         net.mdns = self.settings.mdns;
+        net.ice_servers = self.settings.ice_servers.clone();
+        net.ice_servers
+            .extend(self.relay_ice_servers.iter().cloned());
+        net.relay_only = self.settings.relay_only;
         Some(net)
     }
 
@@ -632,10 +640,12 @@ impl Connection {
                     resumed,
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
+                    ice_servers,
                     ..
                 },
             )) => {
                 tracing::info!(session_id, resumed, "connected to the relay");
+                self.relay_ice_servers = ice_servers;
                 let ticket = ResumeTicket {
                     session_id,
                     secret: resume_secret,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
-use crate::room::events::Event;
+use crate::room::events::{Event, MediaPath};
 use crate::room::quality::{self, PlayerCounts, PublisherCounts};
 
 impl Connection {
@@ -48,16 +48,18 @@ impl Connection {
             reports.push((e, peer.pc.clone()));
         }
         for (mut e, pc) in reports {
-            let (measured, estimate_bps) = link_stats(&pc).await;
+            let (measured, estimate_bps, media_path) = link_stats(&pc).await;
             tracing::debug!(rtt_ms = measured, estimate_bps, "link stats");
             match &mut e {
                 Event::PublisherQualityUpdate {
                     stream_id,
                     rtt_ms,
                     target_kbps,
+                    path,
                     ..
                 } => {
                     *rtt_ms = measured;
+                    *path = media_path;
                     // The bandwidth estimate drives the encoder (within its configured bitrate).
                     if bandwidth_estimation
                         && estimate_bps > 0.0
@@ -71,9 +73,13 @@ impl Connection {
                     }
                 }
                 Event::PlayerQualityUpdate {
-                    stream_id, rtt_ms, ..
+                    stream_id,
+                    rtt_ms,
+                    path,
+                    ..
                 } => {
                     *rtt_ms = measured;
+                    *path = media_path;
                     // The player's jitter buffer sizes its wait for a resend from the round trip.
                     if let Some(peer) = self
                         .players
@@ -94,7 +100,11 @@ impl Connection {
 
 /// The selected pair's round trip (ms) and the send-side bandwidth estimate (bits/s, 0 when
 /// there is none), from one stats report.
-async fn link_stats(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> (f64, f64) {
+async fn link_stats(
+    pc: &Arc<dyn webrtc::peer_connection::PeerConnection>,
+) -> (f64, f64, MediaPath) {
+    use rtc::peer_connection::transport::RTCIceCandidateType;
+    use rtc::statistics::report::RTCStatsReportEntry;
     let report = pc
         .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
         .await;
@@ -109,5 +119,37 @@ async fn link_stats(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> (f
         .map(|s| s.target_bitrate)
         .filter(|b| *b > 0.0)
         .fold(0.0, f64::max);
-    (rtt, estimate)
+    // The nominated pair carries the media; relayed if either end is a TURN candidate. Pairs
+    // name candidates by their own ID; the candidates' stats entries carry a type prefix.
+    let relayed = |id: &str| {
+        report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
+                if e.id() == id || e.id().ends_with(&format!("_{id}")) =>
+            {
+                Some(c.candidate_type == RTCIceCandidateType::Relay)
+            }
+            _ => None,
+        })
+    };
+    let path = report
+        .candidate_pairs()
+        .filter(|p| p.nominated)
+        .max_by_key(|p| p.bytes_received + p.bytes_sent)
+        .and_then(|p| {
+            match (
+                relayed(&p.local_candidate_id),
+                relayed(&p.remote_candidate_id),
+            ) {
+                (None, None) => None,
+                (l, r) => Some(l.unwrap_or(false) || r.unwrap_or(false)),
+            }
+        })
+        .map_or(MediaPath::Unknown, |r| {
+            if r {
+                MediaPath::Relayed
+            } else {
+                MediaPath::Direct
+            }
+        });
+    (rtt, estimate, path)
 }
