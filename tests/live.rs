@@ -290,3 +290,46 @@ fn viewer_quality_stutters(viewer: &Engine) -> Option<u64> {
     }
     None
 }
+
+#[test]
+fn after_a_relay_restart_media_is_back_at_once_not_after_an_ice_timeout() {
+    let mut relay = TestRelay::start();
+    let host = host(&relay);
+    let viewer = viewer(&relay, "viewer");
+    let frames = viewer.play_frames("cam");
+    host.start_publishing_stream("cam", MAIN);
+    until(&host, "publisher cam Publishing");
+    viewer.start_playing_stream("cam", PlayerConfig::default());
+    until(&viewer, "first_video cam");
+    while frames.try_recv().is_some() {}
+
+    let restarted = Instant::now();
+    relay.restart();
+    let restart_us = onair_engine::media::frame::wall_clock_us();
+    // The host learns the relay forgot its session and publishes again at once.
+    let seen = until(&host, "publisher cam Publishing");
+    assert!(
+        seen.iter()
+            .any(|e| e == "publisher cam PublishRequesting 1000018"),
+        "{seen:?}"
+    );
+    // A frame captured after the restart reaches the viewer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = loop {
+        assert!(Instant::now() < deadline, "no media 10 s after the restart");
+        if let Some(f) = frames.recv_timeout(Duration::from_millis(100))
+            && stamp::read(&f).is_some_and(|s| s.capture_time_us > restart_us)
+        {
+            break restarted.elapsed();
+        }
+    };
+    eprintln!(
+        "relay restart → viewer decoding again: {} ms",
+        back.as_millis()
+    );
+    // ICE alone would notice the dead connections only after its timeout (≈ 5 s).
+    assert!(
+        back < Duration::from_secs(4),
+        "media back in {back:?} (the relay answered within ~0.1 s)"
+    );
+}

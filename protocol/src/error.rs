@@ -117,6 +117,10 @@ error_codes! {
     TlsFailed = 1000017,
         cause: "The `wss://` connection to the relay failed its TLS handshake: the relay's certificate is not signed by a trusted authority, has expired, or names another host (the message says which).",
         fix: "Give the relay a certificate for the name or address in the URL; for a development relay started with `--self-signed`, trust its CA (`--ca-cert ~/.config/onair/ca.pem`, `ONAIR_CA_CERT`, or `EngineProfile::ca_cert`).";
+    /// The relay did not know the engine's session any more.
+    RelaySessionLost = 1000018,
+        cause: "On reconnecting, the relay no longer knew this engine's session (it was restarted, or the session expired), so every stream's media was gone with it.",
+        fix: "Nothing: the engine publishes and plays again at once; players see the stream back as soon as its publisher is.";
     /// The room ID breaks the ID rules.
     InvalidRoomId = 1002005,
         cause: "Room IDs are 1 to 128 bytes of letters, digits, `-`, `_` and `.`.",

@@ -104,6 +104,7 @@ impl Sfu {
         let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
+        let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
         let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<()>(16);
         let ingest = Arc::new(Ingest {
             pc: pc.clone(),
@@ -233,6 +234,7 @@ impl Sfu {
         let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
+        let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
         for (kind, ssrc, track, sender) in tracks {
             let payload_type = sender
                 .get_parameters()

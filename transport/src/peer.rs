@@ -24,7 +24,6 @@ use rtc::peer_connection::configuration::{
     RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
 };
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
@@ -154,8 +153,9 @@ pub struct MediaNetwork {
     /// (`0.0.0.0`, `::`) means every interface of that family except loopback and link-local;
     /// list a loopback address after it to offer loopback too (last, so it is tried last).
     pub bind: Vec<IpAddr>,
-    /// 1:1 NAT: the addresses the world reaches this host at. When set, host candidates carry
-    /// these instead of the bound addresses (LiveKit's `node_ip`, webrtc's `nat_1to1_ips`).
+    /// 1:1 NAT: the addresses the world reaches this host at. When set, the host candidates in
+    /// the SDP this side hands out carry these instead of the bound addresses (LiveKit's
+    /// `node_ip`; see [`advertise_public_ips`]).
     pub public_ips: Vec<IpAddr>,
     /// Take part in mDNS (accept `.local` candidates from the other side). Needs a multicast
     /// route; off, no multicast socket is opened at all.
@@ -320,7 +320,7 @@ fn setting_engine(
 ) -> rtc::peer_connection::configuration::setting_engine::SettingEngine {
     // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at once: on
     // a LAN or loopback the first check succeeds, so this is first-frame time.
-    let mut builder = SettingEngineBuilder::new()
+    SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_include_loopback_candidate(net.bind.iter().any(IpAddr::is_loopback))
@@ -328,14 +328,10 @@ fn setting_engine(
             MulticastDnsMode::QueryOnly
         } else {
             MulticastDnsMode::Disabled
-        });
-    if !net.public_ips.is_empty() {
-        builder = builder.with_nat_1to1_ips(
-            net.public_ips.iter().map(IpAddr::to_string).collect(),
-            RTCIceCandidateType::Host,
-        );
-    }
-    builder.build()
+        })
+        // `public_ips` are applied to the SDP ([`advertise_public_ips`]): webrtc-rs 0.21 keeps
+        // `with_nat_1to1_ips` but never uses it when gathering.
+        .build()
 }
 
 fn ip_for_bind(ip: IpAddr) -> String {
@@ -362,6 +358,43 @@ pub async fn finish_local(
         .await
         .map(|d| d.sdp)
         .ok_or_else(|| PeerError("no local description".into()))
+}
+
+/// Rewrites the host candidates in `sdp` to carry `public_ips` (one per address family)
+/// instead of the addresses they were gathered on: a 1:1 NAT, where the world reaches this
+/// host at another address. Loopback candidates are left as they are (same-machine peers).
+/// webrtc-rs 0.21 stores `nat_1to1_ips` but never applies it when gathering, so the relay does
+/// it here, on the SDP it hands out.
+pub fn advertise_public_ips(sdp: &str, public_ips: &[IpAddr]) -> String {
+    if public_ips.is_empty() {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        out.push_str(&rewrite_candidate(line, public_ips).unwrap_or_else(|| line.to_string()));
+    }
+    out
+}
+
+/// `a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ host …`
+fn rewrite_candidate(line: &str, public_ips: &[IpAddr]) -> Option<String> {
+    let body = line.trim_end_matches(['\r', '\n']);
+    let ending = &line[body.len()..];
+    let rest = body.strip_prefix("a=candidate:")?;
+    let mut fields: Vec<&str> = rest.split(' ').collect();
+    if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
+        return None;
+    }
+    let address: IpAddr = fields[4].parse().ok()?;
+    if address.is_loopback() {
+        return None;
+    }
+    let public = public_ips
+        .iter()
+        .find(|p| p.is_ipv4() == address.is_ipv4())?
+        .to_string();
+    fields[4] = &public;
+    Some(format!("a=candidate:{}{ending}", fields.join(" ")))
 }
 
 /// Applies a remote offer and returns the complete local answer (every candidate gathered).
@@ -435,6 +468,31 @@ pub async fn add_receivers(
 mod tests {
     use super::*;
     use RTCPeerConnectionState as S;
+
+    #[test]
+    fn host_candidates_carry_the_public_address() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.77.9.129 58850 typ host\r\na=candidate:2 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=candidate:3 1 udp 1694498815 1.2.3.4 5 typ srflx raddr 0.0.0.0 rport 0\r\na=candidate:4 1 udp 2130706431 fd00::1 6 typ host\r\na=sendrecv\r\n";
+        let public: Vec<IpAddr> = vec!["203.0.113.7".parse().expect("ip")];
+        let out = advertise_public_ips(sdp, &public);
+        assert!(
+            out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 58850 typ host\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(" 127.0.0.1 40000 typ host"),
+            "loopback kept: {out}"
+        );
+        assert!(
+            out.contains(" 1.2.3.4 5 typ srflx"),
+            "only host candidates: {out}"
+        );
+        assert!(
+            out.contains(" fd00::1 6 typ host"),
+            "no IPv6 public address given: {out}"
+        );
+        assert!(out.ends_with("a=sendrecv\r\n"));
+        assert_eq!(advertise_public_ips(sdp, &[]), sdp);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_short_disconnection_is_not_a_loss_but_a_long_one_is() {

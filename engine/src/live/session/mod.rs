@@ -491,6 +491,27 @@ impl PublishSession {
         out
     }
 
+    /// The relay no longer knows this engine's session (it restarted, or the session
+    /// expired): whatever media there was is gone with it. Publish again at once, with no
+    /// backoff.
+    pub fn on_relay_session_lost(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.core.phase == Phase::Ended || self.core.phase == Phase::Idle {
+            return out;
+        }
+        out.push(Action::DropPeer);
+        let code = ErrorCode::RelaySessionLost.code();
+        self.set_state(
+            PublisherState::PublishRequesting,
+            code,
+            "the relay lost this session; publishing again",
+            &mut out,
+        );
+        self.core.failures = 0;
+        self.core.phase = Phase::Idle;
+        out
+    }
+
     /// The current attempt failed with `code`: drop it, tell the relay, retry after the
     /// backoff.
     fn fail(&mut self, code: u32, message: &str, now: Instant, out: &mut Vec<Action>) {
@@ -711,6 +732,28 @@ impl PlaySession {
             return Vec::new();
         }
         self.lost(code, reason, now)
+    }
+
+    /// The relay no longer knows this engine's session (it restarted, or the session
+    /// expired): ask for the stream again at once (it is waited for until its publisher is
+    /// back).
+    pub fn on_relay_session_lost(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.core.phase == Phase::Ended || self.core.phase == Phase::Idle {
+            return out;
+        }
+        out.push(Action::DropPeer);
+        self.requested_at = now;
+        let code = ErrorCode::RelaySessionLost.code();
+        self.set_state(
+            PlayerState::PlayRequesting,
+            code,
+            "the relay lost this session; playing again",
+            &mut out,
+        );
+        self.core.failures = 0;
+        self.core.phase = Phase::Idle;
+        out
     }
 
     /// The play is lost with `code`: back to PlayRequesting, and the first-frame clock

@@ -607,6 +607,25 @@ impl Connection {
         }
     }
 
+    /// Every publish and play starts over at once (after a relay restart).
+    async fn relay_session_lost(&mut self) {
+        let now = Instant::now();
+        let publishers: Vec<String> = self.publishers.keys().cloned().collect();
+        for stream_id in publishers {
+            if let Some(p) = self.publishers.get_mut(&stream_id) {
+                let actions = p.session.on_relay_session_lost();
+                self.run_publish(&stream_id, actions).await;
+            }
+        }
+        let players: Vec<String> = self.players.keys().cloned().collect();
+        for stream_id in players {
+            if let Some(p) = self.players.get_mut(&stream_id) {
+                let actions = p.session.on_relay_session_lost(now);
+                self.run_play(&stream_id, actions).await;
+            }
+        }
+    }
+
     async fn connect(&mut self) {
         if self.rooms.is_empty() {
             return;
@@ -646,6 +665,12 @@ impl Connection {
             )) => {
                 tracing::info!(session_id, resumed, "connected to the relay");
                 self.relay_ice_servers = ice_servers;
+                if !resumed {
+                    // A new session: the relay restarted or forgot us, and every peer
+                    // connection it held is gone. Renegotiate now rather than wait for ICE to
+                    // time out (seconds).
+                    self.relay_session_lost().await;
+                }
                 let ticket = ResumeTicket {
                     session_id,
                     secret: resume_secret,
