@@ -289,7 +289,7 @@ impl Server {
                         axum::http::Method::OPTIONS,
                     ])
                     .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                    .expose_headers([header::LOCATION]),
+                    .expose_headers([header::LOCATION, header::LINK]),
             );
         let mut serve_shutdown = shutdown_rx.clone();
         let stopped = async move {
@@ -514,7 +514,8 @@ async fn http_negotiate(
                 s.negotiated(0, 0, session, app_id, &stream_id, publish, Ok(sdp.clone()))
             });
             let kind = if publish { "whip" } else { "whep" };
-            (
+            let ice = shared.inner.lock().state.ice_servers_for(session);
+            let mut response = (
                 axum::http::StatusCode::CREATED,
                 [
                     (header::CONTENT_TYPE, "application/sdp".to_string()),
@@ -525,7 +526,14 @@ async fn http_negotiate(
                 ],
                 sdp,
             )
-                .into_response()
+                .into_response();
+            // The session's STUN/TURN servers as `Link` headers (RFC 9725 §4.6).
+            for link in ice_links(&ice) {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+                    response.headers_mut().append(header::LINK, v);
+                }
+            }
+            response
         }
         Err(e) => {
             shared.with_state(|s| s.http_end(session, &secret).1);
@@ -537,6 +545,27 @@ async fn http_negotiate(
             http_error(&WireError::new(code, e))
         }
     }
+}
+
+/// `Link` header values for ICE servers, as WHIP and WHEP clients read them (RFC 9725 §4.6).
+fn ice_links(servers: &[onair_protocol::IceServer]) -> Vec<String> {
+    let quote = |v: &str| v.replace(['"', '\\'], "");
+    servers
+        .iter()
+        .flat_map(|s| {
+            s.urls.iter().map(move |url| {
+                let mut link = format!("<{url}>; rel=\"ice-server\"");
+                if !s.username.is_empty() {
+                    link.push_str(&format!(
+                        "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                        quote(&s.username),
+                        quote(&s.credential)
+                    ));
+                }
+                link
+            })
+        })
+        .collect()
 }
 
 async fn resource_delete(
@@ -705,5 +734,32 @@ impl EmbeddedRelay {
 impl Drop for EmbeddedRelay {
     fn drop(&mut self) {
         self.stop_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_become_link_headers() {
+        let links = ice_links(&[
+            onair_protocol::IceServer {
+                urls: vec!["stun:10.77.0.1:3478".into()],
+                ..Default::default()
+            },
+            onair_protocol::IceServer {
+                urls: vec!["turn:10.77.0.1:3478?transport=udp".into()],
+                username: "1700000000:7".into(),
+                credential: "abc=".into(),
+            },
+        ]);
+        assert_eq!(
+            links,
+            [
+                "<stun:10.77.0.1:3478>; rel=\"ice-server\"",
+                "<turn:10.77.0.1:3478?transport=udp>; rel=\"ice-server\"; username=\"1700000000:7\"; credential=\"abc=\"; credential-type=\"password\"",
+            ]
+        );
     }
 }

@@ -122,6 +122,11 @@ impl Session {
             app_sign,
             scenario: Scenario::Broadcast,
             server: server.clone(),
+            // wss:// relays: the CA in ONAIR_CA_CERT, else the development CA made by
+            // `onair serve --self-signed`, besides the system's.
+            ca_cert: std::env::var_os("ONAIR_CA_CERT")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .or_else(dev_app::load_ca),
             ..Default::default()
         })?;
         engine.set_event_notifier(waker);

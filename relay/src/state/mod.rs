@@ -192,6 +192,12 @@ impl RelayState {
         }
     }
 
+    /// The STUN/TURN servers for session `sid` (TURN credentials minted for it), as its
+    /// hello answer carries them; for WHIP/WHEP clients, their `Link` headers.
+    pub fn ice_servers_for(&self, sid: SessionId) -> Vec<onair_protocol::IceServer> {
+        self.rtc.ice_servers_for(&sid.to_string(), unix_ms() / 1000)
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -105,9 +105,7 @@ impl RelayState {
             heartbeat_interval_ms: self.limits.heartbeat_interval_ms,
             heartbeat_timeout_ms: self.limits.heartbeat_timeout_ms,
             server: concat!("onair-relay/", env!("CARGO_PKG_VERSION")).into(),
-            ice_servers: self
-                .rtc
-                .ice_servers_for(&sid.to_string(), super::unix_ms() / 1000),
+            ice_servers: self.ice_servers_for(sid),
         })
     }
 
