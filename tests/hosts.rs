@@ -278,23 +278,47 @@ fn stats(line: &str) -> Option<(u32, f64, u64)> {
 
 #[test]
 fn a_relay_on_all_interfaces_serves_other_hosts_over_wss() {
-    if !hosts_available() {
+    if !hosts_with_iptables_available() {
         return;
     }
     let _turn = turn();
     let mut lab = Lab::new("w", 3);
     let dir = temp_dir("w");
+    // The relay's host takes UDP only on the media port range, as a firewall with one rule.
+    lab.iptables(
+        0,
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "!",
+            "--dport",
+            "50000:50099",
+            "-j",
+            "DROP",
+        ],
+    )
+    .expect("firewall rule on the relay's host");
 
     let relay = lab.spawn(onair(
         &lab,
         0,
         &dir,
-        &["serve", "--listen", "0.0.0.0:7880", "--self-signed"],
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:7880",
+            "--self-signed",
+            "--udp-port-range",
+            "50000-50099",
+        ],
     ));
     let banner = wait_line(&relay, "media:", Duration::from_secs(20))
         .unwrap_or_else(|seen| panic!("the relay did not start: {seen:?}"));
     let text = banner.join("\n");
     assert!(text.contains("wss://"), "{text}");
+    assert!(text.contains("ports 50000-50099"), "{text}");
     assert!(
         text.contains(&lab.addr(0)),
         "the certificate names the host's address: {text}"

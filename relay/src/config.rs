@@ -87,6 +87,9 @@ pub struct RtcConfig {
     /// 1:1 NAT: the addresses the world reaches this relay at. Host candidates carry them
     /// instead of the bound addresses (`onair serve --public-ip`).
     pub public_ips: Vec<std::net::IpAddr>,
+    /// Media sockets bind only ports in this range (`udp_port_range = [50000, 60000]`,
+    /// `--udp-port-range 50000-60000`): one firewall rule opens the relay's media.
+    pub udp_port_range: Option<(u16, u16)>,
     /// STUN/TURN servers handed to every client as they are (`[[rtc.ice_servers]]`).
     pub ice_servers: Vec<onair_protocol::IceServer>,
     /// A TURN server sharing a secret with the relay (coturn's `use-auth-secret`): each
@@ -148,6 +151,7 @@ impl RtcConfig {
         let mut net =
             onair_transport::peer::MediaNetwork::for_listen(self.bind_ip.unwrap_or(listen));
         net.public_ips = self.public_ips.clone();
+        net.udp_port_range = self.udp_port_range;
         net
     }
 }

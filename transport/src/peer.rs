@@ -165,6 +165,9 @@ pub struct MediaNetwork {
     /// Use only relayed (TURN) candidates: every packet goes through the TURN server
     /// (`ice_transport_policy = relay`), for networks that block direct UDP.
     pub relay_only: bool,
+    /// Bind media sockets only on ports in this inclusive range (one firewall rule for the
+    /// range); None: ephemeral ports.
+    pub udp_port_range: Option<(u16, u16)>,
 }
 
 impl MediaNetwork {
@@ -296,12 +299,7 @@ pub async fn new_peer_with(
         .with_interceptor_registry(registry)
         .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
         .with_runtime(runtime)
-        .with_udp_addrs(
-            net.bind
-                .iter()
-                .map(|ip| format!("{}:0", ip_for_bind(*ip)))
-                .collect(),
-        )
+        .with_udp_addrs(udp_addrs(net)?)
         .build()
         .await?;
     Ok((
@@ -332,6 +330,42 @@ fn setting_engine(
         // `public_ips` are applied to the SDP ([`advertise_public_ips`]): webrtc-rs 0.21 keeps
         // `with_nat_1to1_ips` but never uses it when gathering.
         .build()
+}
+
+/// The socket addresses to bind: port 0 (ephemeral), or a free port of the range.
+fn udp_addrs(net: &MediaNetwork) -> Result<Vec<String>, PeerError> {
+    net.bind
+        .iter()
+        .map(|ip| {
+            let port = match net.udp_port_range {
+                None => 0,
+                Some(range) => free_port(*ip, range).ok_or_else(|| {
+                    PeerError(format!(
+                        "no free UDP port in {}-{} on {ip}",
+                        range.0, range.1
+                    ))
+                })?,
+            };
+            Ok(format!("{}:{port}", ip_for_bind(*ip)))
+        })
+        .collect()
+}
+
+/// A UDP port in `range` that `ip` can bind now. Ports are tried round-robin from where the
+/// last search ended, so consecutive connections do not race for the same one.
+fn free_port(ip: IpAddr, (first, last): (u16, u16)) -> Option<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (first, last) = (u32::from(first.min(last)), u32::from(first.max(last)));
+    let span = last - first + 1;
+    let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (0..span).find_map(|i| {
+        let port = u16::try_from(first + (start + i) % span).ok()?;
+        std::net::UdpSocket::bind((ip, port)).ok().map(|socket| {
+            drop(socket);
+            NEXT.store(start + i + 1, std::sync::atomic::Ordering::Relaxed);
+            port
+        })
+    })
 }
 
 fn ip_for_bind(ip: IpAddr) -> String {
@@ -492,6 +526,28 @@ mod tests {
         );
         assert!(out.ends_with("a=sendrecv\r\n"));
         assert_eq!(advertise_public_ips(sdp, &[]), sdp);
+    }
+
+    #[test]
+    fn ports_come_from_the_range_and_skip_taken_ones() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let taken = std::net::UdpSocket::bind((lo, 0)).expect("a socket");
+        let port = taken.local_addr().expect("addr").port();
+        // A range of one taken port has nothing free; one more port and it is found.
+        assert_eq!(free_port(lo, (port, port)), None);
+        let next = port.checked_add(1).expect("not the last port");
+        if std::net::UdpSocket::bind((lo, next)).is_ok() {
+            assert_eq!(free_port(lo, (port, next)), Some(next));
+        }
+        let net = MediaNetwork {
+            udp_port_range: Some((port, port)),
+            ..MediaNetwork::on(lo)
+        };
+        assert!(udp_addrs(&net).is_err(), "a clear error, not a random port");
+        assert_eq!(
+            udp_addrs(&MediaNetwork::on(lo)).expect("ephemeral"),
+            ["127.0.0.1:0"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// candidates carry it instead of the local address.
     #[arg(long = "public-ip")]
     public_ips: Vec<std::net::IpAddr>,
+    /// Bind media only on UDP ports FIRST-LAST (one firewall rule), e.g. 50000-60000.
+    #[arg(long, value_parser = parse_port_range)]
+    udp_port_range: Option<(u16, u16)>,
     /// A TURN server sharing --turn-secret with the relay (coturn `use-auth-secret`); each
     /// client gets credentials minted for its session. Repeatable (`turn:host:3478`, …).
     #[arg(long = "turn", requires = "turn_secret")]
@@ -82,6 +85,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {listen:?}"))?;
     if !args.public_ips.is_empty() {
         config.rtc.public_ips = args.public_ips.clone();
+    }
+    if let Some(range) = args.udp_port_range {
+        config.rtc.udp_port_range = Some(range);
     }
     if let Some(secret) = &args.turn_secret {
         config.rtc.turn = Some(onair_relay::config::TurnConfig {
@@ -151,8 +157,12 @@ fn self_signed(
 fn media_line(server: &Server) -> String {
     let net = server.media_network();
     let bind: Vec<String> = net.bind.iter().map(|ip| ip.to_string()).collect();
+    let ports = match net.udp_port_range {
+        Some((first, last)) => format!("ports {first}-{last}"),
+        None => "ephemeral ports".into(),
+    };
     let mut line = format!(
-        "media: UDP on {} (ephemeral ports per connection)",
+        "media: UDP on {} ({ports}, one per connection)",
         bind.join(", ")
     );
     if !net.public_ips.is_empty() {
@@ -166,4 +176,17 @@ fn media_line(server: &Server) -> String {
         ));
     }
     line
+}
+
+/// `50000-60000` → (50000, 60000).
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?}: expected FIRST-LAST, e.g. 50000-60000"))?;
+    let first: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let last: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if first == 0 || last < first {
+        return Err(format!("{text:?}: need 1 <= FIRST <= LAST"));
+    }
+    Ok((first, last))
 }
