@@ -82,7 +82,7 @@ pub struct RelayConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RtcConfig {
     /// The address media sockets bind (default: the listen address; listening on all
-    /// interfaces binds every interface, loopback last).
+    /// interfaces binds every interface).
     pub bind_ip: Option<std::net::IpAddr>,
     /// 1:1 NAT: the addresses the world reaches this relay at. Host candidates carry them
     /// instead of the bound addresses (`onair serve --public-ip`).
@@ -305,11 +305,7 @@ mod tests {
         let (cfg, _) = RelayConfig::from_toml(&text).expect("valid");
         let any = std::net::IpAddr::from([0, 0, 0, 0]);
         let net = cfg.rtc.network(any);
-        assert_eq!(
-            net.bind,
-            [any, std::net::IpAddr::from([127, 0, 0, 1])],
-            "every interface, loopback last"
-        );
+        assert_eq!(net.bind, [any], "every interface");
         assert_eq!(net.public_ips, [std::net::IpAddr::from([203, 0, 113, 7])]);
         assert!(!net.mdns, "the relay needs no multicast");
         assert!(cfg.rtc.ice_servers_for("s1", 100).is_empty());

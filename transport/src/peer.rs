@@ -150,8 +150,7 @@ impl From<webrtc::error::Error> for PeerError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MediaNetwork {
     /// Addresses to bind media sockets on (an ephemeral port each). An unspecified address
-    /// (`0.0.0.0`, `::`) means every interface of that family except loopback and link-local;
-    /// list a loopback address after it to offer loopback too (last, so it is tried last).
+    /// (`0.0.0.0`, `::`) means every interface of that family except loopback and link-local.
     pub bind: Vec<IpAddr>,
     /// 1:1 NAT: the addresses the world reaches this host at. When set, the host candidates in
     /// the SDP this side hands out carry these instead of the bound addresses (LiveKit's
@@ -180,17 +179,13 @@ impl MediaNetwork {
     }
 
     /// What a server listening on `listen` binds: that address, or, when it is unspecified,
-    /// every interface and then loopback (so same-machine peers still connect).
+    /// every interface (IPv4, and IPv6 for `::`). Loopback is not added there: a loopback
+    /// candidate would be paired with every remote peer's candidates and fail each check
+    /// (a socket on 127.0.0.1 cannot send off the machine), while same-machine peers reach
+    /// the interface addresses anyway.
     pub fn for_listen(listen: IpAddr) -> Self {
         let bind = match listen {
-            IpAddr::V4(v4) if v4.is_unspecified() => {
-                vec![listen, IpAddr::from([127, 0, 0, 1])]
-            }
-            IpAddr::V6(v6) if v6.is_unspecified() => vec![
-                IpAddr::from([0, 0, 0, 0]),
-                listen,
-                IpAddr::from([127, 0, 0, 1]),
-            ],
+            IpAddr::V6(v6) if v6.is_unspecified() => vec![IpAddr::from([0, 0, 0, 0]), listen],
             ip => vec![ip],
         };
         MediaNetwork {
