@@ -2,7 +2,8 @@
 //! loopback between them, no multicast route), over `wss://` with a development CA, typed as a
 //! user would: `onair serve --listen 0.0.0.0:7880 --self-signed`, `onair publish`, `onair play`.
 //! Then the network misbehaving: a relay behind a 1:1 NAT (with and without `--public-ip`),
-//! and the player's host cut off for 3 s and for 20 s (iptables inside its namespace).
+//! the player's host cut off for 3 s and for 20 s (iptables inside its namespace), and a player
+//! that reaches only a TURN server (coturn).
 //!
 //! The tests take turns (one lock): each runs a relay, an encoder and a decoder, and their
 //! frame-rate and timing figures mean little when four such sets share two cores.
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::netns::{self, Lab, wait_line};
 
 const ONAIR: &str = env!("CARGO_BIN_EXE_onair");
+/// The secret the TURN test's coturn shares with its relay.
+const TURN_SECRET: &str = "onair-test-turn-secret";
 
 /// `onair` inside host `i`, with the lab's own development app (sign and CA) in `dir`.
 fn onair(lab: &Lab, i: usize, dir: &Path, args: &[&str]) -> Command {
@@ -742,6 +745,120 @@ fn a_relay_behind_a_one_to_one_nat_works_with_public_ip_and_fails_clearly_withou
         "behind a 1:1 NAT with --public-ip {public}: fps {fps:?}, playing {:.1} s after the \
          relay started",
         started.elapsed().as_secs_f64()
+    );
+    drop(lab);
+}
+
+/// Through TURN: a player whose host drops every UDP packet not from the TURN server plays
+/// with `--relay-only`, through Debian's coturn (started in a host of its own), with
+/// credentials the relay minted for its session from the secret it shares with coturn.
+#[test]
+fn a_player_that_only_reaches_the_turn_server_plays_through_it() {
+    if !hosts_with_iptables_available() {
+        return;
+    }
+    let _turn_of_this_test = turn();
+    let turnserver = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("coturn is installed (`make test` installs it)");
+    // Hosts: 0 relay, 1 publisher, 2 player (UDP only from the TURN server), 3 TURN server.
+    let mut lab = Lab::new("t", 4);
+    let dir = temp_dir("turn");
+    let turn_ip = lab.addr(3);
+
+    let mut turn = lab.command(3, turnserver);
+    turn.args([
+        "-n",
+        "--listening-ip",
+        &turn_ip,
+        "--relay-ip",
+        &turn_ip,
+        "--listening-port",
+        "3478",
+        "--use-auth-secret",
+        "--static-auth-secret",
+        TURN_SECRET,
+        "--realm",
+        "onair.test",
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+        "--min-port",
+        "49152",
+        "--max-port",
+        "49400",
+        "--allowed-peer-ip",
+        "10.77.0.0-10.77.255.255",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+    ]);
+    let turn_log = lab.spawn(turn);
+    wait_line(&turn_log, "Total General servers", Duration::from_secs(10))
+        .or_else(|_| wait_line(&turn_log, "listener opened on", Duration::from_secs(5)))
+        .unwrap_or_else(|seen| panic!("coturn did not start: {seen:?}"));
+
+    let turn_url = format!("turn:{turn_ip}:3478");
+    let relay = lab.spawn(onair(
+        &lab,
+        0,
+        &dir,
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:7880",
+            "--turn",
+            &turn_url,
+            "--turn-secret",
+            TURN_SECRET,
+        ],
+    ));
+    let banner = wait_line(&relay, "media:", Duration::from_secs(20))
+        .unwrap_or_else(|seen| panic!("the relay did not start: {seen:?}"));
+    assert!(banner.join("\n").contains("TURN turn:"), "{banner:?}");
+
+    // The player's host takes UDP only from the TURN server: no direct media path exists.
+    let drop_udp = lab
+        .command(2, "iptables")
+        .args([
+            "-A", "INPUT", "-p", "udp", "!", "-s", &turn_ip, "-j", "DROP",
+        ])
+        .status()
+        .expect("iptables");
+    assert!(drop_udp.success(), "iptables rule in the player's host");
+
+    let server = format!("ws://{}:7880", lab.addr(0));
+    let _publisher = lab.spawn(publish(&lab, 1, &dir, &server, "turn", 40));
+    let mut relay_only = play(&lab, 2, &dir, &server, "turn", 30);
+    relay_only.arg("--relay-only");
+    let player = lab.spawn(relay_only);
+    let seen = wait_line(&player, "player_video_first_frame", Duration::from_secs(25))
+        .unwrap_or_else(|seen| panic!("no first frame through TURN: {seen:?}"));
+    eprintln!("first frame through TURN: {:?}", seen.last());
+    let quality = wait_line(&player, "player_quality", Duration::from_secs(5))
+        .unwrap_or_else(|seen| panic!("no quality report: {seen:?}"));
+    let line = quality.last().cloned().unwrap_or_default();
+    assert!(
+        line.contains("path=relayed"),
+        "the path shows as relayed: {line}"
+    );
+    let mut fps = Vec::new();
+    while fps.len() < 4 {
+        let line = player
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("the player went quiet after {fps:?}"));
+        if let Some(n) = line
+            .strip_prefix("stats fps=")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            fps.push(n);
+        }
+    }
+    assert!(
+        fps[1..].iter().all(|f| *f >= 25),
+        "about 30 fps through TURN: {fps:?}"
     );
     drop(lab);
 }
