@@ -186,7 +186,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
             },
         ));
     }
-    for second in 3..40 {
+    for second in 3u32..40 {
         let t = f64::from(second);
         let stall = (20..23).contains(&second);
         script.push((
@@ -205,6 +205,12 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 rtt_ms: 0.4,
                 stutters: u64::from(second >= 20),
                 stutter_ms: 0.0,
+                keyframe_requests: u64::from(second >= 20),
+                packets_repaired: u64::from(second) * 2,
+                playout_delay_ms: 0.5,
+                audio_frames_played: u64::from(second) * 50,
+                audio_frames_concealed: 0,
+                audio_frames_lost: 0,
                 path: onair_engine::MediaPath::Direct,
             },
         ));

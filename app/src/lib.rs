@@ -2,4 +2,5 @@
 //! app's credentials, shared by the `onair` binary, its benchmarks and the end-to-end tests.
 
 pub mod dev_app;
+pub mod netlab;
 pub mod studio;

@@ -45,6 +45,9 @@ enum Command {
     Devices,
     /// Measure a hot path and print the figures.
     Bench(bench::BenchArgs),
+    /// Impair a link: serve an NFQUEUE, dropping and delaying its packets (root; test hosts).
+    #[command(hide = true)]
+    Impair(onair::netlab::impair::ImpairArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::Devices) => cli::devices::run(),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Impair(a)) => onair::netlab::impair::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,8 +33,30 @@ use onair_transport::peer::{
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
 const FORWARD_QUEUE: usize = 512;
-/// At most one PLI to a publisher per this interval, however many players ask.
-const PLI_INTERVAL: Duration = Duration::from_millis(100);
+/// A new player's keyframe request goes to the publisher unless one went this recently.
+const NEW_PLAYER_PLI_INTERVAL: Duration = Duration::from_millis(100);
+/// A keyframe request for repair (a player's PLI, a lagging player) goes to the publisher at
+/// most this often, however many players ask: one player on a bad link must not make the
+/// publisher send keyframes to everyone several times a second.
+const REPAIR_PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a player needs a keyframe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyframeWhy {
+    /// It just subscribed.
+    NewPlayer,
+    /// It lost what it could not repair, or fell behind.
+    Repair,
+}
+
+/// Whether a keyframe request for `why` goes upstream, `since_last` after the last one.
+fn forward_pli(why: KeyframeWhy, since_last: Duration) -> bool {
+    since_last
+        >= match why {
+            KeyframeWhy::NewPlayer => NEW_PLAYER_PLI_INTERVAL,
+            KeyframeWhy::Repair => REPAIR_PLI_INTERVAL,
+        }
+}
 
 /// What the SFU tells the relay.
 pub trait SfuEvents: Send + Sync {
@@ -53,7 +75,7 @@ struct Ingest {
     pc: Arc<dyn PeerConnection>,
     video: broadcast::Sender<rtp::Packet>,
     audio: broadcast::Sender<rtp::Packet>,
-    keyframe: mpsc::Sender<()>,
+    keyframe: mpsc::Sender<KeyframeWhy>,
     closing: AtomicBool,
 }
 
@@ -105,7 +127,7 @@ impl Sfu {
             .await
             .map_err(|e| e.to_string())?;
         let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
-        let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<()>(16);
+        let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<KeyframeWhy>(16);
         let ingest = Arc::new(Ingest {
             pc: pc.clone(),
             video: broadcast::channel(FORWARD_QUEUE).0,
@@ -135,14 +157,14 @@ impl Sfu {
                 let flowing = flowing.clone();
                 if kind == RtpCodecKind::Video {
                     let pli_track = track.clone();
-                    let mut last_pli = Instant::now() - PLI_INTERVAL;
+                    let mut last_pli: Option<Instant> = None;
                     let mut requests = std::mem::replace(&mut keyframe_rx, mpsc::channel(1).1);
                     tokio::spawn(async move {
-                        while requests.recv().await.is_some() {
-                            if last_pli.elapsed() < PLI_INTERVAL {
+                        while let Some(why) = requests.recv().await {
+                            if last_pli.is_some_and(|t| !forward_pli(why, t.elapsed())) {
                                 continue;
                             }
-                            last_pli = Instant::now();
+                            last_pli = Some(Instant::now());
                             let media_ssrc = pli_track.ssrcs().await.first().copied().unwrap_or(0);
                             let pli = PictureLossIndication {
                                 sender_ssrc: 0,
@@ -263,7 +285,7 @@ impl Sfu {
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             // Too far behind: skip ahead and restart from a keyframe.
-                            let _ = keyframe.try_send(());
+                            let _ = keyframe.try_send(KeyframeWhy::Repair);
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
@@ -276,14 +298,14 @@ impl Sfu {
                         if let TrackLocalEvent::OnRtcpPacket(packets) = event
                             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
                         {
-                            let _ = keyframe.try_send(());
+                            let _ = keyframe.try_send(KeyframeWhy::Repair);
                         }
                     }
                 });
             }
         }
         // A new player starts at the next keyframe: ask for one now.
-        let _ = ingest.keyframe.try_send(());
+        let _ = ingest.keyframe.try_send(KeyframeWhy::NewPlayer);
         let key = (app_id, stream_id.clone(), session);
         if let Some(old) = self.players.lock().insert(key.clone(), pc.clone()) {
             tokio::spawn(async move {
@@ -357,5 +379,19 @@ impl Sfu {
                 let _ = pc.close().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_requests_are_limited_harder_than_a_new_players() {
+        let ms = Duration::from_millis;
+        assert!(forward_pli(KeyframeWhy::NewPlayer, ms(150)));
+        assert!(!forward_pli(KeyframeWhy::NewPlayer, ms(50)));
+        assert!(!forward_pli(KeyframeWhy::Repair, ms(150)));
+        assert!(forward_pli(KeyframeWhy::Repair, ms(500)));
     }
 }

@@ -5,8 +5,10 @@
 pub mod assembler;
 pub mod jitter;
 pub mod keyframe_requests;
+pub mod nack;
 pub mod nack_count;
 pub mod peer;
+pub mod playout;
 pub mod sei;
 pub mod send_loss;
 pub mod tap;

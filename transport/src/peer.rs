@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
-    TwccSenderBuilder,
+    CongestionControlBuilder, Gcc, NackResponderBuilder, Registry, Slot, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
@@ -35,6 +34,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::keyframe_requests::KeyframeRequests;
+use crate::nack::{NackRequester, NackStats};
 use crate::nack_count::nack_count;
 use crate::send_loss::send_loss;
 
@@ -49,15 +49,11 @@ pub struct SendOptions {
     pub simulated_loss: f64,
 }
 
-/// How often the NACK generator looks for missing packets (the rtc default is 100 ms, longer
-/// than a player can afford to wait behind a gap).
-pub const NACK_INTERVAL: Duration = Duration::from_millis(10);
-
 /// How long a NACK resend takes to arrive after a loss over a link with round trip `rtt`:
-/// up to one NACK interval to notice, up to one more upstream (a loss before the relay is
+/// up to one NACK tick to notice, up to one more upstream (a loss before the relay is
 /// repaired by the relay's own NACK to the publisher), the round trip, and 2 ms of slack.
 pub fn repair_time(rtt: Duration) -> Duration {
-    rtt.min(Duration::from_millis(200)) + NACK_INTERVAL * 2 + Duration::from_millis(2)
+    rtt + crate::nack::TICK * 2 + Duration::from_millis(2)
 }
 
 /// The H.264 payload type we offer.
@@ -110,6 +106,9 @@ pub struct PeerEvents {
     pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
     /// Packets the remote reported missing in its NACKs so far (the sending side's loss).
     pub nacked: Arc<std::sync::atomic::AtomicU64>,
+    /// What our own NACK requester did for the packets we receive (losses, repairs, the
+    /// measured repair time).
+    pub nack: Arc<NackStats>,
 }
 
 struct Handler {
@@ -227,20 +226,17 @@ pub async fn new_peer_with(
         },
         RtpCodecKind::Audio,
     )?;
-    // The defaults (NACK, TWCC feedback, RTCP reports, simulcast headers), with a NACK
-    // generator that asks every 10 ms instead of every 100.
+    // The defaults (NACK, TWCC feedback, RTCP reports, simulcast headers), with our own NACK
+    // requester in the generator's slot (asks again only after the measured repair time, a
+    // bounded number of times: see `nack`).
     // (configure_nack's own registry is dropped: it only registers the feedback types here.)
     let _ = configure_nack(Registry::new(), &mut media);
     configure_simulcast_extension_headers(&mut media)?;
+    let nack = Arc::new(NackStats::default());
     let registry =
         configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media)?)
             .with(Slot::NackResponder, NackResponderBuilder::new().build())
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_interval(NACK_INTERVAL)
-                    .build(),
-            );
+            .with(Slot::NackGenerator, NackRequester::new(nack.clone()));
     let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
     // answered.
@@ -304,6 +300,7 @@ pub async fn new_peer_with(
             state,
             tracks,
             nacked,
+            nack,
         },
     ))
 }

@@ -7,6 +7,7 @@ mod media;
 mod signal;
 pub mod stats;
 mod ui;
+mod weaknet;
 
 use clap::{Args, Subcommand};
 
@@ -29,6 +30,9 @@ enum Which {
     Fanout(fanout::FanoutArgs),
     /// The studio's UI frame time with 16 remote 720p streams playing, and frame upload cost.
     Ui(ui::UiArgs),
+    /// Playback over impaired links (loss, bursts, delay, jitter, rate caps) between network
+    /// namespaces: stalls, freezes, delay, audio, keyframe requests per cell (root).
+    Weaknet(weaknet::WeaknetArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -39,5 +43,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Latency(a) => latency::run(a),
         Which::Fanout(a) => fanout::run(a),
         Which::Ui(a) => ui::run(a),
+        Which::Weaknet(a) => weaknet::run(a),
     }
 }

@@ -712,6 +712,12 @@ mod tests {
                     rtt_ms: 0.3,
                     stutters: 0,
                     stutter_ms: 0.0,
+                    keyframe_requests: 0,
+                    packets_repaired: 0,
+                    playout_delay_ms: 0.0,
+                    audio_frames_played: 0,
+                    audio_frames_concealed: 0,
+                    audio_frames_lost: 0,
                     path: onair_engine::MediaPath::Unknown,
                 },
             );

@@ -19,10 +19,18 @@ use onair_media::codec::h264::H264Decoder;
 use onair_media::codec::opus::OpusDecoder;
 use onair_transport::assembler::{AccessUnit, Assembler};
 use onair_transport::jitter::{Buffered, JitterBuffer};
+use onair_transport::playout::Playout;
+use std::collections::VecDeque;
 
 /// The longest a player waits behind a missing packet (for a reorder or a NACK retransmission)
-/// before giving up on it; the actual wait adapts to measured jitter and is usually ~2 ms.
-const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
+/// before giving up on it and asking for a keyframe; the actual wait adapts: about two
+/// interarrival jitters on a clean link (~2 ms), [`REPAIR_ROUNDS`] repair times on a lossy one.
+const MAX_REORDER_WAIT: Duration = Duration::from_millis(1_000);
+/// How many NACK rounds a gap is waited for (a resend can be lost too: at 20 % loss each way
+/// the first round mends ~64 % of losses and each doubled retry ~92 % of the rest).
+const REPAIR_ROUNDS: u32 = 8;
+/// The most delay playout adds to smooth repaired frames.
+const MAX_PLAYOUT_DELAY: Duration = Duration::from_millis(1_000);
 use onair_transport::peer::{self, MediaNetwork, PeerError, PeerEvents, new_peer};
 use onair_transport::sei;
 
@@ -46,6 +54,16 @@ pub struct PlayerCounters {
     /// Round trip to the relay in µs (from the stats, once a second): the jitter buffer
     /// waits about this long plus the NACK interval for a resend.
     pub rtt_us: AtomicU64,
+    /// Keyframe requests (PLI) sent.
+    pub keyframe_requests: AtomicU64,
+    /// Delay added to play smoothly (jitter buffer and playout), µs.
+    pub playout_delay_us: AtomicU64,
+    /// Audio frames decoded from their own packet.
+    pub audio_played: AtomicU64,
+    /// Audio frames rebuilt (FEC) or concealed (PLC).
+    pub audio_concealed: AtomicU64,
+    /// Audio frames lost.
+    pub audio_lost: AtomicU64,
 }
 
 /// A gap between two decoded frames this long is a stutter a viewer notices.
@@ -60,6 +78,8 @@ pub struct PlayerPeer {
     threads: Vec<JoinHandle<()>>,
     /// Counters.
     pub counters: Arc<PlayerCounters>,
+    /// What the NACK requester did (repairs, the measured repair time).
+    pub nack: Arc<onair_transport::nack::NackStats>,
 }
 
 impl Drop for PlayerPeer {
@@ -84,6 +104,7 @@ pub async fn offer(net: &MediaNetwork) -> Result<(PlayerPeer, String), PeerError
     Ok((
         PlayerPeer {
             pc,
+            nack: ev.nack.clone(),
             events: Some(ev),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
@@ -116,9 +137,11 @@ impl PlayerPeer {
             generation,
             events.clone(),
         );
-        // Decoder threads, fed through small bounded channels: a decoder that falls behind
-        // drops the oldest unit rather than building a queue.
-        let (video_tx, video_rx) = crossbeam_channel::bounded::<AccessUnit>(4);
+        // Decoder threads, fed through bounded channels: a decoder that falls behind drops
+        // units (and waits for a keyframe) rather than building a queue. Room for a second of video: after a frame repaired late, the frames queued behind
+        // it go on together and the decoder catches up in a few milliseconds each; only a
+        // decoder that cannot keep up at all fills it.
+        let (video_tx, video_rx) = crossbeam_channel::bounded::<AccessUnit>(30);
         let (audio_tx, audio_rx) = crossbeam_channel::bounded::<bytes::Bytes>(8);
         let (stop, video_out, counters) = (
             self.stop.clone(),
@@ -178,6 +201,7 @@ impl PlayerPeer {
                 .map_err(|e| PeerError(e.to_string()))?,
         );
         let (stop, audio_out) = (self.stop.clone(), outputs.audio.clone());
+        let audio_counters = self.counters.clone();
         let (tx, stream) = (events.clone(), stream_id.clone());
         self.threads.push(
             std::thread::Builder::new()
@@ -192,6 +216,7 @@ impl PlayerPeer {
                             continue;
                         };
                         if let Ok(Some(pcm)) = decoder.decode(&packet, 0, 0) {
+                            audio_counters.audio_played.fetch_add(1, Ordering::Relaxed);
                             audio_out.send(&Arc::new(pcm));
                             if first {
                                 first = false;
@@ -207,16 +232,46 @@ impl PlayerPeer {
         );
         // Tracks: RTP in.
         let counters = self.counters.clone();
+        let nack = self.nack.clone();
         tokio::spawn(async move {
             while let Some(track) = ev.tracks.recv().await {
                 let kind = track.kind().await;
                 if kind == RtpCodecKind::Video {
-                    tokio::spawn(receive_video(track, video_tx.clone(), counters.clone()));
+                    tokio::spawn(receive_video(
+                        track,
+                        video_tx.clone(),
+                        counters.clone(),
+                        nack.clone(),
+                    ));
                 } else {
                     let audio_tx = audio_tx.clone();
+                    let counters = counters.clone();
                     tokio::spawn(async move {
+                        let mut last_seq: Option<u16> = None;
                         while let Some(event) = track.poll().await {
                             if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                                let seq = p.header.sequence_number;
+                                // One packet per 20 ms frame: a gap is frames lost.
+                                if let Some(last) = last_seq {
+                                    let ahead = seq.wrapping_sub(last);
+                                    if (1..1_000).contains(&ahead) {
+                                        counters
+                                            .audio_lost
+                                            .fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
+                                        last_seq = Some(seq);
+                                    } else if ahead > 0x8000 {
+                                        // Late, counted lost when its gap opened.
+                                        let _ = counters.audio_lost.fetch_update(
+                                            Ordering::Relaxed,
+                                            Ordering::Relaxed,
+                                            |n| n.checked_sub(1),
+                                        );
+                                    } else if ahead != 0 {
+                                        last_seq = Some(seq); // a jump: a new sender
+                                    }
+                                } else {
+                                    last_seq = Some(seq);
+                                }
                                 let _ = audio_tx.try_send(p.payload);
                             }
                         }
@@ -228,23 +283,50 @@ impl PlayerPeer {
     }
 }
 
+/// RTP → jitter buffer (order, NACK repair) → access units → playout (on time) → decoder.
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
     units: crossbeam_channel::Sender<AccessUnit>,
     counters: Arc<PlayerCounters>,
+    nack: Arc<onair_transport::nack::NackStats>,
 ) {
+    use std::time::Instant;
     let mut jitter = JitterBuffer::new(90_000, MAX_REORDER_WAIT);
     let mut assembler = Assembler::default();
-    let mut rtt_us = u64::MAX;
-    let mut last_pli: Option<std::time::Instant> = None;
+    let mut playout = Playout::new(90_000, MAX_PLAYOUT_DELAY);
+    let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
+    let mut repair = Duration::MAX;
+    let mut last_pli: Option<Instant> = None;
+    let mut last_log = Instant::now();
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     loop {
-        let rtt_now = counters.rtt_us.load(Ordering::Relaxed);
-        if rtt_now != rtt_us {
-            rtt_us = rtt_now;
-            jitter.set_repair_time(peer::repair_time(Duration::from_micros(rtt_us)));
+        // A resend takes the repair time the NACK requester measured (or, until it has, the
+        // round trip from the stats plus the NACK ticks), never less than that round trip.
+        let rtt = Duration::from_micros(counters.rtt_us.load(Ordering::Relaxed));
+        nack.rtt_floor_us
+            .store(rtt.as_micros() as u64, Ordering::Relaxed);
+        let repair_now = nack.repair_time().map_or_else(
+            || peer::repair_time(rtt),
+            |r| r.max(rtt) + onair_transport::nack::TICK,
+        );
+        if repair_now != repair {
+            repair = repair_now;
+            // A gap waits for reordering, then for a few NACK rounds.
+            jitter.set_repair_time(nack.reorder_time() + repair * REPAIR_ROUNDS);
         }
-        let deadline = jitter.deadline();
+        // Frames whose playout time has come go to the decoder.
+        let now = Instant::now();
+        while held.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, unit)) = held.pop_front()
+                && units.try_send(unit).is_err()
+            {
+                assembler.require_keyframe();
+            }
+        }
+        let deadline = match (jitter.deadline(), held.front().map(|(due, _)| *due)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let ready = tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
@@ -265,21 +347,52 @@ async fn receive_video(
         counters
             .jitter_us
             .store(jitter.jitter().as_micros() as u64, Ordering::Relaxed);
+        if last_log.elapsed() >= Duration::from_secs(1) {
+            last_log = Instant::now();
+            tracing::debug!(
+                given_up = jitter.lost,
+                wait_ms = jitter.wait().as_secs_f64() * 1e3,
+                missing = nack.missing.load(Ordering::Relaxed),
+                nacks = nack.requests.load(Ordering::Relaxed),
+                repaired = nack.repaired.load(Ordering::Relaxed),
+                abandoned = nack.abandoned.load(Ordering::Relaxed),
+                repair_ms = repair.as_secs_f64() * 1e3,
+                reorder_ms = nack.reorder_time().as_secs_f64() * 1e3,
+                playout_ms = playout.delay().as_secs_f64() * 1e3,
+                held = held.len(),
+                assembler_lost = assembler.stats.lost,
+                "video receive"
+            );
+        }
         for p in ready {
             let fed = assembler.push(p.seq, p.timestamp, p.marker, &p.payload);
             counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
             let mut want_keyframe = fed.request_keyframe;
-            if let Some(unit) = fed.unit
-                && units.try_send(unit).is_err()
-            {
-                // The decoder is behind and this unit is dropped (decoding stale frames only
-                // adds delay); what follows it cannot decode until the next keyframe.
-                assembler.require_keyframe();
-                want_keyframe = true;
+            if let Some(unit) = fed.unit {
+                let now = Instant::now();
+                let due = playout.schedule(unit.rtp_timestamp, now);
+                counters
+                    .playout_delay_us
+                    .store(playout.delay().as_micros() as u64, Ordering::Relaxed);
+                if held.is_empty() && due <= now {
+                    if units.try_send(unit).is_err() {
+                        // The decoder is behind and this unit is dropped (decoding stale
+                        // frames only adds delay); what follows it cannot decode until the
+                        // next keyframe.
+                        assembler.require_keyframe();
+                        want_keyframe = true;
+                    }
+                } else {
+                    held.push_back((due, unit));
+                }
             }
-            // Ask for a keyframe when needed, at most every 100 ms (the SFU aggregates too).
-            if want_keyframe && last_pli.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
-                last_pli = Some(std::time::Instant::now());
+            // Ask for a keyframe when repair failed; again only when one had time to arrive
+            // (twice the repair time, at least 300 ms): asking every 100 ms over a slow link
+            // only makes the publisher send keyframes back to back (the SFU limits it too).
+            let again = (repair.saturating_mul(2)).max(Duration::from_millis(300));
+            if want_keyframe && last_pli.is_none_or(|t| t.elapsed() >= again) {
+                last_pli = Some(Instant::now());
+                counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                 let pli = PictureLossIndication {
                     sender_ssrc: 0,
                     media_ssrc,

@@ -234,6 +234,18 @@ pub enum Event {
         stutters: u64,
         /// Their total duration so far, ms.
         stutter_ms: f64,
+        /// Keyframe requests sent so far (a loss the NACK repair could not mend).
+        keyframe_requests: u64,
+        /// Missing packets that arrived after all (NACK resends, reordering) so far.
+        packets_repaired: u64,
+        /// Delay the player adds to play smoothly (jitter buffer and playout), ms.
+        playout_delay_ms: f64,
+        /// Audio frames (20 ms) decoded from their own packet so far.
+        audio_frames_played: u64,
+        /// Audio frames rebuilt from FEC or concealed so far.
+        audio_frames_concealed: u64,
+        /// Audio frames lost (played as silence) so far.
+        audio_frames_lost: u64,
         /// Whether media comes straight from the relay or through a TURN server.
         path: MediaPath,
     },
@@ -398,10 +410,16 @@ impl fmt::Display for Event {
                 rtt_ms,
                 stutters,
                 stutter_ms,
+                keyframe_requests,
+                packets_repaired,
+                playout_delay_ms,
+                audio_frames_played,
+                audio_frames_concealed,
+                audio_frames_lost,
                 path,
             } => write!(
                 f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} path={path}"
+                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} keyframe_requests={keyframe_requests} repaired={packets_repaired} playout_ms={playout_delay_ms:.1} audio_played={audio_frames_played} audio_concealed={audio_frames_concealed} audio_lost={audio_frames_lost} path={path}"
             ),
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")

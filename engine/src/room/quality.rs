@@ -93,6 +93,25 @@ pub struct PlayerCounts {
     pub stutters: u64,
     /// Time spent in stutters so far, µs.
     pub stutter_us: u64,
+    /// Keyframe requests (PLI) sent so far.
+    pub keyframe_requests: u64,
+    /// Missing packets that arrived after all (NACK resends, reordering) so far.
+    pub repaired: u64,
+    /// Delay the player adds to smooth the picture (jitter buffer and playout), µs.
+    pub playout_delay_us: u64,
+    /// Audio frames (20 ms) played, concealed and lost so far.
+    pub audio: AudioCounts,
+}
+
+/// A player's audio frames (20 ms each) so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AudioCounts {
+    /// Decoded from their own packet (first time or resent).
+    pub played: u64,
+    /// Rebuilt from the next packet's in-band FEC, or concealed (PLC).
+    pub concealed: u64,
+    /// Neither: silence.
+    pub lost: u64,
 }
 
 /// One second of a player, as its quality event (`rtt_ms` filled in from the stats).
@@ -108,6 +127,12 @@ pub fn player_report(stream_id: &str, deltas: &mut Deltas<2>, now: PlayerCounts)
         rtt_ms: 0.0,
         stutters: now.stutters,
         stutter_ms: now.stutter_us as f64 / 1000.0,
+        keyframe_requests: now.keyframe_requests,
+        packets_repaired: now.repaired,
+        playout_delay_ms: now.playout_delay_us as f64 / 1000.0,
+        audio_frames_played: now.audio.played,
+        audio_frames_concealed: now.audio.concealed,
+        audio_frames_lost: now.audio.lost,
         path: MediaPath::Unknown,
     }
 }
@@ -174,6 +199,7 @@ mod tests {
             jitter_us: 120,
             stutters: 1,
             stutter_us: 250_000,
+            ..Default::default()
         };
         let Event::PlayerQualityUpdate {
             decode_fps,

@@ -43,6 +43,14 @@ impl Connection {
                 jitter_us: c.jitter_us.load(Relaxed),
                 stutters: c.stutters.load(Relaxed),
                 stutter_us: c.stutter_us.load(Relaxed),
+                keyframe_requests: c.keyframe_requests.load(Relaxed),
+                repaired: peer.nack.repaired.load(Relaxed),
+                playout_delay_us: c.playout_delay_us.load(Relaxed),
+                audio: quality::AudioCounts {
+                    played: c.audio_played.load(Relaxed),
+                    concealed: c.audio_concealed.load(Relaxed),
+                    lost: c.audio_lost.load(Relaxed),
+                },
             };
             let e = quality::player_report(stream_id, &mut p.deltas, counts);
             reports.push((e, peer.pc.clone()));

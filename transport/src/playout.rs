@@ -1,0 +1,171 @@
+//! Frame playout: when each complete frame goes to the decoder, so a picture repaired by NACK
+//! (one or more round trips late) still shows on time instead of as a freeze and a burst.
+//!
+//! Each frame's transit (arrival − RTP time) is compared with the fastest transit seen lately
+//! (the path's base delay); the difference is how late the frame was. The playout delay covers
+//! a high quantile of the recent lateness less [`LATE_OK`] — a frame may come that much after
+//! its slot, a hitch of a frame or two but not a freeze, so a rare second repair round does
+//! not cost every frame its delay — and at least the median lateness. On a clean link that is
+//! a fraction of a millisecond (frames go on the moment they complete, nothing held "just in
+//! case"); on a lossy link about as long as the repairs most frames need. It grows as soon as
+//! late frames appear and shrinks once they have left the window (about ten seconds). Sans-I/O: the caller passes the
+//! arrival time and holds the frame until the returned instant.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Frames remembered (ten seconds at 30 fps).
+const WINDOW: usize = 300;
+/// The share of recent frames the delay covers (less [`LATE_OK`]).
+const QUANTILE: f64 = 0.97;
+/// How late past its slot a frame may show: with the slot's own 33 ms, a gap under the
+/// 2 × 33 ms + 50 ms that counts as a stall.
+pub const LATE_OK: Duration = Duration::from_millis(50);
+
+/// Playout scheduling of one stream.
+pub struct Playout {
+    clock_rate: f64,
+    epoch: Instant,
+    max: Duration,
+    /// Last extended RTP timestamp.
+    last_ts: Option<i64>,
+    /// Recent transits (s), oldest first.
+    transits: VecDeque<f64>,
+    /// Current playout delay over the base, s.
+    target: f64,
+}
+
+impl Playout {
+    /// Playout of a stream with `clock_rate` Hz timestamps, never delaying more than `max`.
+    pub fn new(clock_rate: u32, max: Duration) -> Playout {
+        Playout {
+            clock_rate: f64::from(clock_rate.max(1)),
+            epoch: Instant::now(),
+            max,
+            last_ts: None,
+            transits: VecDeque::with_capacity(WINDOW + 1),
+            target: 0.0,
+        }
+    }
+
+    /// The delay added now over the fastest recent frame.
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.target)
+    }
+
+    fn extend(&mut self, ts: u32) -> i64 {
+        let ext = match self.last_ts {
+            None => i64::from(ts),
+            Some(last) => {
+                let delta = ts.wrapping_sub(last as u32) as i32;
+                last + i64::from(delta)
+            }
+        };
+        self.last_ts = Some(ext);
+        ext
+    }
+
+    /// A frame with RTP timestamp `ts` is complete at `now`: when it should go on.
+    pub fn schedule(&mut self, ts: u32, now: Instant) -> Instant {
+        let rtp = self.extend(ts) as f64 / self.clock_rate;
+        let transit = now.saturating_duration_since(self.epoch).as_secs_f64() - rtp;
+        if self
+            .transits
+            .back()
+            .is_some_and(|last| (transit - last).abs() > 30.0)
+        {
+            // A new source or a clock jump: the history is meaningless.
+            self.transits.clear();
+        }
+        self.transits.push_back(transit);
+        if self.transits.len() > WINDOW {
+            self.transits.pop_front();
+        }
+        let base = self.transits.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut late: Vec<f64> = self.transits.iter().map(|t| t - base).collect();
+        late.sort_by(f64::total_cmp);
+        let quantile =
+            |q: f64| late[((late.len() as f64 * q).ceil() as usize).clamp(1, late.len()) - 1];
+        self.target = (quantile(QUANTILE) - LATE_OK.as_secs_f64())
+            .max(quantile(0.5))
+            .clamp(0.0, self.max.as_secs_f64());
+        let due = self.epoch + Duration::from_secs_f64((rtp + base + self.target).max(0.0));
+        due.max(now).min(now + self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn frames_on_a_clean_link_go_on_at_once() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        for i in 0..100u32 {
+            let at = t + ms(u64::from(i) * 33);
+            assert!(p.schedule(i * 2970, at) - at < ms(1));
+        }
+        assert!(p.delay() < ms(1), "{:?}", p.delay());
+    }
+
+    #[test]
+    fn repaired_frames_set_the_delay_and_then_play_on_time() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        // Every fifth frame arrives 120 ms late (a NACK round trip).
+        let mut due = Vec::new();
+        for i in 0..300u32 {
+            let late = if i % 5 == 0 { 120 } else { 0 };
+            let at = t + ms(u64::from(i) * 33 + late);
+            due.push(p.schedule(i * 2970, at));
+        }
+        let want = ms(120) - LATE_OK;
+        assert!(
+            p.delay() >= want - ms(1) && p.delay() <= want + ms(1),
+            "{:?}",
+            p.delay()
+        );
+        // Once the delay is set, frames go on 33 ms apart, a repaired one at most LATE_OK
+        // after its slot.
+        let gaps: Vec<u128> = due[200..]
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        let most = (ms(33) + LATE_OK).as_millis() + 1;
+        assert!(gaps.iter().all(|g| *g <= most), "{gaps:?}");
+        assert!(gaps.iter().filter(|g| (32..=34).contains(*g)).count() > gaps.len() / 2);
+    }
+
+    #[test]
+    fn the_delay_is_bounded_and_shrinks_when_the_link_recovers() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(200));
+        for i in 0..50u32 {
+            p.schedule(
+                i * 2970,
+                t + ms(u64::from(i) * 33 + if i % 4 == 0 { 0 } else { 900 }),
+            );
+        }
+        assert_eq!(p.delay(), ms(200), "capped");
+        for i in 50..400u32 {
+            p.schedule(i * 2970, t + ms(u64::from(i) * 33));
+        }
+        assert!(p.delay() < ms(1), "{:?}", p.delay());
+    }
+
+    #[test]
+    fn timestamps_wrap() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        let start = u32::MAX - 2970 * 5;
+        for i in 0..20u32 {
+            let at = t + ms(u64::from(i) * 33);
+            assert!(p.schedule(start.wrapping_add(i * 2970), at) - at < ms(1));
+        }
+    }
+}
