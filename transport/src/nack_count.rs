@@ -48,6 +48,7 @@ pub fn nacked_seqs(nack: &TransportLayerNack) -> impl Iterator<Item = u16> + '_ 
 impl NackCountHooks {
     /// Counts the packets of `nack` not counted before.
     fn count_new(&mut self, nack: &TransportLayerNack) -> u64 {
+        tracing::trace!(ssrc = nack.media_ssrc, seqs = ?nacked_seqs(nack).collect::<Vec<_>>(), "nack in");
         let (set, order) = self.seen.entry(nack.media_ssrc).or_default();
         let mut new = 0;
         for seq in nacked_seqs(nack) {
@@ -79,6 +80,23 @@ pub fn nacked_packets(packet: &dyn rtc::rtcp::Packet) -> u64 {
 }
 
 impl TapHooks for NackCountHooks {
+    fn on_write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        if let Packet::Rtp(p) = &msg.message.packet
+            && msg
+                .message
+                .attributes
+                .iter()
+                .any(|a| matches!(a, rtc::interceptor::Attribute::Retransmission))
+        {
+            tracing::trace!(
+                seq = p.header.sequence_number,
+                ssrc = p.header.ssrc,
+                "resend out"
+            );
+        }
+        Some(msg)
+    }
+
     fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let n: u64 = packets

@@ -56,6 +56,10 @@ pub fn repair_time(rtt: Duration) -> Duration {
     rtt + crate::nack::TICK * 2 + Duration::from_millis(2)
 }
 
+/// Packets behind the newest that SRTP still accepts (a resend of a packet lost that long
+/// ago): a few seconds of 1080p, longer than the NACK requester asks (`nack::MAX_AGE`).
+pub const SRTP_REPLAY_WINDOW: usize = 8_192;
+
 /// The H.264 payload type we offer.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
 /// The Opus payload type we offer.
@@ -311,6 +315,11 @@ fn setting_engine(
     // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at once: on
     // a LAN or loopback the first check succeeds, so this is first-frame time.
     SettingEngineBuilder::new()
+        // SRTP's replay window is 64 packets by default: a NACK resend arriving more than 64
+        // packets behind the newest (half a second of 720p, less during a keyframe) is
+        // rejected as a replay, so on a link with a 100 ms round trip and loss both ways a
+        // repair failed however often it was sent. The window must cover the longest repair.
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_include_loopback_candidate(net.bind.iter().any(IpAddr::is_loopback))

@@ -8,19 +8,23 @@
 //! not cost every frame its delay — and at least the median lateness. On a clean link that is
 //! a fraction of a millisecond (frames go on the moment they complete, nothing held "just in
 //! case"); on a lossy link about as long as the repairs most frames need. It grows as soon as
-//! late frames appear and shrinks once they have left the window (about ten seconds). Sans-I/O: the caller passes the
+//! late frames appear and shrinks once they have left the window (ten seconds). The base is
+//! the fastest transit of the last two seconds, so a path that becomes slower (a new route, a
+//! queue that builds) is the new normal within two seconds rather than lateness for ten. Sans-I/O: the caller passes the
 //! arrival time and holds the frame until the returned instant.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Frames remembered (ten seconds at 30 fps).
+/// Frames whose lateness is remembered (ten seconds at 30 fps).
 const WINDOW: usize = 300;
+/// Frames the base (fastest transit) is taken over (two seconds at 30 fps).
+const BASE_WINDOW: usize = 60;
 /// The share of recent frames the delay covers (less [`LATE_OK`]).
-const QUANTILE: f64 = 0.97;
-/// How late past its slot a frame may show: with the slot's own 33 ms, a gap under the
-/// 2 × 33 ms + 50 ms that counts as a stall.
-pub const LATE_OK: Duration = Duration::from_millis(50);
+const QUANTILE: f64 = 0.99;
+/// How late past its slot a frame may show: a gap of one frame interval plus this is a
+/// hitch, well under the 2 × 33 ms + 50 ms that counts as a stall.
+pub const LATE_OK: Duration = Duration::from_millis(30);
 
 /// Playout scheduling of one stream.
 pub struct Playout {
@@ -81,8 +85,14 @@ impl Playout {
         if self.transits.len() > WINDOW {
             self.transits.pop_front();
         }
-        let base = self.transits.iter().copied().fold(f64::INFINITY, f64::min);
-        let mut late: Vec<f64> = self.transits.iter().map(|t| t - base).collect();
+        let base = self
+            .transits
+            .iter()
+            .rev()
+            .take(BASE_WINDOW)
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let mut late: Vec<f64> = self.transits.iter().map(|t| (t - base).max(0.0)).collect();
         late.sort_by(f64::total_cmp);
         let quantile =
             |q: f64| late[((late.len() as f64 * q).ceil() as usize).clamp(1, late.len()) - 1];
@@ -154,6 +164,17 @@ mod tests {
         assert_eq!(p.delay(), ms(200), "capped");
         for i in 50..400u32 {
             p.schedule(i * 2970, t + ms(u64::from(i) * 33));
+        }
+        assert!(p.delay() < ms(1), "{:?}", p.delay());
+    }
+
+    #[test]
+    fn a_path_that_becomes_slower_is_the_new_normal_within_two_seconds() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        for i in 0..300u32 {
+            let extra = if i < 150 { 0 } else { 100 };
+            p.schedule(i * 2970, t + ms(u64::from(i) * 33 + extra));
         }
         assert!(p.delay() < ms(1), "{:?}", p.delay());
     }

@@ -36,6 +36,12 @@ pub struct WeaknetArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Run one custom cell instead: this on what the player receives…
+    #[command(flatten)]
+    custom: Option<LinkSpec>,
+    /// …and this share of what the player sends lost (with `--loss` etc.).
+    #[arg(long)]
+    up_loss: Option<f64>,
     /// Keep each process's log (stderr, with the engine's debug lines) in this directory as
     /// CELL-ROLE.log.
     #[arg(long)]
@@ -139,10 +145,21 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         bail!("onair bench weaknet builds network namespaces: run it as root with iproute2");
     }
     let exe = std::env::current_exe().context("finding the onair binary")?;
-    let cells: Vec<Cell> = matrix()
-        .into_iter()
-        .filter(|c| args.cells.is_empty() || args.cells.iter().any(|n| n == c.name))
-        .collect();
+    let cells: Vec<Cell> = match args.custom.filter(|c| !c.is_clean()) {
+        Some(down) => vec![Cell {
+            name: "custom",
+            down,
+            up: link(args.up_loss.unwrap_or(0.0), 1.0, 0, 0),
+            publisher_up: LinkSpec::CLEAN,
+            publisher_down: LinkSpec::CLEAN,
+            rate_kbit: None,
+            target: "",
+        }],
+        None => matrix()
+            .into_iter()
+            .filter(|c| args.cells.is_empty() || args.cells.iter().any(|n| n == c.name))
+            .collect(),
+    };
     if cells.is_empty() {
         bail!(
             "no such cell; the cells are clean, mild, bad, burst, terrible, extreme, thin, uplink"
@@ -184,7 +201,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
 fn onair(lab: &Lab, host: usize, exe: &Path, dir: &Path, logs: bool) -> std::process::Command {
     let mut c = lab.command(host, &exe.to_string_lossy());
     let level = if logs {
-        "warn,onair_engine=debug,onair_relay=debug"
+        "warn,onair_engine=debug,onair_relay=trace,onair_transport=trace"
     } else {
         "error"
     };
