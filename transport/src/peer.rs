@@ -96,7 +96,8 @@ pub fn opus_codec() -> RTCRtpCodec {
         clock_rate: 48_000,
         channels: 2,
         sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-        rtcp_feedback: vec![feedback("transport-cc", "")],
+        // NACK for audio too: a resend within the playout delay is better than concealment.
+        rtcp_feedback: vec![feedback("nack", ""), feedback("transport-cc", "")],
     }
 }
 

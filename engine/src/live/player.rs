@@ -142,7 +142,7 @@ impl PlayerPeer {
         // it go on together and the decoder catches up in a few milliseconds each; only a
         // decoder that cannot keep up at all fills it.
         let (video_tx, video_rx) = crossbeam_channel::bounded::<AccessUnit>(30);
-        let (audio_tx, audio_rx) = crossbeam_channel::bounded::<bytes::Bytes>(8);
+        let (audio_tx, audio_rx) = crossbeam_channel::bounded::<AudioIn>(50);
         let (stop, video_out, counters) = (
             self.stop.clone(),
             outputs.video.clone(),
@@ -211,12 +211,35 @@ impl PlayerPeer {
                         return;
                     };
                     let mut first = true;
+                    let mut conceal = Concealment::default();
                     while !stop.load(Ordering::Relaxed) {
-                        let Ok(packet) = audio_rx.recv_timeout(Duration::from_millis(50)) else {
+                        let Ok(input) = audio_rx.recv_timeout(Duration::from_millis(50)) else {
                             continue;
+                        };
+                        let packet = match input {
+                            AudioIn::Packet(packet) => packet,
+                            AudioIn::Lost(n) => {
+                                for _ in 0..n {
+                                    match conceal.next() {
+                                        Some(pcm) => {
+                                            audio_counters
+                                                .audio_concealed
+                                                .fetch_add(1, Ordering::Relaxed);
+                                            audio_out.send(&Arc::new(pcm));
+                                        }
+                                        None => {
+                                            audio_counters
+                                                .audio_lost
+                                                .fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                }
+                                continue;
+                            }
                         };
                         if let Ok(Some(pcm)) = decoder.decode(&packet, 0, 0) {
                             audio_counters.audio_played.fetch_add(1, Ordering::Relaxed);
+                            conceal.heard(&pcm);
                             audio_out.send(&Arc::new(pcm));
                             if first {
                                 first = false;
@@ -244,38 +267,12 @@ impl PlayerPeer {
                         nack.clone(),
                     ));
                 } else {
-                    let audio_tx = audio_tx.clone();
-                    let counters = counters.clone();
-                    tokio::spawn(async move {
-                        let mut last_seq: Option<u16> = None;
-                        while let Some(event) = track.poll().await {
-                            if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                                let seq = p.header.sequence_number;
-                                // One packet per 20 ms frame: a gap is frames lost.
-                                if let Some(last) = last_seq {
-                                    let ahead = seq.wrapping_sub(last);
-                                    if (1..1_000).contains(&ahead) {
-                                        counters
-                                            .audio_lost
-                                            .fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
-                                        last_seq = Some(seq);
-                                    } else if ahead > 0x8000 {
-                                        // Late, counted lost when its gap opened.
-                                        let _ = counters.audio_lost.fetch_update(
-                                            Ordering::Relaxed,
-                                            Ordering::Relaxed,
-                                            |n| n.checked_sub(1),
-                                        );
-                                    } else if ahead != 0 {
-                                        last_seq = Some(seq); // a jump: a new sender
-                                    }
-                                } else {
-                                    last_seq = Some(seq);
-                                }
-                                let _ = audio_tx.try_send(p.payload);
-                            }
-                        }
-                    });
+                    tokio::spawn(receive_audio(
+                        track,
+                        audio_tx.clone(),
+                        counters.clone(),
+                        nack.clone(),
+                    ));
                 }
             }
         });
@@ -399,6 +396,114 @@ async fn receive_video(
                 };
                 let _ = track.write_rtcp(vec![Box::new(pli)]).await;
             }
+        }
+    }
+}
+
+/// What the audio decoder thread is handed, in play order.
+enum AudioIn {
+    /// A packet (one 20 ms Opus frame).
+    Packet(bytes::Bytes),
+    /// This many frames were lost for good (repair failed): conceal them.
+    Lost(u64),
+}
+
+/// Repeat-and-fade loss concealment: a lost frame is the last one heard at half its level,
+/// then a quarter, then an eighth; after that, silence (lost). Cheap, and far smoother than a
+/// hole in the stream for the odd lost frame.
+#[derive(Default)]
+struct Concealment {
+    last: Option<onair_media::frame::AudioFrame>,
+    run: u32,
+}
+
+impl Concealment {
+    /// Frames after which concealment gives way to silence.
+    const MAX_RUN: u32 = 3;
+
+    fn heard(&mut self, frame: &onair_media::frame::AudioFrame) {
+        self.last = Some(frame.clone());
+        self.run = 0;
+    }
+
+    fn next(&mut self) -> Option<onair_media::frame::AudioFrame> {
+        if self.run >= Self::MAX_RUN {
+            return None;
+        }
+        self.run += 1;
+        let mut frame = self.last.clone()?;
+        let shift = self.run;
+        for s in &mut frame.samples {
+            *s >>= shift;
+        }
+        Some(frame)
+    }
+}
+
+/// RTP → jitter buffer (order, NACK repair) → playout → the decoder thread, with the frames
+/// repair could not save marked lost for concealment. Waits like the video does, so the two
+/// stay in step.
+async fn receive_audio(
+    track: Arc<dyn TrackRemote>,
+    frames: crossbeam_channel::Sender<AudioIn>,
+    counters: Arc<PlayerCounters>,
+    nack: Arc<onair_transport::nack::NackStats>,
+) {
+    use std::time::Instant;
+    let mut jitter = JitterBuffer::new(48_000, MAX_REORDER_WAIT);
+    let mut playout = Playout::new(48_000, MAX_PLAYOUT_DELAY);
+    let mut held: VecDeque<(Instant, AudioIn)> = VecDeque::new();
+    let mut repair = Duration::MAX;
+    loop {
+        let rtt = Duration::from_micros(counters.rtt_us.load(Ordering::Relaxed));
+        let repair_now = nack.repair_time().map_or_else(
+            || peer::repair_time(rtt),
+            |r| r.max(rtt) + onair_transport::nack::TICK,
+        );
+        if repair_now != repair {
+            repair = repair_now;
+            jitter.set_repair_time(nack.reorder_time() + repair * REPAIR_ROUNDS);
+        }
+        let now = Instant::now();
+        while held.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, input)) = held.pop_front() {
+                // A decoder thread that fell a whole second behind loses frames here.
+                let _ = frames.try_send(input);
+            }
+        }
+        let deadline = match (jitter.deadline(), held.front().map(|(due, _)| *due)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let lost_before = jitter.lost;
+        let ready = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => jitter.push(
+                    Buffered {
+                        seq: p.header.sequence_number,
+                        timestamp: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: p.payload,
+                    },
+                    Instant::now(),
+                ),
+                Some(_) => continue,
+                None => break,
+            },
+            _ = crate::live::sleep_until_opt(deadline) => jitter.release(Instant::now()),
+        };
+        let now = Instant::now();
+        let lost = jitter.lost - lost_before;
+        if lost > 0 {
+            // Given up behind a gap: the frames lost come before what was released.
+            held.push_back((now, AudioIn::Lost(lost.min(50))));
+        }
+        for p in ready {
+            let due = playout.schedule(p.timestamp, now);
+            held.push_back((
+                due.max(held.back().map_or(due, |(d, _)| *d)),
+                AudioIn::Packet(p.payload),
+            ));
         }
     }
 }
