@@ -58,9 +58,7 @@ fn cell(args: &[&str]) -> Value {
 }
 
 fn f(v: &Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no {key} in {v}"))
+    v[key].as_f64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 #[test]
@@ -73,8 +71,14 @@ fn on_a_clean_link_nothing_is_held() {
     assert!(f(&v, "fps") >= 27.0, "{v}");
     assert_eq!(f(&v, "stall_ratio"), 0.0, "{v}");
     let p50 = f(&v["capture_to_decoded_ms"], "p50");
-    assert!(p50 < 30.0, "capture → decoded stays near the codec floor: {v}");
-    assert!(f(&v, "playout_delay_ms") < 5.0, "no playout delay added: {v}");
+    assert!(
+        p50 < 30.0,
+        "capture → decoded stays near the codec floor: {v}"
+    );
+    assert!(
+        f(&v, "playout_delay_ms") < 5.0,
+        "no playout delay added: {v}"
+    );
     assert_eq!(f(&v, "keyframes_requested"), 0.0, "{v}");
 }
 
@@ -94,7 +98,10 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     assert!(f(&v, "fps") >= 25.0, "{v}");
     assert!(f(&v, "stall_ratio") <= 0.10, "{v}");
     assert!(f(&v, "longest_freeze_ms") < 1_000.0, "{v}");
-    assert!(f(&v, "keyframes_requested") <= 3.0, "NACK repair, not keyframes: {v}");
+    assert!(
+        f(&v, "keyframes_requested") <= 3.0,
+        "NACK repair, not keyframes: {v}"
+    );
     // Audio: (before: 19 % of frames lost).
     let audio = f(&v, "audio_frames_played") + f(&v, "audio_frames_concealed");
     assert!(audio >= 0.9 * f(&v, "audio_frames_expected"), "{v}");
