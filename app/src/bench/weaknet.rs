@@ -379,7 +379,7 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     let start_counts = last_counts;
     let mut smooth = Smoothness::default();
     let mut delays = Vec::new();
-    let (mut first_number, mut last_number, mut shown) = (None, 0u32, 0u64);
+    let (mut first_number, mut last_number, mut shown, mut stamped) = (None, 0u32, 0u64, 0u64);
     let mut kbps = Vec::new();
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(seconds);
@@ -389,8 +389,18 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
             let now = Instant::now();
             smooth.frame(now);
             shown += 1;
-            if let Some(s) = stamp::read(&f) {
-                delays.push(wall_clock_us().saturating_sub(s.capture_time_us) as f64 / 1000.0);
+            // The capture time rides in the frame's SEI (the burned-in stamp's pixels are
+            // skipped by the encoder at a very low bitrate and then read stale).
+            let stamp = stamp::read(&f);
+            let capture = match f.capture_time_us {
+                0 => stamp.map_or(0, |s| s.capture_time_us),
+                t => t,
+            };
+            if capture > 0 {
+                delays.push(wall_clock_us().saturating_sub(capture) as f64 / 1000.0);
+            }
+            if let Some(s) = stamp {
+                stamped += 1;
                 first_number.get_or_insert(s.frame_number);
                 last_number = last_number.max(s.frame_number);
             }
@@ -411,7 +421,7 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
         "freezes_over_500ms": smooth.freezes_over_500ms,
         "longest_freeze_ms": smooth.longest.as_millis() as u64,
         "fps": (shown as f64 / elapsed * 10.0).round() / 10.0,
-        "frames_missing": first_number.map_or(0, |f| u64::from(last_number - f + 1).saturating_sub(delays.len() as u64)),
+        "frames_missing": first_number.map_or(0, |f| u64::from(last_number - f + 1).saturating_sub(stamped)),
         "capture_to_decoded_ms": stats::summary(delays),
         "audio_frames_expected": audio_expected.round(),
         "audio_frames_played": d(1),

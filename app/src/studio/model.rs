@@ -106,6 +106,18 @@ pub struct PlayerQuality {
     pub rtt_ms: f64,
     /// Stutters so far.
     pub stutters: u64,
+    /// Time spent in them so far, ms.
+    pub stutter_ms: f64,
+    /// Delay the player adds to play smoothly (jitter buffer and playout), ms.
+    pub playout_ms: f64,
+    /// Packets repaired (NACK resends) so far.
+    pub repaired: u64,
+    /// Keyframes asked for so far.
+    pub keyframe_requests: u64,
+    /// Audio frames concealed and lost so far.
+    pub audio_concealed: u64,
+    /// Audio frames lost (silence) so far.
+    pub audio_lost: u64,
     /// Straight from the relay or through a TURN server.
     pub path: onair_engine::MediaPath,
 }
@@ -250,6 +262,8 @@ pub struct QualitySample {
     pub delay_ms: f64,
     /// Packets lost since the previous sample.
     pub lost: f64,
+    /// Delay added for smooth playout, ms (players; 0 for publishers).
+    pub playout_ms: f64,
 }
 
 /// Everything the studio knows.
@@ -480,6 +494,7 @@ impl StudioModel {
                         kbps: q.video_kbps,
                         delay_ms: q.rtt_ms,
                         lost: q.packets_lost as f64,
+                        playout_ms: 0.0,
                     },
                 );
             }
@@ -492,11 +507,18 @@ impl StudioModel {
                 jitter_ms,
                 rtt_ms,
                 stutters,
+                stutter_ms,
+                playout_delay_ms,
+                packets_repaired,
+                keyframe_requests,
+                audio_frames_concealed,
+                audio_frames_lost,
                 path,
                 ..
             } => {
                 let player = self.players.entry(stream_id.clone()).or_default();
                 let lost_before = player.quality.map_or(0, |q| q.packets_lost);
+                let stutters_before = player.quality.map_or(0, |q| q.stutters);
                 let playing = player.state == Some(PlayerState::Playing);
                 player.quality = Some(PlayerQuality {
                     fps: *decode_fps,
@@ -506,11 +528,21 @@ impl StudioModel {
                     jitter_ms: *jitter_ms,
                     rtt_ms: *rtt_ms,
                     stutters: *stutters,
+                    stutter_ms: *stutter_ms,
+                    playout_ms: *playout_delay_ms,
+                    repaired: *packets_repaired,
+                    keyframe_requests: *keyframe_requests,
+                    audio_concealed: *audio_frames_concealed,
+                    audio_lost: *audio_frames_lost,
                     path: *path,
                 });
                 if playing {
+                    // A second without frames is a stall; one with a freeze in it (a gap of
+                    // 200 ms or more between frames) shows on the timeline too.
                     let (phase, detail) = if *decode_fps < 1.0 {
                         (Phase::Stalled, "Stalled")
+                    } else if *stutters > stutters_before {
+                        (Phase::Stalled, "Freeze")
                     } else {
                         (Phase::Active, "Playing")
                     };
@@ -528,6 +560,7 @@ impl StudioModel {
                         kbps: *video_kbps,
                         delay_ms: *delay_ms,
                         lost: packets_lost.saturating_sub(lost_before) as f64,
+                        playout_ms: *playout_delay_ms,
                     },
                 );
             }

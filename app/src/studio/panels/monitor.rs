@@ -164,6 +164,13 @@ fn tile(
                     "{:.0} kbps · delay {:.1} ms · lost {}{via}",
                     q.kbps, q.delay_ms, q.packets_lost
                 ));
+                // On a weak link: what smoothing costs and what repair saved.
+                if q.playout_ms >= 1.0 || q.repaired > 0 || q.stutters > 0 {
+                    lines.push(format!(
+                        "buffer {:.0} ms · repaired {} · freezes {}",
+                        q.playout_ms, q.repaired, q.stutters
+                    ));
+                }
             } else if let Some(d) = view.delay_ms {
                 lines.push(format!("delay {d:.1} ms"));
             }

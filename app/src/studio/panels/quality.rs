@@ -1,5 +1,6 @@
-//! Quality plots per stream (egui_plot): frames per second, kbps, delay and loss over the last
-//! minutes, from the once-a-second quality reports of our publishers and players.
+//! Quality plots per stream (egui_plot): frames per second, kbps, delay, the playout buffer and
+//! loss over the last minutes, from the once-a-second quality reports of our publishers and
+//! players, and a played stream's freezes, repairs and concealment in one line.
 
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
@@ -49,14 +50,35 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
     else {
         return;
     };
+    // A played stream's weak-link story in one line: freezes, what smoothing adds, what NACK
+    // repair saved, keyframes asked for, audio concealed.
+    if let Some(q) = state
+        .quality_stream
+        .as_ref()
+        .and_then(|s| session.model.players.get(s))
+        .and_then(|p| p.quality)
+    {
+        ui.label(format!(
+            "freezes {} ({:.1} s) · buffer {:.0} ms · jitter {:.1} ms · repaired {} · keyframes asked {} · audio concealed {} lost {}",
+            q.stutters,
+            q.stutter_ms / 1000.0,
+            q.playout_ms,
+            q.jitter_ms,
+            q.repaired,
+            q.keyframe_requests,
+            q.audio_concealed,
+            q.audio_lost
+        ));
+    }
     let samples: Vec<QualitySample> = history.iter().copied().collect();
-    let height = ((ui.available_height() - 8.0) / 4.0).max(50.0);
+    let height = ((ui.available_height() - 8.0) / 5.0).max(50.0);
     let link = egui::Id::unique("quality_x");
     type Series = (&'static str, fn(&QualitySample) -> f64);
-    let series: [Series; 4] = [
+    let series: [Series; 5] = [
         ("fps", |s| s.fps),
         ("kbps", |s| s.kbps),
         ("delay ms", |s| s.delay_ms),
+        ("buffer ms", |s| s.playout_ms),
         ("lost packets", |s| s.lost),
     ];
     for (name, value) in series {
