@@ -1,6 +1,7 @@
 //! `onair bench NAME --json`: benchmarks of the hot paths, each printing one JSON object with
 //! median and p99 and the machine's core count.
 
+mod chromium;
 mod fanout;
 mod latency;
 mod media;

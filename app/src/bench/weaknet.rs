@@ -46,6 +46,13 @@ pub struct WeaknetArgs {
     /// CELL-ROLE.log.
     #[arg(long)]
     logs: Option<PathBuf>,
+    /// Also play each cell's stream in headless Chromium (WHEP, from the player's namespace,
+    /// after our player) and print its figures beside ours.
+    #[arg(long)]
+    chromium: bool,
+    /// Internal: play the relay at this http:// URL in Chromium and print its figures.
+    #[arg(long, hide = true)]
+    chromium_of: Option<String>,
     /// Internal: be the player of the relay at this URL and print its figures as JSON.
     #[arg(long, hide = true)]
     player_of: Option<String>,
@@ -136,6 +143,20 @@ pub fn matrix() -> Vec<Cell> {
 
 /// Runs the benchmark (or, with `--player-of`, one cell's player).
 pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
+    if let Some(base) = &args.chromium_of {
+        let sign = dev_app::load().context("no development app (ONAIR_DEV_APP_FILE)")?;
+        let mut claims = onair_engine::token::Claims::new(
+            dev_app::DEV_APP_ID,
+            "weaknet-chromium",
+            onair_engine::token::unix_now(),
+            3600,
+        );
+        claims.room_id = Some("weak".into());
+        let token = onair_engine::token::mint(&claims, &sign);
+        let url = format!("{base}/live?mode=whep&room=weak&stream=cam&token={token}");
+        println!("{}", super::chromium::measure(&url, args.seconds)?);
+        return Ok(());
+    }
     if let Some(server) = &args.player_of {
         let figures = measure_player(server, args.seconds)?;
         println!("{figures}");
@@ -170,8 +191,16 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         if !args.json {
             eprintln!("cell {} ({} s)…", cell.name, args.seconds);
         }
-        let figures = run_cell(&exe, cell, args.seconds, args.logs.as_deref())
-            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+        let (figures, chromium) = match run_cell(
+            &exe,
+            cell,
+            args.seconds,
+            args.logs.as_deref(),
+            args.chromium,
+        ) {
+            Ok(both) => both,
+            Err(e) => (json!({ "error": format!("{e:#}") }), Value::Null),
+        };
         results.push(json!({
             "cell": cell.name,
             "player_down": cell.down,
@@ -181,6 +210,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
             "rate_kbit": cell.rate_kbit,
             "target": cell.target,
             "onair": figures,
+            "chromium": chromium,
         }));
     }
     let report = json!({
@@ -218,7 +248,8 @@ pub fn run_cell(
     cell: &Cell,
     seconds: f64,
     logs: Option<&Path>,
-) -> anyhow::Result<Value> {
+    chromium: bool,
+) -> anyhow::Result<(Value, Value)> {
     let mut lab = Lab::try_new("wn", 3).map_err(anyhow::Error::msg)?;
     let dir = TempDir::new(&format!("weaknet-{}", cell.name))?;
     if let Some(logs) = logs {
@@ -231,7 +262,8 @@ pub fn run_cell(
     wait_line(&relay, "media:", Duration::from_secs(20))
         .map_err(|seen| anyhow::anyhow!("the relay did not start: {seen:?}"))?;
     let server = format!("ws://{}:7880", lab.addr(0));
-    let total = seconds + 60.0;
+    // Long enough for our player and, with --chromium, Chromium after it.
+    let total = 2.0 * seconds + 120.0;
     let mut publisher = onair(&lab, 1, exe, &dir.0, logs.is_some());
     publisher.args([
         "publish", "--server", &server, "--room", "weak", "--stream", "cam",
@@ -262,7 +294,27 @@ pub fn run_cell(
     )
     .map_err(|seen| anyhow::anyhow!("the player printed no figures: {seen:?}"))?;
     let line = seen.last().context("no line")?;
-    Ok(serde_json::from_str(line)?)
+    let ours: Value = serde_json::from_str(line)?;
+    if !chromium {
+        return Ok((ours, Value::Null));
+    }
+    // The same stream, the same impaired link, libwebrtc's receiver.
+    let mut reference = onair(&lab, 2, exe, &dir.0, logs.is_some());
+    reference.args(["bench", "weaknet", "--seconds", &format!("{seconds}")]);
+    reference.args(["--chromium-of", &format!("http://{}:7880", lab.addr(0))]);
+    let reference = lab.spawn_logged(reference, log("chromium").as_deref());
+    let theirs = wait_line(
+        &reference,
+        "\"freeze_ratio\"",
+        Duration::from_secs_f64(seconds + 60.0),
+    )
+    .map_err(|seen| json!({ "error": format!("chromium printed no figures: {seen:?}") }))
+    .and_then(|seen| {
+        seen.last()
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+            .ok_or_else(|| json!({ "error": "chromium's figures did not parse" }))
+    });
+    Ok((ours, theirs.unwrap_or_else(|e| e)))
 }
 
 /// A directory removed on drop.
