@@ -195,7 +195,8 @@ pub fn measure(url: &str, seconds: f64) -> anyhow::Result<Value> {
         let freezes_s = d(&["video", "totalFreezesDuration"]);
         // Our stall rule on the frames Chromium showed (a frame-less tail counts too).
         let tail = n(&b, &["now_ms"]) - n(&b, &["last_frame_ms"]);
-        let stall_ms = d(&["stall_ms"]) + if tail > 2000.0 / 30.0 + 50.0 { tail } else { 0.0 };
+        let stall_ms = (d(&["stall_ms"]) + if tail > 2000.0 / 30.0 + 50.0 { tail } else { 0.0 })
+            .min(elapsed * 1000.0);
         let emitted = d(&["video", "jitterBufferEmittedCount"]).max(1.0);
         let samples = d(&["audio", "totalSamplesReceived"]).max(1.0);
         Ok(json!({
