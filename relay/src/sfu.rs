@@ -202,7 +202,8 @@ impl Sfu {
         // The publisher's connection: gone means the stream is over.
         let watch_ingest = ingest.clone();
         tokio::spawn(async move {
-            if let Some(s) = connection_lost(ev.state.clone(), DISCONNECT_GRACE).await
+            if let Some(s) =
+                connection_lost(ev.state.clone(), DISCONNECT_GRACE, ev.received.clone()).await
                 && !watch_ingest.closing.load(Ordering::SeqCst)
             {
                 events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
@@ -314,10 +315,10 @@ impl Sfu {
         }
         // The player's connection: if it fails or closes while still registered (the relay
         // unregisters before it closes one itself), the player is gone: tell the state machine.
-        let state = ev.state.clone();
+        let (state, received) = (ev.state.clone(), ev.received.clone());
         let sfu = Arc::downgrade(self);
         tokio::spawn(async move {
-            let Some(s) = connection_lost(state, DISCONNECT_GRACE).await else {
+            let Some(s) = connection_lost(state, DISCONNECT_GRACE, received).await else {
                 return;
             };
             let ours = sfu.upgrade().is_some_and(|sfu| {

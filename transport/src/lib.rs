@@ -9,6 +9,7 @@ pub mod nack;
 pub mod nack_count;
 pub mod peer;
 pub mod playout;
+pub mod received;
 pub mod sei;
 pub mod send_loss;
 pub mod tap;

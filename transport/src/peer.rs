@@ -114,6 +114,8 @@ pub struct PeerEvents {
     /// What our own NACK requester did for the packets we receive (losses, repairs, the
     /// measured repair time).
     pub nack: Arc<NackStats>,
+    /// Packets received so far (RTP and RTCP): see [`connection_lost`].
+    pub received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Handler {
@@ -245,9 +247,14 @@ pub async fn new_peer_with(
     let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
     // answered.
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut registry = registry
         .with(Slot::from(14_000), KeyframeRequests::default())
-        .with(Slot::from(3_500), nack_count(nacked.clone()));
+        .with(Slot::from(3_500), nack_count(nacked.clone()))
+        .with(
+            Slot::from(3_400),
+            crate::received::received_count(received.clone()),
+        );
     if let Some((initial, min, max)) = send.estimate {
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
@@ -306,6 +313,7 @@ pub async fn new_peer_with(
             tracks,
             nacked,
             nack,
+            received,
         },
     ))
 }
@@ -321,6 +329,11 @@ fn setting_engine(
         // rejected as a replay, so on a link with a 100 ms round trip and loss both ways a
         // repair failed however often it was sent. The window must cover the longest repair.
         .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
+        // ICE keepalive checks every 500 ms (default 2 s): ICE fails a path after 25 s without
+        // an answered check, and on a link losing 70 % each way a check is answered one time
+        // in eleven — at 2 s that is a one-in-three chance per 25 s of failing a connection
+        // media still crosses; at 500 ms one in a hundred. Two small STUN packets a second.
+        .with_ice_timeouts(None, None, Some(Duration::from_millis(500)))
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(100))
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_include_loopback_candidate(net.bind.iter().any(IpAddr::is_loopback))
@@ -459,19 +472,25 @@ pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until the connection is lost: failed or closed, or disconnected for longer than
-/// `grace` (a disconnection that recovers within it is not a loss). Returns the state it was
-/// lost in; `None` if the connection was dropped first.
+/// `grace` with nothing received (a disconnection that recovers within it is not a loss, nor
+/// is one through which packets — counted in `received` — still arrive: ICE judges by its
+/// STUN checks alone, which a very lossy link fails while media gets through). Returns the
+/// state it was lost in; `None` if the connection was dropped first.
 pub async fn connection_lost(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     grace: Duration,
+    received: Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<RTCPeerConnectionState> {
+    use std::sync::atomic::Ordering::Relaxed;
     loop {
         let s = *state.borrow();
         match s {
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return Some(s),
             RTCPeerConnectionState::Disconnected => {
+                let before = received.load(Relaxed);
                 let back = state.wait_for(|s| *s != RTCPeerConnectionState::Disconnected);
                 match tokio::time::timeout(grace, back).await {
+                    Err(_) if received.load(Relaxed) != before => continue,
                     Err(_) => return Some(s),
                     Ok(Err(_)) => return None,
                     Ok(Ok(_)) => continue,
@@ -554,8 +573,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_disconnection_is_not_a_loss_but_a_long_one_is() {
+        let quiet = || Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (tx, rx) = watch::channel(S::Connected);
-        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5), quiet()));
         tokio::time::sleep(Duration::from_secs(1)).await;
         tx.send(S::Disconnected).expect("watched");
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -567,13 +587,34 @@ mod tests {
         assert_eq!(lost.await.expect("joined"), Some(S::Disconnected));
 
         let (tx, rx) = watch::channel(S::Connected);
-        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5), quiet()));
         tx.send(S::Failed).expect("watched");
         assert_eq!(lost.await.expect("joined"), Some(S::Failed));
 
         let (tx, rx) = watch::channel(S::Connecting);
-        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5)));
+        let lost = tokio::spawn(connection_lost(rx, Duration::from_secs(5), quiet()));
         drop(tx);
         assert_eq!(lost.await.expect("joined"), None, "dropped, not lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnection_that_still_receives_is_not_a_loss() {
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tx, rx) = watch::channel(S::Disconnected);
+        let lost = tokio::spawn(connection_lost(
+            rx,
+            Duration::from_secs(5),
+            received.clone(),
+        ));
+        // Twenty seconds "disconnected" with packets arriving: still alive.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert!(!lost.is_finished());
+        // Then silence: lost one or two graces later.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(lost.await.expect("joined"), Some(S::Disconnected));
+        drop(tx);
     }
 }

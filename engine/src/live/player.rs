@@ -80,6 +80,8 @@ pub struct PlayerPeer {
     pub counters: Arc<PlayerCounters>,
     /// What the NACK requester did (repairs, the measured repair time).
     pub nack: Arc<onair_transport::nack::NackStats>,
+    received: Arc<AtomicU64>,
+    seen: u64,
 }
 
 impl Drop for PlayerPeer {
@@ -105,6 +107,8 @@ pub async fn offer(net: &MediaNetwork) -> Result<(PlayerPeer, String), PeerError
         PlayerPeer {
             pc,
             nack: ev.nack.clone(),
+            received: ev.received.clone(),
+            seen: 0,
             events: Some(ev),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
@@ -115,6 +119,12 @@ pub async fn offer(net: &MediaNetwork) -> Result<(PlayerPeer, String), PeerError
 }
 
 impl PlayerPeer {
+    /// Whether packets arrived since the last time this was asked.
+    pub fn still_receiving(&mut self) -> bool {
+        let n = self.received.load(Ordering::Relaxed);
+        std::mem::replace(&mut self.seen, n) != n
+    }
+
     /// Applies the relay's answer and starts receiving into `outputs`.
     pub async fn accept(
         &mut self,

@@ -40,6 +40,16 @@ pub struct PublisherPeer {
     keyframe: Arc<AtomicBool>,
     /// Packets the relay reported missing (NACK) so far.
     pub nacked: Arc<std::sync::atomic::AtomicU64>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    seen: u64,
+}
+
+impl PublisherPeer {
+    /// Whether packets (the relay's RTCP) arrived since the last time this was asked.
+    pub fn still_receiving(&mut self) -> bool {
+        let n = self.received.load(std::sync::atomic::Ordering::Relaxed);
+        std::mem::replace(&mut self.seen, n) != n
+    }
 }
 
 async fn sample_track(
@@ -113,6 +123,8 @@ pub async fn offer(
             audio,
             keyframe,
             nacked: ev.nacked.clone(),
+            received: ev.received.clone(),
+            seen: 0,
         },
         sdp,
     ))

@@ -202,6 +202,14 @@ impl<S: Copy + PartialEq> Core<S> {
         }
     }
 
+    /// Packets still arrived (by `now`) on a connection ICE calls disconnected: it is not
+    /// lost, and the grace runs again from now.
+    fn on_traffic(&mut self, now: Instant) {
+        if let Phase::Disconnected(at) = self.phase {
+            self.phase = Phase::Disconnected(at.max(now + self.timers.disconnect_grace));
+        }
+    }
+
     fn negotiate_if_ready(
         &mut self,
         ready: bool,
@@ -364,6 +372,11 @@ impl PublishSession {
     /// The next time [`Self::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.poll_timeout()
+    }
+
+    /// Packets still arrive (by `now`) on the connection: a disconnection is not a loss yet.
+    pub fn on_traffic(&mut self, now: Instant) {
+        self.core.on_traffic(now);
     }
 
     /// Time passed: a retry that is due makes the session ready to negotiate again; an attempt
@@ -610,6 +623,11 @@ impl PlaySession {
     /// The next time [`Self::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.poll_timeout()
+    }
+
+    /// Packets still arrive (by `now`) on the connection: a disconnection is not a loss yet.
+    pub fn on_traffic(&mut self, now: Instant) {
+        self.core.on_traffic(now);
     }
 
     /// Time passed: a retry that is due makes the session ready to negotiate again; an attempt

@@ -460,6 +460,38 @@ fn a_disconnect_within_the_grace_then_up_emits_nothing() {
 }
 
 #[test]
+fn a_disconnect_through_which_packets_still_arrive_is_not_a_loss() {
+    // ICE judges by its checks alone; on a very lossy link they fail while media gets through.
+    let t0 = Instant::now();
+    let mut gens = 0;
+    let mut q = playing(&mut gens, t0);
+    q.on_peer(1, PeerLink::Disconnected, t0);
+    let mut now = t0;
+    for _ in 0..6 {
+        now += DEFAULT_DISCONNECT_GRACE;
+        q.on_traffic(now - Duration::from_millis(1));
+        assert!(
+            q.handle_timeout(now).is_empty(),
+            "still receiving: not lost"
+        );
+    }
+    assert_eq!(q.state(), PlayerState::Playing);
+    // Silence for a whole grace: lost.
+    let out = q.handle_timeout(now + DEFAULT_DISCONNECT_GRACE);
+    assert_eq!(
+        states(&out),
+        [(
+            "PlayRequesting".into(),
+            ErrorCode::PlayNegotiationFailed.code()
+        )]
+    );
+    // Traffic while up changes nothing.
+    let mut r = playing(&mut gens, t0);
+    r.on_traffic(t0);
+    assert_eq!(r.phase(), Phase::Up);
+}
+
+#[test]
 fn a_disconnect_past_the_grace_fails_like_a_lost_connection() {
     let t0 = Instant::now();
     let mut gens = 0;

@@ -206,6 +206,9 @@ impl Connection {
             let Some(p) = self.publishers.get_mut(&stream_id) else {
                 continue;
             };
+            if p.peer.as_mut().is_some_and(|peer| peer.still_receiving()) {
+                p.session.on_traffic(now);
+            }
             let mut actions = p.session.handle_timeout(now);
             let generation = &mut self.generation;
             actions.extend(p.session.negotiate_if_ready(ready, generation, now));
@@ -219,6 +222,9 @@ impl Connection {
             let Some(p) = self.players.get_mut(&stream_id) else {
                 continue;
             };
+            if p.peer.as_mut().is_some_and(|peer| peer.still_receiving()) {
+                p.session.on_traffic(now);
+            }
             let mut actions = p.session.handle_timeout(now);
             let generation = &mut self.generation;
             actions.extend(p.session.negotiate_if_ready(ready, generation, now));
