@@ -40,7 +40,7 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         ui.weak(if is_publisher {
             "ours: delay is the round trip"
         } else {
-            "played: delay is capture to decode"
+            "played: delay is capture to decode, on two machines' clocks"
         });
     });
     let Some(history) = state
