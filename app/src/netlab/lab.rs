@@ -439,6 +439,12 @@ impl Lab {
     /// Kills every process started so far with [`Self::spawn`] (the namespaces stay).
     pub fn kill_all(&mut self) {
         for c in &mut self.children {
+            // What the child started (a browser) goes with it rather than living on in a
+            // deleted namespace.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
