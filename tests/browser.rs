@@ -4,107 +4,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use onair_engine::token::{self, Claims};
 use onair_engine::{PlayerConfig, PublishChannel, User, VideoConfig, VideoPreset};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Browser {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
+/// The browser, failing the test where it cannot start.
+struct Browser(onair::browser::Browser);
 
 impl Browser {
     fn open(url: &str) -> Browser {
-        assert!(
-            std::path::Path::new(CHROMIUM).exists(),
-            "Debian's chromium is needed for this test: `make test` (or .ci/install-deps test) installs it"
-        );
-        let dir = std::env::temp_dir().join(format!(
-            "onair-chromium-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let child = Command::new(CHROMIUM)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", dir.display()))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromium");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(dir.join("DevToolsActivePort"))
-                && let Some(port) = text.lines().next().and_then(|l| l.trim().parse().ok())
-            {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium did not open its DevTools port"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        Browser { child, dir, port }
-    }
-
-    /// The page's DevTools WebSocket URL.
-    fn page_ws(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("devtools");
-            s.set_read_timeout(Some(Duration::from_millis(500)))
-                .expect("timeout");
-            write!(
-                s,
-                "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                self.port
-            )
-            .expect("write");
-            // DevTools may keep the connection open: read what arrives, until a pause.
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-            }
-            let raw = String::from_utf8_lossy(&raw);
-            let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-            if let Ok(serde_json::Value::Array(targets)) =
-                serde_json::from_str::<serde_json::Value>(body)
-                && let Some(ws) = targets
-                    .iter()
-                    .find(|t| t["type"] == "page")
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            {
-                return ws.to_string();
-            }
-            assert!(Instant::now() < deadline, "no page target in chromium");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        Browser(onair::browser::Browser::open(url).unwrap_or_else(|e| panic!("{e:#}")))
     }
 
     /// Evaluates `expr` in the page until `done` accepts its value (or the time runs out).
@@ -114,36 +25,14 @@ impl Browser {
         secs: u64,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let ws_url = self.page_ws();
         runtime().block_on(async {
-            let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-                .await
-                .unwrap_or_else(|e| panic!("devtools socket {ws_url}: {e}"));
+            let mut ws = self.0.devtools().await.unwrap_or_else(|e| panic!("{e:#}"));
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut id = 0u64;
             let mut last = serde_json::Value::Null;
             while Instant::now() < deadline {
                 id += 1;
-                let msg = serde_json::json!({"id": id, "method": "Runtime.evaluate",
-                    "params": {"expression": expr, "returnByValue": true}});
-                ws.send(tokio_tungstenite::tungstenite::Message::text(
-                    msg.to_string(),
-                ))
-                .await
-                .expect("send");
-                while let Ok(Some(Ok(m))) =
-                    tokio::time::timeout(Duration::from_secs(5), ws.next()).await
-                {
-                    let Ok(v) =
-                        serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or(""))
-                    else {
-                        continue;
-                    };
-                    if v["id"] == id {
-                        last = v["result"]["result"]["value"].clone();
-                        break;
-                    }
-                }
+                last = onair::browser::evaluate(&mut ws, id, expr).await;
                 if done(&last) {
                     return last;
                 }
@@ -152,21 +41,6 @@ impl Browser {
             last
         })
     }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 fn token_for(relay: &TestRelay, user: &str, room: &str, publish: bool) -> String {

@@ -13,34 +13,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::Receiver;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, Lab, wait_line};
+use common::netns::{self, Lab, onair, turn, wait_line};
 
-const ONAIR: &str = env!("CARGO_BIN_EXE_onair");
 /// The secret the TURN test's coturn shares with its relay.
 const TURN_SECRET: &str = "onair-test-turn-secret";
-
-/// `onair` inside host `i`, with the lab's own development app (sign and CA) in `dir`.
-fn onair(lab: &Lab, i: usize, dir: &Path, args: &[&str]) -> Command {
-    let mut c = lab.command(i, ONAIR);
-    c.args(args)
-        .env("ONAIR_DEV_APP_FILE", dir.join("dev-app.toml"))
-        .env("RUST_LOG", "error")
-        .env_remove("ONAIR_SERVER")
-        .env_remove("ONAIR_CA_CERT");
-    c
-}
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// The turn of one test (a failed test's poisoned lock is still a turn).
-fn turn() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Whether the test may run: false (with a note) without root and iproute2.
 fn hosts_available() -> bool {

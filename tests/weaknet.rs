@@ -9,20 +9,9 @@
 mod common;
 
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
-use common::netns;
+use common::netns::{self, ONAIR, onair, turn};
 use serde_json::Value;
-
-const ONAIR: &str = env!("CARGO_BIN_EXE_onair");
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn turn() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Whether the test may run: root, iproute2 and iptables (CI has them).
 fn available() -> bool {
@@ -105,17 +94,6 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     // Audio: (before: 19 % of frames lost).
     let audio = f(&v, "audio_frames_played") + f(&v, "audio_frames_concealed");
     assert!(audio >= 0.9 * f(&v, "audio_frames_expected"), "{v}");
-}
-
-/// `onair ARGS` inside host `i`, with the lab's development app in `dir`.
-fn onair(lab: &netns::Lab, i: usize, dir: &std::path::Path, args: &[&str]) -> Command {
-    let mut c = lab.command(i, ONAIR);
-    c.args(args)
-        .env("ONAIR_DEV_APP_FILE", dir.join("dev-app.toml"))
-        .env("RUST_LOG", "error")
-        .env_remove("ONAIR_SERVER")
-        .env_remove("ONAIR_CA_CERT");
-    c
 }
 
 /// `key=value` from an event or stats line.

@@ -114,6 +114,8 @@ pub struct NackState {
     srtt: Option<(f64, f64)>,
     /// How late recent reordered packets were (newest last).
     reorder: VecDeque<Duration>,
+    /// Their 90th percentile, kept up to date as they come (read every tick).
+    reorder_p90: Duration,
     /// Packets arrived and first asks since `loss` was last updated, and when that was.
     arrived: u64,
     asked: u64,
@@ -138,6 +140,7 @@ impl NackState {
             streams: HashMap::new(),
             srtt: None,
             reorder: VecDeque::new(),
+            reorder_p90: Duration::ZERO,
             arrived: 0,
             asked: 0,
             loss_at: None,
@@ -237,9 +240,16 @@ impl NackState {
         if self.reorder.len() > REORDER_SAMPLES {
             self.reorder.pop_front();
         }
+        let mut late: Vec<Duration> = self.reorder.iter().copied().collect();
+        late.sort_unstable();
+        let rank = (late.len() * 9).div_ceil(10);
+        self.reorder_p90 = late
+            .get(rank.saturating_sub(1))
+            .copied()
+            .unwrap_or_default();
         self.stats
             .reorder_us
-            .store(self.reorder_wait().as_micros() as u64, Ordering::Relaxed);
+            .store(self.reorder_p90.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// How long a new gap waits for reordering before it is asked for: the 90th percentile
@@ -247,12 +257,7 @@ impl NackState {
     /// later ones are asked for needlessly, which costs a resend and saves a round trip on
     /// every real loss.
     pub fn reorder_wait(&self) -> Duration {
-        let mut late: Vec<Duration> = self.reorder.iter().copied().collect();
-        late.sort();
-        let rank = (late.len() * 9).div_ceil(10);
-        late.get(rank.saturating_sub(1))
-            .copied()
-            .unwrap_or(Duration::ZERO)
+        self.reorder_p90
     }
 
     fn sample(&mut self, rtt: Duration) {

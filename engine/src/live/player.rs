@@ -290,6 +290,37 @@ impl PlayerPeer {
     }
 }
 
+/// Sizes `jitter`'s wait behind a gap: the measured reordering, then [`REPAIR_ROUNDS`] repair
+/// times — the NACK requester's measured one or, until it has one, the round trip from the
+/// stats plus the NACK ticks; never less than that round trip, which the requester also gets
+/// as its floor. Returns the repair time.
+fn repair_patience(
+    counters: &PlayerCounters,
+    nack: &onair_transport::nack::NackStats,
+    jitter: &mut JitterBuffer,
+) -> Duration {
+    let rtt = Duration::from_micros(counters.rtt_us.load(Ordering::Relaxed));
+    nack.rtt_floor_us
+        .store(rtt.as_micros() as u64, Ordering::Relaxed);
+    let repair = nack.repair_time().map_or_else(
+        || peer::repair_time(rtt),
+        |r| r.max(rtt) + onair_transport::nack::TICK,
+    );
+    jitter.set_repair_time(nack.reorder_time() + repair * REPAIR_ROUNDS);
+    repair
+}
+
+/// The earlier of two optional instants.
+fn earliest(
+    a: Option<std::time::Instant>,
+    b: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// RTP → jitter buffer (order, NACK repair) → access units → playout (on time) → decoder.
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
@@ -302,25 +333,11 @@ async fn receive_video(
     let mut assembler = Assembler::default();
     let mut playout = Playout::new(90_000, MAX_PLAYOUT_DELAY);
     let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
-    let mut repair = Duration::MAX;
     let mut last_pli: Option<Instant> = None;
     let mut last_log = Instant::now();
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     loop {
-        // A resend takes the repair time the NACK requester measured (or, until it has, the
-        // round trip from the stats plus the NACK ticks), never less than that round trip.
-        let rtt = Duration::from_micros(counters.rtt_us.load(Ordering::Relaxed));
-        nack.rtt_floor_us
-            .store(rtt.as_micros() as u64, Ordering::Relaxed);
-        let repair_now = nack.repair_time().map_or_else(
-            || peer::repair_time(rtt),
-            |r| r.max(rtt) + onair_transport::nack::TICK,
-        );
-        if repair_now != repair {
-            repair = repair_now;
-            // A gap waits for reordering, then for a few NACK rounds.
-            jitter.set_repair_time(nack.reorder_time() + repair * REPAIR_ROUNDS);
-        }
+        let repair = repair_patience(&counters, &nack, &mut jitter);
         // Frames whose playout time has come go to the decoder.
         let now = Instant::now();
         while held.front().is_some_and(|(due, _)| *due <= now) {
@@ -330,10 +347,7 @@ async fn receive_video(
                 assembler.require_keyframe();
             }
         }
-        let deadline = match (jitter.deadline(), held.front().map(|(due, _)| *due)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(jitter.deadline(), held.front().map(|(due, _)| *due));
         let ready = tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
@@ -463,17 +477,8 @@ async fn receive_audio(
     let mut jitter = JitterBuffer::new(48_000, MAX_REORDER_WAIT);
     let mut playout = Playout::new(48_000, MAX_PLAYOUT_DELAY);
     let mut held: VecDeque<(Instant, AudioIn)> = VecDeque::new();
-    let mut repair = Duration::MAX;
     loop {
-        let rtt = Duration::from_micros(counters.rtt_us.load(Ordering::Relaxed));
-        let repair_now = nack.repair_time().map_or_else(
-            || peer::repair_time(rtt),
-            |r| r.max(rtt) + onair_transport::nack::TICK,
-        );
-        if repair_now != repair {
-            repair = repair_now;
-            jitter.set_repair_time(nack.reorder_time() + repair * REPAIR_ROUNDS);
-        }
+        repair_patience(&counters, &nack, &mut jitter);
         let now = Instant::now();
         while held.front().is_some_and(|(due, _)| *due <= now) {
             if let Some((_, input)) = held.pop_front() {
@@ -481,10 +486,7 @@ async fn receive_audio(
                 let _ = frames.try_send(input);
             }
         }
-        let deadline = match (jitter.deadline(), held.front().map(|(due, _)| *due)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(jitter.deadline(), held.front().map(|(due, _)| *due));
         let lost_before = jitter.lost;
         let ready = tokio::select! {
             event = track.poll() => match event {
