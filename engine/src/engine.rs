@@ -281,6 +281,20 @@ impl Engine {
         );
     }
 
+    /// Replaces the token of `room_id` before it expires (ZEGO's `renewToken`; see
+    /// [`Event::RoomTokenWillExpire`]). The new token must be for the same user and room; it
+    /// is also the one used to log in again after a reconnection. A refusal arrives as
+    /// `ApiCalledResult { api: "renew_token", .. }`.
+    pub fn renew_token(&self, room_id: &str, token: &str) {
+        self.command(
+            "renew_token",
+            Command::RenewToken {
+                room_id: room_id.to_string(),
+                token: token.to_string(),
+            },
+        );
+    }
+
     /// Logs out of every room.
     pub fn logout_all_rooms(&self) {
         self.command("logout_all_rooms", Command::LogoutAll);

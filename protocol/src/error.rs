@@ -121,6 +121,14 @@ error_codes! {
     RelaySessionLost = 1000018,
         cause: "On reconnecting, the relay no longer knew this engine's session (it was restarted, or the session expired), so every stream's media was gone with it.",
         fix: "Nothing: the engine publishes and plays again at once; players see the stream back as soon as its publisher is.";
+    /// The relay has as many connections as it accepts.
+    TooManyConnections = 1000019,
+        cause: "The relay holds `limits.max_connections` signaling connections and WebRTC sessions in total, or `limits.max_connections_per_ip` from this client's address, and refused another.",
+        fix: "Close connections you no longer use; behind a shared NAT, ask the relay's operator to raise `max_connections_per_ip`. The engine retries by itself.";
+    /// Too many HTTP requests from one address.
+    HttpRateLimited = 1000020,
+        cause: "This address sent more than `limits.http_requests_per_second` HTTP requests (WHIP, WHEP, `/live`, `/metrics`) in a second, beyond the burst allowance; the relay answered 429.",
+        fix: "Wait the `Retry-After` seconds and try again; do not retry WHIP/WHEP in a tight loop.";
     /// The room ID breaks the ID rules.
     InvalidRoomId = 1002005,
         cause: "Room IDs are 1 to 128 bytes of letters, digits, `-`, `_` and `.`.",
@@ -157,6 +165,14 @@ error_codes! {
     TooManyRoomsForSession = 1002012,
         cause: "This connection is logged into `limits.max_rooms_per_session` rooms already.",
         fix: "Log out of a room first or raise the limit.";
+    /// The user has too many sessions.
+    TooManySessionsForUser = 1002014,
+        cause: "This user ID is already logged in from `limits.max_sessions_per_user` sessions (connections or WHIP/WHEP resources) in this app.",
+        fix: "Log out the user's unused sessions, or give each device its own user ID.";
+    /// Too many WHIP/WHEP sessions.
+    TooManyHttpSessions = 1002015,
+        cause: "The app already has `limits.max_http_sessions_per_app` WHIP/WHEP resources, or this token's user has `limits.max_http_sessions_per_user`.",
+        fix: "DELETE resources you no longer use (their `Location`); a second POST for the same room, stream and user replaces the first.";
     /// The token is malformed, wrongly signed or expired.
     TokenInvalid = 1002033,
         cause: "The token is not a valid HS256 JWT signed with this app's sign, or it has expired (`extended_data` says which).",
@@ -189,6 +205,10 @@ error_codes! {
     KickedOut = 1002050,
         cause: "Another connection logged into this room with the same user ID, so this one was removed.",
         fix: "Use distinct user IDs per device, or log in again to take the seat back.";
+    /// Removed from the room: its token expired.
+    TokenExpiredKicked = 1002054,
+        cause: "The token this session logged into the room with expired and was not renewed, so the relay removed the session from the room (its streams and plays there ended). The relay warns 30 s before (`RoomTokenWillExpire`).",
+        fix: "On `RoomTokenWillExpire`, mint a new token and call `renew_token(room_id, token)`; or log in again with a fresh token.";
     /// The relay removed the session after missed heartbeats.
     HeartbeatTimeout = 1002053,
         cause: "The relay heard nothing from this session for `limits.heartbeat_timeout_ms` and removed it with its streams.",
@@ -233,6 +253,10 @@ error_codes! {
     PublishNotAuthorized = 1003072,
         cause: "The token used to log into this room does not grant the publish privilege.",
         fix: "Mint the token with `--publish`.";
+    /// The token does not list this stream ID.
+    StreamIdNotAuthorized = 1003073,
+        cause: "The token used to log into this room carries a `stream_id_list`, and this stream ID is not in it.",
+        fix: "Publish one of the listed stream IDs, or mint the token with this one (`onair token --stream-id ID`).";
     /// No camera on this machine.
     NoCamera = 1006001,
         cause: "No video capture device was found (no /dev/video*, or none that nokhwa can open).",
@@ -293,6 +317,14 @@ error_codes! {
     PlayConnectTimeout = 1004021,
         cause: "The player's WebRTC connection did not reach Connected within the engine's peer connect timeout (10 s by default) after the relay answered, or the relay did not answer the play request within that time.",
         fix: "The engine retries by itself, waiting 1, 2, 4 … up to 16 s between attempts. Check that UDP between engine and relay is open and, when the relay is on another host or behind NAT, that its `[rtc] public_ips` names an address this host can reach.";
+    /// Not allowed to play this stream.
+    PlayNotAuthorized = 1004030,
+        cause: "The session is not logged into the stream's room (and the app does not set `cross_room_play`), or it left that room (logout; kick-out and token expiry carry their own codes), so the relay refused or stopped the play.",
+        fix: "Log into the stream's room before playing it; for cross-room co-hosting, set `cross_room_play = true` on the app in the relay config.";
+    /// The session plays too many streams.
+    TooManyPlays = 1004031,
+        cause: "This session already plays `limits.max_plays_per_session` streams through the relay.",
+        fix: "Stop playing streams nobody watches, or raise the limit in the relay config.";
 }
 
 impl std::fmt::Display for ErrorCode {

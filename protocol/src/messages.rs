@@ -138,6 +138,14 @@ pub enum RequestBody {
         /// The stream.
         stream_id: String,
     },
+    /// Replace the token of a room this session is in before it expires (the seed's
+    /// `renewToken`). The new token must be for the same app, user and room.
+    RenewToken {
+        /// The room.
+        room_id: String,
+        /// The new token.
+        token: String,
+    },
 }
 
 impl RequestBody {
@@ -152,6 +160,7 @@ impl RequestBody {
             RequestBody::StopPublish { .. } => "stop_publish",
             RequestBody::Play { .. } => "play",
             RequestBody::StopPlay { .. } => "stop_play",
+            RequestBody::RenewToken { .. } => "renew_token",
         }
     }
 }
@@ -276,6 +285,14 @@ pub enum ServerMessage {
         code: u32,
         /// Why, in words.
         reason: String,
+    },
+    /// The token of a room this session is in expires soon: renew it (`renew_token`) or the
+    /// session is removed from the room when it does (1002054).
+    TokenWillExpire {
+        /// The room.
+        room_id: String,
+        /// Seconds left.
+        remain_seconds: u64,
     },
     /// The relay is closing this connection and tells why.
     Goodbye {

@@ -39,13 +39,7 @@ impl AppSign {
     /// Compares with a sign a client sent, in constant time.
     pub fn matches_hex(&self, other_hex: &str) -> bool {
         match AppSign::from_hex(other_hex) {
-            Some(other) => {
-                let mut diff = 0u8;
-                for (a, b) in self.0.iter().zip(other.0.iter()) {
-                    diff |= a ^ b;
-                }
-                diff == 0
-            }
+            Some(other) => constant_time_eq(&self.0, &other.0),
             None => false,
         }
     }
@@ -84,6 +78,9 @@ pub struct Claims {
     pub room_id: Option<String>,
     /// What it allows.
     pub privilege: Privilege,
+    /// If set, the only stream IDs it may publish (ZEGO token04's `stream_id_list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id_list: Option<Vec<String>>,
     /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
     /// Expires at, seconds since the Unix epoch.
@@ -216,6 +213,7 @@ impl Claims {
                 login: true,
                 publish: false,
             },
+            stream_id_list: None,
             iat: now_unix,
             exp: now_unix.saturating_add(ttl_secs),
         }
@@ -237,6 +235,20 @@ impl Claims {
         }
         Ok(())
     }
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths only (for secrets:
+/// app signs, resume secrets, resource secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    // Keep the compiler from turning the loop into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 /// Seconds since the Unix epoch, now.

@@ -13,8 +13,14 @@ pub struct AppConfig {
     pub app_id: u32,
     /// The app's secret: signs tokens, and is the credential for app-sign login.
     pub app_sign: AppSign,
-    /// Whether clients may log in with the app sign instead of a token.
+    /// Whether clients may log in with the app sign instead of a token: a development
+    /// convenience (the app sign lets a client claim any user ID, with publish rights). Off in
+    /// config files unless set; on for the development app `onair serve` makes without one.
     pub allow_app_sign: bool,
+    /// Whether a session may play streams of rooms it is not logged into (as long as it is in
+    /// some room of the app): cross-room co-hosting, where a host in room A plays a host in
+    /// room B. Off: a session plays only streams of its own rooms.
+    pub cross_room_play: bool,
 }
 
 /// Limits that keep one client from hurting the others.
@@ -41,8 +47,34 @@ pub struct Limits {
     pub max_consecutive_errors: u32,
     /// How often clients are asked to send heartbeats.
     pub heartbeat_interval_ms: u64,
-    /// A session not heard from for this long is removed with its streams.
+    /// A session not heard from for this long is removed with its streams; a WHIP/WHEP
+    /// resource whose media connection has carried nothing for this long likewise.
     pub heartbeat_timeout_ms: u64,
+    /// Signaling connections plus WHIP/WHEP resources, in total.
+    pub max_connections: usize,
+    /// Signaling connections plus WHIP/WHEP resources from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Sessions one user ID may be logged in from at once, per app (each WHIP/WHEP resource
+    /// is a session).
+    pub max_sessions_per_user: usize,
+    /// WHIP/WHEP resources per app.
+    pub max_http_sessions_per_app: usize,
+    /// WHIP/WHEP resources per user ID (per token's user).
+    pub max_http_sessions_per_user: usize,
+    /// Streams one session may play at once (one peer connection each).
+    pub max_plays_per_session: usize,
+    /// A media peer connection that does not reach Connected this long after the relay's
+    /// answer is closed and its stream or play freed.
+    pub connect_timeout_ms: u64,
+    /// Sustained HTTP requests per second per IP address (WHIP, WHEP, resources, `/live`,
+    /// `/metrics`; not the `/ws` upgrade, which has the connection limits). Over it: 429.
+    pub http_requests_per_second: f64,
+    /// HTTP requests an address may send in a burst.
+    pub http_request_burst: f64,
+    /// Largest SDP offer accepted (WHIP/WHEP bodies and `publish`/`play` offers).
+    pub max_sdp_bytes: usize,
+    /// How long before a room token expires its session is warned (`token_will_expire`).
+    pub token_warning_s: u64,
 }
 
 impl Default for Limits {
@@ -59,6 +91,17 @@ impl Default for Limits {
             max_consecutive_errors: 32,
             heartbeat_interval_ms: 5_000,
             heartbeat_timeout_ms: 30_000,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_024,
+            max_sessions_per_user: 16,
+            max_http_sessions_per_app: 2_000,
+            max_http_sessions_per_user: 4,
+            max_plays_per_session: 32,
+            connect_timeout_ms: 10_000,
+            http_requests_per_second: 20.0,
+            http_request_burst: 60.0,
+            max_sdp_bytes: 64 * 1024,
+            token_warning_s: 30,
         }
     }
 }
@@ -199,12 +242,10 @@ struct FileTls {
 struct FileApp {
     app_id: u32,
     app_sign: String,
-    #[serde(default = "yes")]
+    #[serde(default)]
     allow_app_sign: bool,
-}
-
-fn yes() -> bool {
-    true
+    #[serde(default)]
+    cross_room_play: bool,
 }
 
 impl RelayConfig {
@@ -215,6 +256,7 @@ impl RelayConfig {
                 app_id,
                 app_sign,
                 allow_app_sign: true,
+                cross_room_play: false,
             }],
             limits: Limits::default(),
             rtc: RtcConfig::default(),
@@ -244,6 +286,7 @@ impl RelayConfig {
                 app_id: app.app_id,
                 app_sign: sign,
                 allow_app_sign: app.allow_app_sign,
+                cross_room_play: app.cross_room_play,
             });
         }
         if apps.is_empty() {

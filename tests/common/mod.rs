@@ -191,6 +191,10 @@ pub fn brief(e: &Event) -> String {
         Event::ApiCalledResult {
             api, error_code, ..
         } => format!("api {api} {error_code}"),
+        Event::RoomTokenWillExpire {
+            room_id,
+            remain_seconds,
+        } => format!("token_will_expire {room_id} {remain_seconds}"),
         Event::DeviceError {
             channel,
             device,
@@ -331,11 +335,13 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
                 app_id: APP_ID,
                 app_sign: a.clone(),
                 allow_app_sign: false,
+                cross_room_play: false,
             },
             AppConfig {
                 app_id: 2,
                 app_sign: b.clone(),
                 allow_app_sign: true,
+                cross_room_play: false,
             },
         ],
         limits: Limits::default(),

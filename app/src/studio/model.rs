@@ -567,6 +567,7 @@ impl StudioModel {
             Event::PlayerRenderVideoFirstFrame { .. }
             | Event::PlayerRecvAudioFirstFrame { .. }
             | Event::DeviceError { .. }
+            | Event::RoomTokenWillExpire { .. }
             | Event::ApiCalledResult { .. } => {}
         }
     }

@@ -261,6 +261,15 @@ pub enum Event {
         /// Details.
         message: String,
     },
+    /// The token of a room expires soon (ZEGO's `onRoomTokenWillExpire`): mint a new one and
+    /// call [`crate::Engine::renew_token`], or the relay removes this user from the room when
+    /// it expires (RoomStateChanged KICK_OUT with 1002054).
+    RoomTokenWillExpire {
+        /// The room.
+        room_id: String,
+        /// Seconds left.
+        remain_seconds: u64,
+    },
     /// A call could not be carried out (ZEGO's `onApiCalledResult` for failures).
     ApiCalledResult {
         /// The call, e.g. `login_room`.
@@ -287,6 +296,7 @@ impl Event {
             Event::PublisherQualityUpdate { .. } => "publisher_quality",
             Event::PlayerRenderVideoFirstFrame { .. } => "player_render_first_frame",
             Event::PlayerQualityUpdate { .. } => "player_quality",
+            Event::RoomTokenWillExpire { .. } => "room_token_will_expire",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -296,7 +306,8 @@ impl Event {
         match self {
             Event::RoomStateChanged { room_id, .. }
             | Event::RoomUserUpdate { room_id, .. }
-            | Event::RoomStreamUpdate { room_id, .. } => Some(room_id),
+            | Event::RoomStreamUpdate { room_id, .. }
+            | Event::RoomTokenWillExpire { room_id, .. } => Some(room_id),
             _ => None,
         }
     }
@@ -359,6 +370,13 @@ impl fmt::Display for Event {
                     ids.join(",")
                 )
             }
+            Event::RoomTokenWillExpire {
+                room_id,
+                remain_seconds,
+            } => write!(
+                f,
+                "room_token_will_expire room={room_id} remain_seconds={remain_seconds}"
+            ),
             Event::PublisherStateUpdate {
                 stream_id,
                 state,

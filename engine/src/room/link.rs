@@ -28,6 +28,8 @@ pub enum Pending {
     Publish(String, u64),
     /// A play offer (stream, generation).
     Play(String, u64),
+    /// A token renewal: a refusal is reported.
+    RenewToken,
     /// Anything whose answer does not matter (stop publish, stop play).
     Other,
 }

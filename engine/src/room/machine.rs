@@ -74,6 +74,11 @@ impl RoomMachine {
         &self.user
     }
 
+    /// A renewed token: the one used from now on, also to log in again after a reconnection.
+    pub fn set_token(&mut self, token: String) {
+        self.config.token = Some(token);
+    }
+
     /// The login options.
     pub fn config(&self) -> &RoomConfig {
         &self.config

@@ -34,10 +34,36 @@ impl RelayState {
             })?;
         let user_id = token::peek_user_id(token)
             .ok_or_else(|| err(ErrorCode::TokenInvalid, "the bearer token is malformed"))?;
+        if let Some(app) = self.apps.get(&app_id) {
+            // This user's resources, but the one in this room a new POST would replace.
+            let same_seat = app
+                .rooms
+                .get(room_id)
+                .and_then(|r| r.members.get(&user_id))
+                .copied();
+            let user_http = app.users.get(&user_id).map_or(0, |sessions| {
+                sessions
+                    .keys()
+                    .filter(|s| Some(**s) != same_seat)
+                    .filter(|s| self.sessions.get(s).is_some_and(|s| s.http))
+                    .count()
+            });
+            let app_full = app.http_sessions >= self.limits.max_http_sessions_per_app
+                && same_seat.is_none_or(|s| !self.sessions.get(&s).is_some_and(|s| s.http));
+            if app_full || user_http >= self.limits.max_http_sessions_per_user {
+                return Err(err(
+                    ErrorCode::TooManyHttpSessions,
+                    "too many WHIP/WHEP resources for this app or user",
+                ));
+            }
+        }
         let sid = self.next_session;
         self.next_session += 1;
         // The HTTP resource URL carries its secret: only its client can DELETE it.
         self.sessions.insert(sid, Session::new(app_id, now, true));
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.http_sessions += 1;
+        }
         let mut out = Vec::new();
         let result = self
             .login(
@@ -88,7 +114,9 @@ impl RelayState {
         let found = self
             .sessions
             .get(&session)
-            .is_some_and(|s| s.http && s.secret == secret);
+            .is_some_and(|s| {
+                s.http && token::constant_time_eq(s.secret.as_bytes(), secret.as_bytes())
+            });
         if found {
             self.remove_session(session, None, &mut out);
         }

@@ -36,11 +36,27 @@ impl RelayState {
         if !self.apps.contains_key(&app_id) {
             return Err(err(ErrorCode::Internal, "app vanished"));
         }
-        if !self
+        let Some(entry) = self
             .stream(app_id, &stream_id)
-            .is_some_and(|e| e.media == Some(Media::Flowing))
-        {
+            .filter(|e| e.media == Some(Media::Flowing))
+        else {
             return Err(err(ErrorCode::StreamNotFound, "no such stream is flowing"));
+        };
+        if !self.may_play(sid, app_id, &entry.room_id) {
+            return Err(err(
+                ErrorCode::PlayNotAuthorized,
+                "log into the stream's room to play it",
+            ));
+        }
+        let others = session.playing.iter().filter(|s| **s != stream_id).count();
+        if others >= self.limits.max_plays_per_session {
+            return Err(err(
+                ErrorCode::TooManyPlays,
+                format!(
+                    "at most {} plays per session",
+                    self.limits.max_plays_per_session
+                ),
+            ));
         }
         // Playing again replaces the old connection.
         self.stop_playing(sid, &stream_id, out);
@@ -65,6 +81,57 @@ impl RelayState {
             sdp,
         });
         Ok(ResponseBody::Done)
+    }
+
+    /// Whether `sid` may play a stream of `room_id`: it is in that room, or, where the app
+    /// allows cross-room play, in some room of the app.
+    pub(super) fn may_play(&self, sid: SessionId, app_id: u32, room_id: &str) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return false;
+        };
+        s.rooms.contains_key(room_id)
+            || (!s.rooms.is_empty()
+                && self
+                    .apps
+                    .get(&app_id)
+                    .is_some_and(|a| a.config.cross_room_play))
+    }
+
+    /// Ends the plays `sid` may no longer make (it left rooms), telling it why with `code`.
+    pub(super) fn revoke_plays(
+        &mut self,
+        sid: SessionId,
+        code: ErrorCode,
+        reason: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let (app_id, conn) = (s.app_id, s.conn);
+        let revoked: Vec<String> = s
+            .playing
+            .iter()
+            .filter(|stream_id| {
+                self.stream(app_id, stream_id)
+                    .is_none_or(|e| !self.may_play(sid, app_id, &e.room_id))
+            })
+            .cloned()
+            .collect();
+        for stream_id in revoked {
+            self.stop_playing(sid, &stream_id, out);
+            if let Some(conn) = conn {
+                self.send(
+                    vec![conn],
+                    ServerMessage::PlayStopped {
+                        stream_id,
+                        code: code.code(),
+                        reason: reason.to_string(),
+                    },
+                    out,
+                );
+            }
+        }
     }
 
     /// Whether `sid` was playing `stream_id` (it no longer is).

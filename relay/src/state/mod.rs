@@ -138,6 +138,55 @@ struct App {
     streams: HashMap<String, StreamEntry>,
     /// Room seats taken across all rooms.
     seats: usize,
+    /// user ID → the sessions it is logged in from → in how many rooms.
+    users: HashMap<String, BTreeMap<SessionId, usize>>,
+    /// WHIP/WHEP sessions.
+    http_sessions: usize,
+}
+
+impl App {
+    /// `sid` takes `user_id`'s seat in `room_id` (made if new); a seat it already had is kept.
+    fn take_seat(&mut self, room_id: &str, user_id: &str, sid: SessionId) {
+        let room = self.rooms.entry(room_id.to_string()).or_default();
+        match room.members.insert(user_id.to_string(), sid) {
+            Some(old) if old == sid => return,
+            Some(old) => self.forget_user_session(user_id, old),
+            None => self.seats += 1,
+        }
+        *self
+            .users
+            .entry(user_id.to_string())
+            .or_default()
+            .entry(sid)
+            .or_default() += 1;
+    }
+
+    /// `sid` gives up `user_id`'s seat in `room_id`, if it holds it; the room stays.
+    fn free_seat(&mut self, room_id: &str, user_id: &str, sid: SessionId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.members.get(user_id) != Some(&sid) {
+            return;
+        }
+        room.members.remove(user_id);
+        self.seats = self.seats.saturating_sub(1);
+        self.forget_user_session(user_id, sid);
+    }
+
+    fn forget_user_session(&mut self, user_id: &str, sid: SessionId) {
+        if let Some(sessions) = self.users.get_mut(user_id) {
+            if let Some(n) = sessions.get_mut(&sid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    sessions.remove(&sid);
+                }
+            }
+            if sessions.is_empty() {
+                self.users.remove(user_id);
+            }
+        }
+    }
 }
 
 /// The whole relay's signaling state.
@@ -154,6 +203,8 @@ pub struct RelayState {
     pub counters: Counters,
     /// Set by a request whose answer comes later (after WebRTC negotiation).
     reply_deferred: bool,
+    /// Unix seconds for token checks, when set (tests); the system clock otherwise.
+    clock: Option<u64>,
 }
 
 type Reply = Result<ResponseBody, WireError>;
@@ -179,6 +230,8 @@ impl RelayState {
                             rooms: HashMap::new(),
                             streams: HashMap::new(),
                             seats: 0,
+                            users: HashMap::new(),
+                            http_sessions: 0,
                         },
                     )
                 })
@@ -189,7 +242,19 @@ impl RelayState {
             next_session: 1,
             counters: Counters::default(),
             reply_deferred: false,
+            clock: None,
         }
+    }
+
+    /// Sets the Unix time (seconds) token lifetimes are judged by; `None`: the system clock.
+    #[doc(hidden)]
+    pub fn set_clock(&mut self, unix_s: Option<u64>) {
+        self.clock = unix_s;
+    }
+
+    /// Now, in Unix seconds, for token lifetimes.
+    fn unix_now(&self) -> u64 {
+        self.clock.unwrap_or_else(onair_protocol::token::unix_now)
     }
 
     /// The STUN/TURN servers for session `sid` (TURN credentials minted for it), as its
@@ -338,9 +403,11 @@ impl RelayState {
         out
     }
 
-    /// Removes sessions and connections that have been silent too long.
+    /// Removes sessions and connections that have been silent too long, and warns or removes
+    /// sessions whose room tokens expire.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        self.expire_tokens(&mut out);
         let timeout = Duration::from_millis(self.limits.heartbeat_timeout_ms);
         let expired: Vec<SessionId> = self
             .sessions
@@ -506,7 +573,16 @@ impl RelayState {
                     return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
                 }
                 self.leave_room(sid, &room_id, out);
+                self.revoke_plays(
+                    sid,
+                    ErrorCode::PlayNotAuthorized,
+                    "logged out of the stream's room",
+                    out,
+                );
                 Ok(ResponseBody::Done)
+            }
+            (RequestBody::RenewToken { room_id, token }, Some(sid)) => {
+                self.renew_token(sid, &room_id, &token)
             }
             (
                 RequestBody::Publish {

@@ -18,8 +18,47 @@ pub(super) struct Membership {
     pub(super) notify: bool,
     /// Whether its credentials allow publishing.
     pub(super) can_publish: bool,
+    /// The only stream IDs its token lets it publish, if the token lists them.
+    pub(super) stream_ids: Option<Vec<String>>,
+    /// When its token expires (Unix seconds); `None` for an app-sign login.
+    pub(super) token_exp: Option<u64>,
+    /// Whether it was warned of the expiry.
+    pub(super) warned: bool,
     /// The streams it publishes in this room.
     pub(super) streams: BTreeSet<String>,
+}
+
+/// What a login's credentials grant in a room.
+struct Grant {
+    can_publish: bool,
+    stream_ids: Option<Vec<String>>,
+    token_exp: Option<u64>,
+}
+
+impl Grant {
+    fn from_claims(claims: token::Claims) -> Self {
+        Grant {
+            can_publish: claims.privilege.publish,
+            stream_ids: claims.stream_id_list,
+            token_exp: Some(claims.exp),
+        }
+    }
+
+    /// The app sign: everything, for as long as the session lasts (development only).
+    fn app_sign() -> Self {
+        Grant {
+            can_publish: true,
+            stream_ids: None,
+            token_exp: None,
+        }
+    }
+
+    fn apply(self, m: &mut Membership) {
+        m.can_publish = self.can_publish;
+        m.stream_ids = self.stream_ids;
+        m.token_exp = self.token_exp;
+        m.warned = false;
+    }
 }
 
 /// One room of an app.
@@ -59,12 +98,12 @@ impl RelayState {
         };
 
         // Authenticate (again, on a resync: a token may have expired meanwhile).
-        let can_publish = match (&token, &app_sign) {
+        let grant = match (&token, &app_sign) {
             (Some(t), _) => {
-                let claims = token::verify(t, &app.config.app_sign, token::unix_now())
+                let claims = token::verify(t, &app.config.app_sign, self.unix_now())
                     .and_then(|c| c.check_login(app_id, &user.user_id, &room_id).map(|()| c))
                     .map_err(|e| err(e.code(), e.to_string()))?;
-                claims.privilege.publish
+                Grant::from_claims(claims)
             }
             (None, Some(sign)) => {
                 if !app.config.allow_app_sign {
@@ -76,7 +115,7 @@ impl RelayState {
                 if !app.config.app_sign.matches_hex(sign) {
                     return Err(err(ErrorCode::AppSignInvalid, "app sign does not match"));
                 }
-                true
+                Grant::app_sign()
             }
             (None, None) => {
                 return Err(err(
@@ -101,7 +140,7 @@ impl RelayState {
                 .and_then(|s| s.rooms.get_mut(&room_id))
             {
                 m.notify = notify;
-                m.can_publish = can_publish;
+                grant.apply(m);
             }
             return Ok(snapshot);
         }
@@ -117,6 +156,22 @@ impl RelayState {
         }
         let existing = app.rooms.get(&room_id);
         let previous = existing.and_then(|r| r.members.get(&user.user_id).copied());
+        // Sessions this user is logged in from, but this one and the one this login replaces.
+        let user_sessions = app.users.get(&user.user_id).map_or(0, |sessions| {
+            sessions
+                .keys()
+                .filter(|s| **s != sid && Some(**s) != previous)
+                .count()
+        });
+        if user_sessions >= self.limits.max_sessions_per_user {
+            return Err(err(
+                ErrorCode::TooManySessionsForUser,
+                format!(
+                    "the user is logged in from {} sessions already",
+                    self.limits.max_sessions_per_user
+                ),
+            ));
+        }
         if previous.is_none() && app.seats >= self.limits.max_users_per_app {
             return Err(err(ErrorCode::TooManyUsers, "the app has too many users"));
         }
@@ -138,25 +193,19 @@ impl RelayState {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return Err(err(ErrorCode::Internal, "app vanished"));
         };
-        let replaced = app
-            .rooms
-            .entry(room_id.clone())
-            .or_default()
-            .members
-            .insert(user.user_id.clone(), sid);
-        if replaced.is_none() {
-            app.seats += 1;
-        }
+        app.take_seat(&room_id, &user.user_id, sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.rooms.insert(
-                room_id.clone(),
-                Membership {
-                    user: user.clone(),
-                    notify,
-                    can_publish,
-                    streams: BTreeSet::new(),
-                },
-            );
+            let mut m = Membership {
+                user: user.clone(),
+                notify,
+                can_publish: false,
+                stream_ids: None,
+                token_exp: None,
+                warned: false,
+                streams: BTreeSet::new(),
+            };
+            grant.apply(&mut m);
+            s.rooms.insert(room_id.clone(), m);
         }
         self.counters.logins += 1;
         let snapshot = self.snapshot(app_id, &room_id, sid);
@@ -263,14 +312,9 @@ impl RelayState {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.rooms.remove(room_id);
         }
-        if let Some(app) = self.apps.get_mut(&app_id)
-            && let Some(room) = app.rooms.get_mut(room_id)
-        {
-            if room.members.get(user_id) == Some(&sid) {
-                room.members.remove(user_id);
-                app.seats = app.seats.saturating_sub(1);
-            }
-            if room.members.is_empty() {
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.free_seat(room_id, user_id, sid);
+            if app.rooms.get(room_id).is_some_and(|r| r.members.is_empty()) {
                 app.rooms.remove(room_id);
             }
         }
@@ -294,11 +338,8 @@ impl RelayState {
         if let Some(s) = self.sessions.get_mut(&old) {
             s.rooms.remove(room_id);
         }
-        if let Some(app) = self.apps.get_mut(&app_id)
-            && let Some(room) = app.rooms.get_mut(room_id)
-            && room.members.remove(&user_id).is_some()
-        {
-            app.seats = app.seats.saturating_sub(1);
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.free_seat(room_id, &user_id, old);
         }
         self.count_error(ErrorCode::KickedOut.code());
         if let Some(conn) = conn {
@@ -311,6 +352,100 @@ impl RelayState {
                 },
                 out,
             );
+        }
+        if self.sessions.get(&old).is_some_and(|s| s.http) {
+            // A WHIP/WHEP resource is its one seat: a second POST for it replaces the first,
+            // whose peer connection closes.
+            self.remove_session(old, None, out);
+        } else {
+            self.revoke_plays(old, ErrorCode::KickedOut, "kicked out of the stream's room", out);
+        }
+    }
+
+    /// `renew_token`: a fresh token for a room `sid` is in replaces the old one (same app,
+    /// user and room), with its privileges and lifetime.
+    pub(super) fn renew_token(&mut self, sid: SessionId, room_id: &str, token: &str) -> Reply {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let Some(m) = session.rooms.get(room_id) else {
+            return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
+        };
+        let Some(app) = self.apps.get(&session.app_id) else {
+            return Err(err(ErrorCode::Internal, "app vanished"));
+        };
+        let claims = token::verify(token, &app.config.app_sign, self.unix_now())
+            .and_then(|c| {
+                c.check_login(session.app_id, &m.user.user_id, room_id)
+                    .map(|()| c)
+            })
+            .map_err(|e| err(e.code(), e.to_string()))?;
+        if let Some(m) = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.rooms.get_mut(room_id))
+        {
+            Grant::from_claims(claims).apply(m);
+        }
+        Ok(ResponseBody::Done)
+    }
+
+    /// Warns sessions whose room tokens expire within the warning time, and removes from their
+    /// rooms those whose tokens have expired (TokenExpiredKicked): their streams and plays
+    /// there end, and the room sees them leave.
+    pub(super) fn expire_tokens(&mut self, out: &mut Vec<Output>) {
+        let now = self.unix_now();
+        let warn_within = self.limits.token_warning_s;
+        let mut warn = Vec::new();
+        let mut expired = Vec::new();
+        for (sid, s) in &mut self.sessions {
+            for (room_id, m) in &mut s.rooms {
+                let Some(exp) = m.token_exp else { continue };
+                if exp <= now {
+                    expired.push((*sid, room_id.clone()));
+                } else if !m.warned && exp - now <= warn_within {
+                    m.warned = true;
+                    if let Some(conn) = s.conn {
+                        warn.push((conn, room_id.clone(), exp - now));
+                    }
+                }
+            }
+        }
+        for (conn, room_id, remain_seconds) in warn {
+            self.send(
+                vec![conn],
+                ServerMessage::TokenWillExpire {
+                    room_id,
+                    remain_seconds,
+                },
+                out,
+            );
+        }
+        for (sid, room_id) in expired {
+            tracing::info!(session = sid, room_id, "room token expired");
+            let code = ErrorCode::TokenExpiredKicked;
+            self.count_error(code.code());
+            let Some(s) = self.sessions.get(&sid) else {
+                continue;
+            };
+            let (conn, http) = (s.conn, s.http);
+            if let Some(conn) = conn {
+                self.send(
+                    vec![conn],
+                    ServerMessage::Kicked {
+                        room_id: room_id.clone(),
+                        code: code.code(),
+                        reason: "the room token expired".into(),
+                    },
+                    out,
+                );
+            }
+            if http {
+                self.remove_session(sid, None, out);
+            } else {
+                self.leave_room(sid, &room_id, out);
+                self.revoke_plays(sid, code, "the room token expired", out);
+            }
         }
     }
 }

@@ -67,7 +67,11 @@ impl RelayState {
         }
         let resumable = resume.and_then(|t| {
             let s = self.sessions.get(&t.session_id)?;
-            (s.app_id == app_id && s.secret == t.secret).then_some(t.session_id)
+            let same = onair_protocol::token::constant_time_eq(
+                s.secret.as_bytes(),
+                t.secret.as_bytes(),
+            );
+            (s.app_id == app_id && !s.http && same).then_some(t.session_id)
         });
         let (sid, resumed) = match resumable {
             Some(sid) => {
@@ -133,10 +137,15 @@ impl RelayState {
         for stream_id in playing {
             self.stop_playing(sid, &stream_id, out);
         }
-        if let Some(s) = self.sessions.remove(&sid)
-            && let (Some(conn), Some(code)) = (s.conn, why)
-        {
-            self.goodbye(conn, code, "session removed", out);
+        if let Some(s) = self.sessions.remove(&sid) {
+            if s.http
+                && let Some(app) = self.apps.get_mut(&s.app_id)
+            {
+                app.http_sessions = app.http_sessions.saturating_sub(1);
+            }
+            if let (Some(conn), Some(code)) = (s.conn, why) {
+                self.goodbye(conn, code, "session removed", out);
+            }
         }
     }
 }

@@ -96,6 +96,12 @@ impl RelayState {
                 "the login token does not grant publish",
             ));
         }
+        if m.stream_ids.as_ref().is_some_and(|ids| !ids.contains(&stream_id)) {
+            return Err(err(
+                ErrorCode::StreamIdNotAuthorized,
+                "the login token's stream_id_list does not include this stream ID",
+            ));
+        }
         let user = m.user.clone();
         let own_streams: usize = session.rooms.values().map(|m| m.streams.len()).sum();
         let Some(app) = self.apps.get_mut(&app_id) else {

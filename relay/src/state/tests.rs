@@ -1,7 +1,7 @@
 //! Unit tests of the state machine, driven through its public entry points, with a check that
 //! the stream registry, the rooms and the sessions agree after every step.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use onair_protocol::messages::PROTOCOL_VERSION;
 use onair_protocol::token::{self, AppSign, Claims, Privilege};
@@ -11,6 +11,7 @@ use super::stream::Media;
 use super::*;
 
 mod invariants;
+mod security;
 
 impl RelayState {
     /// Panics unless every stream entry, room listing, membership and play agree: each entry's
@@ -92,8 +93,28 @@ impl RelayState {
             }
             assert_eq!(app.seats, seats, "seats");
         }
+        for (&app_id, app) in &self.apps {
+            let mut users: std::collections::HashMap<String, BTreeMap<SessionId, usize>> =
+                Default::default();
+            for room in app.rooms.values() {
+                for (uid, sid) in &room.members {
+                    *users.entry(uid.clone()).or_default().entry(*sid).or_default() += 1;
+                }
+            }
+            assert_eq!(app.users, users, "app {app_id}: user index");
+            let http = self
+                .sessions
+                .values()
+                .filter(|s| s.app_id == app_id && s.http)
+                .count();
+            assert_eq!(app.http_sessions, http, "app {app_id}: WHIP/WHEP sessions");
+        }
         for (sid, s) in &self.sessions {
             let app = self.apps.get(&s.app_id).expect("session of a known app");
+            assert!(
+                s.playing.len() <= self.limits.max_plays_per_session,
+                "session {sid}: too many plays"
+            );
             for id in &s.playing {
                 let e = app
                     .streams
@@ -102,6 +123,10 @@ impl RelayState {
                 assert!(
                     e.players.contains(sid),
                     "stream {id}: player {sid} not listed"
+                );
+                assert!(
+                    self.may_play(*sid, s.app_id, &e.room_id),
+                    "session {sid} plays {id} of a room it may not play from"
                 );
             }
             for (room_id, m) in &s.rooms {
@@ -178,6 +203,15 @@ impl Harness {
                 "app_sign":sign,"is_user_status_notify":notify}),
         );
         conn
+    }
+
+    /// Like [`Self::roomy`], for an app that allows cross-room play.
+    fn cross_room() -> Self {
+        let mut h = Harness::roomy();
+        for app in h.state.apps.values_mut() {
+            app.config.cross_room_play = true;
+        }
+        h
     }
 
     /// Runs the invariant check.

@@ -583,6 +583,20 @@ pub fn publisher_event(stream_id: &str, state: PublisherState, code: u32, messag
     }
 }
 
+/// Whether a play refused or stopped by the relay with `code` is over for good: this session
+/// may not play the stream (not in its room, kicked, token expired) or plays too many already.
+/// Asking again would get the same answer; the app decides what to do (log in, renew).
+pub fn refusal_is_final(code: u32) -> bool {
+    [
+        ErrorCode::PlayNotAuthorized,
+        ErrorCode::KickedOut,
+        ErrorCode::TokenExpiredKicked,
+        ErrorCode::TooManyPlays,
+    ]
+    .iter()
+    .any(|c| c.code() == code)
+}
+
 /// One stream being played: NoPlay → PlayRequesting → Playing. A stream that does not exist
 /// yet is waited for (looked up again every second or two, and at once when the room announces
 /// it).
@@ -703,6 +717,7 @@ impl PlaySession {
                 out.push(Action::DropPeer);
                 self.core.poll_again(now);
             }
+            Err(e) if refusal_is_final(e.code) => return self.refused(e.code, &e.message),
             Err(e) => {
                 out.push(Action::DropPeer);
                 self.set_state(PlayerState::PlayRequesting, e.code, &e.message, &mut out);
@@ -743,13 +758,29 @@ impl PlaySession {
         }
     }
 
-    /// The relay stopped this play: the stream ended (StreamNotFound; it is waited for again)
-    /// or failed.
+    /// The relay stopped this play: the stream ended (StreamNotFound; it is waited for again),
+    /// failed (retried), or may no longer be played here (ended: see [`refusal_is_final`]).
     pub fn on_relay_stopped(&mut self, code: u32, reason: &str, now: Instant) -> Vec<Action> {
         if self.core.phase == Phase::Ended {
             return Vec::new();
         }
+        if refusal_is_final(code) {
+            return self.refused(code, reason);
+        }
         self.lost(code, reason, now)
+    }
+
+    /// Whether the session has ended (stopped, or refused for good).
+    pub fn is_ended(&self) -> bool {
+        self.core.phase == Phase::Ended
+    }
+
+    /// The relay will not let this session play the stream: NoPlay with `code`, no retry.
+    fn refused(&mut self, code: u32, reason: &str) -> Vec<Action> {
+        let mut out = vec![Action::DropPeer];
+        self.core.phase = Phase::Ended;
+        self.set_state(PlayerState::NoPlay, code, reason, &mut out);
+        out
     }
 
     /// The relay no longer knows this engine's session (it restarted, or the session

@@ -76,6 +76,13 @@ pub enum Command {
     },
     /// Log out of every room.
     LogoutAll,
+    /// Replace a room's token.
+    RenewToken {
+        /// Room.
+        room_id: String,
+        /// The new token.
+        token: String,
+    },
     /// Drop the socket as a network failure would (tests and debugging).
     DropConnection,
     /// Publish a local channel.

@@ -218,7 +218,10 @@ impl Connection {
         for stream_id in players {
             let ready = self.client.is_some()
                 && self.link.is_up()
-                && self.rooms.values().any(|r| r.phase() == RoomPhase::Logined);
+                && self.rooms.values().any(|r| r.phase() == RoomPhase::Logined)
+                // Plays are authorised by room: after a reconnection, wait for every room's
+                // login, or a play of a stream in a room not yet back would be refused.
+                && self.rooms.values().all(|r| r.phase() == RoomPhase::Logined);
             let Some(p) = self.players.get_mut(&stream_id) else {
                 continue;
             };
@@ -273,6 +276,21 @@ impl Connection {
                 let rooms: Vec<String> = self.rooms.keys().cloned().collect();
                 for room_id in rooms {
                     self.logout(&room_id).await;
+                }
+            }
+            Command::RenewToken { room_id, token } => {
+                let Some(room) = self.rooms.get_mut(&room_id) else {
+                    self.events.emit(Event::ApiCalledResult {
+                        api: "renew_token",
+                        error_code: ErrorCode::NotLoggedIn.code(),
+                        message: "not logged into that room".into(),
+                    });
+                    return;
+                };
+                room.set_token(token.clone());
+                if room.phase() == RoomPhase::Logined {
+                    let body = RequestBody::RenewToken { room_id, token };
+                    self.send(body, Pending::RenewToken).await;
                 }
             }
             Command::DropConnection => {
@@ -481,6 +499,17 @@ impl Connection {
                     self.run_publish(&stream_id, actions).await;
                 }
             }
+            ServerMessage::TokenWillExpire {
+                room_id,
+                remain_seconds,
+            } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events.emit(Event::RoomTokenWillExpire {
+                        room_id,
+                        remain_seconds,
+                    });
+                }
+            }
             ServerMessage::Goodbye { code, reason } => {
                 tracing::info!(code, %reason, "relay closed the session");
                 if code == ErrorCode::HeartbeatTimeout.code() {
@@ -525,6 +554,15 @@ impl Connection {
                 self.maybe_go_idle();
             }
             (Pending::Heartbeat | Pending::Other, _, _) => {}
+            (Pending::RenewToken, _, error) => {
+                if let Some(e) = error {
+                    self.events.emit(Event::ApiCalledResult {
+                        api: "renew_token",
+                        error_code: e.code,
+                        message: e.message,
+                    });
+                }
+            }
             (Pending::Publish(stream_id, generation), result, error) => {
                 let answer = match (result, error) {
                     (_, Some(e)) => Err(e),

@@ -94,6 +94,14 @@ impl Connection {
                 Action::ReleaseChannel => {}
             }
         }
+        // Refused for good: the app may play it again later (after logging in, say).
+        if self
+            .players
+            .get(stream_id)
+            .is_some_and(|p| p.session.is_ended())
+        {
+            self.players.remove(stream_id);
+        }
     }
     /// Stops playing `stream_id`.
     pub(super) async fn end_playing(&mut self, stream_id: &str) {

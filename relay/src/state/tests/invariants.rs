@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn the_registry_stays_in_step_through_publish_play_and_stop() {
-    let mut h = Harness::roomy();
+    let mut h = Harness::cross_room();
     let host = h.client();
     let watcher = h.client();
     let viewer = h.client();
@@ -145,7 +145,7 @@ fn snapshots_list_others_announced_streams_sorted_by_id() {
 
 #[test]
 fn the_registry_stays_in_step_when_publishers_leave_or_are_kicked() {
-    let mut h = Harness::roomy();
+    let mut h = Harness::cross_room();
     let host = h.client();
     let player = h.client();
     h.login(host, "r1", "host");
@@ -195,15 +195,16 @@ fn the_registry_stays_in_step_when_publishers_leave_or_are_kicked() {
     h.play_answered(player, "d");
     assert_eq!(h.players("d"), [player.sid]);
     h.check();
-    // The player leaves its only room: it still plays (plays are per session, not per room).
-    h.request(player, json!({"type":"logout","room_id":"r2"}));
-    assert_eq!(h.playing(player), ["d"]);
+    // The player leaves its only room: even cross-room play needs a room, so its play ends.
+    let out = h.request(player, json!({"type":"logout","room_id":"r2"}));
+    assert!(sent(&out).contains(&(player.conn, "play_stopped".to_string())));
+    assert!(h.playing(player).is_empty());
     h.check();
 }
 
 #[test]
 fn the_registry_stays_in_step_when_sessions_or_media_go() {
-    let mut h = Harness::roomy();
+    let mut h = Harness::cross_room();
     let host = h.client();
     let player = h.client();
     let quitter = h.client();
@@ -383,7 +384,12 @@ fn random_sequences_keep_the_registry_in_step() {
     const ROOMS: [&str; 2] = ["r0", "r1"];
     const STREAMS: [&str; 5] = ["s0", "s1", "s2", "s3", "s4"];
     for seed in [1, 2, 3, 0x5eed, 0xdead_beef] {
-        let mut h = Harness::roomy();
+        // Half the runs in an app that allows cross-room play.
+        let mut h = if seed % 2 == 0 {
+            Harness::cross_room()
+        } else {
+            Harness::roomy()
+        };
         let mut rng = Rng(seed);
         let mut clients: Vec<Client> = Vec::new();
         // Negotiations the SFU has not answered yet.
@@ -465,7 +471,7 @@ fn random_sequences_keep_the_registry_in_step() {
 }
 
 #[test]
-fn a_roomless_player_whose_connection_closes_keeps_its_play_until_the_timeout() {
+fn a_player_that_logs_out_stops_playing_at_once_and_goes_with_its_connection() {
     let mut h = Harness::roomy();
     let host = h.client();
     let player = h.client();
@@ -473,25 +479,20 @@ fn a_roomless_player_whose_connection_closes_keeps_its_play_until_the_timeout() 
     h.login(player, "r1", "p");
     h.publish_flowing(host, "r1", "s");
     h.play_answered(player, "s");
-    h.request(player, json!({"type":"logout","room_id":"r1"}));
-    h.check();
-    h.state.close_conn(player.conn, h.now);
-    assert_eq!(h.state.gauges().sessions, 2, "kept: it still plays");
-    assert_eq!(h.players("s"), [player.sid]);
-    h.check();
-    h.now += Duration::from_millis(1500);
-    h.request(host, json!({"type":"heartbeat"}));
-    let s = sent(&h.state.tick(h.now));
-    assert_eq!(
-        s,
-        [(0, "end_play".to_string())],
-        "the SFU hears the play end"
-    );
+    let out = h.request(player, json!({"type":"logout","room_id":"r1"}));
+    assert!(sent(&out).contains(&(0, "end_play".to_string())), "the SFU hears the play end");
+    let stopped = out.iter().find_map(|o| match o {
+        Output::Send {
+            msg: ServerMessage::PlayStopped { code, .. },
+            to,
+        } if to == &[player.conn] => Some(*code),
+        _ => None,
+    });
+    assert_eq!(stopped, Some(ErrorCode::PlayNotAuthorized.code()));
     assert!(h.players("s").is_empty());
-    assert_eq!(h.state.gauges().sessions, 1);
     h.check();
     // A session in no room and playing nothing goes with its connection.
-    let idle = h.client();
-    h.state.close_conn(idle.conn, h.now);
+    h.state.close_conn(player.conn, h.now);
     assert_eq!(h.state.gauges().sessions, 1);
+    h.check();
 }
