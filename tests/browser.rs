@@ -59,7 +59,7 @@ fn chromium_publishes_over_whip_and_an_engine_plays_it() {
     let frames = viewer.play_frames("chrome-cam");
     let t = token_for(&relay, "chrome-host", "b", true);
     let browser = Browser::open(&format!(
-        "http://{}/live?mode=whip&room=b&stream=chrome-cam&token={t}",
+        "http://{}/live?mode=whip&room=b&stream=chrome-cam#token={t}",
         relay.addr
     ));
     // The browser appears as a user with a stream; the engine plays it.
@@ -96,7 +96,7 @@ fn an_engine_publishes_and_chromium_plays_over_whep() {
     std::thread::sleep(Duration::from_millis(300)); // let the first packets reach the relay
     let t = token_for(&relay, "chrome-viewer", "b", false);
     let browser = Browser::open(&format!(
-        "http://{}/live?mode=whep&room=b&stream=eng-cam&token={t}",
+        "http://{}/live?mode=whep&room=b&stream=eng-cam#token={t}",
         relay.addr
     ));
     let state = browser.wait_for("window.onair", 30, |v| {

@@ -33,22 +33,25 @@ pub fn load() -> Option<AppSign> {
 
 /// The development app's sign, made and saved on first use.
 pub fn load_or_create() -> anyhow::Result<AppSign> {
+    let p = path();
     if let Some(sign) = load() {
+        // Made by an older version with default permissions: readable by its owner only now.
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
         return Ok(sign);
     }
     let sign = AppSign::random();
-    let p = path();
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(
+    write_private(
         &p,
-        format!(
+        &format!(
             "# Onair development app, made by `onair serve`. Keep the sign secret.\napp_id = {DEV_APP_ID}\napp_sign = \"{}\"\n",
             sign.to_hex()
         ),
-    )
-    .with_context(|| format!("writing {}", p.display()))?;
+    )?;
     Ok(sign)
 }
 

@@ -118,6 +118,9 @@ pub struct RelayConfig {
     /// Serve HTTPS and `wss://` with this certificate (`[tls] cert, key`, `--tls-cert`,
     /// `--self-signed`); None: plain HTTP.
     pub tls: Option<crate::tls::TlsIdentity>,
+    /// Serve `/metrics` on this address (plain HTTP) instead of the public one
+    /// (`[metrics] listen`, `onair serve --metrics-listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the SFU's media goes (`[rtc]` in the config file).
@@ -228,6 +231,14 @@ struct FileConfig {
     rtc: RtcConfig,
     #[serde(default)]
     tls: Option<FileTls>,
+    #[serde(default)]
+    metrics: Option<FileMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +272,7 @@ impl RelayConfig {
             limits: Limits::default(),
             rtc: RtcConfig::default(),
             tls: None,
+            metrics_listen: None,
         }
     }
 
@@ -305,6 +317,7 @@ impl RelayConfig {
                 limits: file.limits,
                 rtc: file.rtc,
                 tls,
+                metrics_listen: file.metrics.map(|m| m.listen),
             },
             file.listen,
         ))

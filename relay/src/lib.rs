@@ -8,6 +8,7 @@
 //! WebRTC glue around it. It links no capture, codec or UI library.
 
 pub mod config;
+pub mod limiter;
 pub mod metrics;
 pub mod server;
 pub mod sfu;

@@ -51,6 +51,10 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     transport_limit: usize,
     sfu: Arc<Sfu>,
+    /// HTTP requests per client address (not the `/ws` upgrade).
+    limiter: Mutex<crate::limiter::HttpLimiter>,
+    /// Largest SDP offer accepted over WHIP/WHEP.
+    max_sdp_bytes: usize,
 }
 
 /// The SFU's reports, fed back into the state machine.
@@ -215,6 +219,7 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
     serve_task: JoinHandle<()>,
     tick_task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -242,6 +247,20 @@ impl Server {
             .max(64 * 1024);
         let network = config.rtc.network(addr.ip());
         let tls = config.tls.clone();
+        let metrics_listen = config.metrics_listen;
+        let limiter = crate::limiter::HttpLimiter::new(
+            config.limits.http_requests_per_second,
+            config.limits.http_request_burst,
+        );
+        let max_sdp_bytes = config.limits.max_sdp_bytes;
+        let watch_rules = onair_transport::peer::WatchRules {
+            connect_within: Duration::from_millis(config.limits.connect_timeout_ms),
+            grace: onair_transport::peer::DISCONNECT_GRACE,
+            // RTCP arrives about every second; a short signaling timeout (tests) must not
+            // make a quiet second look like a vanished peer.
+            silence: Duration::from_millis(config.limits.heartbeat_timeout_ms)
+                .max(Duration::from_secs(10)),
+        };
         let turn_urls = config.rtc.turn.as_ref().map(|t| t.urls.clone());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -251,12 +270,12 @@ impl Server {
             closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
-            sfu: Arc::new(Sfu::new(network)),
+            sfu: Arc::new(Sfu::new(network, watch_rules)),
+            limiter: Mutex::new(limiter),
+            max_sdp_bytes,
         });
-        let app = Router::new()
-            .route("/ws", get(ws_upgrade))
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/metrics", get(metrics_page))
+        // Routes a web page on another origin may call: WHIP, WHEP and the player page.
+        let cross_origin = Router::new()
             .route("/live", get(live_page))
             .route(
                 "/whip/{room_id}/{stream_id}",
@@ -274,13 +293,7 @@ impl Server {
                 "/whep/resource/{session}",
                 axum::routing::delete(resource_delete),
             )
-            .route(
-                "/",
-                get(|| async { "onair relay: signaling WebSocket at /ws, metrics at /metrics\n" }),
-            )
-            .with_state(shared.clone())
             .layer(
-                // WHIP and WHEP from web pages on other origins.
                 tower_http::cors::CorsLayer::new()
                     .allow_origin(tower_http::cors::Any)
                     .allow_methods([
@@ -291,6 +304,45 @@ impl Server {
                     .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                     .expose_headers([header::LOCATION, header::LINK]),
             );
+        let mut limited = cross_origin;
+        if metrics_listen.is_none() {
+            limited = limited.route("/metrics", get(metrics_page));
+        }
+        let limited = limited.layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            http_rate_limit,
+        ));
+        let app = Router::new()
+            .route("/ws", get(ws_upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/",
+                get(|| async { "onair relay: signaling WebSocket at /ws\n" }),
+            )
+            .merge(limited)
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<PeerAddr>();
+        let metrics_task = match metrics_listen {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at).await?;
+                let metrics_app = Router::new()
+                    .route("/metrics", get(metrics_page))
+                    .with_state(shared.clone());
+                let mut stop = shutdown_rx.clone();
+                tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+                Some(tokio::spawn(async move {
+                    let result = axum::serve(listener, metrics_app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "metrics server failed");
+                    }
+                }))
+            }
+            None => None,
+        };
         let mut serve_shutdown = shutdown_rx.clone();
         let stopped = async move {
             let _ = serve_shutdown.wait_for(|stop| *stop).await;
@@ -336,6 +388,7 @@ impl Server {
             shutdown_tx,
             serve_task,
             tick_task,
+            metrics_task,
         })
     }
 
@@ -385,6 +438,9 @@ impl Server {
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.serve_task).await;
         self.tick_task.abort();
+        if let Some(t) = self.metrics_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
         // Wait until every connection task has finished, so the clients see the close.
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.shared.inner.lock().conns.is_empty() && Instant::now() < deadline {
@@ -401,6 +457,53 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// A client's address, as the connection limits and the HTTP rate limit see it.
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// Answers 429 with `Retry-After` to an address over its HTTP request allowance.
+async fn http_rate_limit(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let verdict = shared.limiter.lock().check(peer.ip(), Instant::now());
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            use onair_protocol::error::{ErrorCode, WireError};
+            let e = WireError::new(
+                ErrorCode::HttpRateLimited,
+                format!("too many requests from this address; retry in {wait} s"),
+            );
+            let mut response = http_error(&e);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+    }
+}
+
 /// A browser page that publishes over WHIP or plays over WHEP (`/live?mode=whip&room=…`).
 async fn live_page() -> Response {
     (
@@ -409,9 +512,6 @@ async fn live_page() -> Response {
     )
         .into_response()
 }
-
-/// Largest SDP offer accepted over WHIP/WHEP.
-const MAX_SDP_BYTES: usize = 64 * 1024;
 
 fn http_error(e: &onair_protocol::error::WireError) -> Response {
     use axum::http::StatusCode;
@@ -429,6 +529,11 @@ fn http_error(e: &onair_protocol::error::WireError) -> Response {
         Some(C::StreamIdTaken) => StatusCode::CONFLICT,
         Some(C::StreamNotFound) => StatusCode::NOT_FOUND,
         Some(C::MessageTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(C::HttpRateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(C::TooManyConnections | C::TooManyHttpSessions | C::TooManySessionsForUser) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Some(C::StreamIdNotAuthorized | C::PlayNotAuthorized) => StatusCode::FORBIDDEN,
         Some(C::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -438,33 +543,57 @@ fn http_error(e: &onair_protocol::error::WireError) -> Response {
 
 async fn whip_post(
     State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
     axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
-    body: String,
+    body: axum::body::Body,
 ) -> Response {
-    http_negotiate(shared, room_id, stream_id, headers, body, true).await
+    http_negotiate(shared, peer, room_id, stream_id, headers, body, true).await
 }
 
 async fn whep_post(
     State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
     axum::extract::Path((room_id, stream_id)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
-    body: String,
+    body: axum::body::Body,
 ) -> Response {
-    http_negotiate(shared, room_id, stream_id, headers, body, false).await
+    http_negotiate(shared, peer, room_id, stream_id, headers, body, false).await
 }
 
 /// WHIP (RFC 9725) and WHEP: bearer token, SDP offer in, `201 Created` with the answer and a
 /// `Location` to `DELETE` when done. The client is a user in the room like any engine.
 async fn http_negotiate(
     shared: Arc<Shared>,
+    peer: SocketAddr,
     room_id: String,
     stream_id: String,
     headers: axum::http::HeaderMap,
-    offer: String,
+    body: axum::body::Body,
     publish: bool,
 ) -> Response {
     use onair_protocol::error::{ErrorCode, WireError};
+    // Read at most the limit (and one byte more, to tell "too large").
+    let offer = match axum::body::to_bytes(body, shared.max_sdp_bytes + 1).await {
+        Ok(b) if b.len() <= shared.max_sdp_bytes => match String::from_utf8(b.to_vec()) {
+            Ok(s) => s,
+            Err(_) => {
+                return http_error(&WireError::new(
+                    ErrorCode::MalformedMessage,
+                    "the SDP offer is not UTF-8",
+                ));
+            }
+        },
+        _ => {
+            return http_error(&WireError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "SDP offer larger than {} bytes (limits.max_sdp_bytes)",
+                    shared.max_sdp_bytes
+                ),
+            ));
+        }
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -480,14 +609,15 @@ async fn http_negotiate(
             "send Authorization: Bearer <token>",
         ));
     };
-    if offer.len() > MAX_SDP_BYTES {
-        return http_error(&WireError::new(
-            ErrorCode::MessageTooLarge,
-            "SDP offer too large",
-        ));
-    }
     let begun = shared.with_state_value(|s| {
-        match s.http_begin(token, &room_id, &stream_id, publish, Instant::now()) {
+        match s.http_begin_from(
+            Some(peer.ip()),
+            token,
+            &room_id,
+            &stream_id,
+            publish,
+            Instant::now(),
+        ) {
             Ok((sid, secret, app, out)) => (Ok((sid, secret, app)), out),
             Err(e) => (Err(e), Vec::new()),
         }
@@ -583,7 +713,11 @@ async fn resource_delete(
     }
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    State(shared): State<Arc<Shared>>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
+) -> Response {
     if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -591,13 +725,18 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> 
         )
             .into_response();
     }
+    let admitted = shared.inner.lock().state.admit(Some(peer.ip()));
+    if let Err(e) = admitted {
+        tracing::warn!(%peer, code = e.code, "signaling connection refused: {}", e.message);
+        return http_error(&e);
+    }
     let limit = shared.transport_limit;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection(socket, shared))
+        .on_upgrade(move |socket| connection(socket, shared, peer))
 }
 
-async fn connection(socket: WebSocket, shared: Arc<Shared>) {
+async fn connection(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
     if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
@@ -606,7 +745,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let kill = Arc::new(Notify::new());
     let conn = {
         let mut inner = shared.inner.lock();
-        let id = inner.state.open_conn(Instant::now());
+        let id = inner.state.open_conn_from(Some(peer.ip()), Instant::now());
         inner.conns.insert(
             id,
             ConnHandle {

@@ -27,7 +27,7 @@ use webrtc::peer_connection::PeerConnection;
 use crate::state::SessionId;
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::peer::{
-    self, DISCONNECT_GRACE, MediaNetwork, connection_lost, h264_codec, new_peer, opus_codec,
+    self, MediaNetwork, WatchRules, h264_codec, new_peer, opus_codec, watch_connection,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -82,6 +82,8 @@ struct Ingest {
 /// The forwarding plane.
 pub struct Sfu {
     network: MediaNetwork,
+    /// When a publisher's or player's connection is given up on.
+    rules: WatchRules,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
     players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
 }
@@ -93,9 +95,10 @@ impl Sfu {
     }
 
     /// An SFU whose peer connections bind and advertise as `network` says.
-    pub fn new(network: MediaNetwork) -> Sfu {
+    pub fn new(network: MediaNetwork, rules: WatchRules) -> Sfu {
         Sfu {
             network,
+            rules,
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
         }
@@ -201,9 +204,9 @@ impl Sfu {
         });
         // The publisher's connection: gone means the stream is over.
         let watch_ingest = ingest.clone();
+        let rules = self.rules;
         tokio::spawn(async move {
-            if let Some(s) =
-                connection_lost(ev.state.clone(), DISCONNECT_GRACE, ev.received.clone()).await
+            if let Some(s) = watch_connection(ev.state.clone(), ev.received.clone(), rules).await
                 && !watch_ingest.closing.load(Ordering::SeqCst)
             {
                 events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
@@ -317,8 +320,9 @@ impl Sfu {
         // unregisters before it closes one itself), the player is gone: tell the state machine.
         let (state, received) = (ev.state.clone(), ev.received.clone());
         let sfu = Arc::downgrade(self);
+        let rules = self.rules;
         tokio::spawn(async move {
-            let Some(s) = connection_lost(state, DISCONNECT_GRACE, received).await else {
+            let Some(s) = watch_connection(state, received, rules).await else {
                 return;
             };
             let ours = sfu.upgrade().is_some_and(|sfu| {

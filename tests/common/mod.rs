@@ -347,6 +347,7 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
         limits: Limits::default(),
         rtc: Default::default(),
         tls: None,
+        metrics_listen: None,
     };
     (config, a, b)
 }

@@ -501,6 +501,84 @@ pub async fn connection_lost(
     }
 }
 
+/// When a connection counts as lost, for [`watch_connection`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchRules {
+    /// It must reach Connected within this long.
+    pub connect_within: Duration,
+    /// It may stay Disconnected (receiving nothing) this long, as [`connection_lost`].
+    pub grace: Duration,
+    /// Once connected, it must receive something (RTP, RTCP) at least this often.
+    pub silence: Duration,
+}
+
+/// Why [`watch_connection`] gave up on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// It never reached Connected in time.
+    NeverConnected,
+    /// Failed, closed, or disconnected beyond the grace.
+    State(RTCPeerConnectionState),
+    /// Connected, but nothing arrived for the silence time.
+    Silent,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::NeverConnected => f.write_str("not connected in time"),
+            Lost::State(s) => write!(f, "{s}"),
+            Lost::Silent => f.write_str("silent"),
+        }
+    }
+}
+
+/// Waits until a connection should be given up on: not connected within
+/// `rules.connect_within`, lost as [`connection_lost`] judges, or silent (nothing received)
+/// for `rules.silence` — so neither a peer that never finishes ICE nor one that vanished
+/// without a word holds its slot. `None` if the connection was dropped first.
+pub async fn watch_connection(
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    rules: WatchRules,
+) -> Option<Lost> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let settled = state.wait_for(|s| {
+        matches!(
+            s,
+            RTCPeerConnectionState::Connected
+                | RTCPeerConnectionState::Failed
+                | RTCPeerConnectionState::Closed
+        )
+    });
+    match tokio::time::timeout(rules.connect_within, settled).await {
+        Err(_) => return Some(Lost::NeverConnected),
+        Ok(Err(_)) => return None,
+        Ok(Ok(s)) if *s != RTCPeerConnectionState::Connected => return Some(Lost::State(*s)),
+        Ok(Ok(_)) => {}
+    }
+    let silent = {
+        let received = received.clone();
+        async move {
+            let step = (rules.silence / 4).max(Duration::from_millis(50));
+            let mut last = (received.load(Relaxed), tokio::time::Instant::now());
+            loop {
+                tokio::time::sleep(step).await;
+                let n = received.load(Relaxed);
+                if n != last.0 {
+                    last = (n, tokio::time::Instant::now());
+                } else if last.1.elapsed() >= rules.silence {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        lost = connection_lost(state, rules.grace, received) => lost.map(Lost::State),
+        () = silent => Some(Lost::Silent),
+    }
+}
+
 /// Adds a receive-only transceiver for each of `kinds`.
 pub async fn add_receivers(
     pc: &Arc<dyn PeerConnection>,

@@ -116,7 +116,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         format!(
             // The players' signaling clients send no heartbeats (this measures media, not
             // signaling): sessions must not expire during the run.
-            "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\n",
+            "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\nmax_connections_per_ip = 1000000\nmax_connections = 1000000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\nallow_app_sign = true\n",
             sign.to_hex()
         ),
     )?;

@@ -153,7 +153,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         );
         claims.room_id = Some("weak".into());
         let token = onair_engine::token::mint(&claims, &sign);
-        let url = format!("{base}/live?mode=whep&room=weak&stream=cam&token={token}");
+        let url = format!("{base}/live?mode=whep&room=weak&stream=cam#token={token}");
         println!("{}", super::chromium::measure(&url, args.seconds)?);
         return Ok(());
     }

@@ -59,6 +59,10 @@ pub struct ServeArgs {
         requires = "turn_urls"
     )]
     turn_secret: Option<String>,
+    /// Serve /metrics on this address (plain HTTP, e.g. 127.0.0.1:9464) and not on the public
+    /// listen address (overrides the config's `[metrics] listen`).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the relay.
@@ -86,6 +90,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.public_ips.is_empty() {
         config.rtc.public_ips = args.public_ips.clone();
     }
+    if let Some(at) = args.metrics_listen {
+        config.metrics_listen = Some(at);
+    }
+    let metrics_at = config.metrics_listen;
     if let Some(range) = args.udp_port_range {
         config.rtc.udp_port_range = Some(range);
     }
@@ -111,10 +119,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let scheme = if server.is_tls() { "https" } else { "http" };
+        let metrics = match metrics_at {
+            Some(at) => format!("http://{at}/metrics"),
+            None => format!("{scheme}://{}/metrics", server.local_addr()),
+        };
         say!(
-            "relay listening: signaling {} · metrics {scheme}://{}/metrics",
-            server.url(),
-            server.local_addr()
+            "relay listening: signaling {} · metrics {metrics}",
+            server.url()
         );
         say!("{}", media_line(&server));
         tokio::signal::ctrl_c().await?;

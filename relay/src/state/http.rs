@@ -24,6 +24,22 @@ impl RelayState {
         publish: bool,
         now: Instant,
     ) -> Result<(SessionId, String, u32, Vec<Output>), WireError> {
+        self.http_begin_from(None, token, room_id, stream_id, publish, now)
+    }
+
+    /// [`Self::http_begin`] for a client at `ip`, counted against the connection limits.
+    pub fn http_begin_from(
+        &mut self,
+        ip: Option<std::net::IpAddr>,
+        token: &str,
+        room_id: &str,
+        stream_id: &str,
+        publish: bool,
+        now: Instant,
+    ) -> Result<(SessionId, String, u32, Vec<Output>), WireError> {
+        if token.len() > self.limits.max_message_bytes {
+            return Err(err(ErrorCode::TokenInvalid, "the bearer token is too long"));
+        }
         let app_id = token::peek_app_id(token)
             .filter(|a| self.apps.contains_key(a))
             .ok_or_else(|| {
@@ -57,10 +73,25 @@ impl RelayState {
                 ));
             }
         }
+        // A POST replacing this user's resource in this room frees that one's place.
+        let replaces = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.rooms.get(room_id))
+            .and_then(|r| r.members.get(&user_id))
+            .and_then(|s| self.sessions.get(s))
+            .is_some_and(|s| s.http && s.ip == ip);
+        if !replaces {
+            self.admit(ip)?;
+        }
         let sid = self.next_session;
         self.next_session += 1;
         // The HTTP resource URL carries its secret: only its client can DELETE it.
-        self.sessions.insert(sid, Session::new(app_id, now, true));
+        let mut session = Session::new(app_id, now, true);
+        session.ip = ip;
+        self.sessions.insert(sid, session);
+        self.http_total += 1;
+        self.count_ip(ip, true);
         if let Some(app) = self.apps.get_mut(&app_id) {
             app.http_sessions += 1;
         }
@@ -111,12 +142,9 @@ impl RelayState {
     /// failed). Returns whether the session existed.
     pub fn http_end(&mut self, session: SessionId, secret: &str) -> (bool, Vec<Output>) {
         let mut out = Vec::new();
-        let found = self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| {
-                s.http && token::constant_time_eq(s.secret.as_bytes(), secret.as_bytes())
-            });
+        let found = self.sessions.get(&session).is_some_and(|s| {
+            s.http && token::constant_time_eq(s.secret.as_bytes(), secret.as_bytes())
+        });
         if found {
             self.remove_session(session, None, &mut out);
         }

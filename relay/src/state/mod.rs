@@ -21,6 +21,7 @@ mod stream;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use onair_protocol::error::{ErrorCode, WireError};
@@ -125,6 +126,8 @@ struct TokenBucket {
 
 struct Conn {
     session: Option<SessionId>,
+    /// The client's address, when the glue knows it.
+    ip: Option<IpAddr>,
     bucket: TokenBucket,
     consecutive_errors: u32,
     opened: Instant,
@@ -205,6 +208,10 @@ pub struct RelayState {
     reply_deferred: bool,
     /// Unix seconds for token checks, when set (tests); the system clock otherwise.
     clock: Option<u64>,
+    /// Connections and WHIP/WHEP sessions per client address.
+    by_ip: HashMap<IpAddr, usize>,
+    /// WHIP/WHEP sessions, all apps.
+    http_total: usize,
 }
 
 type Reply = Result<ResponseBody, WireError>;
@@ -243,7 +250,47 @@ impl RelayState {
             counters: Counters::default(),
             reply_deferred: false,
             clock: None,
+            by_ip: HashMap::new(),
+            http_total: 0,
         }
+    }
+
+    /// Whether one more connection (signaling or WHIP/WHEP) from `ip` is within
+    /// `max_connections` and `max_connections_per_ip`.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), WireError> {
+        if self.conns.len() + self.http_total >= self.limits.max_connections {
+            return Err(err(
+                ErrorCode::TooManyConnections,
+                "the relay is at its connection limit",
+            ));
+        }
+        if let Some(ip) = ip
+            && self.by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_ip
+        {
+            return Err(err(
+                ErrorCode::TooManyConnections,
+                "too many connections from this address",
+            ));
+        }
+        Ok(())
+    }
+
+    fn count_ip(&mut self, ip: Option<IpAddr>, add: bool) {
+        let Some(ip) = ip else { return };
+        let n = self.by_ip.entry(ip).or_default();
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections and WHIP/WHEP sessions open from `ip`.
+    pub fn connections_from(&self, ip: IpAddr) -> usize {
+        self.by_ip.get(&ip).copied().unwrap_or(0)
     }
 
     /// Sets the Unix time (seconds) token lifetimes are judged by; `None`: the system clock.
@@ -268,14 +315,21 @@ impl RelayState {
         &self.limits
     }
 
-    /// A new connection opened.
+    /// A new connection opened (from an address the glue does not say).
     pub fn open_conn(&mut self, now: Instant) -> ConnId {
+        self.open_conn_from(None, now)
+    }
+
+    /// A new connection opened from `ip` (check [`Self::admit`] first).
+    pub fn open_conn_from(&mut self, ip: Option<IpAddr>, now: Instant) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
+        self.count_ip(ip, true);
         self.conns.insert(
             id,
             Conn {
                 session: None,
+                ip,
                 bucket: TokenBucket {
                     tokens: self.limits.request_burst,
                     last: now,
@@ -290,6 +344,9 @@ impl RelayState {
     /// A connection closed. Its session stays until the heartbeat timeout so it can be resumed;
     /// if it never comes back it is removed then, with its streams, and its rooms are told.
     pub fn close_conn(&mut self, conn: ConnId, now: Instant) {
+        if let Some(ip) = self.conns.get(&conn).and_then(|c| c.ip) {
+            self.count_ip(Some(ip), false);
+        }
         if let Some(c) = self.conns.remove(&conn)
             && let Some(sid) = c.session
             && let Some(s) = self.sessions.get_mut(&sid)

@@ -358,7 +358,12 @@ impl RelayState {
             // whose peer connection closes.
             self.remove_session(old, None, out);
         } else {
-            self.revoke_plays(old, ErrorCode::KickedOut, "kicked out of the stream's room", out);
+            self.revoke_plays(
+                old,
+                ErrorCode::KickedOut,
+                "kicked out of the stream's room",
+                out,
+            );
         }
     }
 

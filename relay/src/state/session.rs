@@ -23,8 +23,11 @@ pub(super) struct Session {
     pub(super) rooms: BTreeMap<String, Membership>,
     /// Streams this session plays through the SFU.
     pub(super) playing: BTreeSet<String>,
-    /// A WHIP/WHEP client: no socket, no heartbeats; lives until its HTTP DELETE.
+    /// A WHIP/WHEP client: no socket, no heartbeats; lives until its HTTP DELETE (or its
+    /// media connection is lost).
     pub(super) http: bool,
+    /// A WHIP/WHEP client's address, counted against the per-address limit.
+    pub(super) ip: Option<std::net::IpAddr>,
 }
 
 impl Session {
@@ -38,6 +41,7 @@ impl Session {
             rooms: BTreeMap::new(),
             playing: BTreeSet::new(),
             http,
+            ip: None,
         }
     }
 }
@@ -67,10 +71,8 @@ impl RelayState {
         }
         let resumable = resume.and_then(|t| {
             let s = self.sessions.get(&t.session_id)?;
-            let same = onair_protocol::token::constant_time_eq(
-                s.secret.as_bytes(),
-                t.secret.as_bytes(),
-            );
+            let same =
+                onair_protocol::token::constant_time_eq(s.secret.as_bytes(), t.secret.as_bytes());
             (s.app_id == app_id && !s.http && same).then_some(t.session_id)
         });
         let (sid, resumed) = match resumable {
@@ -138,10 +140,12 @@ impl RelayState {
             self.stop_playing(sid, &stream_id, out);
         }
         if let Some(s) = self.sessions.remove(&sid) {
-            if s.http
-                && let Some(app) = self.apps.get_mut(&s.app_id)
-            {
-                app.http_sessions = app.http_sessions.saturating_sub(1);
+            if s.http {
+                self.http_total = self.http_total.saturating_sub(1);
+                self.count_ip(s.ip, false);
+                if let Some(app) = self.apps.get_mut(&s.app_id) {
+                    app.http_sessions = app.http_sessions.saturating_sub(1);
+                }
             }
             if let (Some(conn), Some(code)) = (s.conn, why) {
                 self.goodbye(conn, code, "session removed", out);

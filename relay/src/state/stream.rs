@@ -96,7 +96,10 @@ impl RelayState {
                 "the login token does not grant publish",
             ));
         }
-        if m.stream_ids.as_ref().is_some_and(|ids| !ids.contains(&stream_id)) {
+        if m.stream_ids
+            .as_ref()
+            .is_some_and(|ids| !ids.contains(&stream_id))
+        {
             return Err(err(
                 ErrorCode::StreamIdNotAuthorized,
                 "the login token's stream_id_list does not include this stream ID",

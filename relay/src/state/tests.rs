@@ -98,7 +98,11 @@ impl RelayState {
                 Default::default();
             for room in app.rooms.values() {
                 for (uid, sid) in &room.members {
-                    *users.entry(uid.clone()).or_default().entry(*sid).or_default() += 1;
+                    *users
+                        .entry(uid.clone())
+                        .or_default()
+                        .entry(*sid)
+                        .or_default() += 1;
                 }
             }
             assert_eq!(app.users, users, "app {app_id}: user index");
@@ -109,6 +113,24 @@ impl RelayState {
                 .count();
             assert_eq!(app.http_sessions, http, "app {app_id}: WHIP/WHEP sessions");
         }
+        let mut by_ip: std::collections::HashMap<std::net::IpAddr, usize> = Default::default();
+        for ip in self.conns.values().filter_map(|c| c.ip) {
+            *by_ip.entry(ip).or_default() += 1;
+        }
+        for ip in self
+            .sessions
+            .values()
+            .filter(|s| s.http)
+            .filter_map(|s| s.ip)
+        {
+            *by_ip.entry(ip).or_default() += 1;
+        }
+        assert_eq!(self.by_ip, by_ip, "connections by address");
+        assert_eq!(
+            self.http_total,
+            self.sessions.values().filter(|s| s.http).count(),
+            "WHIP/WHEP sessions"
+        );
         for (sid, s) in &self.sessions {
             let app = self.apps.get(&s.app_id).expect("session of a known app");
             assert!(

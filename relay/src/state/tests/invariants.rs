@@ -480,7 +480,10 @@ fn a_player_that_logs_out_stops_playing_at_once_and_goes_with_its_connection() {
     h.publish_flowing(host, "r1", "s");
     h.play_answered(player, "s");
     let out = h.request(player, json!({"type":"logout","room_id":"r1"}));
-    assert!(sent(&out).contains(&(0, "end_play".to_string())), "the SFU hears the play end");
+    assert!(
+        sent(&out).contains(&(0, "end_play".to_string())),
+        "the SFU hears the play end"
+    );
     let stopped = out.iter().find_map(|o| match o {
         Output::Send {
             msg: ServerMessage::PlayStopped { code, .. },

@@ -147,13 +147,19 @@ fn tokens_warn_before_they_expire_can_be_renewed_and_remove_the_session_when_the
 
     // A renewal for another user is refused; one for this user extends the seat.
     let wrong = token_for(&h, "v", t0, 3600, None);
-    let out = h.request(host, json!({"type":"renew_token","room_id":"r1","token":wrong}));
+    let out = h.request(
+        host,
+        json!({"type":"renew_token","room_id":"r1","token":wrong}),
+    );
     assert_eq!(
         error_code(&out, host.conn),
         Some(ErrorCode::TokenWrongUser.code())
     );
     let renewed = token_for(&h, "host", t0 + 6, 60, None);
-    let out = h.request(host, json!({"type":"renew_token","room_id":"r1","token":renewed}));
+    let out = h.request(
+        host,
+        json!({"type":"renew_token","room_id":"r1","token":renewed}),
+    );
     assert!(matches!(response(&out, host.conn), Some(Ok(_))));
     h.state.set_clock(Some(t0 + 35));
     assert!(sent(&h.state.tick(h.now)).is_empty(), "renewed: no kick");
@@ -223,8 +229,14 @@ fn sessions_per_user_and_plays_per_session_are_bounded() {
     );
     // Another room on a session the user already has is no new session; replacing a seat
     // (same user, same room) is allowed too.
-    assert!(matches!(response(&h.login(a, "r3", "u"), a.conn), Some(Ok(_))));
-    assert!(matches!(response(&h.login(c, "r2", "u"), c.conn), Some(Ok(_))));
+    assert!(matches!(
+        response(&h.login(a, "r3", "u"), a.conn),
+        Some(Ok(_))
+    ));
+    assert!(matches!(
+        response(&h.login(c, "r2", "u"), c.conn),
+        Some(Ok(_))
+    ));
     h.check();
 
     let host = h.client();
@@ -269,7 +281,8 @@ fn whip_and_whep_resources_are_bounded_and_a_second_post_replaces_the_first() {
         .http_begin(&viewer, "r1", "cam", false, h.now)
         .expect("second WHEP replaces the first");
     assert!(
-        out.iter().any(|o| matches!(o, Output::EndPlay { session, .. } if *session == first)),
+        out.iter()
+            .any(|o| matches!(o, Output::EndPlay { session, .. } if *session == first)),
         "{out:?}"
     );
     h.state
@@ -288,5 +301,47 @@ fn whip_and_whep_resources_are_bounded_and_a_second_post_replaces_the_first() {
     let third = token_for(&h, "third", now, 3600, None);
     let refused = h.state.http_begin(&third, "r1", "cam", false, h.now);
     assert!(matches!(refused, Err(e) if e.code == ErrorCode::TooManyHttpSessions.code()));
+    h.check();
+}
+
+#[test]
+fn connections_are_bounded_in_total_and_per_address() {
+    let mut h = Harness::new(Limits {
+        max_connections: 4,
+        max_connections_per_ip: 2,
+        ..Limits::default()
+    });
+    let (a, b) = (
+        std::net::IpAddr::from([10, 0, 0, 1]),
+        std::net::IpAddr::from([10, 0, 0, 2]),
+    );
+    let c1 = h.state.open_conn_from(Some(a), h.now);
+    h.state.open_conn_from(Some(a), h.now);
+    let refused = h.state.admit(Some(a));
+    assert!(matches!(refused, Err(e) if e.code == ErrorCode::TooManyConnections.code()));
+    assert!(h.state.admit(Some(b)).is_ok());
+    // A WHIP/WHEP resource counts as a connection of its address.
+    let host = h.client();
+    h.login(host, "r1", "host");
+    h.publish_flowing(host, "r1", "cam");
+    let t = token_for(&h, "viewer", token::unix_now(), 3600, None);
+    let refused = h
+        .state
+        .http_begin_from(Some(a), &t, "r1", "cam", false, h.now);
+    assert!(matches!(refused, Err(e) if e.code == ErrorCode::TooManyConnections.code()));
+    let (sid, secret, _, _) = h
+        .state
+        .http_begin_from(Some(b), &t, "r1", "cam", false, h.now)
+        .expect("room for b");
+    assert_eq!(h.state.connections_from(b), 1);
+    h.check();
+    // The total: 3 connections and a resource.
+    assert!(
+        matches!(h.state.admit(Some(b)), Err(e) if e.code == ErrorCode::TooManyConnections.code())
+    );
+    h.state.close_conn(c1, h.now);
+    assert!(h.state.admit(Some(a)).is_ok());
+    h.state.http_end(sid, &secret);
+    assert_eq!(h.state.connections_from(b), 0);
     h.check();
 }
