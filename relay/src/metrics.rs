@@ -27,6 +27,11 @@ pub fn render(counters: &Counters, gauges: &Gauges) -> String {
     gauge("onair_rooms", "Rooms with at least one user.", gauges.rooms);
     gauge("onair_users", "Users logged into rooms.", gauges.users);
     gauge("onair_streams", "Streams being published.", gauges.streams);
+    gauge(
+        "onair_players",
+        "Plays through the SFU (one per player and stream).",
+        gauges.players,
+    );
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(
             out,

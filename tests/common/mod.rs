@@ -2,7 +2,11 @@
 //! wait for events with a timeout, and describe events briefly so sequences read like the seed.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod netns;
+
+#[allow(unused_imports)]
+pub use http::{HttpResponse, http, http_at};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -235,7 +239,12 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Collects events up to and including the first whose brief form starts with `prefix`.
 /// Panics with what it saw if none comes within [`WAIT`].
 pub fn until(engine: &Engine, prefix: &str) -> Vec<String> {
-    let deadline = Instant::now() + WAIT;
+    until_within(engine, prefix, WAIT)
+}
+
+/// [`until`], waiting up to `wait`.
+pub fn until_within(engine: &Engine, prefix: &str, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -248,7 +257,7 @@ pub fn until(engine: &Engine, prefix: &str) -> Vec<String> {
                     return seen;
                 }
             }
-            Err(_) => panic!("no event starting with {prefix:?} within {WAIT:?}; saw {seen:?}"),
+            Err(_) => panic!("no event starting with {prefix:?} within {wait:?}; saw {seen:?}"),
         }
     }
 }

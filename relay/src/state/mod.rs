@@ -117,6 +117,8 @@ pub struct Gauges {
     pub users: usize,
     /// Streams published.
     pub streams: usize,
+    /// Plays: sessions playing a stream, counted once per stream.
+    pub players: usize,
 }
 
 struct TokenBucket {
@@ -372,6 +374,7 @@ impl RelayState {
         for app in self.apps.values() {
             g.rooms += app.rooms.len();
             g.streams += app.streams.len();
+            g.players += app.streams.values().map(|e| e.players.len()).sum::<usize>();
             g.users += app.rooms.values().map(|r| r.members.len()).sum::<usize>();
         }
         g

@@ -342,6 +342,19 @@ impl RelayState {
             app.free_seat(room_id, &user_id, old);
         }
         self.count_error(ErrorCode::KickedOut.code());
+        if self.sessions.get(&old).is_some_and(|s| s.http) {
+            // A WHIP/WHEP resource is its one seat: a second POST for it replaces the first,
+            // whose peer connection closes.
+            self.remove_session(old, None, out);
+            return;
+        }
+        // Plays end first: an engine kicked out of its last room goes idle on the kick.
+        self.revoke_plays(
+            old,
+            ErrorCode::KickedOut,
+            "kicked out of the stream's room",
+            out,
+        );
         if let Some(conn) = conn {
             self.send(
                 vec![conn],
@@ -350,18 +363,6 @@ impl RelayState {
                     code: ErrorCode::KickedOut.code(),
                     reason: "the same user logged into this room elsewhere".into(),
                 },
-                out,
-            );
-        }
-        if self.sessions.get(&old).is_some_and(|s| s.http) {
-            // A WHIP/WHEP resource is its one seat: a second POST for it replaces the first,
-            // whose peer connection closes.
-            self.remove_session(old, None, out);
-        } else {
-            self.revoke_plays(
-                old,
-                ErrorCode::KickedOut,
-                "kicked out of the stream's room",
                 out,
             );
         }
@@ -434,6 +435,13 @@ impl RelayState {
                 continue;
             };
             let (conn, http) = (s.conn, s.http);
+            if http {
+                self.remove_session(sid, None, out);
+                continue;
+            }
+            self.leave_room(sid, &room_id, out);
+            // Plays end first: an engine removed from its last room goes idle on the kick.
+            self.revoke_plays(sid, code, "the room token expired", out);
             if let Some(conn) = conn {
                 self.send(
                     vec![conn],
@@ -444,12 +452,6 @@ impl RelayState {
                     },
                     out,
                 );
-            }
-            if http {
-                self.remove_session(sid, None, out);
-            } else {
-                self.leave_room(sid, &room_id, out);
-                self.revoke_plays(sid, code, "the room token expired", out);
             }
         }
     }
