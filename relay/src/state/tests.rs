@@ -485,7 +485,8 @@ fn a_closed_connection_expires_after_the_timeout_and_frees_its_streams() {
             sessions: 1,
             rooms: 1,
             users: 1,
-            streams: 0
+            streams: 0,
+            players: 0
         }
     );
     assert_eq!(h.state.counters.heartbeat_timeouts, 1);
