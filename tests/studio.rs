@@ -450,6 +450,34 @@ fn the_shader_converts_each_matrix_and_range() {
     );
 }
 
+#[test]
+fn a_picture_larger_than_the_gpu_allows_shows_a_message_not_a_panic() {
+    let rs = render_state();
+    video::install(&rs);
+    let max = rs.device.limits().max_texture_dimension_2d;
+    assert!(!video::fits_gpu(max + 2, 16));
+    // A stream announcing a picture wider than any texture this GPU makes.
+    let (tx, rx) = frame_channel(2);
+    tx.send(Arc::new(VideoFrame::new_i420(max + 2, 16)));
+    let mut view = VideoView::new(next_key(), rx);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(640.0, 120.0))
+        .renderer(WgpuTestRenderer::from_render_state(rs))
+        .build_ui(move |ui| {
+            view.poll();
+            let rect = ui.max_rect();
+            view.paint(ui, rect);
+        });
+    h.run();
+    let image = h.render().expect("renders without a panic");
+    // The message is drawn (reddish text on black) where the picture would be.
+    let reddish = image
+        .pixels()
+        .filter(|p| p.0[0] > 150 && p.0[0] > p.0[2] + 50)
+        .count();
+    assert!(reddish > 50, "no message drawn ({reddish} reddish pixels)");
+}
+
 fn drain_until(app: &mut StudioApp, what: &str, done: impl Fn(&StudioApp) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done(app) {

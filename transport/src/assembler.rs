@@ -1,6 +1,8 @@
 //! RTP packets of one H.264 stream back into access units: depacketise (single NAL, STAP-A,
 //! FU-A), group by RTP timestamp, close a unit on the marker bit. A gap in sequence numbers
-//! drops the broken unit and everything up to the next keyframe, and asks for one.
+//! drops the broken unit and everything up to the next keyframe, and asks for one. A unit
+//! larger than the limit (4 MiB by default) is dropped the same way as it grows, so a sender
+//! cannot make a player hold unbounded memory by never setting the marker.
 
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Packet;
@@ -28,7 +30,13 @@ pub struct AssemblerStats {
     pub lost: u64,
     /// Units dropped while waiting for a keyframe.
     pub dropped_units: u64,
+    /// Units dropped for growing past the size limit.
+    pub oversized_units: u64,
 }
+
+/// The largest access unit assembled by default: far above any real frame (a 4K keyframe
+/// at a high bitrate is well under 1 MiB), far below what would hurt a player.
+pub const DEFAULT_MAX_UNIT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Reassembles one video stream.
 pub struct Assembler {
@@ -38,6 +46,12 @@ pub struct Assembler {
     last_seq: Option<u16>,
     broken: bool,
     waiting_for_keyframe: bool,
+    /// The current unit outgrew `max_unit_bytes`: its remaining packets are discarded.
+    discarding: bool,
+    /// Payload bytes taken for the current unit (the depacketiser holds FU-A fragments
+    /// itself until the last one, so this, not `current`, is what the unit costs).
+    unit_bytes: usize,
+    max_unit_bytes: usize,
     /// Counters.
     pub stats: AssemblerStats,
 }
@@ -51,6 +65,9 @@ impl Default for Assembler {
             last_seq: None,
             broken: false,
             waiting_for_keyframe: true,
+            discarding: false,
+            unit_bytes: 0,
+            max_unit_bytes: DEFAULT_MAX_UNIT_BYTES,
             stats: AssemblerStats::default(),
         }
     }
@@ -66,6 +83,14 @@ pub struct Fed {
 }
 
 impl Assembler {
+    /// An assembler dropping units larger than `max_unit_bytes`.
+    pub fn with_max_unit_bytes(max_unit_bytes: usize) -> Self {
+        Assembler {
+            max_unit_bytes,
+            ..Assembler::default()
+        }
+    }
+
     /// Drops units until the next keyframe (the consumer lost one, so what follows would not
     /// decode).
     pub fn require_keyframe(&mut self) {
@@ -93,6 +118,10 @@ impl Assembler {
                 self.broken = true;
             }
             self.current.clear();
+            self.discarding = false;
+            self.unit_bytes = 0;
+            // A NAL never spans two timestamps: fragments of an unfinished one go too.
+            self.depacketizer = H264Packet::default();
             self.current_ts = Some(timestamp);
             if self.broken {
                 self.waiting_for_keyframe = true;
@@ -100,9 +129,25 @@ impl Assembler {
                 self.broken = false;
             }
         }
-        match self.depacketizer.depacketize(payload) {
-            Ok(nals) => self.current.extend_from_slice(&nals),
-            Err(_) => self.broken = true,
+        self.unit_bytes = self.unit_bytes.saturating_add(payload.len());
+        if !self.discarding && self.unit_bytes > self.max_unit_bytes {
+            // Give the memory back now (ours and the depacketiser's fragments); the unit is
+            // dropped at its end, and a keyframe asked for.
+            self.current = Vec::new();
+            self.depacketizer = H264Packet::default();
+            self.discarding = true;
+            self.broken = true;
+            self.stats.oversized_units += 1;
+            tracing::warn!(
+                limit = self.max_unit_bytes,
+                "dropping an access unit over the size limit"
+            );
+        }
+        if !self.discarding {
+            match self.depacketizer.depacketize(payload) {
+                Ok(nals) => self.current.extend_from_slice(&nals),
+                Err(_) => self.broken = true,
+            }
         }
         if marker {
             let data = std::mem::take(&mut self.current);
@@ -129,5 +174,114 @@ impl Assembler {
             });
         }
         fed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A single-NAL packet of type `nal_type` with `len` bytes of body.
+    fn nal(nal_type: u8, len: usize) -> Bytes {
+        let mut p = vec![0x60 | nal_type];
+        p.extend(std::iter::repeat_n(0xAB, len));
+        Bytes::from(p)
+    }
+
+    /// FU-A fragments of one NAL of type `nal_type`: `parts` fragments of `len` bytes.
+    fn fu_a(nal_type: u8, parts: usize, len: usize) -> Vec<Bytes> {
+        (0..parts)
+            .map(|i| {
+                let mut header = nal_type;
+                if i == 0 {
+                    header |= 0x80;
+                }
+                if i + 1 == parts {
+                    header |= 0x40;
+                }
+                let mut p = vec![0x60 | 28, header];
+                p.extend(std::iter::repeat_n(0xCD, len));
+                Bytes::from(p)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn units_close_on_the_marker_and_start_at_a_keyframe() {
+        let mut a = Assembler::default();
+        // Mid-GOP first: dropped, and a keyframe is asked for.
+        let fed = a.push(1, 100, true, &nal(1, 50));
+        assert!(fed.unit.is_none() && fed.request_keyframe);
+        // An IDR in three fragments, then a P-frame.
+        let mut seq = 2;
+        let parts = fu_a(5, 3, 1000);
+        let mut unit = None;
+        for (i, p) in parts.iter().enumerate() {
+            unit = a.push(seq, 200, i + 1 == parts.len(), p).unit;
+            seq += 1;
+        }
+        let unit = unit.expect("the keyframe");
+        assert!(unit.keyframe);
+        assert_eq!(unit.rtp_timestamp, 200);
+        let p = a.push(seq, 300, true, &nal(1, 40)).unit.expect("a P-frame");
+        assert!(!p.keyframe);
+        // A gap: the broken unit goes, and the next keyframe is waited for.
+        let fed = a.push(seq + 2, 400, true, &nal(1, 40));
+        assert!(fed.unit.is_none() && fed.request_keyframe);
+        assert_eq!(a.stats.lost, 1);
+    }
+
+    #[test]
+    fn a_unit_that_never_ends_is_dropped_at_the_limit_and_memory_stays_bounded() {
+        let mut a = Assembler::with_max_unit_bytes(64 * 1024);
+        let mut seq = 0u16;
+        // A good keyframe first.
+        for (i, p) in fu_a(5, 2, 1000).iter().enumerate() {
+            a.push(seq, 10, i == 1, p);
+            seq = seq.wrapping_add(1);
+        }
+        // A sender that never sets the marker: 10 MB of one unit.
+        let parts = fu_a(1, 10_000, 1000);
+        let mut asked = false;
+        for p in &parts[..parts.len() - 1] {
+            asked |= a.push(seq, 20, false, p).request_keyframe;
+            seq = seq.wrapping_add(1);
+            assert!(
+                a.current.len() <= 64 * 1024,
+                "held {} bytes",
+                a.current.len()
+            );
+            assert!(a.unit_bytes <= 64 * 1024 || a.discarding);
+        }
+        assert_eq!(a.stats.oversized_units, 1);
+        // Its end: dropped, a keyframe asked for.
+        let fed = a.push(seq, 20, true, &parts[parts.len() - 1]);
+        seq = seq.wrapping_add(1);
+        assert!(fed.unit.is_none());
+        assert!(asked || fed.request_keyframe);
+        // A normal keyframe after it decodes again.
+        let mut unit = None;
+        for (i, p) in fu_a(5, 2, 1000).iter().enumerate() {
+            unit = a.push(seq, 30, i == 1, p).unit;
+            seq = seq.wrapping_add(1);
+        }
+        assert!(unit.is_some_and(|u| u.keyframe));
+    }
+
+    #[test]
+    fn fragments_that_never_end_across_timestamps_hold_no_memory() {
+        let mut a = Assembler::with_max_unit_bytes(64 * 1024);
+        // An FU-A start, then middle fragments, each with a new timestamp, forever.
+        let start = fu_a(5, 3, 1000);
+        a.push(0, 0, false, &start[0]);
+        for i in 1..5_000u16 {
+            a.push(i, u32::from(i) * 3000, false, &start[1]);
+        }
+        // Then a normal keyframe still decodes.
+        let mut unit = None;
+        for (i, p) in fu_a(5, 2, 1000).iter().enumerate() {
+            unit = a.push(5_000 + i as u16, 99_000_000, i == 1, p).unit;
+        }
+        assert!(unit.is_some_and(|u| u.keyframe && u.data.len() < 4_000));
     }
 }

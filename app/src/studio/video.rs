@@ -53,6 +53,10 @@ struct PlaneTextures {
 
 /// Puts the pipeline into a renderer's callback resources (once, at start-up).
 pub fn install(render_state: &egui_wgpu::RenderState) {
+    MAX_TEXTURE_SIDE.store(
+        render_state.device.limits().max_texture_dimension_2d,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let pipeline = YuvPipeline::new(&render_state.device, render_state.target_format);
     render_state
         .renderer
@@ -188,6 +192,12 @@ impl YuvPipeline {
             .get(&key)
             .is_some_and(|t| t.generation == generation)
         {
+            return;
+        }
+        let max = device.limits().max_texture_dimension_2d;
+        if frame.width > max || frame.height > max || frame.width == 0 || frame.height == 0 {
+            // Never reached through `VideoView::paint`, which refuses such frames; a guard
+            // against a texture wgpu would reject.
             return;
         }
         let started = cpu_time::ThreadTime::now();
@@ -550,6 +560,21 @@ impl VideoView {
         let Some(frame) = self.current.clone() else {
             return;
         };
+        if !fits_gpu(frame.width, frame.height) {
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                format!(
+                    "{}x{} video is larger than this GPU's textures ({} px a side): not shown",
+                    frame.width,
+                    frame.height,
+                    MAX_TEXTURE_SIDE.load(std::sync::atomic::Ordering::Relaxed)
+                ),
+                egui::FontId::proportional(13.0),
+                egui::Color32::from_rgb(230, 120, 100),
+            );
+            return;
+        }
         let inner = letterbox(rect, frame.width, frame.height);
         if self.painted_generation != self.generation {
             self.painted_generation = self.generation;
@@ -564,6 +589,17 @@ impl VideoView {
             },
         ));
     }
+}
+
+/// The GPU's largest texture side, learnt at [`install`] (wgpu's default limit until then).
+static MAX_TEXTURE_SIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(8192);
+
+/// Whether a `width`×`height` picture fits this GPU's textures. A stream announcing a larger
+/// size is refused with a message instead of a texture (wgpu would fail, and its default
+/// error handler panics).
+pub fn fits_gpu(width: u32, height: u32) -> bool {
+    let max = MAX_TEXTURE_SIDE.load(std::sync::atomic::Ordering::Relaxed);
+    width <= max && height <= max
 }
 
 /// The largest rectangle of a `w`×`h` picture's aspect centred in `rect`.
