@@ -6,6 +6,8 @@
 //! verification). Both `onair-engine` and `onair-relay` depend on it; it depends on neither.
 
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod ice;
 pub mod ids;
 pub mod messages;

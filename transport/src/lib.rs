@@ -3,6 +3,8 @@
 //! and RTP → access-unit assembly.
 
 pub mod assembler;
+#[cfg(test)]
+mod fuzz;
 pub mod jitter;
 pub mod keyframe_requests;
 pub mod nack;

@@ -11,6 +11,7 @@ use super::stream::Media;
 use super::*;
 
 mod invariants;
+mod properties;
 mod security;
 
 impl RelayState {
