@@ -92,6 +92,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A session a connection said hello as: its ID, app and resume secret.
+type Hello = (SessionId, u32, String);
+
 /// The world the ops act on.
 struct World {
     state: RelayState,
@@ -100,7 +103,7 @@ struct World {
     clock: u64,
     next_id: u64,
     /// Open connections and the session each said hello as (with its app and secret).
-    conns: Vec<(ConnId, Option<(SessionId, u32, String)>)>,
+    conns: Vec<(ConnId, Option<Hello>)>,
     /// Negotiations the SFU has not answered.
     held: Vec<Output>,
     /// WHIP/WHEP resources: (session, secret, app).
@@ -143,7 +146,7 @@ impl World {
         }
     }
 
-    fn conn(&self, i: usize) -> Option<(ConnId, Option<(SessionId, u32, String)>)> {
+    fn conn(&self, i: usize) -> Option<(ConnId, Option<Hello>)> {
         if self.conns.is_empty() {
             None
         } else {
