@@ -460,3 +460,44 @@ fn bench_ui_prints_its_json_shape() {
         "{v}"
     );
 }
+
+#[test]
+fn bench_soak_prints_its_json_shape_and_comes_back_to_baseline() {
+    let (ok, out) = stdout_of({
+        let mut c = onair();
+        c.args([
+            "bench",
+            "soak",
+            "--minutes",
+            "0.1",
+            "--warmup-seconds",
+            "4",
+            "--users",
+            "40",
+            "--rooms",
+            "4",
+            "--publishers",
+            "1",
+            "--players",
+            "2",
+            "--json",
+        ])
+        .env("RUST_LOG", "error");
+        c
+    });
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["logins"].as_u64().is_some_and(|n| n >= 40), "{v}");
+    assert!(v["plays"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    for k in ["fresh", "baseline", "end"] {
+        assert!(v[k]["rss_mib"].as_f64().is_some_and(|m| m > 1.0), "{v}");
+        assert!(v[k]["tasks"].as_u64().is_some_and(|t| t > 0), "{v}");
+    }
+    assert!(
+        v["under_load"]["sessions"]["p50"]
+            .as_f64()
+            .is_some_and(|s| s >= 10.0),
+        "{v}"
+    );
+}

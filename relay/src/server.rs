@@ -450,10 +450,17 @@ impl Server {
 }
 
 async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
-    let body = {
+    let mut body = {
         let inner = shared.inner.lock();
         metrics::render(&inner.state.counters, &inner.state.gauges())
     };
+    // The relay's own tasks: a leak shows here first (the soak benchmark watches it).
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    body.push_str(&format!(
+        "# HELP onair_runtime_tasks Tasks alive in the relay's runtime.\n# TYPE onair_runtime_tasks gauge\nonair_runtime_tasks {tasks}\n"
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

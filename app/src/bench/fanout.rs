@@ -3,8 +3,6 @@
 //! measured alone (from /proc); the publisher is an engine and the players are bare WebRTC
 //! receivers that count RTP packets and gaps without decoding, all in this process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
+use super::relay_proc::{RelayProcess, cpu_seconds};
 use super::stats;
 
 /// `onair bench fanout` flags.
@@ -37,15 +36,6 @@ pub struct FanoutArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 struct Counters {
@@ -108,42 +98,17 @@ async fn player(
 pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // The relay, as its own process.
     let sign = AppSign::random();
-    let dir = std::env::temp_dir().join(format!("onair-fanout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            // The players' signaling clients send no heartbeats (this measures media, not
-            // signaling): sessions must not expire during the run.
+    // The players' signaling clients send no heartbeats (this measures media, not
+    // signaling): sessions must not expire during the run.
+    let relay = RelayProcess::start(
+        "fanout",
+        &format!(
             "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\nmax_connections_per_ip = 1000000\nmax_connections = 1000000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\nallow_app_sign = true\n",
             sign.to_hex()
         ),
     )?;
-    let mut relay = Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = relay.stdout.take().context("relay stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut url = None;
-    for line in lines.by_ref().take(5) {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("relay listening: signaling ") {
-            url = rest.split(' ').next().map(String::from);
-            break;
-        }
-    }
-    let url = url.context("the relay did not start")?;
-    // Keep reading what the relay prints, so it never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let result = measure(&args, &url, &sign, relay.id());
-    let _ = relay.kill();
-    let _ = relay.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let result = measure(&args, &relay.url, &sign, relay.pid());
+    drop(relay);
     let report = result?;
     if args.json {
         println!("{report}");

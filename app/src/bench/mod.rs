@@ -5,7 +5,9 @@ mod chromium;
 mod fanout;
 mod latency;
 mod media;
+mod relay_proc;
 mod signal;
+mod soak;
 pub mod stats;
 mod ui;
 mod weaknet;
@@ -34,6 +36,9 @@ enum Which {
     /// Playback over impaired links (loss, bursts, delay, jitter, rate caps) between network
     /// namespaces: stalls, freezes, delay, audio, keyframe requests per cell (root).
     Weaknet(weaknet::WeaknetArgs),
+    /// Users churning through rooms for minutes with media flowing: the relay's memory, files,
+    /// threads and tasks must come back to their level after a warm-up round.
+    Soak(soak::SoakArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -45,5 +50,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Fanout(a) => fanout::run(a),
         Which::Ui(a) => ui::run(a),
         Which::Weaknet(a) => weaknet::run(a),
+        Which::Soak(a) => soak::run(a),
     }
 }
