@@ -501,3 +501,36 @@ fn bench_soak_prints_its_json_shape_and_comes_back_to_baseline() {
         "{v}"
     );
 }
+
+#[test]
+fn the_development_app_file_is_readable_by_its_owner_only_and_tokens_can_list_streams() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let serve = Serve::start();
+    let mode = std::fs::metadata(&serve.dev_file)
+        .expect("the development app file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    // A token limited to one stream carries the list.
+    let out = serve
+        .client()
+        .args([
+            "token",
+            "--user-id",
+            "host",
+            "--publish",
+            "--stream-id",
+            "cam",
+        ])
+        .output()
+        .expect("onair token");
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let payload = token.split('.').nth(1).expect("a JWT");
+    use base64::Engine as _;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&claims).expect("JSON");
+    assert_eq!(claims["stream_id_list"], serde_json::json!(["cam"]));
+}

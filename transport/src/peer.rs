@@ -676,6 +676,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn watched_connections_must_connect_in_time_and_keep_receiving() {
+        let rules = WatchRules {
+            connect_within: Duration::from_secs(10),
+            grace: Duration::from_secs(5),
+            silence: Duration::from_secs(30),
+        };
+        let quiet = || Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Never connected: given up after the connect time.
+        let (_tx, rx) = watch::channel(S::Connecting);
+        let t = tokio::time::Instant::now();
+        let lost = watch_connection(rx, quiet(), rules).await;
+        assert_eq!(lost, Some(Lost::NeverConnected));
+        assert_eq!(t.elapsed(), Duration::from_secs(10));
+
+        // Connected and receiving for a minute, then silent: given up after the silence time.
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tx, rx) = watch::channel(S::Connecting);
+        let watched = tokio::spawn(watch_connection(rx, received.clone(), rules));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tx.send(S::Connected).expect("watched");
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            received.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert!(!watched.is_finished(), "receiving: kept");
+        let silent_from = tokio::time::Instant::now();
+        let lost = watched.await.expect("joined");
+        assert_eq!(lost, Some(Lost::Silent));
+        let after = silent_from.elapsed();
+        assert!(
+            after >= Duration::from_secs(29) && after <= Duration::from_secs(38),
+            "{after:?}"
+        );
+
+        // A failure after connecting is reported as the state.
+        let (tx, rx) = watch::channel(S::Connected);
+        let watched = tokio::spawn(watch_connection(rx, quiet(), rules));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(S::Failed).expect("watched");
+        assert_eq!(watched.await.expect("joined"), Some(Lost::State(S::Failed)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_disconnection_that_still_receives_is_not_a_loss() {
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (tx, rx) = watch::channel(S::Disconnected);

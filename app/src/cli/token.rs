@@ -21,6 +21,9 @@ pub struct TokenArgs {
     /// Grant the publish privilege.
     #[arg(long)]
     publish: bool,
+    /// Limit publishing to these stream IDs (repeatable; ZEGO token04's `stream_id_list`).
+    #[arg(long = "stream-id", requires = "publish")]
+    stream_ids: Vec<String>,
     /// Lifetime, e.g. 90s, 15m, 24h, 7d.
     #[arg(long, default_value = "24h")]
     ttl: String,
@@ -49,6 +52,11 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     let mut claims = Claims::new(args.app_id, args.user_id, token::unix_now(), ttl);
     claims.room_id = args.room;
     claims.privilege.publish = args.publish;
+    for id in &args.stream_ids {
+        onair_engine::ids::check_stream_id(id)
+            .map_err(|c| anyhow::anyhow!("{}: {}", c, c.cause()))?;
+    }
+    claims.stream_id_list = (!args.stream_ids.is_empty()).then_some(args.stream_ids);
     println!("{}", token::mint(&claims, &sign));
     Ok(())
 }

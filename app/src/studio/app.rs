@@ -417,6 +417,14 @@ impl StudioApp {
                                 .labelled_by(l.id);
                             ui.end_row();
                         });
+                    if !d.embedded && !(d.app_sign.trim().is_empty() && d.token.trim().is_empty()) {
+                        // No OS keyring is used: say so where the secret is typed.
+                        ui.colored_label(
+                            egui::Color32::from_rgb(220, 170, 60),
+                            "Kept in plain text in the studio's settings on this machine. \
+                             The app sign lets anyone log in as anyone: prefer a token.",
+                        );
+                    }
                 });
                 ui.horizontal(|ui| {
                     let l = ui.label("User ID");
