@@ -417,7 +417,8 @@ impl StudioApp {
                                 .labelled_by(l.id);
                             ui.end_row();
                         });
-                    if !d.embedded && !(d.app_sign.trim().is_empty() && d.token.trim().is_empty()) {
+                    let has_secret = !d.app_sign.trim().is_empty() || !d.token.trim().is_empty();
+                    if !d.embedded && has_secret {
                         // No OS keyring is used: say so where the secret is typed.
                         ui.colored_label(
                             egui::Color32::from_rgb(220, 170, 60),
