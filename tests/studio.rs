@@ -56,6 +56,7 @@ fn quiet_settings(server: String, sign: String, rooms: Vec<String>) -> Settings 
         auto_play: true,
         preview: false,
         log_filter: LogFilter::default(),
+        secrets_in_keyring: false,
     }
 }
 

@@ -7,6 +7,7 @@ use eframe::egui;
 use egui_tiles::{Tile, TileId, Tiles, Tree};
 
 use super::panels;
+use super::secrets;
 use super::session::Session;
 use super::settings::{STORAGE_KEY, Settings, VideoChoice};
 use super::ui_state::UiState;
@@ -148,7 +149,11 @@ impl StudioApp {
         if let Some(rs) = render_state {
             video::install(rs);
         }
-        let stored: Option<Settings> = storage.and_then(|s| eframe::get_value(s, STORAGE_KEY));
+        let mut stored: Option<Settings> = storage.and_then(|s| eframe::get_value(s, STORAGE_KEY));
+        if let Some(s) = stored.as_mut() {
+            secrets::restore(s);
+        }
+        secrets::probe_in_background();
         let first_run = stored.is_none() && override_settings.is_none();
         let settings = override_settings.or(stored).unwrap_or_default();
         let layout = storage
@@ -419,12 +424,20 @@ impl StudioApp {
                         });
                     let has_secret = !d.app_sign.trim().is_empty() || !d.token.trim().is_empty();
                     if !d.embedded && has_secret {
-                        // No OS keyring is used: say so where the secret is typed.
-                        ui.colored_label(
-                            egui::Color32::from_rgb(220, 170, 60),
-                            "Kept in plain text in the studio's settings on this machine. \
-                             The app sign lets anyone log in as anyone: prefer a token.",
-                        );
+                        // Say where the secret is kept, where it is typed.
+                        match secrets::available() {
+                            Some(true) => {
+                                ui.weak("Kept in the OS keyring.");
+                            }
+                            _ => {
+                                ui.colored_label(
+                                    egui::Color32::from_rgb(220, 170, 60),
+                                    "No OS keyring: kept in plain text in the studio's settings \
+                                     on this machine. The app sign lets anyone log in as anyone: \
+                                     prefer a token.",
+                                );
+                            }
+                        }
                     }
                 });
                 ui.horizontal(|ui| {
@@ -496,7 +509,11 @@ impl eframe::App for StudioApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, STORAGE_KEY, &self.current_settings());
+        eframe::set_value(
+            storage,
+            STORAGE_KEY,
+            &secrets::for_storage(self.current_settings()),
+        );
         eframe::set_value(storage, LAYOUT_KEY, &self.layout);
     }
 

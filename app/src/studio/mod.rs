@@ -9,6 +9,7 @@ pub mod audio_out;
 pub mod headless;
 pub mod model;
 pub mod panels;
+pub mod secrets;
 pub mod session;
 pub mod settings;
 pub mod ui_state;

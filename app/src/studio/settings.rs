@@ -92,6 +92,8 @@ pub struct Settings {
     pub preview: bool,
     /// The event log's filter.
     pub log_filter: LogFilter,
+    /// The connection's app sign and token are in the OS keyring, not in this file.
+    pub secrets_in_keyring: bool,
 }
 
 impl Default for Settings {
@@ -114,6 +116,7 @@ impl Default for Settings {
                 hide_quality: true,
                 ..Default::default()
             },
+            secrets_in_keyring: false,
         }
     }
 }
