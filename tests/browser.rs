@@ -109,3 +109,31 @@ fn an_engine_publishes_and_chromium_plays_over_whep() {
     );
     until(&host, "user b ADD chrome-viewer");
 }
+
+#[test]
+fn the_live_page_takes_its_token_from_the_fragment_and_refuses_it_in_the_query() {
+    let relay = TestRelay::start();
+    let t = token_for(&relay, "leaky", "b", false);
+    // In the query string (which servers log): refused, nothing sent to the relay.
+    let page = Browser::open(&format!(
+        "http://{}/live?mode=whep&room=b&stream=none&token={t}",
+        relay.addr
+    ));
+    let error = page.wait_for("window.onair && window.onair.error", 10, |v| v.is_string());
+    assert_eq!(error, serde_json::json!("token in the query string"));
+    assert!(!relay.metrics().contains("onair_sessions 1"));
+    drop(page);
+    // In the fragment: read, and used (the stream does not exist: the relay answers 404).
+    let page = Browser::open(&format!(
+        "http://{}/live?mode=whep&room=b&stream=none#token={t}",
+        relay.addr
+    ));
+    let error = page.wait_for("window.onair && window.onair.error", 10, |v| v.is_string());
+    assert!(error.as_str().is_some_and(|e| e.contains("404")), "{error}");
+    // And the address bar no longer shows it.
+    let href = page.wait_for("location.href", 5, |v| v.is_string());
+    assert!(
+        !href.as_str().unwrap_or_default().contains("token"),
+        "{href}"
+    );
+}

@@ -391,6 +391,24 @@ mod tests {
     }
 
     #[test]
+    fn config_files_allow_app_sign_login_and_cross_room_play_only_when_they_say_so() {
+        let text = format!(
+            "[[apps]]\napp_id = 5\napp_sign = \"{}\"\n[[apps]]\napp_id = 6\napp_sign = \"{}\"\nallow_app_sign = true\ncross_room_play = true\n",
+            "11".repeat(32),
+            "22".repeat(32)
+        );
+        let (cfg, _) = RelayConfig::from_toml(&text).expect("valid");
+        assert!(
+            !cfg.apps[0].allow_app_sign,
+            "tokens only unless the file says"
+        );
+        assert!(!cfg.apps[0].cross_room_play);
+        assert!(cfg.apps[1].allow_app_sign && cfg.apps[1].cross_room_play);
+        // The development app (no config file) allows the sign.
+        assert!(RelayConfig::single_app(1, AppSign::random()).apps[0].allow_app_sign);
+    }
+
+    #[test]
     fn refuses_bad_files() {
         assert!(RelayConfig::from_toml("[[apps]]\napp_id = 1\napp_sign = \"xyz\"\n").is_err());
         assert!(RelayConfig::from_toml("").is_err());
