@@ -4,6 +4,7 @@
 //! comes back as an [`Event`] on [`Engine::events`]. Destroying the engine (or dropping it) logs
 //! out of every room and releases everything.
 
+use onair_protocol::messages::MessageKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,6 +145,8 @@ pub struct Engine {
     local: Arc<parking_lot::Mutex<Vec<LocalChannel>>>,
     device_errors: DeviceErrorCallback,
     play_outputs: PlayOutputMap,
+    /// The last sequence number handed out by a room-data call.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -220,6 +223,7 @@ impl Engine {
             local,
             device_errors,
             play_outputs,
+            seq: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -293,6 +297,88 @@ impl Engine {
                 token: token.to_string(),
             },
         );
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    fn send_message(
+        &self,
+        api: &'static str,
+        room_id: &str,
+        kind: MessageKind,
+        text: &str,
+        to_users: Vec<String>,
+    ) -> u64 {
+        let seq = self.next_seq();
+        self.command(
+            api,
+            Command::SendMessage {
+                seq,
+                room_id: room_id.to_string(),
+                kind,
+                text: text.to_string(),
+                to_users,
+            },
+        );
+        seq
+    }
+
+    /// Sends a broadcast message to everyone else in `room_id` (ZEGO's
+    /// `sendBroadcastMessage`: reliable, at most 1 KiB, 10 a second per room). Returns a
+    /// sequence number; the result arrives as [`Event::IMSendResult`] with it and the message
+    /// ID. Members receive [`Event::IMRecvBroadcastMessage`].
+    pub fn send_broadcast_message(&self, room_id: &str, message: &str) -> u64 {
+        self.send_message(
+            "send_broadcast_message",
+            room_id,
+            MessageKind::Broadcast,
+            message,
+            Vec::new(),
+        )
+    }
+
+    /// Sends a barrage (bullet chat) message to everyone else in `room_id` (at most 1 KiB, 20 a
+    /// second per room; may be dropped under load). Result: [`Event::IMSendResult`].
+    pub fn send_barrage_message(&self, room_id: &str, message: &str) -> u64 {
+        self.send_message(
+            "send_barrage_message",
+            room_id,
+            MessageKind::Barrage,
+            message,
+            Vec::new(),
+        )
+    }
+
+    /// Sends a custom command to `to_users` in `room_id` (everyone else when empty; at most
+    /// 1 KiB). They receive [`Event::IMRecvCustomCommand`]. Result: [`Event::IMSendResult`].
+    pub fn send_custom_command(&self, room_id: &str, command: &str, to_users: &[&str]) -> u64 {
+        let to = to_users.iter().map(|u| u.to_string()).collect();
+        self.send_message(
+            "send_custom_command",
+            room_id,
+            MessageKind::Custom,
+            command,
+            to,
+        )
+    }
+
+    /// Sets `key` of `room_id`'s extra info to `value` (ZEGO's `setRoomExtraInfo`: keys ≤ 128
+    /// bytes, values ≤ 4 KiB, ≤ 10 keys per room). Members get [`Event::RoomExtraInfoUpdate`]
+    /// now, and newcomers at login. Result: [`Event::RoomSetExtraInfoResult`].
+    pub fn set_room_extra_info(&self, room_id: &str, key: &str, value: &str) -> u64 {
+        let seq = self.next_seq();
+        self.command(
+            "set_room_extra_info",
+            Command::SetRoomExtraInfo {
+                seq,
+                room_id: room_id.to_string(),
+                key: key.to_string(),
+                value: value.to_string(),
+            },
+        );
+        seq
     }
 
     /// Logs out of every room.

@@ -257,6 +257,30 @@ error_codes! {
     StreamIdNotAuthorized = 1003073,
         cause: "The token used to log into this room carries a `stream_id_list`, and this stream ID is not in it.",
         fix: "Publish one of the listed stream IDs, or mint the token with this one (`onair token --stream-id ID`).";
+    /// The room message is too long.
+    MessageTooLong = 1009001,
+        cause: "A broadcast message, barrage message or custom command is longer than 1 KiB (1024 bytes of UTF-8), or empty.",
+        fix: "Send at most 1024 bytes; split longer text.";
+    /// Room messages are sent too fast.
+    MessageRateLimited = 1009002,
+        cause: "The room already carried 10 broadcast messages (or 20 barrage messages) in the last second, ZEGO's limits.",
+        fix: "Send less often; batch text into fewer messages; a barrage may simply be dropped.";
+    /// A custom command names no one in the room.
+    CommandNoRecipients = 1009003,
+        cause: "None of the users a custom command was addressed to is in the room.",
+        fix: "Address users from the room's user list, or an empty list for everyone.";
+    /// The room extra info key is too long.
+    ExtraInfoKeyInvalid = 1009010,
+        cause: "A room extra info key is empty or longer than 128 bytes.",
+        fix: "Use a key of 1 to 128 bytes.";
+    /// The room extra info value is too long.
+    ExtraInfoValueTooLong = 1009011,
+        cause: "A room extra info value is longer than 4 KiB (4096 bytes).",
+        fix: "Keep values at most 4096 bytes; store larger data elsewhere and put its address here.";
+    /// The room has too many extra info keys.
+    TooManyExtraInfoKeys = 1009012,
+        cause: "The room already has 10 extra info keys, ZEGO's limit, and this one is new.",
+        fix: "Reuse a key (setting it again replaces its value) or keep fewer keys.";
     /// No camera on this machine.
     NoCamera = 1006001,
         cause: "No video capture device was found (no /dev/video*, or none that nokhwa can open).",

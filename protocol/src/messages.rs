@@ -138,6 +138,28 @@ pub enum RequestBody {
         /// The stream.
         stream_id: String,
     },
+    /// Send a room message (ZEGO's `sendBroadcastMessage`, `sendBarrageMessage`,
+    /// `sendCustomCommand`); answered with its message ID.
+    SendMessage {
+        /// The room, which this session must be in.
+        room_id: String,
+        /// Which kind.
+        kind: MessageKind,
+        /// The text (at most 1 KiB).
+        text: String,
+        /// For a custom command: the users it goes to (empty: everyone in the room).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to_users: Vec<String>,
+    },
+    /// Set one key of the room's extra info (ZEGO's `setRoomExtraInfo`).
+    SetRoomExtraInfo {
+        /// The room, which this session must be in.
+        room_id: String,
+        /// The key (at most 128 bytes; at most 10 keys per room).
+        key: String,
+        /// The value (at most 4 KiB).
+        value: String,
+    },
     /// Replace the token of a room this session is in before it expires (the seed's
     /// `renewToken`). The new token must be for the same app, user and room.
     RenewToken {
@@ -161,8 +183,48 @@ impl RequestBody {
             RequestBody::Play { .. } => "play",
             RequestBody::StopPlay { .. } => "stop_play",
             RequestBody::RenewToken { .. } => "renew_token",
+            RequestBody::SendMessage { .. } => "send_message",
+            RequestBody::SetRoomExtraInfo { .. } => "set_room_extra_info",
         }
     }
+}
+
+/// A room message's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Reliable, to everyone in the room but the sender (≤ 10 a second per room).
+    Broadcast,
+    /// Bullet chat: to everyone but the sender, may be dropped under load (≤ 20 a second).
+    Barrage,
+    /// Signalling between users: to the listed users (or everyone) but the sender.
+    Custom,
+}
+
+/// One room message as members receive it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMessage {
+    /// Its ID, increasing within the room.
+    pub message_id: u64,
+    /// The text.
+    pub text: String,
+    /// Who sent it.
+    pub from_user: User,
+    /// When the relay took it, milliseconds since the Unix epoch.
+    pub send_time: u64,
+}
+
+/// One key of a room's extra info.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomExtraInfo {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// Who set it last.
+    pub update_user: User,
+    /// When, milliseconds since the Unix epoch.
+    pub update_time: u64,
 }
 
 /// Add or delete, as in the seed's `ZegoUpdateType`.
@@ -206,6 +268,14 @@ pub enum ResponseBody {
         users: Vec<User>,
         /// Streams in the room published by others.
         streams: Vec<StreamInfo>,
+        /// The room's extra info, every key.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extra_info: Vec<RoomExtraInfo>,
+    },
+    /// `send_message` accepted.
+    MessageSent {
+        /// The message's ID.
+        message_id: u64,
     },
     /// `publish` accepted.
     Publish {
@@ -285,6 +355,31 @@ pub enum ServerMessage {
         code: u32,
         /// Why, in words.
         reason: String,
+    },
+    /// Room messages (broadcast or barrage) from other members, oldest first.
+    RoomMessages {
+        /// The room.
+        room_id: String,
+        /// Broadcast or barrage.
+        kind: MessageKind,
+        /// The messages.
+        messages: Vec<RoomMessage>,
+    },
+    /// A custom command from another member.
+    CustomCommand {
+        /// The room.
+        room_id: String,
+        /// Who sent it.
+        from_user: User,
+        /// The command text.
+        command: String,
+    },
+    /// Keys of the room's extra info changed.
+    RoomExtraInfoUpdate {
+        /// The room.
+        room_id: String,
+        /// The keys that changed, with their new values.
+        infos: Vec<RoomExtraInfo>,
     },
     /// The token of a room this session is in expires soon: renew it (`renew_token`) or the
     /// session is removed from the room when it does (1002054).

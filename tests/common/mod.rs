@@ -199,6 +199,44 @@ pub fn brief(e: &Event) -> String {
             room_id,
             remain_seconds,
         } => format!("token_will_expire {room_id} {remain_seconds}"),
+        Event::IMRecvBroadcastMessage { room_id, messages } => {
+            let m: Vec<String> = messages
+                .iter()
+                .map(|m| format!("{}:{}", m.from_user.user_id, m.text))
+                .collect();
+            format!("broadcast {room_id} {}", m.join("|"))
+        }
+        Event::IMRecvBarrageMessage { room_id, messages } => {
+            let m: Vec<String> = messages
+                .iter()
+                .map(|m| format!("{}:{}", m.from_user.user_id, m.text))
+                .collect();
+            format!("barrage {room_id} {}", m.join("|"))
+        }
+        Event::IMRecvCustomCommand {
+            room_id,
+            from_user,
+            command,
+        } => format!("command {room_id} {}:{command}", from_user.user_id),
+        Event::IMSendResult {
+            room_id,
+            kind,
+            error_code,
+            ..
+        } => format!("sent {room_id} {kind:?} {error_code}"),
+        Event::RoomExtraInfoUpdate { room_id, infos } => {
+            let i: Vec<String> = infos
+                .iter()
+                .map(|i| format!("{}={}@{}", i.key, i.value, i.update_user.user_id))
+                .collect();
+            format!("extra {room_id} {}", i.join(","))
+        }
+        Event::RoomSetExtraInfoResult {
+            room_id,
+            key,
+            error_code,
+            ..
+        } => format!("extra_set {room_id} {key} {error_code}"),
         Event::DeviceError {
             channel,
             device,

@@ -568,6 +568,12 @@ impl StudioModel {
             | Event::PlayerRecvAudioFirstFrame { .. }
             | Event::DeviceError { .. }
             | Event::RoomTokenWillExpire { .. }
+            | Event::IMRecvBroadcastMessage { .. }
+            | Event::IMRecvBarrageMessage { .. }
+            | Event::IMRecvCustomCommand { .. }
+            | Event::IMSendResult { .. }
+            | Event::RoomExtraInfoUpdate { .. }
+            | Event::RoomSetExtraInfoResult { .. }
             | Event::ApiCalledResult { .. } => {}
         }
     }

@@ -4,7 +4,9 @@ use std::fmt;
 
 use crate::error::ErrorCode;
 use onair_media::local::{DeviceKind, PublishChannel};
-use onair_protocol::messages::{StreamInfo, UpdateType, User};
+use onair_protocol::messages::{
+    MessageKind, RoomExtraInfo, RoomMessage, StreamInfo, UpdateType, User,
+};
 
 /// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,6 +263,62 @@ pub enum Event {
         /// Details.
         message: String,
     },
+    /// Broadcast messages from other members (ZEGO's `onIMRecvBroadcastMessage`), oldest first.
+    IMRecvBroadcastMessage {
+        /// The room.
+        room_id: String,
+        /// The messages.
+        messages: Vec<RoomMessage>,
+    },
+    /// Barrage messages from other members (ZEGO's `onIMRecvBarrageMessage`).
+    IMRecvBarrageMessage {
+        /// The room.
+        room_id: String,
+        /// The messages.
+        messages: Vec<RoomMessage>,
+    },
+    /// A custom command from another member (ZEGO's `onIMRecvCustomCommand`).
+    IMRecvCustomCommand {
+        /// The room.
+        room_id: String,
+        /// Who sent it.
+        from_user: User,
+        /// The command.
+        command: String,
+    },
+    /// The result of `send_broadcast_message`, `send_barrage_message` or
+    /// `send_custom_command` (ZEGO's `IMSend…Result` callbacks).
+    IMSendResult {
+        /// The room.
+        room_id: String,
+        /// The sequence number the call returned.
+        seq: u64,
+        /// Which kind was sent.
+        kind: MessageKind,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+        /// The message's ID (0 on failure).
+        message_id: u64,
+    },
+    /// Keys of a room's extra info changed, or were there at login (ZEGO's
+    /// `onRoomExtraInfoUpdate`).
+    RoomExtraInfoUpdate {
+        /// The room.
+        room_id: String,
+        /// The keys, with their values, who set them and when.
+        infos: Vec<RoomExtraInfo>,
+    },
+    /// The result of `set_room_extra_info` (ZEGO's `onRoomSetRoomExtraInfoResult`).
+    RoomSetExtraInfoResult {
+        /// The room.
+        room_id: String,
+        /// The sequence number the call returned.
+        seq: u64,
+        /// The key.
+        key: String,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+    },
     /// The token of a room expires soon (ZEGO's `onRoomTokenWillExpire`): mint a new one and
     /// call [`crate::Engine::renew_token`], or the relay removes this user from the room when
     /// it expires (RoomStateChanged KICK_OUT with 1002054).
@@ -297,6 +355,12 @@ impl Event {
             Event::PlayerRenderVideoFirstFrame { .. } => "player_render_first_frame",
             Event::PlayerQualityUpdate { .. } => "player_quality",
             Event::RoomTokenWillExpire { .. } => "room_token_will_expire",
+            Event::IMRecvBroadcastMessage { .. } => "im_broadcast",
+            Event::IMRecvBarrageMessage { .. } => "im_barrage",
+            Event::IMRecvCustomCommand { .. } => "im_custom_command",
+            Event::IMSendResult { .. } => "im_send_result",
+            Event::RoomExtraInfoUpdate { .. } => "room_extra_info",
+            Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -307,7 +371,13 @@ impl Event {
             Event::RoomStateChanged { room_id, .. }
             | Event::RoomUserUpdate { room_id, .. }
             | Event::RoomStreamUpdate { room_id, .. }
-            | Event::RoomTokenWillExpire { room_id, .. } => Some(room_id),
+            | Event::RoomTokenWillExpire { room_id, .. }
+            | Event::IMRecvBroadcastMessage { room_id, .. }
+            | Event::IMRecvBarrageMessage { room_id, .. }
+            | Event::IMRecvCustomCommand { room_id, .. }
+            | Event::IMSendResult { room_id, .. }
+            | Event::RoomExtraInfoUpdate { room_id, .. }
+            | Event::RoomSetExtraInfoResult { room_id, .. } => Some(room_id),
             _ => None,
         }
     }
@@ -376,6 +446,53 @@ impl fmt::Display for Event {
             } => write!(
                 f,
                 "room_token_will_expire room={room_id} remain_seconds={remain_seconds}"
+            ),
+            Event::IMRecvBroadcastMessage { room_id, messages }
+            | Event::IMRecvBarrageMessage { room_id, messages } => {
+                write!(f, "{} room={room_id}", self.kind())?;
+                for m in messages {
+                    write!(
+                        f,
+                        " [{}#{}] {:?}",
+                        m.from_user.user_id, m.message_id, m.text
+                    )?;
+                }
+                Ok(())
+            }
+            Event::IMRecvCustomCommand {
+                room_id,
+                from_user,
+                command,
+            } => write!(
+                f,
+                "im_custom_command room={room_id} from={} {command:?}",
+                from_user.user_id
+            ),
+            Event::IMSendResult {
+                room_id,
+                seq,
+                kind,
+                error_code,
+                message_id,
+            } => write!(
+                f,
+                "im_send_result room={room_id} seq={seq} kind={kind:?} error={error_code} message_id={message_id}"
+            ),
+            Event::RoomExtraInfoUpdate { room_id, infos } => {
+                write!(f, "room_extra_info room={room_id}")?;
+                for i in infos {
+                    write!(f, " {}={:?} by {}", i.key, i.value, i.update_user.user_id)?;
+                }
+                Ok(())
+            }
+            Event::RoomSetExtraInfoResult {
+                room_id,
+                seq,
+                key,
+                error_code,
+            } => write!(
+                f,
+                "room_set_extra_info_result room={room_id} seq={seq} key={key} error={error_code}"
             ),
             Event::PublisherStateUpdate {
                 stream_id,

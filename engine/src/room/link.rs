@@ -30,6 +30,10 @@ pub enum Pending {
     Play(String, u64),
     /// A token renewal: a refusal is reported.
     RenewToken,
+    /// A room message (room, sequence number, kind).
+    Message(String, u64, onair_protocol::messages::MessageKind),
+    /// A room extra info key (room, sequence number, key).
+    ExtraInfo(String, u64, String),
     /// Anything whose answer does not matter (stop publish, stop play).
     Other,
 }

@@ -10,8 +10,10 @@
 //! This module holds the connections and the request loop; the rules live in its submodules,
 //! each an `impl RelayState` block: `session`, `room`, `stream` (the registry: one entry per
 //! published stream, holding its owner, room, info, media state and players), `media` (SFU
-//! playback and media events) and `http` (WHIP/WHEP clients).
+//! playback and media events), `data` (room messages and extra info) and `http` (WHIP/WHEP
+//! clients).
 
+mod data;
 mod http;
 mod media;
 mod room;
@@ -644,6 +646,23 @@ impl RelayState {
             (RequestBody::RenewToken { room_id, token }, Some(sid)) => {
                 self.renew_token(sid, &room_id, &token)
             }
+            (
+                RequestBody::SendMessage {
+                    room_id,
+                    kind,
+                    text,
+                    to_users,
+                },
+                Some(sid),
+            ) => self.send_message(sid, &room_id, kind, text, to_users, now, out),
+            (
+                RequestBody::SetRoomExtraInfo {
+                    room_id,
+                    key,
+                    value,
+                },
+                Some(sid),
+            ) => self.set_room_extra_info(sid, &room_id, key, value, out),
             (
                 RequestBody::Publish {
                     room_id,

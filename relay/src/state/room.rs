@@ -69,6 +69,8 @@ pub(super) struct Room {
     /// IDs of the app's streams published in this room, sorted as listings show them; each is a
     /// key of the app's stream registry, whose entry names this room.
     pub(super) streams: BTreeSet<String>,
+    /// Its messages' IDs and rate, and its extra info.
+    pub(super) data: super::data::RoomData,
 }
 
 impl RelayState {
@@ -229,6 +231,7 @@ impl RelayState {
     fn snapshot(&self, app_id: u32, room_id: &str, me: SessionId) -> ResponseBody {
         let mut users = Vec::new();
         let mut streams = Vec::new();
+        let mut extra_info = Vec::new();
         if let Some(app) = self.apps.get(&app_id)
             && let Some(room) = app.rooms.get(room_id)
         {
@@ -248,12 +251,14 @@ impl RelayState {
                 .filter(|e| e.owner != me && e.announced())
                 .map(|e| e.info.clone())
                 .collect();
+            extra_info = room.data.extra_info.clone();
         }
         users.sort();
         ResponseBody::Login {
             room_id: room_id.to_string(),
             users,
             streams,
+            extra_info,
         }
     }
 

@@ -76,6 +76,30 @@ pub enum Command {
     },
     /// Log out of every room.
     LogoutAll,
+    /// Send a room message.
+    SendMessage {
+        /// The call's sequence number.
+        seq: u64,
+        /// Room.
+        room_id: String,
+        /// Broadcast, barrage or custom.
+        kind: onair_protocol::messages::MessageKind,
+        /// The text.
+        text: String,
+        /// Custom command recipients (empty: everyone).
+        to_users: Vec<String>,
+    },
+    /// Set a key of a room's extra info.
+    SetRoomExtraInfo {
+        /// The call's sequence number.
+        seq: u64,
+        /// Room.
+        room_id: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
     /// Replace a room's token.
     RenewToken {
         /// Room.

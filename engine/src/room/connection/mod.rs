@@ -32,7 +32,8 @@ use crate::signal::SignalClient;
 use onair_media::local::{DeviceErrorCallback, LocalChannel};
 use onair_protocol::ids;
 use onair_protocol::messages::{
-    PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage, UpdateType, User,
+    MessageKind, PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage,
+    UpdateType, User,
 };
 use onair_transport::peer::MediaNetwork;
 use play::Player;
@@ -278,6 +279,55 @@ impl Connection {
                     self.logout(&room_id).await;
                 }
             }
+            Command::SendMessage {
+                seq,
+                room_id,
+                kind,
+                text,
+                to_users,
+            } => {
+                if self.rooms.get(&room_id).map(|r| r.phase()) != Some(RoomPhase::Logined) {
+                    self.events.emit(Event::IMSendResult {
+                        room_id,
+                        seq,
+                        kind,
+                        error_code: ErrorCode::NotLoggedIn.code(),
+                        message_id: 0,
+                    });
+                    return;
+                }
+                let pending = Pending::Message(room_id.clone(), seq, kind);
+                let body = RequestBody::SendMessage {
+                    room_id,
+                    kind,
+                    text,
+                    to_users,
+                };
+                self.send(body, pending).await;
+            }
+            Command::SetRoomExtraInfo {
+                seq,
+                room_id,
+                key,
+                value,
+            } => {
+                if self.rooms.get(&room_id).map(|r| r.phase()) != Some(RoomPhase::Logined) {
+                    self.events.emit(Event::RoomSetExtraInfoResult {
+                        room_id,
+                        seq,
+                        key,
+                        error_code: ErrorCode::NotLoggedIn.code(),
+                    });
+                    return;
+                }
+                let pending = Pending::ExtraInfo(room_id.clone(), seq, key.clone());
+                let body = RequestBody::SetRoomExtraInfo {
+                    room_id,
+                    key,
+                    value,
+                };
+                self.send(body, pending).await;
+            }
             Command::RenewToken { room_id, token } => {
                 let Some(room) = self.rooms.get_mut(&room_id) else {
                     self.events.emit(Event::ApiCalledResult {
@@ -499,6 +549,37 @@ impl Connection {
                     self.run_publish(&stream_id, actions).await;
                 }
             }
+            ServerMessage::RoomMessages {
+                room_id,
+                kind,
+                messages,
+            } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events.emit(match kind {
+                        MessageKind::Barrage => Event::IMRecvBarrageMessage { room_id, messages },
+                        _ => Event::IMRecvBroadcastMessage { room_id, messages },
+                    });
+                }
+            }
+            ServerMessage::CustomCommand {
+                room_id,
+                from_user,
+                command,
+            } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events.emit(Event::IMRecvCustomCommand {
+                        room_id,
+                        from_user,
+                        command,
+                    });
+                }
+            }
+            ServerMessage::RoomExtraInfoUpdate { room_id, infos } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events
+                        .emit(Event::RoomExtraInfoUpdate { room_id, infos });
+                }
+            }
             ServerMessage::TokenWillExpire {
                 room_id,
                 remain_seconds,
@@ -529,10 +610,25 @@ impl Connection {
     ) {
         let unexpected = || WireError::new(ErrorCode::Internal, "unexpected answer");
         match (pending, result, error) {
-            (Pending::Login(room_id), Some(ResponseBody::Login { users, streams, .. }), _) => {
+            (
+                Pending::Login(room_id),
+                Some(ResponseBody::Login {
+                    users,
+                    streams,
+                    extra_info,
+                    ..
+                }),
+                _,
+            ) => {
                 if let Some(room) = self.rooms.get_mut(&room_id) {
                     for e in room.on_login_ok(users, streams, now) {
                         self.events.emit(e);
+                    }
+                    if !extra_info.is_empty() {
+                        self.events.emit(Event::RoomExtraInfoUpdate {
+                            room_id,
+                            infos: extra_info,
+                        });
                     }
                 }
             }
@@ -554,6 +650,28 @@ impl Connection {
                 self.maybe_go_idle();
             }
             (Pending::Heartbeat | Pending::Other, _, _) => {}
+            (Pending::Message(room_id, seq, kind), result, error) => {
+                let (error_code, message_id) = match (result, error) {
+                    (Some(ResponseBody::MessageSent { message_id }), _) => (0, message_id),
+                    (_, Some(e)) => (e.code, 0),
+                    _ => (ErrorCode::Internal.code(), 0),
+                };
+                self.events.emit(Event::IMSendResult {
+                    room_id,
+                    seq,
+                    kind,
+                    error_code,
+                    message_id,
+                });
+            }
+            (Pending::ExtraInfo(room_id, seq, key), _, error) => {
+                self.events.emit(Event::RoomSetExtraInfoResult {
+                    room_id,
+                    seq,
+                    key,
+                    error_code: error.map_or(0, |e| e.code),
+                });
+            }
             (Pending::RenewToken, _, error) => {
                 if let Some(e) = error {
                     self.events.emit(Event::ApiCalledResult {

@@ -48,6 +48,8 @@ enum Op {
     HttpEnd(usize, bool),
     MediaFailed(usize, usize),
     PlayerFailed(usize, usize),
+    Message(usize, usize, u8, usize),
+    ExtraInfo(usize, usize, usize, usize),
 }
 
 fn cred() -> impl Strategy<Value = Cred> {
@@ -88,7 +90,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(u, r, s, p, a)| Op::HttpBegin(u, r, s, p, a)),
         1 => (0..8usize, any::<bool>()).prop_map(|(i, ok)| Op::HttpEnd(i, ok)),
         1 => (1..=2usize, 0..STREAMS.len()).prop_map(|(a, s)| Op::MediaFailed(a, s)),
-        1 => (c, 0..STREAMS.len()).prop_map(|(c, s)| Op::PlayerFailed(c, s)),
+        1 => (c.clone(), 0..STREAMS.len()).prop_map(|(c, s)| Op::PlayerFailed(c, s)),
+        3 => (c.clone(), 0..ROOMS.len(), 0..3u8, 0..1100usize)
+            .prop_map(|(c, r, k, len)| Op::Message(c, r, k, len)),
+        2 => (c, 0..ROOMS.len(), 0..14usize, 0..4200usize)
+            .prop_map(|(c, r, k, len)| Op::ExtraInfo(c, r, k, len)),
     ]
 }
 
@@ -388,6 +394,30 @@ impl World {
                 self.state.http_end(sid, &secret).1
             }
             Op::MediaFailed(app, s) => self.state.media_failed(app as u32, STREAMS[s], "failed"),
+            Op::Message(i, r, kind, len) => match self.conn(i) {
+                Some((conn, _)) => {
+                    let kind = ["broadcast", "barrage", "custom"][kind as usize % 3];
+                    let to: Vec<&str> = if len % 2 == 0 {
+                        vec![]
+                    } else {
+                        vec![USERS[len % USERS.len()]]
+                    };
+                    self.send(
+                        conn,
+                        json!({"type":"send_message","room_id":ROOMS[r],"kind":kind,
+                            "text":"m".repeat(len),"to_users":to}),
+                    )
+                }
+                None => Vec::new(),
+            },
+            Op::ExtraInfo(i, r, k, len) => match self.conn(i) {
+                Some((conn, _)) => self.send(
+                    conn,
+                    json!({"type":"set_room_extra_info","room_id":ROOMS[r],
+                        "key":format!("k{k}"),"value":"v".repeat(len)}),
+                ),
+                None => Vec::new(),
+            },
             Op::PlayerFailed(i, s) => match self.conn(i) {
                 Some((_, Some((sid, app, _)))) => {
                     self.state.player_failed(app, STREAMS[s], sid, "failed")
@@ -438,7 +468,10 @@ fn room_events_reach_members(
         };
         let room_id = match msg {
             ServerMessage::UserUpdate { room_id, .. }
-            | ServerMessage::StreamUpdate { room_id, .. } => room_id,
+            | ServerMessage::StreamUpdate { room_id, .. }
+            | ServerMessage::RoomMessages { room_id, .. }
+            | ServerMessage::CustomCommand { room_id, .. }
+            | ServerMessage::RoomExtraInfoUpdate { room_id, .. } => room_id,
             _ => continue,
         };
         for conn in to {

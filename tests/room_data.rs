@@ -1,0 +1,112 @@
+//! Room data through the real relay: broadcast and barrage messages and custom commands
+//! (delivery, order, the sender excluded, limits and their codes), and room extra info (on
+//! change, at login, limits).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use onair_engine::{Engine, User};
+
+fn member(relay: &TestRelay, room: &str, name: &str) -> Engine {
+    let e = relay.engine();
+    e.login_room(room, User::new(name), quiet());
+    until(&e, &format!("state {room} LOGINED"));
+    e
+}
+
+/// Briefs of the events that arrive within `dur` and start with `prefix`.
+fn seen(engine: &Engine, prefix: &str, dur: Duration) -> Vec<String> {
+    drain_for(engine, dur)
+        .into_iter()
+        .filter(|e| e.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn messages_reach_the_other_members_in_order_within_zegos_limits() {
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let a = member(&relay, "r", "a");
+    let b = member(&relay, "r", "b");
+    let elsewhere = member(&relay, "other", "c");
+
+    // Broadcast: to everyone else, in order; the sender gets results, not its own messages.
+    for i in 0..5 {
+        host.send_broadcast_message("r", &format!("m{i}"));
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("broadcast r host:m{i}")).collect();
+    for e in [&a, &b] {
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let events = until(e, "broadcast r");
+            got.extend(events.into_iter().filter(|e| e.starts_with("broadcast r")));
+        }
+        assert_eq!(got, want);
+    }
+    let results = seen(&host, "sent r", Duration::from_millis(500));
+    assert_eq!(results, vec!["sent r Broadcast 0"; 5]);
+    assert!(seen(&host, "broadcast", Duration::from_millis(100)).is_empty());
+    assert!(seen(&elsewhere, "broadcast", Duration::from_millis(100)).is_empty());
+
+    // Barrage, and a custom command to one user only.
+    host.send_barrage_message("r", "wow");
+    until(&a, "barrage r host:wow");
+    until(&b, "barrage r host:wow");
+    host.send_custom_command("r", "mute-yourself", &["a"]);
+    until(&a, "command r host:mute-yourself");
+    assert!(seen(&b, "command", Duration::from_millis(300)).is_empty());
+    host.send_custom_command("r", "hi", &["nobody-here"]);
+    until(&host, "sent r Custom 1009003");
+
+    // Limits: 1 KiB, and 10 broadcast messages a second per room.
+    host.send_broadcast_message("r", &"x".repeat(1025));
+    until(&host, "sent r Broadcast 1009001");
+    for _ in 0..12 {
+        a.send_broadcast_message("r", "flood");
+    }
+    let results = seen(&a, "sent r Broadcast", Duration::from_secs(1));
+    assert!(
+        results.iter().any(|r| r.ends_with(" 1009002")),
+        "never limited: {results:?}"
+    );
+    assert!(results.iter().filter(|r| r.ends_with(" 0")).count() <= 10);
+    // Not in the room: refused by the engine, with the room's code.
+    host.send_broadcast_message("nope", "?");
+    until(&host, "sent nope Broadcast 1002001");
+}
+
+#[test]
+fn room_extra_info_reaches_members_on_change_and_newcomers_at_login() {
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let viewer = member(&relay, "r", "viewer");
+    host.set_room_extra_info("r", "product", "sneakers");
+    until(&host, "extra_set r product 0");
+    until(&viewer, "extra r product=sneakers@host");
+    host.set_room_extra_info("r", "product", "hats");
+    until(&viewer, "extra r product=hats@host");
+    // A newcomer gets every key at login.
+    let late = relay.engine();
+    late.login_room("r", User::new("late"), quiet());
+    let events = until(&late, "extra r");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("extra r product=hats@host")
+    );
+    // Limits: key length, value length, ten keys.
+    host.set_room_extra_info("r", &"k".repeat(129), "v");
+    until(&host, &format!("extra_set r {} 1009010", "k".repeat(129)));
+    host.set_room_extra_info("r", "big", &"v".repeat(4097));
+    until(&host, "extra_set r big 1009011");
+    for i in 0..9 {
+        host.set_room_extra_info("r", &format!("k{i}"), "v");
+    }
+    until(&host, "extra_set r k8 0");
+    host.set_room_extra_info("r", "eleventh", "v");
+    until(&host, "extra_set r eleventh 1009012");
+    // Replacing an existing key is still allowed.
+    host.set_room_extra_info("r", "k0", "w");
+    until(&host, "extra_set r k0 0");
+}
