@@ -348,6 +348,84 @@ fn snapshot_panels() {
 }
 
 #[test]
+fn the_chat_panel_shows_messages_commands_and_extra_info_and_sends() {
+    use onair_engine::messages::{RoomExtraInfo, RoomMessage};
+    let mut h = harness_for(egui::vec2(520.0, 420.0), |ui, app| {
+        let (s, u) = (app.session.as_mut().expect("session"), &mut app.ui);
+        u.chat.room = Some("live".into());
+        panels::chat::show(ui, s, u);
+    });
+    let message = |id: u64, from: &str, text: &str| RoomMessage {
+        message_id: id,
+        text: text.into(),
+        from_user: User::new(from),
+        send_time: 0,
+    };
+    let events = [
+        Event::RoomExtraInfoUpdate {
+            room_id: "live".into(),
+            infos: vec![RoomExtraInfo {
+                key: "product".into(),
+                value: "sneakers, 20% off".into(),
+                update_user: User::new("alice"),
+                update_time: 0,
+            }],
+        },
+        Event::IMRecvBroadcastMessage {
+            room_id: "live".into(),
+            messages: vec![
+                message(1, "alice", "welcome everyone"),
+                message(2, "bob", "hi!"),
+            ],
+        },
+        Event::IMRecvBarrageMessage {
+            room_id: "live".into(),
+            messages: vec![message(3, "bob", "666")],
+        },
+        Event::IMRecvCustomCommand {
+            room_id: "live".into(),
+            from_user: User::new("alice"),
+            command: "raise-hand".into(),
+        },
+        // Another room's message stays there.
+        Event::IMRecvBroadcastMessage {
+            room_id: "backstage".into(),
+            messages: vec![message(1, "carol", "backstage only")],
+        },
+    ];
+    {
+        let session = h.state_mut().session.as_mut().expect("session");
+        for (i, e) in events.iter().enumerate() {
+            session.model.apply(40.0 + i as f64, 0, e);
+        }
+        session.send_chat("live", "thanks!", false);
+        let live = &session.model.rooms["live"];
+        let lines: Vec<String> = live
+            .chat
+            .iter()
+            .map(|l| format!("{:?} {}: {}", l.kind, l.from, l.text))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "Broadcast alice: welcome everyone",
+                "Broadcast bob: hi!",
+                "Barrage bob: 666",
+                "Command alice: raise-hand",
+                "Broadcast studio: thanks!",
+            ]
+        );
+        assert_eq!(
+            live.extra_info.get("product"),
+            Some(&("sneakers, 20% off".to_string(), "alice".to_string()))
+        );
+        assert_eq!(session.model.rooms["backstage"].chat.len(), 1);
+    }
+    h.run();
+    h.snapshot("panel_chat");
+}
+
+#[test]
 fn the_event_log_filters_and_the_export_is_json_lines() {
     let mut h = harness_for(egui::vec2(1000.0, 400.0), |ui, app| {
         let (s, u) = (app.session.as_ref().expect("session"), &mut app.ui);

@@ -14,7 +14,8 @@ use super::ui_state::UiState;
 use super::video;
 
 /// Key of the layout in eframe's storage.
-const LAYOUT_KEY: &str = "onair.layout";
+/// Versioned: a layout stored before the Chat pane existed is replaced by the default once.
+const LAYOUT_KEY: &str = "onair.layout.v2";
 
 /// A docked panel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +34,8 @@ pub enum Pane {
     Timelines,
     /// Quality plots.
     Quality,
+    /// Room chat and extra info.
+    Chat,
 }
 
 impl Pane {
@@ -45,6 +48,7 @@ impl Pane {
             Pane::EventLog => "Event log",
             Pane::Timelines => "Timelines",
             Pane::Quality => "Quality",
+            Pane::Chat => "Chat",
         }
     }
 }
@@ -59,7 +63,8 @@ pub fn default_layout() -> Tree<Pane> {
     let monitor = tiles.insert_pane(Pane::Monitor);
     let timelines = tiles.insert_pane(Pane::Timelines);
     let quality = tiles.insert_pane(Pane::Quality);
-    let below = tiles.insert_tab_tile(vec![timelines, quality]);
+    let chat = tiles.insert_pane(Pane::Chat);
+    let below = tiles.insert_tab_tile(vec![timelines, quality, chat]);
     let middle = tiles.insert_vertical_tile(vec![monitor, below]);
     let streams = tiles.insert_pane(Pane::Streams);
     let log = tiles.insert_pane(Pane::EventLog);
@@ -552,6 +557,7 @@ impl egui_tiles::Behavior<Pane> for Behavior<'_> {
                 Pane::EventLog => panels::event_log::show(ui, self.session, self.state),
                 Pane::Timelines => panels::timeline::show(ui, self.session, self.state),
                 Pane::Quality => panels::quality::show(ui, self.session, self.state),
+                Pane::Chat => panels::chat::show(ui, self.session, self.state),
             }
         });
         egui_tiles::UiResponse::None

@@ -28,6 +28,47 @@ pub struct RoomModel {
     pub users: BTreeMap<String, UserEntry>,
     /// Streams in the room by ID.
     pub streams: BTreeMap<String, StreamEntry>,
+    /// Messages seen in the room (ours too), oldest first, at most [`CHAT_CAPACITY`].
+    pub chat: VecDeque<ChatLine>,
+    /// The room's extra info by key: value, who set it.
+    pub extra_info: BTreeMap<String, (String, String)>,
+}
+
+/// Chat lines kept per room.
+pub const CHAT_CAPACITY: usize = 500;
+
+/// What kind of line a chat line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatKind {
+    /// A broadcast message.
+    Broadcast,
+    /// A barrage (bullet chat) message.
+    Barrage,
+    /// A custom command to us.
+    Command,
+}
+
+/// One line of a room's chat.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatLine {
+    /// When (studio seconds).
+    pub t: f64,
+    /// Its kind.
+    pub kind: ChatKind,
+    /// Who sent it (our own user ID for ours).
+    pub from: String,
+    /// The text.
+    pub text: String,
+}
+
+impl RoomModel {
+    /// Adds a line, dropping the oldest past the capacity.
+    pub fn push_chat(&mut self, line: ChatLine) {
+        if self.chat.len() == CHAT_CAPACITY {
+            self.chat.pop_front();
+        }
+        self.chat.push_back(line);
+    }
 }
 
 /// A user in a room.
@@ -337,6 +378,8 @@ impl StudioModel {
                         error_code: 0,
                         users: BTreeMap::new(),
                         streams: BTreeMap::new(),
+                        chat: VecDeque::new(),
+                        extra_info: BTreeMap::new(),
                     });
                 room.reason = *reason;
                 room.error_code = *error_code;
@@ -568,13 +611,51 @@ impl StudioModel {
             | Event::PlayerRecvAudioFirstFrame { .. }
             | Event::DeviceError { .. }
             | Event::RoomTokenWillExpire { .. }
-            | Event::IMRecvBroadcastMessage { .. }
-            | Event::IMRecvBarrageMessage { .. }
-            | Event::IMRecvCustomCommand { .. }
             | Event::IMSendResult { .. }
-            | Event::RoomExtraInfoUpdate { .. }
             | Event::RoomSetExtraInfoResult { .. }
             | Event::ApiCalledResult { .. } => {}
+            Event::IMRecvBroadcastMessage { room_id, messages }
+            | Event::IMRecvBarrageMessage { room_id, messages } => {
+                let kind = if matches!(event, Event::IMRecvBarrageMessage { .. }) {
+                    ChatKind::Barrage
+                } else {
+                    ChatKind::Broadcast
+                };
+                if let Some(room) = self.rooms.get_mut(room_id) {
+                    for m in messages {
+                        room.push_chat(ChatLine {
+                            t,
+                            kind,
+                            from: m.from_user.user_id.clone(),
+                            text: m.text.clone(),
+                        });
+                    }
+                }
+            }
+            Event::IMRecvCustomCommand {
+                room_id,
+                from_user,
+                command,
+            } => {
+                if let Some(room) = self.rooms.get_mut(room_id) {
+                    room.push_chat(ChatLine {
+                        t,
+                        kind: ChatKind::Command,
+                        from: from_user.user_id.clone(),
+                        text: command.clone(),
+                    });
+                }
+            }
+            Event::RoomExtraInfoUpdate { room_id, infos } => {
+                if let Some(room) = self.rooms.get_mut(room_id) {
+                    for i in infos {
+                        room.extra_info.insert(
+                            i.key.clone(),
+                            (i.value.clone(), i.update_user.user_id.clone()),
+                        );
+                    }
+                }
+            }
         }
     }
 

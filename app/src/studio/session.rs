@@ -284,6 +284,44 @@ impl Session {
         }
     }
 
+    /// Sends a chat line to `room_id` (a broadcast message, or a barrage one) and shows it in
+    /// our own chat at once; a refusal shows in the event log (`im_send_result`).
+    pub fn send_chat(&mut self, room_id: &str, text: &str, barrage: bool) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        if barrage {
+            self.engine.send_barrage_message(room_id, text);
+        } else {
+            self.engine.send_broadcast_message(room_id, text);
+        }
+        let t = self.now();
+        let from = self.user_id.clone();
+        if let Some(room) = self.model.rooms.get_mut(room_id) {
+            room.push_chat(super::model::ChatLine {
+                t,
+                kind: if barrage {
+                    super::model::ChatKind::Barrage
+                } else {
+                    super::model::ChatKind::Broadcast
+                },
+                from,
+                text: text.to_string(),
+            });
+        }
+    }
+
+    /// Sets a key of `room_id`'s extra info (shown to everyone in the room, us included).
+    pub fn set_room_extra_info(&mut self, room_id: &str, key: &str, value: &str) {
+        self.engine.set_room_extra_info(room_id, key, value);
+        let user = self.user_id.clone();
+        if let Some(room) = self.model.rooms.get_mut(room_id) {
+            room.extra_info
+                .insert(key.to_string(), (value.to_string(), user));
+        }
+    }
+
     /// Stops playing a stream (its tile stays).
     pub fn stop_play(&mut self, stream_id: &str) {
         if let Some(tile) = self.tiles.get_mut(stream_id)

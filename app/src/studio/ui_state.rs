@@ -87,8 +87,25 @@ impl ConnectDialog {
     }
 }
 
+/// The chat panel's state.
+#[derive(Default)]
+pub struct ChatState {
+    /// The room shown (the first one when unset).
+    pub room: Option<String>,
+    /// The message being typed.
+    pub input: String,
+    /// Send as barrage rather than broadcast.
+    pub barrage: bool,
+    /// The extra info key being set.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
 /// The panels' state.
 pub struct UiState {
+    /// The chat panel: its room, what is typed, barrage or broadcast, the extra info being set.
+    pub chat: ChatState,
     /// Cameras and microphones.
     pub devices: DeviceList,
     /// The room ID being typed in the monitor.
@@ -116,6 +133,7 @@ pub struct UiState {
 impl Default for UiState {
     fn default() -> Self {
         UiState {
+            chat: ChatState::default(),
             devices: DeviceList::default(),
             join_room: String::new(),
             enlarged: None,

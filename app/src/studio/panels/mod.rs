@@ -2,6 +2,7 @@
 //! error-code labels).
 
 pub mod broadcast;
+pub mod chat;
 pub mod event_log;
 pub mod monitor;
 pub mod quality;
