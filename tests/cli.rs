@@ -534,3 +534,51 @@ fn the_development_app_file_is_readable_by_its_owner_only_and_tokens_can_list_st
     let claims: serde_json::Value = serde_json::from_slice(&claims).expect("JSON");
     assert_eq!(claims["stream_id_list"], serde_json::json!(["cam"]));
 }
+
+#[test]
+fn message_and_room_info_reach_a_watcher_and_print_their_results() {
+    let serve = Serve::start();
+    let mut watcher = serve.client();
+    watcher.args(["watch", "--room", "chat", "--user", "w", "--duration", "4"]);
+    let watcher = watcher.stdout(Stdio::piped()).spawn().expect("spawn watch");
+    std::thread::sleep(Duration::from_millis(800));
+    let (ok, out) = stdout_of({
+        let mut c = serve.client();
+        c.args(["message", "--room", "chat", "--broadcast", "hello room"]);
+        c
+    });
+    assert!(ok && out.contains("sent: message_id=1"), "{out}");
+    let (ok, out) = stdout_of({
+        let mut c = serve.client();
+        c.args(["room-info", "--room", "chat", "--set", "topic=launch"]);
+        c
+    });
+    assert!(ok && out.contains("set: topic"), "{out}");
+    let (ok, out) = stdout_of({
+        let mut c = serve.client();
+        c.args(["room-info", "--room", "chat"]);
+        c
+    });
+    assert!(ok && out.contains("topic=\"launch\""), "{out}");
+    // Too long: refused with its code, non-zero exit.
+    let long = "x".repeat(1025);
+    let out = serve
+        .client()
+        .args(["message", "--room", "chat", "--barrage", &long])
+        .output()
+        .expect("onair message");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1009001"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let watched = watcher.wait_with_output().expect("watch ends");
+    let out = String::from_utf8_lossy(&watched.stdout);
+    assert!(out.contains("im_broadcast room=chat"), "{out}");
+    assert!(out.contains("\"hello room\""), "{out}");
+    assert!(
+        out.contains("room_extra_info room=chat topic=\"launch\""),
+        "{out}"
+    );
+}

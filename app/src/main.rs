@@ -33,6 +33,10 @@ enum Command {
     Publish(cli::live::PublishArgs),
     /// Play a stream and print its states (and stats with --stats).
     Play(cli::live::PlayArgs),
+    /// Send a room message: --broadcast, --barrage, or --command to --to users.
+    Message(cli::message::MessageArgs),
+    /// Print a room's extra info, or set a key (--set KEY=VALUE).
+    RoomInfo(cli::message::RoomInfoArgs),
     /// Mint a login token (an HS256 JWT signed with the app sign).
     Token(cli::token::TokenArgs),
     /// Print the error-code table (`--markdown` writes docs/ERRORS.md's text).
@@ -70,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve(a)) => cli::serve::run(a),
         Some(Command::Watch(a)) => cli::watch::run(a),
         Some(Command::Token(a)) => cli::token::run(a),
+        Some(Command::Message(a)) => cli::message::run_message(a),
+        Some(Command::RoomInfo(a)) => cli::message::run_room_info(a),
         Some(Command::Publish(a)) => cli::live::publish(a),
         Some(Command::Play(a)) => cli::live::play(a),
         Some(Command::Errors { markdown }) => {

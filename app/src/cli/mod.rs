@@ -4,6 +4,7 @@ pub mod credentials;
 pub mod devices;
 pub mod errors;
 pub mod live;
+pub mod message;
 pub mod serve;
 pub mod token;
 pub mod watch;
