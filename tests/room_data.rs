@@ -110,3 +110,39 @@ fn room_extra_info_reaches_members_on_change_and_newcomers_at_login() {
     host.set_room_extra_info("r", "k0", "w");
     until(&host, "extra_set r k0 0");
 }
+
+#[test]
+fn stream_extra_info_goes_with_the_publish_and_updates_reach_the_room() {
+    use onair_engine::{Event, PublishChannel, UpdateType, VideoConfig, VideoPreset};
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let viewer = member(&relay, "r", "viewer");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P180).with_fps(15),
+    );
+    // Before publishing: kept for the publish.
+    host.set_stream_extra_info(PublishChannel::Main, "round 1");
+    until(&host, "stream_extra_set Main 0");
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let added = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match viewer.events().recv_timeout(left) {
+            Ok(Event::RoomStreamUpdate {
+                update_type: UpdateType::Add,
+                streams,
+                ..
+            }) => break streams,
+            Ok(_) => {}
+            Err(_) => panic!("no stream added"),
+        }
+    };
+    assert_eq!(added[0].extra_info, "round 1");
+    // While publishing: the room hears the change; too long is refused with its code.
+    host.set_stream_extra_info(PublishChannel::Main, "round 2");
+    until(&viewer, "stream_extra r cam=round 2");
+    until(&host, "stream_extra_set Main 0");
+    host.set_stream_extra_info(PublishChannel::Main, &"x".repeat(1025));
+    until(&host, "stream_extra_set Main 1003012");
+}

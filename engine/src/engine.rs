@@ -364,6 +364,23 @@ impl Engine {
         )
     }
 
+    /// Sets the extra info of what `channel` publishes (ZEGO's `setStreamExtraInfo`, at most
+    /// 1 KiB): before publishing, it goes with the publish (in `RoomStreamUpdate` Add);
+    /// while publishing, the room gets [`Event::RoomStreamExtraInfoUpdate`]. Result:
+    /// [`Event::PublisherUpdateStreamExtraInfoResult`].
+    pub fn set_stream_extra_info(&self, channel: PublishChannel, extra_info: &str) -> u64 {
+        let seq = self.next_seq();
+        self.command(
+            "set_stream_extra_info",
+            Command::SetStreamExtraInfo {
+                seq,
+                channel,
+                text: extra_info.to_string(),
+            },
+        );
+        seq
+    }
+
     /// Sets `key` of `room_id`'s extra info to `value` (ZEGO's `setRoomExtraInfo`: keys ≤ 128
     /// bytes, values ≤ 4 KiB, ≤ 10 keys per room). Members get [`Event::RoomExtraInfoUpdate`]
     /// now, and newcomers at login. Result: [`Event::RoomSetExtraInfoResult`].

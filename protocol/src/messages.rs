@@ -151,6 +151,13 @@ pub enum RequestBody {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         to_users: Vec<String>,
     },
+    /// Replace a published stream's extra info (ZEGO's `setStreamExtraInfo`).
+    SetStreamExtraInfo {
+        /// The stream, which this session must publish.
+        stream_id: String,
+        /// The new extra info (at most 1 KiB).
+        extra_info: String,
+    },
     /// Set one key of the room's extra info (ZEGO's `setRoomExtraInfo`).
     SetRoomExtraInfo {
         /// The room, which this session must be in.
@@ -185,6 +192,7 @@ impl RequestBody {
             RequestBody::RenewToken { .. } => "renew_token",
             RequestBody::SendMessage { .. } => "send_message",
             RequestBody::SetRoomExtraInfo { .. } => "set_room_extra_info",
+            RequestBody::SetStreamExtraInfo { .. } => "set_stream_extra_info",
         }
     }
 }
@@ -373,6 +381,13 @@ pub enum ServerMessage {
         from_user: User,
         /// The command text.
         command: String,
+    },
+    /// Streams' extra info changed.
+    StreamExtraInfoUpdate {
+        /// The room.
+        room_id: String,
+        /// The streams, with their new extra info.
+        streams: Vec<StreamInfo>,
     },
     /// Keys of the room's extra info changed.
     RoomExtraInfoUpdate {

@@ -231,6 +231,18 @@ pub fn brief(e: &Event) -> String {
                 .collect();
             format!("extra {room_id} {}", i.join(","))
         }
+        Event::RoomStreamExtraInfoUpdate { room_id, streams } => {
+            let s: Vec<String> = streams
+                .iter()
+                .map(|s| format!("{}={}", s.stream_id, s.extra_info))
+                .collect();
+            format!("stream_extra {room_id} {}", s.join(","))
+        }
+        Event::PublisherUpdateStreamExtraInfoResult {
+            channel,
+            error_code,
+            ..
+        } => format!("stream_extra_set {channel:?} {error_code}"),
         Event::RoomSetExtraInfoResult {
             room_id,
             key,

@@ -613,6 +613,8 @@ impl StudioModel {
             | Event::RoomTokenWillExpire { .. }
             | Event::IMSendResult { .. }
             | Event::RoomSetExtraInfoResult { .. }
+            | Event::PublisherUpdateStreamExtraInfoResult { .. }
+            | Event::RoomStreamExtraInfoUpdate { .. }
             | Event::ApiCalledResult { .. } => {}
             Event::IMRecvBroadcastMessage { room_id, messages }
             | Event::IMRecvBarrageMessage { room_id, messages } => {

@@ -308,6 +308,23 @@ pub enum Event {
         /// The keys, with their values, who set them and when.
         infos: Vec<RoomExtraInfo>,
     },
+    /// Streams' extra info changed (ZEGO's `onRoomStreamExtraInfoUpdate`).
+    RoomStreamExtraInfoUpdate {
+        /// The room.
+        room_id: String,
+        /// The streams, with their new extra info.
+        streams: Vec<StreamInfo>,
+    },
+    /// The result of `set_stream_extra_info` (ZEGO's
+    /// `onPublisherUpdateStreamExtraInfoResult`).
+    PublisherUpdateStreamExtraInfoResult {
+        /// The publish channel.
+        channel: PublishChannel,
+        /// The sequence number the call returned.
+        seq: u64,
+        /// 0, or one of [`ErrorCode`]'s numbers.
+        error_code: u32,
+    },
     /// The result of `set_room_extra_info` (ZEGO's `onRoomSetRoomExtraInfoResult`).
     RoomSetExtraInfoResult {
         /// The room.
@@ -361,6 +378,8 @@ impl Event {
             Event::IMSendResult { .. } => "im_send_result",
             Event::RoomExtraInfoUpdate { .. } => "room_extra_info",
             Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
+            Event::RoomStreamExtraInfoUpdate { .. } => "room_stream_extra_info",
+            Event::PublisherUpdateStreamExtraInfoResult { .. } => "publisher_extra_info_result",
             Event::ApiCalledResult { .. } => "api_result",
         }
     }
@@ -377,7 +396,8 @@ impl Event {
             | Event::IMRecvCustomCommand { room_id, .. }
             | Event::IMSendResult { room_id, .. }
             | Event::RoomExtraInfoUpdate { room_id, .. }
-            | Event::RoomSetExtraInfoResult { room_id, .. } => Some(room_id),
+            | Event::RoomSetExtraInfoResult { room_id, .. }
+            | Event::RoomStreamExtraInfoUpdate { room_id, .. } => Some(room_id),
             _ => None,
         }
     }
@@ -485,6 +505,21 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Event::RoomStreamExtraInfoUpdate { room_id, streams } => {
+                write!(f, "room_stream_extra_info room={room_id}")?;
+                for s in streams {
+                    write!(f, " {}={:?}", s.stream_id, s.extra_info)?;
+                }
+                Ok(())
+            }
+            Event::PublisherUpdateStreamExtraInfoResult {
+                channel,
+                seq,
+                error_code,
+            } => write!(
+                f,
+                "publisher_extra_info_result channel={channel:?} seq={seq} error={error_code}"
+            ),
             Event::RoomSetExtraInfoResult {
                 room_id,
                 seq,

@@ -32,6 +32,8 @@ pub enum Pending {
     RenewToken,
     /// A room message (room, sequence number, kind).
     Message(String, u64, onair_protocol::messages::MessageKind),
+    /// A stream extra info update (sequence number, channel).
+    StreamExtra(u64, onair_media::local::PublishChannel),
     /// A room extra info key (room, sequence number, key).
     ExtraInfo(String, u64, String),
     /// Anything whose answer does not matter (stop publish, stop play).

@@ -141,6 +141,54 @@ impl RelayState {
         Ok(ResponseBody::MessageSent { message_id })
     }
 
+    /// `set_stream_extra_info`: the owner of `stream_id` replaces its extra info; the room hears
+    /// of it once the stream is announced.
+    pub(super) fn set_stream_extra_info(
+        &mut self,
+        sid: SessionId,
+        stream_id: &str,
+        extra_info: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        if extra_info.len() > onair_protocol::ids::MAX_EXTRA_INFO {
+            return Err(err(
+                ErrorCode::ExtraInfoTooLong,
+                "extra info is at most 1024 bytes",
+            ));
+        }
+        let Some(app_id) = self.sessions.get(&sid).map(|s| s.app_id) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let Some(entry) = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.streams.get_mut(stream_id))
+        else {
+            return Err(err(ErrorCode::StreamNotFound, "no such stream"));
+        };
+        if entry.owner != sid {
+            return Err(err(
+                ErrorCode::NotPublishing,
+                "this session does not publish that stream",
+            ));
+        }
+        entry.info.extra_info = extra_info;
+        let (room_id, info, announced) =
+            (entry.room_id.clone(), entry.info.clone(), entry.announced());
+        if announced {
+            let to = self.room_conns(app_id, &room_id, sid, false);
+            self.send(
+                to,
+                ServerMessage::StreamExtraInfoUpdate {
+                    room_id,
+                    streams: vec![info],
+                },
+                out,
+            );
+        }
+        Ok(ResponseBody::Done)
+    }
+
     /// `set_room_extra_info`: sets one key of `room_id`'s extra info and tells the other
     /// members.
     pub(super) fn set_room_extra_info(

@@ -664,6 +664,13 @@ impl RelayState {
                 Some(sid),
             ) => self.set_room_extra_info(sid, &room_id, key, value, out),
             (
+                RequestBody::SetStreamExtraInfo {
+                    stream_id,
+                    extra_info,
+                },
+                Some(sid),
+            ) => self.set_stream_extra_info(sid, &stream_id, extra_info, out),
+            (
                 RequestBody::Publish {
                     room_id,
                     stream_id,

@@ -89,6 +89,15 @@ pub enum Command {
         /// Custom command recipients (empty: everyone).
         to_users: Vec<String>,
     },
+    /// Set a publish channel's stream extra info.
+    SetStreamExtraInfo {
+        /// The call's sequence number.
+        seq: u64,
+        /// The channel.
+        channel: PublishChannel,
+        /// The extra info.
+        text: String,
+    },
     /// Set a key of a room's extra info.
     SetRoomExtraInfo {
         /// The call's sequence number.

@@ -23,13 +23,13 @@ use tokio::sync::mpsc;
 use crate::error::{EngineError, ErrorCode, WireError};
 use crate::live::session::PlaySession;
 use crate::live::{LiveEvent, PlayOutputs};
-use crate::room::events::Event;
+use crate::room::events::{Event, PublisherState};
 use crate::room::link::{Link, LinkDue, Pending};
 use crate::room::machine::{RoomConfig, RoomMachine, RoomPhase};
 use crate::room::quality::Deltas;
 use crate::room::sink::EventSink;
 use crate::signal::SignalClient;
-use onair_media::local::{DeviceErrorCallback, LocalChannel};
+use onair_media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
 use onair_protocol::ids;
 use onair_protocol::messages::{
     MessageKind, PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage,
@@ -66,6 +66,8 @@ pub struct Connection {
     live_tx: mpsc::Sender<LiveEvent>,
     live_rx: mpsc::Receiver<LiveEvent>,
     publishers: HashMap<String, Publisher>,
+    /// Each publish channel's stream extra info (used by its next publish).
+    stream_extra: HashMap<PublishChannel, String>,
     players: HashMap<String, Player>,
     /// Engine-wide negotiation counter: no two negotiations share a generation.
     generation: u64,
@@ -110,6 +112,7 @@ impl Connection {
             live_tx,
             live_rx,
             publishers: HashMap::new(),
+            stream_extra: HashMap::new(),
             players: HashMap::new(),
             generation: 0,
             relay_ice_servers: Vec::new(),
@@ -304,6 +307,33 @@ impl Connection {
                     to_users,
                 };
                 self.send(body, pending).await;
+            }
+            Command::SetStreamExtraInfo { seq, channel, text } => {
+                self.stream_extra.insert(channel, text.clone());
+                let live = self
+                    .publishers
+                    .iter()
+                    .find(|(_, p)| {
+                        p.channel == channel && p.session.state() == PublisherState::Publishing
+                    })
+                    .map(|(id, _)| id.clone());
+                match live {
+                    Some(stream_id) => {
+                        let body = RequestBody::SetStreamExtraInfo {
+                            stream_id,
+                            extra_info: text,
+                        };
+                        self.send(body, Pending::StreamExtra(seq, channel)).await;
+                    }
+                    // Not live: it goes with the next publish.
+                    None => self
+                        .events
+                        .emit(Event::PublisherUpdateStreamExtraInfoResult {
+                            channel,
+                            seq,
+                            error_code: 0,
+                        }),
+                }
             }
             Command::SetRoomExtraInfo {
                 seq,
@@ -574,6 +604,12 @@ impl Connection {
                     });
                 }
             }
+            ServerMessage::StreamExtraInfoUpdate { room_id, streams } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events
+                        .emit(Event::RoomStreamExtraInfoUpdate { room_id, streams });
+                }
+            }
             ServerMessage::RoomExtraInfoUpdate { room_id, infos } => {
                 if self.rooms.contains_key(&room_id) {
                     self.events
@@ -663,6 +699,14 @@ impl Connection {
                     error_code,
                     message_id,
                 });
+            }
+            (Pending::StreamExtra(seq, channel), _, error) => {
+                self.events
+                    .emit(Event::PublisherUpdateStreamExtraInfoResult {
+                        channel,
+                        seq,
+                        error_code: error.map_or(0, |e| e.code),
+                    });
             }
             (Pending::ExtraInfo(room_id, seq, key), _, error) => {
                 self.events.emit(Event::RoomSetExtraInfoResult {

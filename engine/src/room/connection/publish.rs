@@ -172,7 +172,11 @@ impl Connection {
                     let body = RequestBody::Publish {
                         room_id: p.room_id.clone(),
                         stream_id: stream_id.to_string(),
-                        extra_info: String::new(),
+                        extra_info: self
+                            .stream_extra
+                            .get(&p.channel)
+                            .cloned()
+                            .unwrap_or_default(),
                         sdp: p.offer.take(),
                     };
                     self.send(body, Pending::Publish(stream_id.to_string(), generation))

@@ -411,6 +411,12 @@ impl World {
                 None => Vec::new(),
             },
             Op::ExtraInfo(i, r, k, len) => match self.conn(i) {
+                // Odd keys: a stream's extra info instead.
+                Some((conn, _)) if k % 2 == 1 => self.send(
+                    conn,
+                    json!({"type":"set_stream_extra_info","stream_id":STREAMS[k % STREAMS.len()],
+                        "extra_info":"e".repeat(len / 4)}),
+                ),
                 Some((conn, _)) => self.send(
                     conn,
                     json!({"type":"set_room_extra_info","room_id":ROOMS[r],
@@ -471,7 +477,8 @@ fn room_events_reach_members(
             | ServerMessage::StreamUpdate { room_id, .. }
             | ServerMessage::RoomMessages { room_id, .. }
             | ServerMessage::CustomCommand { room_id, .. }
-            | ServerMessage::RoomExtraInfoUpdate { room_id, .. } => room_id,
+            | ServerMessage::RoomExtraInfoUpdate { room_id, .. }
+            | ServerMessage::StreamExtraInfoUpdate { room_id, .. } => room_id,
             _ => continue,
         };
         for conn in to {
