@@ -146,3 +146,63 @@ fn stream_extra_info_goes_with_the_publish_and_updates_reach_the_room() {
     host.set_stream_extra_info(PublishChannel::Main, &"x".repeat(1025));
     until(&host, "stream_extra_set Main 1003012");
 }
+
+#[test]
+fn sound_levels_follow_the_test_tone_captured_and_played() {
+    use onair_engine::{AudioSource, PlayerConfig, PublishChannel, VideoConfig, VideoPreset};
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let viewer = member(&relay, "r", "viewer");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P180).with_fps(15),
+    );
+    host.set_audio_source(PublishChannel::Main, AudioSource::Tone);
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&host, "publisher cam Publishing");
+    host.start_sound_level_monitor(200, true);
+    // The tone is a 12,000-amplitude sine: RMS −11.7 dBFS, level ≈ 80, voice active.
+    let levels: Vec<f64> = (0..5)
+        .map(|_| {
+            let e = until(&host, "captured_level");
+            let last = e.last().cloned().unwrap_or_default();
+            assert!(last.ends_with(" true"), "{last}");
+            last.split(' ')
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0.0)
+        })
+        .collect();
+    assert!(
+        levels.iter().skip(1).all(|l| (75.0..=86.0).contains(l)),
+        "{levels:?}"
+    );
+    // Played: the same tone through Opus and the relay.
+    until(&viewer, "stream r ADD cam@host");
+    viewer.start_playing_stream("cam", PlayerConfig::default());
+    until(&viewer, "first_audio cam");
+    viewer.start_sound_level_monitor(200, false);
+    let mut remote = Vec::new();
+    while remote.len() < 4 {
+        let e = until(&viewer, "remote_levels");
+        let last = e.last().cloned().unwrap_or_default();
+        if let Some(l) = last
+            .strip_prefix("remote_levels cam=")
+            .and_then(|l| l.parse::<f64>().ok())
+        {
+            remote.push(l);
+        }
+    }
+    assert!(
+        remote.iter().skip(1).all(|l| (70.0..=88.0).contains(l)),
+        "{remote:?}"
+    );
+    // The viewer captures nothing: its own level is 0, with no voice.
+    let e = until(&viewer, "captured_level");
+    assert_eq!(e.last().map(String::as_str), Some("captured_level 0 false"));
+    host.stop_sound_level_monitor();
+    // What was reported before the stop is still queued: drop it, then listen.
+    drain_for(&host, Duration::from_millis(300));
+    let after = seen(&host, "captured_level", Duration::from_millis(600));
+    assert!(after.is_empty(), "still reporting: {after:?}");
+}

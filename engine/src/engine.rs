@@ -147,6 +147,8 @@ pub struct Engine {
     play_outputs: PlayOutputMap,
     /// The last sequence number handed out by a room-data call.
     seq: std::sync::atomic::AtomicU64,
+    /// The sound-level monitor, while it runs.
+    sound_levels: parking_lot::Mutex<Option<crate::sound_level::Monitor>>,
 }
 
 impl Engine {
@@ -224,6 +226,7 @@ impl Engine {
             device_errors,
             play_outputs,
             seq: std::sync::atomic::AtomicU64::new(0),
+            sound_levels: parking_lot::Mutex::new(None),
         })
     }
 
@@ -362,6 +365,36 @@ impl Engine {
             command,
             to,
         )
+    }
+
+    /// Starts reporting sound levels every `interval_ms` (100–3000; ZEGO's
+    /// `startSoundLevelMonitor`): [`Event::CapturedSoundLevelUpdate`] for the main channel's
+    /// captured audio (with voice activity when `vad`), [`Event::RemoteSoundLevelUpdate`] for
+    /// the streams being played. Starting again restarts with the new settings.
+    pub fn start_sound_level_monitor(&self, interval_ms: u64, vad: bool) {
+        let captured = self.local_audio_frames(PublishChannel::Main);
+        let outputs = self.play_outputs.clone();
+        let played = Box::new(move |known: &dyn Fn(&str) -> bool| {
+            outputs
+                .lock()
+                .iter()
+                .filter(|(id, _)| !known(id))
+                .map(|(id, o)| (id.clone(), o.audio.subscribe(16)))
+                .collect::<Vec<_>>()
+        });
+        let monitor = crate::sound_level::start(
+            Duration::from_millis(interval_ms),
+            vad,
+            crate::sound_level::Sources { captured, played },
+            self.sink.clone(),
+        );
+        // The old one (if any) stops as it is replaced.
+        *self.sound_levels.lock() = Some(monitor);
+    }
+
+    /// Stops the sound-level reports.
+    pub fn stop_sound_level_monitor(&self) {
+        self.sound_levels.lock().take();
     }
 
     /// Sets the extra info of what `channel` publishes (ZEGO's `setStreamExtraInfo`, at most

@@ -28,6 +28,7 @@ pub mod error;
 pub mod live;
 pub mod room;
 pub mod signal;
+pub mod sound_level;
 
 pub use onair_media as media;
 pub use onair_protocol::{ids, messages, token};

@@ -231,6 +231,13 @@ pub fn brief(e: &Event) -> String {
                 .collect();
             format!("extra {room_id} {}", i.join(","))
         }
+        Event::CapturedSoundLevelUpdate { level, vad } => {
+            format!("captured_level {:.0} {vad}", level)
+        }
+        Event::RemoteSoundLevelUpdate { levels } => {
+            let l: Vec<String> = levels.iter().map(|(s, l)| format!("{s}={l:.0}")).collect();
+            format!("remote_levels {}", l.join(","))
+        }
         Event::RoomStreamExtraInfoUpdate { room_id, streams } => {
             let s: Vec<String> = streams
                 .iter()

@@ -614,6 +614,8 @@ impl StudioModel {
             | Event::IMSendResult { .. }
             | Event::RoomSetExtraInfoResult { .. }
             | Event::PublisherUpdateStreamExtraInfoResult { .. }
+            | Event::CapturedSoundLevelUpdate { .. }
+            | Event::RemoteSoundLevelUpdate { .. }
             | Event::RoomStreamExtraInfoUpdate { .. }
             | Event::ApiCalledResult { .. } => {}
             Event::IMRecvBroadcastMessage { room_id, messages }

@@ -308,6 +308,21 @@ pub enum Event {
         /// The keys, with their values, who set them and when.
         infos: Vec<RoomExtraInfo>,
     },
+    /// The captured (main channel) audio's level, every monitor interval (ZEGO's
+    /// `onCapturedSoundLevelUpdate`; see [`crate::Engine::start_sound_level_monitor`]).
+    CapturedSoundLevelUpdate {
+        /// 0 (silence, −60 dBFS or less) to 100 (full scale).
+        level: f32,
+        /// Voice activity: the level is above [`crate::sound_level::VAD_LEVEL`] (false when
+        /// the monitor was started without VAD).
+        vad: bool,
+    },
+    /// Each played stream's level, every monitor interval (ZEGO's
+    /// `onRemoteSoundLevelUpdate`): streams that delivered audio in the interval.
+    RemoteSoundLevelUpdate {
+        /// Stream ID → 0–100.
+        levels: std::collections::BTreeMap<String, f32>,
+    },
     /// Streams' extra info changed (ZEGO's `onRoomStreamExtraInfoUpdate`).
     RoomStreamExtraInfoUpdate {
         /// The room.
@@ -379,6 +394,8 @@ impl Event {
             Event::RoomExtraInfoUpdate { .. } => "room_extra_info",
             Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
             Event::RoomStreamExtraInfoUpdate { .. } => "room_stream_extra_info",
+            Event::CapturedSoundLevelUpdate { .. } => "captured_sound_level",
+            Event::RemoteSoundLevelUpdate { .. } => "remote_sound_level",
             Event::PublisherUpdateStreamExtraInfoResult { .. } => "publisher_extra_info_result",
             Event::ApiCalledResult { .. } => "api_result",
         }
@@ -502,6 +519,16 @@ impl fmt::Display for Event {
                 write!(f, "room_extra_info room={room_id}")?;
                 for i in infos {
                     write!(f, " {}={:?} by {}", i.key, i.value, i.update_user.user_id)?;
+                }
+                Ok(())
+            }
+            Event::CapturedSoundLevelUpdate { level, vad } => {
+                write!(f, "captured_sound_level level={level:.1} vad={vad}")
+            }
+            Event::RemoteSoundLevelUpdate { levels } => {
+                write!(f, "remote_sound_level")?;
+                for (id, l) in levels {
+                    write!(f, " {id}={l:.1}")?;
                 }
                 Ok(())
             }
