@@ -60,6 +60,21 @@ impl RoomData {
 }
 
 impl RelayState {
+    /// The app of `sid` and who it is in `room_id`, or why it may not speak there.
+    fn member(
+        &self,
+        sid: SessionId,
+        room_id: &str,
+    ) -> Result<(u32, onair_protocol::messages::User), onair_protocol::error::WireError> {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        match session.rooms.get(room_id) {
+            Some(m) => Ok((session.app_id, m.user.clone())),
+            None => Err(err(ErrorCode::NotLoggedIn, "not logged into that room")),
+        }
+    }
+
     /// `send_message`: a message from `sid` to the other members of `room_id`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn send_message(
@@ -78,13 +93,7 @@ impl RelayState {
                 format!("a room message is 1 to {MAX_MESSAGE_BYTES} bytes"),
             ));
         }
-        let Some(session) = self.sessions.get(&sid) else {
-            return Err(err(ErrorCode::Internal, "session vanished"));
-        };
-        let app_id = session.app_id;
-        let Some(from_user) = session.rooms.get(room_id).map(|m| m.user.clone()) else {
-            return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
-        };
+        let (app_id, from_user) = self.member(sid, room_id)?;
         let to: Vec<super::ConnId> = if kind == MessageKind::Custom && !to_users.is_empty() {
             let Some(room) = self.apps.get(&app_id).and_then(|a| a.rooms.get(room_id)) else {
                 return Err(err(ErrorCode::Internal, "room vanished"));
@@ -211,13 +220,7 @@ impl RelayState {
                 format!("a value is at most {MAX_EXTRA_VALUE_BYTES} bytes"),
             ));
         }
-        let Some(session) = self.sessions.get(&sid) else {
-            return Err(err(ErrorCode::Internal, "session vanished"));
-        };
-        let app_id = session.app_id;
-        let Some(user) = session.rooms.get(room_id).map(|m| m.user.clone()) else {
-            return Err(err(ErrorCode::NotLoggedIn, "not logged into that room"));
-        };
+        let (app_id, user) = self.member(sid, room_id)?;
         let Some(room) = self
             .apps
             .get_mut(&app_id)
