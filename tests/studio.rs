@@ -122,6 +122,8 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
             user: User::new(user),
             extra_info: String::new(),
             since_unix_ms: 0,
+            audio_muted: false,
+            video_muted: false,
         }],
     };
     let mut script: Vec<(f64, Event)> = vec![

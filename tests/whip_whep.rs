@@ -110,7 +110,7 @@ fn a_whip_publisher_is_a_user_and_a_stream_that_engines_play() {
     assert!(location.starts_with("/whip/resource/"), "{location}");
     let _media = rt.block_on(async {
         peer.accept(created.body.clone()).await.expect("answer");
-        peer.start_media(config, video_rx, audio_rx)
+        peer.start_media(config, video_rx, audio_rx, Default::default())
             .await
             .expect("media")
     });
@@ -194,8 +194,15 @@ fn a_whep_player_receives_what_an_engine_publishes() {
     let outputs = PlayOutputs::default();
     let frames = outputs.video.subscribe(2);
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
-    rt.block_on(peer.accept(created.body.clone(), "eng-cam".into(), 1, &outputs, tx))
-        .expect("answer");
+    rt.block_on(peer.accept(
+        created.body.clone(),
+        "eng-cam".into(),
+        1,
+        &outputs,
+        tx,
+        &onair_engine::room::sink::EventSink::new(16).0,
+    ))
+    .expect("answer");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut numbers = Vec::new();
     while Instant::now() < deadline && numbers.len() < 30 {
@@ -237,8 +244,15 @@ fn a_whep_player_receives_what_an_engine_publishes() {
     let outputs = PlayOutputs::default();
     let frames = outputs.video.subscribe(2);
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
-    rt.block_on(peer.accept(created.body.clone(), "eng-cam".into(), 1, &outputs, tx))
-        .expect("answer");
+    rt.block_on(peer.accept(
+        created.body.clone(),
+        "eng-cam".into(),
+        1,
+        &outputs,
+        tx,
+        &onair_engine::room::sink::EventSink::new(16).0,
+    ))
+    .expect("answer");
     assert!(
         frames.recv_timeout(Duration::from_secs(5)).is_some(),
         "frames flow"

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, ErrorCode};
 use crate::live::PlayerConfig;
+use crate::live::controls::{PlayControls, PublishControls};
 use crate::room::connection::{
     Command, Connection, ConnectionSettings, PlayOutputMap, StartPublishing,
 };
@@ -149,6 +150,8 @@ pub struct Engine {
     seq: std::sync::atomic::AtomicU64,
     /// The sound-level monitor, while it runs.
     sound_levels: parking_lot::Mutex<Option<crate::sound_level::Monitor>>,
+    /// Each publish channel's mutes and SEI queue.
+    publish_controls: Vec<Arc<PublishControls>>,
 }
 
 impl Engine {
@@ -227,6 +230,10 @@ impl Engine {
             play_outputs,
             seq: std::sync::atomic::AtomicU64::new(0),
             sound_levels: parking_lot::Mutex::new(None),
+            publish_controls: PublishChannel::ALL
+                .iter()
+                .map(|_| Arc::new(PublishControls::default()))
+                .collect(),
         })
     }
 
@@ -532,6 +539,7 @@ impl Engine {
         let Some((config, video, audio, epoch)) = subscription else {
             return;
         };
+        let controls = self.publish_controls(channel);
         self.command(
             "start_publishing_stream",
             Command::StartPublishing(StartPublishing {
@@ -542,8 +550,85 @@ impl Engine {
                 config,
                 video,
                 audio,
+                controls,
             }),
         );
+    }
+
+    fn publish_controls(&self, channel: PublishChannel) -> Arc<PublishControls> {
+        self.publish_controls
+            .get(channel.index())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sends `data` (at most 4 KiB, at most 30 calls a second; ZEGO's `sendSEI`) inside the
+    /// first video frame `channel` captures from now on, as an H.264 SEI message (user data
+    /// unregistered). Players get it as [`Event::PlayerSyncRecvSEI`] together with that frame
+    /// (same `pts_us`). Refused at once with the reason's code: too long or empty (1009020),
+    /// too often (1009021), the channel is not publishing (1009022).
+    pub fn send_sei(&self, channel: PublishChannel, data: &[u8]) -> Result<(), ErrorCode> {
+        self.publish_controls(channel).queue_sei(
+            data,
+            onair_media::frame::wall_clock_us(),
+            std::time::Instant::now(),
+        )
+    }
+
+    /// Mutes (or unmutes) what `channel` publishes of its audio (ZEGO's
+    /// `mutePublishStreamAudio`): the stream goes on with silence, capture keeps running, and
+    /// the room gets [`Event::RemoteMicStateUpdate`] (Mute, or Open again).
+    pub fn mute_publish_stream_audio(&self, channel: PublishChannel, mute: bool) {
+        if self.publish_controls(channel).set_audio_muted(mute) {
+            self.command(
+                "mute_publish_stream_audio",
+                Command::StreamMuteChanged { channel },
+            );
+        }
+    }
+
+    /// Mutes (or unmutes) what `channel` publishes of its video (ZEGO's
+    /// `mutePublishStreamVideo`): the stream goes on with black pictures (a few bytes each),
+    /// the preview keeps showing the camera, and the room gets
+    /// [`Event::RemoteCameraStateUpdate`] (Disable, or Open again).
+    pub fn mute_publish_stream_video(&self, channel: PublishChannel, mute: bool) {
+        if self.publish_controls(channel).set_video_muted(mute) {
+            self.command(
+                "mute_publish_stream_video",
+                Command::StreamMuteChanged { channel },
+            );
+        }
+    }
+
+    /// The controls of a played stream (created on first use, kept across restarts).
+    fn play_controls(&self, stream_id: &str) -> Arc<PlayControls> {
+        self.play_outputs
+            .lock()
+            .entry(stream_id.to_string())
+            .or_default()
+            .controls
+            .clone()
+    }
+
+    /// Stops (or resumes) delivering `stream_id`'s audio to the app (ZEGO's
+    /// `mutePlayStreamAudio`); may be called before playing. The stream keeps playing and is
+    /// still received from the relay.
+    pub fn mute_play_stream_audio(&self, stream_id: &str, mute: bool) {
+        self.play_controls(stream_id).set_audio_muted(mute);
+    }
+
+    /// Stops (or resumes) delivering `stream_id`'s video frames and SEI to the app (ZEGO's
+    /// `mutePlayStreamVideo`). The video is still received and decoded, so it resumes at once
+    /// without waiting for a keyframe.
+    pub fn mute_play_stream_video(&self, stream_id: &str, mute: bool) {
+        self.play_controls(stream_id).set_video_muted(mute);
+    }
+
+    /// `stream_id`'s playback volume in percent, 0–200 (ZEGO's `setPlayVolume`; 100 as
+    /// received, above 100 amplified with saturation). Applies to the audio frames the app
+    /// gets from [`Self::play_audio_frames`].
+    pub fn set_play_volume(&self, stream_id: &str, volume: u32) {
+        self.play_controls(stream_id).set_volume(volume);
     }
 
     /// Stops publishing `channel` (NoPublish); capture stops unless the preview is on.

@@ -281,6 +281,18 @@ error_codes! {
     TooManyExtraInfoKeys = 1009012,
         cause: "The room already has 10 extra info keys, ZEGO's limit, and this one is new.",
         fix: "Reuse a key (setting it again replaces its value) or keep fewer keys.";
+    /// The SEI data is too long.
+    SeiTooLong = 1009020,
+        cause: "`send_sei` was given more than 4 KiB (4096 bytes), ZEGO's limit, or nothing.",
+        fix: "Send at most 4096 bytes per call; put larger data in room extra info or a custom command.";
+    /// SEI is sent too often.
+    SeiRateLimited = 1009021,
+        cause: "This channel already queued 30 SEI messages in the last second, ZEGO's limit (one per frame at 30 fps).",
+        fix: "Send at most 30 a second; merge data that belongs to one frame into one call.";
+    /// SEI needs a publishing channel.
+    SeiNotPublishing = 1009022,
+        cause: "`send_sei` was called for a channel that is not publishing (its video encoder is not running), so no frame could carry the data.",
+        fix: "Call it after `PublisherStateUpdate` reports Publishing for the channel.";
     /// No camera on this machine.
     NoCamera = 1006001,
         cause: "No video capture device was found (no /dev/video*, or none that nokhwa can open).",

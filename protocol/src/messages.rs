@@ -47,6 +47,64 @@ pub struct StreamInfo {
     /// When the relay registered it, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub since_unix_ms: u64,
+    /// The publisher muted its audio (`mute_publish_stream_audio`): players hear silence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audio_muted: bool,
+    /// The publisher muted its video (`mute_publish_stream_video`): players see black.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub video_muted: bool,
+}
+
+/// A link's quality as ZEGO's `ZegoStreamQualityLevel` (same numbers), from its round trip,
+/// loss and jitter (thresholds in the engine's `network_quality` module and the README).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum QualityLevel {
+    /// Smooth.
+    Excellent = 0,
+    /// Fine.
+    Good = 1,
+    /// Noticeable delay or loss.
+    Medium = 2,
+    /// Stalls likely.
+    Bad = 3,
+    /// Nothing gets through.
+    Die = 4,
+    /// No measurement (nothing published or played).
+    #[default]
+    Unknown = 5,
+}
+
+impl QualityLevel {
+    /// The level with this number (anything out of range is Unknown).
+    pub fn from_u8(n: u8) -> QualityLevel {
+        match n {
+            0 => QualityLevel::Excellent,
+            1 => QualityLevel::Good,
+            2 => QualityLevel::Medium,
+            3 => QualityLevel::Bad,
+            4 => QualityLevel::Die,
+            _ => QualityLevel::Unknown,
+        }
+    }
+
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QualityLevel::Excellent => "excellent",
+            QualityLevel::Good => "good",
+            QualityLevel::Medium => "medium",
+            QualityLevel::Bad => "bad",
+            QualityLevel::Die => "die",
+            QualityLevel::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for QualityLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a resuming connection presents to take its old session back.
@@ -158,6 +216,22 @@ pub enum RequestBody {
         /// The new extra info (at most 1 KiB).
         extra_info: String,
     },
+    /// A published stream's audio or video was muted or unmuted by its publisher (ZEGO's
+    /// `mutePublishStreamAudio/Video`); the room hears of it.
+    SetStreamMute {
+        /// The stream, which this session must publish.
+        stream_id: String,
+        /// Audio muted.
+        audio_muted: bool,
+        /// Video muted.
+        video_muted: bool,
+    },
+    /// This session's upstream network quality (a [`QualityLevel`] number), which the relay
+    /// shares with the rooms the session is in when it changes. At most one a second counts.
+    ReportNetworkQuality {
+        /// The level, 0 (excellent) to 5 (unknown).
+        upstream: u8,
+    },
     /// Set one key of the room's extra info (ZEGO's `setRoomExtraInfo`).
     SetRoomExtraInfo {
         /// The room, which this session must be in.
@@ -193,6 +267,8 @@ impl RequestBody {
             RequestBody::SendMessage { .. } => "send_message",
             RequestBody::SetRoomExtraInfo { .. } => "set_room_extra_info",
             RequestBody::SetStreamExtraInfo { .. } => "set_stream_extra_info",
+            RequestBody::SetStreamMute { .. } => "set_stream_mute",
+            RequestBody::ReportNetworkQuality { .. } => "report_network_quality",
         }
     }
 }
@@ -388,6 +464,26 @@ pub enum ServerMessage {
         room_id: String,
         /// The streams, with their new extra info.
         streams: Vec<StreamInfo>,
+    },
+    /// A stream's publisher muted or unmuted its audio or video.
+    StreamMuteUpdate {
+        /// The room.
+        room_id: String,
+        /// The stream.
+        stream_id: String,
+        /// Audio muted.
+        audio_muted: bool,
+        /// Video muted.
+        video_muted: bool,
+    },
+    /// A member's upstream network quality changed.
+    NetworkQuality {
+        /// The room.
+        room_id: String,
+        /// The member.
+        user_id: String,
+        /// Its upstream level, 0 (excellent) to 5 (unknown).
+        upstream: u8,
     },
     /// Keys of the room's extra info changed.
     RoomExtraInfoUpdate {

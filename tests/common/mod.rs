@@ -234,6 +234,18 @@ pub fn brief(e: &Event) -> String {
         Event::CapturedSoundLevelUpdate { level, vad } => {
             format!("captured_level {:.0} {vad}", level)
         }
+        Event::PlayerSyncRecvSEI {
+            stream_id, data, ..
+        } => format!("sei {stream_id} {}", String::from_utf8_lossy(data)),
+        Event::RemoteMicStateUpdate { stream_id, state } => format!("mic {stream_id} {state}"),
+        Event::RemoteCameraStateUpdate { stream_id, state } => {
+            format!("camera {stream_id} {state}")
+        }
+        Event::NetworkQuality {
+            user_id,
+            upstream,
+            downstream,
+        } => format!("quality {user_id:?} {upstream} {downstream}"),
         Event::RemoteSoundLevelUpdate { levels } => {
             let l: Vec<String> = levels.iter().map(|(s, l)| format!("{s}={l:.0}")).collect();
             format!("remote_levels {}", l.join(","))

@@ -83,6 +83,11 @@ proptest! {
         let mut with_stamp = data.clone();
         with_stamp.extend(sei::capture_time_nal(123_456));
         let _ = sei::read_capture_time(&with_stamp);
+        let _ = sei::read_user_data(&data);
+        // Application data after garbage comes back whole when the garbage ends a NAL.
+        let mut with_data = data.clone();
+        with_data.extend(sei::user_data_nal(&data));
+        prop_assert!(sei::read_user_data(&with_data).len() <= with_data.len());
     }
 
     #[test]

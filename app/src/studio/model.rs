@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use onair_engine::ErrorCode;
+use onair_engine::QualityLevel;
 use onair_engine::messages::UpdateType;
 use onair_engine::room::events::{
-    Event, PlayerState, PublisherState, RoomState, RoomStateChangedReason,
+    Event, PlayerState, PublisherState, RemoteDeviceState, RoomState, RoomStateChangedReason,
 };
 
 /// Log entries kept (older ones are dropped, and counted).
@@ -87,6 +88,12 @@ pub struct StreamEntry {
     pub user_id: String,
     /// When it started, Unix milliseconds (from the relay).
     pub since_unix_ms: u64,
+    /// Its publisher's extra info.
+    pub extra_info: String,
+    /// Its publisher muted the audio.
+    pub audio_muted: bool,
+    /// Its publisher muted the video.
+    pub video_muted: bool,
 }
 
 /// A local publisher (one per stream we publish).
@@ -128,6 +135,23 @@ pub struct PlayerModel {
     pub first_frame_ms: Option<u64>,
     /// Latest quality report.
     pub quality: Option<PlayerQuality>,
+    /// The latest SEI received, and how many so far.
+    pub last_sei: Option<SeiNote>,
+    /// SEI messages received so far.
+    pub sei_count: u64,
+    /// Sound level 0–100 (from the monitor), if reported.
+    pub level: Option<f32>,
+}
+
+/// SEI data as the studio shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeiNote {
+    /// When it arrived (studio seconds).
+    pub t: f64,
+    /// The data.
+    pub data: Vec<u8>,
+    /// The pts of the frame it rode on, µs.
+    pub pts_us: i64,
 }
 
 /// A player's quality report.
@@ -324,6 +348,10 @@ pub struct StudioModel {
     pub timelines: BTreeMap<(TimelineKind, String), Timeline>,
     /// Quality history per stream (publishers and players).
     pub quality: BTreeMap<String, VecDeque<QualitySample>>,
+    /// Our captured sound level 0–100 (from the monitor), if reported.
+    pub captured_level: Option<f32>,
+    /// Network quality by user ID ("" for us): (upstream, downstream).
+    pub network: BTreeMap<String, (QualityLevel, QualityLevel)>,
 }
 
 impl StudioModel {
@@ -346,6 +374,13 @@ impl StudioModel {
                 .map(str::to_string)
         });
         self.update_state(t, event);
+        // Meters, not history: levels come several times a second.
+        if matches!(
+            event,
+            Event::CapturedSoundLevelUpdate { .. } | Event::RemoteSoundLevelUpdate { .. }
+        ) {
+            return;
+        }
         let error_code = error_of(event);
         if self.log.len() == LOG_CAPACITY {
             self.log.pop_front();
@@ -443,6 +478,9 @@ impl StudioModel {
                                     StreamEntry {
                                         user_id: s.user.user_id.clone(),
                                         since_unix_ms: s.since_unix_ms,
+                                        extra_info: s.extra_info.clone(),
+                                        audio_muted: s.audio_muted,
+                                        video_muted: s.video_muted,
                                     },
                                 );
                             }
@@ -614,10 +652,58 @@ impl StudioModel {
             | Event::IMSendResult { .. }
             | Event::RoomSetExtraInfoResult { .. }
             | Event::PublisherUpdateStreamExtraInfoResult { .. }
-            | Event::CapturedSoundLevelUpdate { .. }
-            | Event::RemoteSoundLevelUpdate { .. }
-            | Event::RoomStreamExtraInfoUpdate { .. }
             | Event::ApiCalledResult { .. } => {}
+            Event::CapturedSoundLevelUpdate { level, .. } => self.captured_level = Some(*level),
+            Event::RemoteSoundLevelUpdate { levels } => {
+                for (id, p) in &mut self.players {
+                    p.level = levels.get(id).copied().or(p.level.map(|_| 0.0));
+                }
+            }
+            Event::RoomStreamExtraInfoUpdate { room_id, streams } => {
+                if let Some(room) = self.rooms.get_mut(room_id) {
+                    for s in streams {
+                        if let Some(e) = room.streams.get_mut(&s.stream_id) {
+                            e.extra_info = s.extra_info.clone();
+                        }
+                    }
+                }
+            }
+            Event::PlayerSyncRecvSEI {
+                stream_id,
+                data,
+                pts_us,
+                ..
+            } => {
+                let p = self.players.entry(stream_id.clone()).or_default();
+                p.sei_count += 1;
+                p.last_sei = Some(SeiNote {
+                    t,
+                    data: data.clone(),
+                    pts_us: *pts_us,
+                });
+            }
+            Event::RemoteMicStateUpdate { stream_id, state }
+            | Event::RemoteCameraStateUpdate { stream_id, state } => {
+                let mic = matches!(event, Event::RemoteMicStateUpdate { .. });
+                let muted = *state != RemoteDeviceState::Open;
+                for room in self.rooms.values_mut() {
+                    if let Some(e) = room.streams.get_mut(stream_id) {
+                        if mic {
+                            e.audio_muted = muted;
+                        } else {
+                            e.video_muted = muted;
+                        }
+                    }
+                }
+            }
+            Event::NetworkQuality {
+                user_id,
+                upstream,
+                downstream,
+            } => {
+                self.network
+                    .insert(user_id.clone(), (*upstream, *downstream));
+            }
             Event::IMRecvBroadcastMessage { room_id, messages }
             | Event::IMRecvBarrageMessage { room_id, messages } => {
                 let kind = if matches!(event, Event::IMRecvBarrageMessage { .. }) {
@@ -745,6 +831,9 @@ pub fn stream_of(event: &Event) -> Option<&str> {
         | Event::PlayerRenderVideoFirstFrame { stream_id }
         | Event::PlayerRecvAudioFirstFrame { stream_id }
         | Event::PublisherQualityUpdate { stream_id, .. }
+        | Event::PlayerSyncRecvSEI { stream_id, .. }
+        | Event::RemoteMicStateUpdate { stream_id, .. }
+        | Event::RemoteCameraStateUpdate { stream_id, .. }
         | Event::PlayerQualityUpdate { stream_id, .. } => Some(stream_id),
         Event::RoomStreamUpdate { streams, .. } if streams.len() == 1 => {
             streams.first().map(|s| s.stream_id.as_str())
@@ -804,6 +893,8 @@ mod tests {
                     user: User::new("bob"),
                     extra_info: String::new(),
                     since_unix_ms: 7,
+                    audio_muted: false,
+                    video_muted: false,
                 }],
             },
         );

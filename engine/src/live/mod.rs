@@ -2,6 +2,7 @@
 //! it, over WebRTC. The connection task owns them and drives their signaling; their media runs
 //! on dedicated threads (encode, decode) and runtime tasks (RTP in and out).
 
+pub mod controls;
 pub mod player;
 pub mod publisher;
 pub mod session;
@@ -93,6 +94,8 @@ pub struct PlayOutputs {
     pub video: Arc<Fanout<SharedVideoFrame>>,
     /// Decoded audio.
     pub audio: Arc<Fanout<SharedAudioFrame>>,
+    /// Mutes and volume set by the app.
+    pub controls: Arc<controls::PlayControls>,
 }
 
 /// Reports a peer connection's state changes to the connection task: each change between

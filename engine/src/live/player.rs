@@ -15,6 +15,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::live::{LiveEvent, PlayOutputs};
+use crate::room::events::Event;
+use crate::room::sink::EventSink;
 use onair_media::codec::h264::H264Decoder;
 use onair_media::codec::opus::OpusDecoder;
 use onair_transport::assembler::{AccessUnit, Assembler};
@@ -64,6 +66,8 @@ pub struct PlayerCounters {
     pub audio_concealed: AtomicU64,
     /// Audio frames lost.
     pub audio_lost: AtomicU64,
+    /// RTP packets received (video and audio, resends included).
+    pub packets: AtomicU64,
 }
 
 /// A gap between two decoded frames this long is a stutter a viewer notices.
@@ -126,6 +130,7 @@ impl PlayerPeer {
     }
 
     /// Applies the relay's answer and starts receiving into `outputs`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn accept(
         &mut self,
         answer_sdp: String,
@@ -133,6 +138,7 @@ impl PlayerPeer {
         generation: u64,
         outputs: &PlayOutputs,
         events: mpsc::Sender<LiveEvent>,
+        sink: &EventSink,
     ) -> Result<(), PeerError> {
         self.pc
             .set_remote_description(peer::answer(answer_sdp)?)
@@ -158,6 +164,7 @@ impl PlayerPeer {
             outputs.video.clone(),
             self.counters.clone(),
         );
+        let (controls, sink) = (outputs.controls.clone(), sink.clone());
         let (tx, stream) = (events.clone(), stream_id.clone());
         self.threads.push(
             std::thread::Builder::new()
@@ -173,11 +180,24 @@ impl PlayerPeer {
                             continue;
                         };
                         let capture = sei::read_capture_time(&unit.data).unwrap_or(0);
-                        let Ok(Some(frame)) = decoder.decode(
-                            &unit.data,
-                            i64::from(unit.rtp_timestamp) * 100 / 9,
-                            capture,
-                        ) else {
+                        let pts_us = i64::from(unit.rtp_timestamp) * 100 / 9;
+                        let user_data = sei::read_user_data(&unit.data);
+                        let decoded = decoder.decode(&unit.data, pts_us, capture);
+                        // Muted here: decoded all the same (the picture resumes without
+                        // waiting for a keyframe), delivered to no one.
+                        let muted = controls.video_muted();
+                        if !muted {
+                            // With the frame it rode on: the same pts as that frame.
+                            for data in user_data {
+                                sink.emit(Event::PlayerSyncRecvSEI {
+                                    stream_id: stream.clone(),
+                                    data,
+                                    pts_us,
+                                    capture_time_us: capture,
+                                });
+                            }
+                        }
+                        let Ok(Some(frame)) = decoded else {
                             continue;
                         };
                         let now = onair_media::frame::wall_clock_us();
@@ -197,7 +217,9 @@ impl PlayerPeer {
                                     .fetch_add(gap.as_micros() as u64, Ordering::Relaxed);
                             }
                         }
-                        video_out.send(&Arc::new(frame));
+                        if !muted {
+                            video_out.send(&Arc::new(frame));
+                        }
                         if first {
                             first = false;
                             // Never blocks: the task draining this channel may be waiting on us.
@@ -211,6 +233,14 @@ impl PlayerPeer {
                 .map_err(|e| PeerError(e.to_string()))?,
         );
         let (stop, audio_out) = (self.stop.clone(), outputs.audio.clone());
+        let audio_controls = outputs.controls.clone();
+        // Muted here: nothing delivered; otherwise at the stream's volume.
+        let deliver = move |mut pcm: onair_media::frame::AudioFrame| {
+            if !audio_controls.audio_muted() {
+                audio_controls.apply_volume(&mut pcm.samples);
+                audio_out.send(&Arc::new(pcm));
+            }
+        };
         let audio_counters = self.counters.clone();
         let (tx, stream) = (events.clone(), stream_id.clone());
         self.threads.push(
@@ -235,7 +265,7 @@ impl PlayerPeer {
                                             audio_counters
                                                 .audio_concealed
                                                 .fetch_add(1, Ordering::Relaxed);
-                                            audio_out.send(&Arc::new(pcm));
+                                            deliver(pcm);
                                         }
                                         None => {
                                             audio_counters
@@ -250,7 +280,7 @@ impl PlayerPeer {
                         if let Ok(Some(pcm)) = decoder.decode(&packet, 0, 0) {
                             audio_counters.audio_played.fetch_add(1, Ordering::Relaxed);
                             conceal.heard(&pcm);
-                            audio_out.send(&Arc::new(pcm));
+                            deliver(pcm);
                             if first {
                                 first = false;
                                 let _ = tx.try_send(LiveEvent::FirstAudioFrame {
@@ -351,6 +381,7 @@ async fn receive_video(
         let ready = tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    counters.packets.fetch_add(1, Ordering::Relaxed);
                     counters.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                     let packet = Buffered {
                         seq: p.header.sequence_number,
@@ -490,7 +521,9 @@ async fn receive_audio(
         let lost_before = jitter.lost;
         let ready = tokio::select! {
             event = track.poll() => match event {
-                Some(TrackRemoteEvent::OnRtpPacket(p)) => jitter.push(
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    counters.packets.fetch_add(1, Ordering::Relaxed);
+                    jitter.push(
                     Buffered {
                         seq: p.header.sequence_number,
                         timestamp: p.header.timestamp,
@@ -498,7 +531,8 @@ async fn receive_audio(
                         payload: p.payload,
                     },
                     Instant::now(),
-                ),
+                    )
+                }
                 Some(_) => continue,
                 None => break,
             },

@@ -20,6 +20,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::live::LiveEvent;
+use crate::live::controls::{PublishControls, black_like, silence_like};
 use onair_media::channel::FrameReceiver;
 use onair_media::codec::h264::H264Encoder;
 use onair_media::codec::opus::OpusEncoder;
@@ -193,6 +194,7 @@ impl PublisherPeer {
         config: VideoConfig,
         video: FrameReceiver<SharedVideoFrame>,
         audio: FrameReceiver<SharedAudioFrame>,
+        controls: Arc<PublishControls>,
     ) -> Result<PublisherMedia, PeerError> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PublisherCounters::default());
@@ -216,6 +218,7 @@ impl PublisherPeer {
             );
             let interval = Duration::from_secs_f64(1.0 / f64::from(config.fps.max(1)));
             let counters = counters.clone();
+            let controls = controls.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("onair-encode-video".into())
@@ -228,10 +231,33 @@ impl PublisherPeer {
                             }
                         };
                         let mut applied_kbps = config.bitrate_kbps;
+                        // SEI may be sent while this runs.
+                        let _encoding = controls.encoding();
+                        let mut black: Option<SharedVideoFrame> = None;
                         while !stop.load(Ordering::Relaxed) {
-                            let Some(frame) = video.recv_timeout(Duration::from_millis(50)) else {
+                            let Some(mut frame) = video.recv_timeout(Duration::from_millis(50))
+                            else {
                                 continue;
                             };
+                            if controls.video_muted() {
+                                // A black picture in the camera's place (one allocation while
+                                // the size holds).
+                                let b = match black.take() {
+                                    Some(b)
+                                        if b.width == frame.width && b.height == frame.height =>
+                                    {
+                                        let mut b = b;
+                                        if let Some(f) = Arc::get_mut(&mut b) {
+                                            f.pts_us = frame.pts_us;
+                                            f.capture_time_us = frame.capture_time_us;
+                                        }
+                                        b
+                                    }
+                                    _ => Arc::new(black_like(&frame)),
+                                };
+                                frame = b.clone();
+                                black = Some(b);
+                            }
                             let target = counters.target_kbps.load(Ordering::Relaxed);
                             if target != applied_kbps && target > 0 {
                                 if let Err(e) = encoder.set_bitrate_kbps(target) {
@@ -252,6 +278,10 @@ impl PublisherPeer {
                                 }
                             };
                             let mut data = sei::capture_time_nal(packet.capture_time_us);
+                            // The app's SEI rides on the first frame captured after its call.
+                            for user in controls.take_sei(packet.capture_time_us, Instant::now()) {
+                                data.extend(sei::user_data_nal(&user));
+                            }
                             data.extend_from_slice(&packet.data);
                             counters.frames.fetch_add(1, Ordering::Relaxed);
                             counters
@@ -275,15 +305,20 @@ impl PublisherPeer {
         {
             let (stop, handle, track) = (stop.clone(), handle.clone(), self.audio.0.clone());
             let counters = counters.clone();
+            let controls = controls.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("onair-encode-audio".into())
                     .spawn(move || {
                         let mut encoder: Option<OpusEncoder> = None;
                         while !stop.load(Ordering::Relaxed) {
-                            let Some(frame) = audio.recv_timeout(Duration::from_millis(50)) else {
+                            let Some(mut frame) = audio.recv_timeout(Duration::from_millis(50))
+                            else {
                                 continue;
                             };
+                            if controls.audio_muted() {
+                                frame = Arc::new(silence_like(&frame));
+                            }
                             if encoder.is_none() {
                                 encoder = OpusEncoder::new(frame.channels, 48, true).ok();
                             }

@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::ErrorCode;
 use onair_media::local::{DeviceKind, PublishChannel};
 use onair_protocol::messages::{
-    MessageKind, RoomExtraInfo, RoomMessage, StreamInfo, UpdateType, User,
+    MessageKind, QualityLevel, RoomExtraInfo, RoomMessage, StreamInfo, UpdateType, User,
 };
 
 /// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
@@ -87,6 +87,29 @@ pub enum PublisherState {
     PublishRequesting = 1,
     /// Media is flowing to the relay.
     Publishing = 2,
+}
+
+/// A remote publisher's microphone or camera as players see it, numbered as ZEGO's
+/// `ZegoRemoteDeviceState` (the states Onair reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum RemoteDeviceState {
+    /// Sending.
+    Open = 0,
+    /// The camera is turned off in the stream (`mute_publish_stream_video`): black pictures.
+    Disable = 6,
+    /// The microphone is muted in the stream (`mute_publish_stream_audio`): silence.
+    Mute = 10,
+}
+
+impl fmt::Display for RemoteDeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteDeviceState::Open => "open",
+            RemoteDeviceState::Disable => "disable",
+            RemoteDeviceState::Mute => "mute",
+        })
+    }
 }
 
 /// How a media connection reaches the relay, from its selected ICE candidate pair.
@@ -323,6 +346,48 @@ pub enum Event {
         /// Stream ID → 0–100.
         levels: std::collections::BTreeMap<String, f32>,
     },
+    /// SEI data a played stream's publisher sent with `send_sei` (ZEGO's
+    /// `onPlayerSyncRecvSEI`), emitted as the frame it rode on is delivered: `pts_us` is that
+    /// frame's `pts_us`, so a UI can show the data on exactly that picture.
+    PlayerSyncRecvSEI {
+        /// The stream.
+        stream_id: String,
+        /// The data, as sent.
+        data: Vec<u8>,
+        /// The presentation time of the frame that carried it (its `VideoFrame::pts_us`).
+        pts_us: i64,
+        /// That frame's capture time on the publisher's clock (µs since the Unix epoch; 0 if
+        /// unknown).
+        capture_time_us: u64,
+    },
+    /// A stream's publisher muted or unmuted its audio (ZEGO's `onRemoteMicStateUpdate`), for
+    /// streams of the rooms this engine is in: at the change, and when a stream appears
+    /// muted.
+    RemoteMicStateUpdate {
+        /// The stream.
+        stream_id: String,
+        /// Open or Mute.
+        state: RemoteDeviceState,
+    },
+    /// A stream's publisher muted or unmuted its video (ZEGO's `onRemoteCameraStateUpdate`).
+    RemoteCameraStateUpdate {
+        /// The stream.
+        stream_id: String,
+        /// Open or Disable.
+        state: RemoteDeviceState,
+    },
+    /// Network quality every 2 s (ZEGO's `onNetworkQuality`): this engine's own (`user_id`
+    /// empty: upstream from its publishers, downstream from its players, Unknown where it has
+    /// none) and, for users who publish in a room this engine is in, their upstream as they
+    /// report it (downstream Unknown).
+    NetworkQuality {
+        /// The user; empty for this engine.
+        user_id: String,
+        /// Towards the relay.
+        upstream: QualityLevel,
+        /// From the relay.
+        downstream: QualityLevel,
+    },
     /// Streams' extra info changed (ZEGO's `onRoomStreamExtraInfoUpdate`).
     RoomStreamExtraInfoUpdate {
         /// The room.
@@ -394,6 +459,10 @@ impl Event {
             Event::RoomExtraInfoUpdate { .. } => "room_extra_info",
             Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
             Event::RoomStreamExtraInfoUpdate { .. } => "room_stream_extra_info",
+            Event::PlayerSyncRecvSEI { .. } => "player_sei",
+            Event::RemoteMicStateUpdate { .. } => "remote_mic_state",
+            Event::RemoteCameraStateUpdate { .. } => "remote_camera_state",
+            Event::NetworkQuality { .. } => "network_quality",
             Event::CapturedSoundLevelUpdate { .. } => "captured_sound_level",
             Event::RemoteSoundLevelUpdate { .. } => "remote_sound_level",
             Event::PublisherUpdateStreamExtraInfoResult { .. } => "publisher_extra_info_result",
@@ -532,6 +601,36 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Event::PlayerSyncRecvSEI {
+                stream_id,
+                data,
+                pts_us,
+                capture_time_us,
+            } => {
+                write!(
+                    f,
+                    "player_sei stream={stream_id} pts_us={pts_us} capture_us={capture_time_us} hex={}",
+                    hex::encode(data)
+                )?;
+                if let Ok(text) = std::str::from_utf8(data) {
+                    write!(f, " text={text:?}")?;
+                }
+                Ok(())
+            }
+            Event::RemoteMicStateUpdate { stream_id, state } => {
+                write!(f, "remote_mic_state stream={stream_id} state={state}")
+            }
+            Event::RemoteCameraStateUpdate { stream_id, state } => {
+                write!(f, "remote_camera_state stream={stream_id} state={state}")
+            }
+            Event::NetworkQuality {
+                user_id,
+                upstream,
+                downstream,
+            } => write!(
+                f,
+                "network_quality user={user_id:?} upstream={upstream} downstream={downstream}"
+            ),
             Event::RoomStreamExtraInfoUpdate { room_id, streams } => {
                 write!(f, "room_stream_extra_info room={room_id}")?;
                 for s in streams {

@@ -171,6 +171,7 @@ impl RoomMachine {
             RoomPhase::Logining => Reason::Logined,
             RoomPhase::Reconnecting | RoomPhase::Logined => Reason::Reconnected,
         };
+        let devices = self.device_changes(new_streams.values());
         self.users = new_users;
         self.streams = new_streams;
         self.phase = RoomPhase::Logined;
@@ -180,7 +181,45 @@ impl RoomMachine {
         out.extend(self.users_event(UpdateType::Add, came_users));
         out.extend(self.streams_event(UpdateType::Delete, gone_streams));
         out.extend(self.streams_event(UpdateType::Add, came_streams));
+        out.extend(devices);
         out
+    }
+
+    /// Remote mic and camera events for `streams` as listed now, against what was known of
+    /// them (a stream not known yet counts as open: only a muted one is reported).
+    pub fn device_changes<'a>(
+        &self,
+        streams: impl IntoIterator<Item = &'a StreamInfo>,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        for s in streams {
+            let old = self
+                .streams
+                .get(&s.stream_id)
+                .map_or((false, false), |o| (o.audio_muted, o.video_muted));
+            out.extend(device_events(
+                &s.stream_id,
+                old,
+                (s.audio_muted, s.video_muted),
+            ));
+        }
+        out
+    }
+
+    /// A stream's publisher muted or unmuted: the events for what changed.
+    pub fn on_stream_mute(
+        &mut self,
+        stream_id: &str,
+        audio_muted: bool,
+        video_muted: bool,
+    ) -> Vec<Event> {
+        let Some(s) = self.streams.get_mut(stream_id) else {
+            return Vec::new();
+        };
+        let old = (s.audio_muted, s.video_muted);
+        s.audio_muted = audio_muted;
+        s.video_muted = video_muted;
+        device_events(stream_id, old, (audio_muted, video_muted))
     }
 
     /// The relay refused the login; the room is finished.
@@ -263,6 +302,25 @@ impl RoomMachine {
     }
 }
 
+/// The mic and camera events between two (audio muted, video muted) states.
+fn device_events(stream_id: &str, old: (bool, bool), new: (bool, bool)) -> Vec<Event> {
+    use crate::room::events::RemoteDeviceState as D;
+    let mut out = Vec::new();
+    if old.0 != new.0 {
+        out.push(Event::RemoteMicStateUpdate {
+            stream_id: stream_id.to_string(),
+            state: if new.0 { D::Mute } else { D::Open },
+        });
+    }
+    if old.1 != new.1 {
+        out.push(Event::RemoteCameraStateUpdate {
+            stream_id: stream_id.to_string(),
+            state: if new.1 { D::Disable } else { D::Open },
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +331,8 @@ mod tests {
             user: User::new(user),
             extra_info: String::new(),
             since_unix_ms: 0,
+            audio_muted: false,
+            video_muted: false,
         }
     }
 

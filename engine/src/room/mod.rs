@@ -5,5 +5,6 @@ pub mod connection;
 pub mod events;
 pub mod link;
 pub mod machine;
+pub mod network_quality;
 pub mod quality;
 pub mod sink;

@@ -150,21 +150,12 @@ impl RelayState {
         Ok(ResponseBody::MessageSent { message_id })
     }
 
-    /// `set_stream_extra_info`: the owner of `stream_id` replaces its extra info; the room hears
-    /// of it once the stream is announced.
-    pub(super) fn set_stream_extra_info(
+    /// The stream `stream_id` of `sid`'s app, if `sid` publishes it.
+    fn own_stream(
         &mut self,
         sid: SessionId,
         stream_id: &str,
-        extra_info: String,
-        out: &mut Vec<Output>,
-    ) -> Reply {
-        if extra_info.len() > onair_protocol::ids::MAX_EXTRA_INFO {
-            return Err(err(
-                ErrorCode::ExtraInfoTooLong,
-                "extra info is at most 1024 bytes",
-            ));
-        }
+    ) -> Result<(u32, &mut super::stream::StreamEntry), onair_protocol::error::WireError> {
         let Some(app_id) = self.sessions.get(&sid).map(|s| s.app_id) else {
             return Err(err(ErrorCode::Internal, "session vanished"));
         };
@@ -181,6 +172,112 @@ impl RelayState {
                 "this session does not publish that stream",
             ));
         }
+        Ok((app_id, entry))
+    }
+
+    /// `set_stream_mute`: the owner of `stream_id` muted or unmuted its audio or video; the
+    /// room hears of a change once the stream is announced (newcomers see it in the stream
+    /// list).
+    pub(super) fn set_stream_mute(
+        &mut self,
+        sid: SessionId,
+        stream_id: &str,
+        audio_muted: bool,
+        video_muted: bool,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let (app_id, entry) = self.own_stream(sid, stream_id)?;
+        let changed =
+            (entry.info.audio_muted, entry.info.video_muted) != (audio_muted, video_muted);
+        entry.info.audio_muted = audio_muted;
+        entry.info.video_muted = video_muted;
+        let (room_id, announced) = (entry.room_id.clone(), entry.announced());
+        if changed && announced {
+            let to = self.room_conns(app_id, &room_id, sid, false);
+            self.send(
+                to,
+                ServerMessage::StreamMuteUpdate {
+                    room_id,
+                    stream_id: stream_id.to_string(),
+                    audio_muted,
+                    video_muted,
+                },
+                out,
+            );
+        }
+        Ok(ResponseBody::Done)
+    }
+
+    /// `report_network_quality`: a session's upstream level, shared with every room where it
+    /// publishes an announced stream (ZEGO reports a remote user's quality to those who can
+    /// play it; sharing only publishers' keeps a large audience from costing members × members
+    /// messages). One report a second counts; more are answered and ignored.
+    pub(super) fn report_network_quality(
+        &mut self,
+        sid: SessionId,
+        upstream: u8,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let upstream = onair_protocol::messages::QualityLevel::from_u8(upstream) as u8;
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        if session
+            .quality_reported
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(900))
+        {
+            return Ok(ResponseBody::Done);
+        }
+        session.quality_reported = Some(now);
+        let app_id = session.app_id;
+        let seats: Vec<(String, String)> = session
+            .rooms
+            .iter()
+            .map(|(room, m)| (room.clone(), m.user.user_id.clone()))
+            .collect();
+        let Some(app) = self.apps.get(&app_id) else {
+            return Ok(ResponseBody::Done);
+        };
+        let publishing: Vec<(String, String)> = seats
+            .into_iter()
+            .filter(|(room, _)| {
+                app.streams
+                    .values()
+                    .any(|e| e.owner == sid && &e.room_id == room && e.announced())
+            })
+            .collect();
+        for (room_id, user_id) in publishing {
+            let to = self.room_conns(app_id, &room_id, sid, false);
+            self.send(
+                to,
+                ServerMessage::NetworkQuality {
+                    room_id,
+                    user_id,
+                    upstream,
+                },
+                out,
+            );
+        }
+        Ok(ResponseBody::Done)
+    }
+
+    /// `set_stream_extra_info`: the owner of `stream_id` replaces its extra info; the room hears
+    /// of it once the stream is announced.
+    pub(super) fn set_stream_extra_info(
+        &mut self,
+        sid: SessionId,
+        stream_id: &str,
+        extra_info: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        if extra_info.len() > onair_protocol::ids::MAX_EXTRA_INFO {
+            return Err(err(
+                ErrorCode::ExtraInfoTooLong,
+                "extra info is at most 1024 bytes",
+            ));
+        }
+        let (app_id, entry) = self.own_stream(sid, stream_id)?;
         entry.info.extra_info = extra_info;
         let (room_id, info, announced) =
             (entry.room_id.clone(), entry.info.clone(), entry.announced());

@@ -671,6 +671,17 @@ impl RelayState {
                 Some(sid),
             ) => self.set_stream_extra_info(sid, &stream_id, extra_info, out),
             (
+                RequestBody::SetStreamMute {
+                    stream_id,
+                    audio_muted,
+                    video_muted,
+                },
+                Some(sid),
+            ) => self.set_stream_mute(sid, &stream_id, audio_muted, video_muted, out),
+            (RequestBody::ReportNetworkQuality { upstream }, Some(sid)) => {
+                self.report_network_quality(sid, upstream, now, out)
+            }
+            (
                 RequestBody::Publish {
                     room_id,
                     stream_id,

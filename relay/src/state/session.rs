@@ -28,6 +28,8 @@ pub(super) struct Session {
     pub(super) http: bool,
     /// A WHIP/WHEP client's address, counted against the per-address limit.
     pub(super) ip: Option<std::net::IpAddr>,
+    /// When its last upstream network quality report counted (at most one a second does).
+    pub(super) quality_reported: Option<Instant>,
 }
 
 impl Session {
@@ -42,6 +44,7 @@ impl Session {
             playing: BTreeSet::new(),
             http,
             ip: None,
+            quality_reported: None,
         }
     }
 }

@@ -137,6 +137,8 @@ impl RelayState {
             user,
             extra_info,
             since_unix_ms: unix_ms(),
+            audio_muted: false,
+            video_muted: false,
         };
         app.insert_stream(StreamEntry {
             owner: sid,

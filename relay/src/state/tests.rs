@@ -12,6 +12,7 @@ use super::*;
 
 mod invariants;
 mod properties;
+mod room_data;
 mod security;
 
 impl RelayState {

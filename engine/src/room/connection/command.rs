@@ -98,6 +98,11 @@ pub enum Command {
         /// The extra info.
         text: String,
     },
+    /// A publish channel's mutes changed: tell the relay (if the channel publishes).
+    StreamMuteChanged {
+        /// The channel.
+        channel: PublishChannel,
+    },
     /// Set a key of a room's extra info.
     SetRoomExtraInfo {
         /// The call's sequence number.
@@ -162,4 +167,6 @@ pub struct StartPublishing {
     pub video: FrameReceiver<SharedVideoFrame>,
     /// The channel's audio.
     pub audio: FrameReceiver<SharedAudioFrame>,
+    /// The channel's mutes and SEI.
+    pub controls: std::sync::Arc<crate::live::controls::PublishControls>,
 }

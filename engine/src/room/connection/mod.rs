@@ -32,8 +32,8 @@ use crate::signal::SignalClient;
 use onair_media::local::{DeviceErrorCallback, LocalChannel, PublishChannel};
 use onair_protocol::ids;
 use onair_protocol::messages::{
-    MessageKind, PROTOCOL_VERSION, RequestBody, ResponseBody, ResumeTicket, ServerMessage,
-    UpdateType, User,
+    MessageKind, PROTOCOL_VERSION, QualityLevel, RequestBody, ResponseBody, ResumeTicket,
+    ServerMessage, UpdateType, User,
 };
 use onair_transport::peer::MediaNetwork;
 use play::Player;
@@ -71,6 +71,8 @@ pub struct Connection {
     players: HashMap<String, Player>,
     /// Engine-wide negotiation counter: no two negotiations share a generation.
     generation: u64,
+    /// This engine's network quality over the current interval.
+    net_quality: crate::room::network_quality::NetworkQualityMeter,
     /// STUN/TURN servers the relay handed out in its last hello (TURN credentials minted for
     /// this session).
     relay_ice_servers: Vec<onair_protocol::IceServer>,
@@ -116,6 +118,7 @@ impl Connection {
             players: HashMap::new(),
             generation: 0,
             relay_ice_servers: Vec::new(),
+            net_quality: Default::default(),
         }
     }
 
@@ -308,6 +311,18 @@ impl Connection {
                 };
                 self.send(body, pending).await;
             }
+            Command::StreamMuteChanged { channel } => {
+                let publishing = self
+                    .publishers
+                    .iter()
+                    .find(|(_, p)| {
+                        p.channel == channel && p.session.state() != PublisherState::NoPublish
+                    })
+                    .map(|(id, _)| id.clone());
+                if let Some(stream_id) = publishing {
+                    self.send_mute(&stream_id).await;
+                }
+            }
             Command::SetStreamExtraInfo { seq, channel, text } => {
                 self.stream_extra.insert(channel, text.clone());
                 let live = self
@@ -407,6 +422,7 @@ impl Connection {
                         offer: None,
                         peer: None,
                         deltas: Deltas::default(),
+                        net: Deltas::default(),
                     },
                 );
                 self.run_play(&stream_id, actions).await;
@@ -541,12 +557,44 @@ impl Connection {
                         }
                     }
                 }
+                let devices = match (update_type, self.rooms.get(&room_id)) {
+                    (UpdateType::Add, Some(room)) => room.device_changes(&streams),
+                    _ => Vec::new(),
+                };
                 if let Some(e) = self
                     .rooms
                     .get_mut(&room_id)
                     .and_then(|r| r.on_stream_update(update_type, streams))
                 {
                     self.events.emit(e);
+                }
+                for e in devices {
+                    self.events.emit(e);
+                }
+            }
+            ServerMessage::StreamMuteUpdate {
+                room_id,
+                stream_id,
+                audio_muted,
+                video_muted,
+            } => {
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    for e in room.on_stream_mute(&stream_id, audio_muted, video_muted) {
+                        self.events.emit(e);
+                    }
+                }
+            }
+            ServerMessage::NetworkQuality {
+                room_id,
+                user_id,
+                upstream,
+            } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.events.emit(Event::NetworkQuality {
+                        user_id,
+                        upstream: QualityLevel::from_u8(upstream),
+                        downstream: QualityLevel::Unknown,
+                    });
                 }
             }
             ServerMessage::Kicked {

@@ -19,6 +19,8 @@ pub(super) struct Player {
     pub(super) offer: Option<String>,
     pub(super) peer: Option<PlayerPeer>,
     pub(super) deltas: Deltas<2>,
+    /// (packets seen missing, packets received) for the network quality.
+    pub(super) net: Deltas<2>,
 }
 
 impl Connection {
@@ -75,7 +77,14 @@ impl Connection {
                         continue;
                     };
                     let accepted = peer
-                        .accept(sdp, stream_id.to_string(), generation, &outputs, live_tx)
+                        .accept(
+                            sdp,
+                            stream_id.to_string(),
+                            generation,
+                            &outputs,
+                            live_tx,
+                            &self.events,
+                        )
                         .await;
                     if let Err(e) = accepted {
                         queue.extend(p.session.accept_failed(generation, &e.to_string(), now));

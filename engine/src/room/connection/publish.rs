@@ -2,10 +2,12 @@
 //! peer connection, encoders and local channel it drives.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Connection, StartPublishing, no_errors};
 use crate::error::ErrorCode;
+use crate::live::controls::PublishControls;
 use crate::live::publisher::{PublisherMedia, PublisherPeer};
 use crate::live::session::{Action, PublishSession, publisher_event};
 use crate::room::events::{Event, PublisherState};
@@ -29,12 +31,16 @@ pub(super) struct Publisher {
     pub(super) config: VideoConfig,
     pub(super) video: FrameReceiver<SharedVideoFrame>,
     pub(super) audio: FrameReceiver<SharedAudioFrame>,
+    /// Mutes and SEI, shared with the engine handle.
+    pub(super) controls: Arc<PublishControls>,
     /// The offer made for the current generation, until it is sent.
     pub(super) offer: Option<String>,
     // Field order matters: the media threads stop before the connection goes.
     pub(super) media: Option<PublisherMedia>,
     pub(super) peer: Option<PublisherPeer>,
     pub(super) deltas: Deltas<5>,
+    /// (packets the relay NACKed, packets sent) for the network quality.
+    pub(super) net: Deltas<2>,
 }
 
 impl Connection {
@@ -48,6 +54,7 @@ impl Connection {
             config,
             video,
             audio,
+            controls,
         } = start;
         let refused = |code: u32, message: &str| (code, message.to_string());
         let taken = self.publishers.values().any(|p| p.channel == channel)
@@ -108,10 +115,12 @@ impl Connection {
                 config,
                 video,
                 audio,
+                controls,
                 offer: None,
                 media: None,
                 peer: None,
                 deltas: Deltas::default(),
+                net: Deltas::default(),
             },
         );
         self.run_publish(&stream_id, actions).await;
@@ -179,15 +188,26 @@ impl Connection {
                             .unwrap_or_default(),
                         sdp: p.offer.take(),
                     };
+                    let mute = p.controls.audio_muted() || p.controls.video_muted();
                     self.send(body, Pending::Publish(stream_id.to_string(), generation))
                         .await;
+                    // Muted before publishing: the relay registers the state with the stream
+                    // (the request comes after the publish on the same connection).
+                    if mute {
+                        self.send_mute(stream_id).await;
+                    }
                 }
                 Action::Accept { generation, sdp } => {
                     let started = match p.peer.as_ref() {
                         Some(peer) => match peer.accept(sdp).await {
                             Ok(()) => {
-                                peer.start_media(p.config, p.video.clone(), p.audio.clone())
-                                    .await
+                                peer.start_media(
+                                    p.config,
+                                    p.video.clone(),
+                                    p.audio.clone(),
+                                    p.controls.clone(),
+                                )
+                                .await
                             }
                             Err(e) => Err(e),
                         },
@@ -225,6 +245,19 @@ impl Connection {
             self.publishers.remove(stream_id);
         }
     }
+    /// Tells the relay `stream_id`'s mute state.
+    pub(super) async fn send_mute(&mut self, stream_id: &str) {
+        let Some(p) = self.publishers.get(stream_id) else {
+            return;
+        };
+        let body = RequestBody::SetStreamMute {
+            stream_id: stream_id.to_string(),
+            audio_muted: p.controls.audio_muted(),
+            video_muted: p.controls.video_muted(),
+        };
+        self.send(body, Pending::Other).await;
+    }
+
     /// The channel's publish `epoch` is over: let capture stop (unless a newer publish or the
     /// preview holds it). Stopping joins capture threads, so it runs on the blocking pool.
     pub(super) fn release_channel(&self, channel: PublishChannel, epoch: u64) {

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use super::Connection;
 use crate::room::events::{Event, MediaPath};
+use crate::room::link::Pending;
+use crate::room::network_quality::{LinkSample, loss_share};
 use crate::room::quality::{self, PlayerCounts, PublisherCounts};
+use onair_protocol::messages::RequestBody;
 
 impl Connection {
     /// Emits a quality event per publisher and player (once a second).
@@ -56,7 +59,12 @@ impl Connection {
             reports.push((e, peer.pc.clone()));
         }
         for (mut e, pc) in reports {
-            let (measured, estimate_bps, media_path) = link_stats(&pc).await;
+            let LinkStats {
+                rtt_ms: measured,
+                estimate_bps,
+                path: media_path,
+                packets_sent,
+            } = link_stats(&pc).await;
             tracing::debug!(rtt_ms = measured, estimate_bps, "link stats");
             match &mut e {
                 Event::PublisherQualityUpdate {
@@ -68,6 +76,17 @@ impl Connection {
                 } => {
                     *rtt_ms = measured;
                     *path = media_path;
+                    if let Some(p) = self.publishers.get_mut(stream_id.as_str())
+                        && let Some(peer) = p.peer.as_ref()
+                    {
+                        let [nacked, sent] = p.net.step([peer.nacked.load(Relaxed), packets_sent]);
+                        self.net_quality.upstream(LinkSample {
+                            rtt_ms: measured,
+                            loss: loss_share(nacked, sent.saturating_sub(nacked)),
+                            jitter_ms: 0.0,
+                            flowing: sent > 0,
+                        });
+                    }
                     // The bandwidth estimate drives the encoder (within its configured bitrate).
                     if bandwidth_estimation
                         && estimate_bps > 0.0
@@ -84,10 +103,25 @@ impl Connection {
                     stream_id,
                     rtt_ms,
                     path,
+                    jitter_ms,
                     ..
                 } => {
                     *rtt_ms = measured;
                     *path = media_path;
+                    if let Some(p) = self.players.get_mut(stream_id.as_str())
+                        && let Some(peer) = p.peer.as_ref()
+                    {
+                        let [missing, received] = p.net.step([
+                            peer.nack.missing.load(Relaxed),
+                            peer.counters.packets.load(Relaxed),
+                        ]);
+                        self.net_quality.downstream(LinkSample {
+                            rtt_ms: measured,
+                            loss: loss_share(missing, received),
+                            jitter_ms: *jitter_ms,
+                            flowing: received > 0,
+                        });
+                    }
                     // The player's jitter buffer sizes its wait for a resend from the round trip.
                     if let Some(peer) = self
                         .players
@@ -103,14 +137,37 @@ impl Connection {
             }
             self.events.emit(e);
         }
+        if let Some((upstream, downstream)) = self.net_quality.poll(Instant::now()) {
+            self.events.emit(Event::NetworkQuality {
+                user_id: String::new(),
+                upstream,
+                downstream,
+            });
+            // The room hears a publisher's upstream (the relay shares only publishers').
+            if !self.publishers.is_empty() && self.client.is_some() {
+                let body = RequestBody::ReportNetworkQuality {
+                    upstream: upstream as u8,
+                };
+                self.send(body, Pending::Other).await;
+            }
+        }
     }
 }
 
-/// The selected pair's round trip (ms) and the send-side bandwidth estimate (bits/s, 0 when
-/// there is none), from one stats report.
-async fn link_stats(
-    pc: &Arc<dyn webrtc::peer_connection::PeerConnection>,
-) -> (f64, f64, MediaPath) {
+/// What one stats report tells about a link.
+struct LinkStats {
+    /// The selected pair's round trip, ms.
+    rtt_ms: f64,
+    /// The send-side bandwidth estimate, bits/s (0 when there is none).
+    estimate_bps: f64,
+    /// Direct or through TURN.
+    path: MediaPath,
+    /// RTP packets sent so far (all outgoing streams).
+    packets_sent: u64,
+}
+
+/// A link's round trip, estimate, path and packets sent, from one stats report.
+async fn link_stats(pc: &Arc<dyn webrtc::peer_connection::PeerConnection>) -> LinkStats {
     use rtc::peer_connection::transport::RTCIceCandidateType;
     use rtc::statistics::report::RTCStatsReportEntry;
     let report = pc
@@ -159,5 +216,14 @@ async fn link_stats(
                 MediaPath::Direct
             }
         });
-    (rtt, estimate, path)
+    let packets_sent = report
+        .outbound_rtp_streams()
+        .map(|s| s.sent_rtp_stream_stats.packets_sent)
+        .sum();
+    LinkStats {
+        rtt_ms: rtt,
+        estimate_bps: estimate,
+        path,
+        packets_sent,
+    }
 }

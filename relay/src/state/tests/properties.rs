@@ -50,6 +50,9 @@ enum Op {
     PlayerFailed(usize, usize),
     Message(usize, usize, u8, usize),
     ExtraInfo(usize, usize, usize, usize),
+    /// Mute a stream (audio, video), or report a quality level.
+    Mute(usize, usize, bool, bool),
+    Quality(usize, u8),
 }
 
 fn cred() -> impl Strategy<Value = Cred> {
@@ -93,8 +96,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), 0..STREAMS.len()).prop_map(|(c, s)| Op::PlayerFailed(c, s)),
         3 => (c.clone(), 0..ROOMS.len(), 0..3u8, 0..1100usize)
             .prop_map(|(c, r, k, len)| Op::Message(c, r, k, len)),
-        2 => (c, 0..ROOMS.len(), 0..14usize, 0..4200usize)
+        2 => (c.clone(), 0..ROOMS.len(), 0..14usize, 0..4200usize)
             .prop_map(|(c, r, k, len)| Op::ExtraInfo(c, r, k, len)),
+        1 => (c.clone(), 0..STREAMS.len(), any::<bool>(), any::<bool>())
+            .prop_map(|(c, s, a, v)| Op::Mute(c, s, a, v)),
+        1 => (c, any::<u8>()).prop_map(|(c, q)| Op::Quality(c, q)),
     ]
 }
 
@@ -424,6 +430,20 @@ impl World {
                 ),
                 None => Vec::new(),
             },
+            Op::Mute(i, s, audio, video) => match self.conn(i) {
+                Some((conn, _)) => self.send(
+                    conn,
+                    json!({"type":"set_stream_mute","stream_id":STREAMS[s],
+                        "audio_muted":audio,"video_muted":video}),
+                ),
+                None => Vec::new(),
+            },
+            Op::Quality(i, q) => match self.conn(i) {
+                Some((conn, _)) => {
+                    self.send(conn, json!({"type":"report_network_quality","upstream":q}))
+                }
+                None => Vec::new(),
+            },
             Op::PlayerFailed(i, s) => match self.conn(i) {
                 Some((_, Some((sid, app, _)))) => {
                     self.state.player_failed(app, STREAMS[s], sid, "failed")
@@ -478,7 +498,9 @@ fn room_events_reach_members(
             | ServerMessage::RoomMessages { room_id, .. }
             | ServerMessage::CustomCommand { room_id, .. }
             | ServerMessage::RoomExtraInfoUpdate { room_id, .. }
-            | ServerMessage::StreamExtraInfoUpdate { room_id, .. } => room_id,
+            | ServerMessage::StreamExtraInfoUpdate { room_id, .. }
+            | ServerMessage::StreamMuteUpdate { room_id, .. }
+            | ServerMessage::NetworkQuality { room_id, .. } => room_id,
             _ => continue,
         };
         for conn in to {
