@@ -206,3 +206,238 @@ fn sound_levels_follow_the_test_tone_captured_and_played() {
     let after = seen(&host, "captured_level", Duration::from_millis(600));
     assert!(after.is_empty(), "still reporting: {after:?}");
 }
+
+/// A host publishing `cam` (360p, 30 fps, the test source and tone) and a viewer playing it.
+fn host_and_viewer(relay: &TestRelay) -> (Engine, Engine) {
+    use onair_engine::{AudioSource, PlayerConfig, PublishChannel, VideoConfig, VideoPreset};
+    let host = member(relay, "r", "host");
+    let viewer = member(relay, "r", "viewer");
+    host.set_video_config(PublishChannel::Main, VideoConfig::preset(VideoPreset::P360));
+    host.set_audio_source(PublishChannel::Main, AudioSource::Tone);
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&host, "publisher cam Publishing");
+    until(&viewer, "stream r ADD cam@host");
+    viewer.start_playing_stream("cam", PlayerConfig::default());
+    until(&viewer, "first_video cam");
+    (host, viewer)
+}
+
+#[test]
+fn sei_arrives_on_the_frame_it_was_sent_with() {
+    use onair_engine::media::frame::wall_clock_us;
+    use onair_engine::media::stamp;
+    use onair_engine::{ErrorCode, Event, PublishChannel};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let relay = TestRelay::start();
+    let (host, viewer) = host_and_viewer(&relay);
+    // Every decoded frame's pts → its burned-in stamp, recorded as frames arrive.
+    let stamps: Arc<Mutex<HashMap<i64, stamp::Stamp>>> = Arc::default();
+    let frames = viewer.play_frames("cam");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stamps, stop) = (stamps.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(f) = frames.recv_timeout(Duration::from_millis(50))
+                    && let Some(s) = stamp::read(&f)
+                {
+                    stamps.lock().unwrap().insert(f.pts_us, s);
+                }
+            }
+        })
+    };
+    // Refusals, each with its code.
+    assert_eq!(
+        host.send_sei(PublishChannel::Aux, b"x"),
+        Err(ErrorCode::SeiNotPublishing)
+    );
+    assert_eq!(
+        host.send_sei(PublishChannel::Main, &[0; 4097]),
+        Err(ErrorCode::SeiTooLong)
+    );
+    // Ten, 150 ms apart, each naming when it was sent; binary data with zeros survives too.
+    let mut sent = Vec::new();
+    for i in 0..10u32 {
+        let at = wall_clock_us();
+        let mut data = format!("{i}:{at}:").into_bytes();
+        data.extend_from_slice(&[0, 0, 0, 1, 0, 0, 3]);
+        host.send_sei(PublishChannel::Main, &data).expect("sent");
+        sent.push(data);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < sent.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match viewer.events().recv_timeout(left) {
+            Ok(Event::PlayerSyncRecvSEI {
+                stream_id,
+                data,
+                pts_us,
+                capture_time_us,
+            }) => {
+                assert_eq!(stream_id, "cam");
+                got.push((data, pts_us, capture_time_us));
+            }
+            Ok(_) => {}
+            Err(_) => panic!("{} of {} SEI arrived", got.len(), sent.len()),
+        }
+    }
+    // In order and whole.
+    assert_eq!(
+        got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+        sent,
+        "SEI data changed on the way"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+    let stamps = stamps.lock().unwrap();
+    let mut numbers = Vec::new();
+    for (data, pts_us, capture_time_us) in &got {
+        let text = String::from_utf8_lossy(data);
+        let sent_us: u64 = text.split(':').nth(1).and_then(|t| t.parse().ok()).unwrap();
+        // The frame it rode on (same pts) is the first one captured after the call: its
+        // burned-in capture time is at or after the call and within a frame interval (33 ms)
+        // plus scheduling slack.
+        let stamp = stamps
+            .get(pts_us)
+            .unwrap_or_else(|| panic!("no decoded frame with the SEI's pts {pts_us}"));
+        assert_eq!(stamp.capture_time_us, *capture_time_us, "{text}");
+        let after = stamp.capture_time_us as i64 - sent_us as i64;
+        assert!(
+            (0..=70_000).contains(&after),
+            "SEI {text} rode on frame {} captured {after} µs after the call",
+            stamp.frame_number
+        );
+        numbers.push(stamp.frame_number);
+    }
+    assert!(numbers.windows(2).all(|w| w[1] > w[0]), "{numbers:?}");
+    // More than 30 in a second are refused.
+    let refused = (0..40)
+        .map(|_| host.send_sei(PublishChannel::Main, b"burst"))
+        .filter(|r| *r == Err(ErrorCode::SeiRateLimited))
+        .count();
+    assert!(refused >= 10, "{refused} refused");
+}
+
+/// The viewer's next remote sound level for `cam` (None: not delivered in the interval).
+fn remote_level(viewer: &Engine) -> Option<f64> {
+    let e = until(viewer, "remote_levels");
+    e.last()
+        .and_then(|l| l.strip_prefix("remote_levels cam="))
+        .and_then(|l| l.parse().ok())
+}
+
+#[test]
+fn mutes_are_seen_remotely_and_heard_and_seen_as_such() {
+    use onair_engine::PublishChannel;
+    let relay = TestRelay::start();
+    let (host, viewer) = host_and_viewer(&relay);
+    viewer.start_sound_level_monitor(200, false);
+    remote_level(&viewer);
+    let level = remote_level(&viewer).expect("cam is heard");
+    assert!((70.0..=88.0).contains(&level), "{level}");
+    // The publisher mutes its microphone: the room is told, players hear silence.
+    host.mute_publish_stream_audio(PublishChannel::Main, true);
+    until(&viewer, "mic cam mute");
+    remote_level(&viewer);
+    let muted = remote_level(&viewer).unwrap_or(0.0);
+    assert!(muted < 5.0, "silence while muted: {muted}");
+    // A newcomer learns of it with the stream.
+    let late = member(&relay, "r", "late");
+    let joined = until(&late, "mic cam mute");
+    assert!(
+        joined.iter().any(|e| e == "stream r ADD cam@host"),
+        "{joined:?}"
+    );
+    host.mute_publish_stream_audio(PublishChannel::Main, false);
+    until(&viewer, "mic cam open");
+    until(&late, "mic cam open");
+    remote_level(&viewer);
+    assert!(remote_level(&viewer).unwrap_or(0.0) > 70.0);
+    // The camera: black pictures (luma at black level, no stamp), then the picture again.
+    let frames = viewer.play_frames("cam");
+    let mean_luma = |f: &onair_engine::media::frame::VideoFrame| {
+        let y = &f.data[f.planes[0].offset..f.planes[0].offset + f.width as usize];
+        y.iter().map(|v| f64::from(*v)).sum::<f64>() / y.len() as f64
+    };
+    host.mute_publish_stream_video(PublishChannel::Main, true);
+    until(&viewer, "camera cam disable");
+    std::thread::sleep(Duration::from_millis(300));
+    let f = frames
+        .recv_timeout(Duration::from_secs(2))
+        .expect("frames go on");
+    let f = frames.latest().unwrap_or(f);
+    assert!(
+        onair_engine::media::stamp::read(&f).is_none() && mean_luma(&f) < 20.0,
+        "black while muted (luma {})",
+        mean_luma(&f)
+    );
+    host.mute_publish_stream_video(PublishChannel::Main, false);
+    until(&viewer, "camera cam open");
+    std::thread::sleep(Duration::from_millis(300));
+    let f = frames
+        .recv_timeout(Duration::from_secs(2))
+        .expect("frames go on");
+    let f = frames.latest().unwrap_or(f);
+    assert!(
+        onair_engine::media::stamp::read(&f).is_some(),
+        "the picture is back"
+    );
+    // Player side: half the volume is 6 dB less (10 points of level); muted, nothing comes.
+    viewer.set_play_volume("cam", 50);
+    // Frames already decoded (a few hundred ms of them) are heard first.
+    for _ in 0..3 {
+        remote_level(&viewer);
+    }
+    let half = remote_level(&viewer).unwrap_or(0.0);
+    assert!(
+        (level - 14.0..=level - 6.0).contains(&half),
+        "{level} → {half}"
+    );
+    viewer.mute_play_stream_audio("cam", true);
+    drain_for(&viewer, Duration::from_millis(300));
+    let heard = seen(&viewer, "remote_levels", Duration::from_millis(800));
+    assert!(
+        heard.is_empty(),
+        "no audio delivered while muted: {heard:?}"
+    );
+    viewer.mute_play_stream_audio("cam", false);
+    viewer.set_play_volume("cam", 100);
+    remote_level(&viewer);
+    assert!(remote_level(&viewer).is_some());
+    viewer.mute_play_stream_video("cam", true);
+    std::thread::sleep(Duration::from_millis(200));
+    while frames.try_recv().is_some() {}
+    assert!(
+        frames.recv_timeout(Duration::from_millis(500)).is_none(),
+        "no frames while the video is muted here"
+    );
+    viewer.mute_play_stream_video("cam", false);
+    let f = frames
+        .recv_timeout(Duration::from_secs(1))
+        .expect("frames again");
+    assert!(
+        onair_engine::media::stamp::read(&f).is_some(),
+        "and whole at once"
+    );
+}
+
+#[test]
+fn network_quality_reports_our_links_and_the_publishers_upstream() {
+    let relay = TestRelay::start();
+    let (_host, viewer) = host_and_viewer(&relay);
+    // Loopback: ours is excellent both ways once measured; the host's upstream reaches us.
+    let seen = until(&viewer, "quality \"host\"");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("quality \"host\" excellent unknown")
+    );
+    let seen = until(&viewer, "quality \"\"");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("quality \"\" unknown excellent")
+    );
+}

@@ -69,6 +69,8 @@ fn on_a_clean_link_nothing_is_held() {
         "no playout delay added: {v}"
     );
     assert_eq!(f(&v, "keyframes_requested"), 0.0, "{v}");
+    // The network quality the player reports for its own link.
+    assert_eq!(v["downstream_quality"], "excellent", "{v}");
 }
 
 #[test]
@@ -94,6 +96,8 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     // Audio: (before: 19 % of frames lost).
     let audio = f(&v, "audio_frames_played") + f(&v, "audio_frames_concealed");
     assert!(audio >= 0.9 * f(&v, "audio_frames_expected"), "{v}");
+    // The loss shows in the network quality (10–30 % is Bad), though playback is smooth.
+    assert_eq!(v["downstream_quality"], "bad", "{v}");
 }
 
 /// `key=value` from an event or stats line.

@@ -51,6 +51,8 @@ pub struct NackStats {
     pub requests: AtomicU64,
     /// Missing packets that arrived after all (reordered or resent).
     pub repaired: AtomicU64,
+    /// Of those, the ones that were only late (filled unasked, or too soon to be a resend).
+    pub reordered: AtomicU64,
     /// Missing packets given up on (asked for [`MAX_NACKS`] times or older than [`MAX_AGE`]).
     pub abandoned: AtomicU64,
     /// Smoothed repair time (NACK sent → packet arrived), µs; 0 until measured.
@@ -236,6 +238,7 @@ impl NackState {
     }
 
     fn reordered(&mut self, late: Duration) {
+        self.stats.reordered.fetch_add(1, Ordering::Relaxed);
         self.reorder.push_back(late.min(MAX_REORDER_WAIT));
         if self.reorder.len() > REORDER_SAMPLES {
             self.reorder.pop_front();

@@ -18,7 +18,7 @@ use onair::netlab::impair::LinkSpec;
 use onair::netlab::{Lab, wait_line};
 use onair_engine::media::frame::wall_clock_us;
 use onair_engine::media::stamp;
-use onair_engine::{Engine, EngineProfile, Event, PlayerConfig, RoomConfig, User};
+use onair_engine::{Engine, EngineProfile, Event, PlayerConfig, QualityLevel, RoomConfig, User};
 use serde_json::{Value, json};
 
 use super::stats;
@@ -395,6 +395,18 @@ fn quality_counts(e: &Event) -> Option<[f64; 6]> {
     }
 }
 
+/// The level reported most often (the worse one on a tie; Unknown if none).
+fn most_common(levels: &[QualityLevel]) -> QualityLevel {
+    let mut counts = std::collections::BTreeMap::new();
+    for l in levels {
+        *counts.entry(*l).or_insert(0u32) += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(l, n)| (*n, *l))
+        .map_or(QualityLevel::Unknown, |(l, _)| l)
+}
+
 /// The player of one cell, inside the player's namespace.
 fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     let sign = dev_app::load().context("no development app (ONAIR_DEV_APP_FILE)")?;
@@ -433,6 +445,9 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     let mut delays = Vec::new();
     let (mut first_number, mut last_number, mut shown, mut stamped) = (None, 0u32, 0u64, 0u64);
     let mut kbps = Vec::new();
+    // Network quality levels reported in the window: ours (downstream), and the publisher's
+    // upstream as the relay shares it.
+    let (mut downstream, mut publisher_upstream) = (Vec::new(), Vec::new());
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(seconds);
     smooth.frame(t0);
@@ -458,8 +473,20 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
             }
         }
         while let Ok(e) = engine.events().try_recv() {
-            if let Event::PlayerQualityUpdate { video_kbps, .. } = &e {
-                kbps.push(*video_kbps);
+            match &e {
+                Event::PlayerQualityUpdate { video_kbps, .. } => kbps.push(*video_kbps),
+                Event::NetworkQuality {
+                    user_id,
+                    upstream,
+                    downstream: down,
+                } => {
+                    if user_id.is_empty() {
+                        downstream.push(*down);
+                    } else {
+                        publisher_upstream.push(*upstream);
+                    }
+                }
+                _ => {}
             }
             last_counts = quality_counts(&e).unwrap_or(last_counts);
         }
@@ -483,6 +510,8 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
         "packets_repaired": d(4),
         "playout_delay_ms": last_counts[5],
         "bitrate_kbps": (kbps.iter().sum::<f64>() / kbps.len().max(1) as f64).round(),
+        "downstream_quality": most_common(&downstream).name(),
+        "publisher_upstream_quality": most_common(&publisher_upstream).name(),
     });
     engine.destroy();
     Ok(figures)

@@ -19,8 +19,8 @@ pub(super) struct Player {
     pub(super) offer: Option<String>,
     pub(super) peer: Option<PlayerPeer>,
     pub(super) deltas: Deltas<2>,
-    /// (packets seen missing, packets received) for the network quality.
-    pub(super) net: Deltas<2>,
+    /// (packets seen missing, repaired, only reordered, received) for the network quality.
+    pub(super) net: Deltas<4>,
 }
 
 impl Connection {

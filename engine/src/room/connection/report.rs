@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
-use crate::room::events::{Event, MediaPath};
+use crate::room::events::{Event, MediaPath, PlayerState, PublisherState};
 use crate::room::link::Pending;
 use crate::room::network_quality::{LinkSample, loss_share};
 use crate::room::quality::{self, PlayerCounts, PublisherCounts};
@@ -76,7 +76,9 @@ impl Connection {
                 } => {
                     *rtt_ms = measured;
                     *path = media_path;
+                    // Only a live publisher's link counts (one still connecting says nothing).
                     if let Some(p) = self.publishers.get_mut(stream_id.as_str())
+                        && p.session.state() == PublisherState::Publishing
                         && let Some(peer) = p.peer.as_ref()
                     {
                         let [nacked, sent] = p.net.step([peer.nacked.load(Relaxed), packets_sent]);
@@ -109,15 +111,23 @@ impl Connection {
                     *rtt_ms = measured;
                     *path = media_path;
                     if let Some(p) = self.players.get_mut(stream_id.as_str())
+                        && p.session.state() == PlayerState::Playing
                         && let Some(peer) = p.peer.as_ref()
                     {
-                        let [missing, received] = p.net.step([
+                        let [missing, repaired, reordered, received] = p.net.step([
                             peer.nack.missing.load(Relaxed),
+                            peer.nack.repaired.load(Relaxed),
+                            peer.nack.reordered.load(Relaxed),
                             peer.counters.packets.load(Relaxed),
                         ]);
+                        // Lost on the link: missing, less what was only late. Received
+                        // counts resends too: the packets sent were received + missing −
+                        // repaired.
+                        let lost = missing.saturating_sub(reordered);
+                        let sent = (received + missing).saturating_sub(repaired);
                         self.net_quality.downstream(LinkSample {
                             rtt_ms: measured,
-                            loss: loss_share(missing, received),
+                            loss: loss_share(lost, sent.saturating_sub(lost)),
                             jitter_ms: *jitter_ms,
                             flowing: received > 0,
                         });
