@@ -242,7 +242,7 @@ fn sei_arrives_on_the_frame_it_was_sent_with() {
                 if let Some(f) = frames.recv_timeout(Duration::from_millis(50))
                     && let Some(s) = stamp::read(&f)
                 {
-                    stamps.lock().unwrap().insert(f.pts_us, s);
+                    stamps.lock().expect("stamps").insert(f.pts_us, s);
                 }
             }
         })
@@ -292,12 +292,16 @@ fn sei_arrives_on_the_frame_it_was_sent_with() {
     );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    reader.join().unwrap();
-    let stamps = stamps.lock().unwrap();
+    reader.join().expect("the frame reader");
+    let stamps = stamps.lock().expect("stamps");
     let mut numbers = Vec::new();
     for (data, pts_us, capture_time_us) in &got {
         let text = String::from_utf8_lossy(data);
-        let sent_us: u64 = text.split(':').nth(1).and_then(|t| t.parse().ok()).unwrap();
+        let sent_us: u64 = text
+            .split(':')
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .expect("the SEI names its send time");
         // The frame it rode on (same pts) is the first one captured after the call: its
         // burned-in capture time is at or after the call and within a frame interval (33 ms)
         // plus scheduling slack.

@@ -21,7 +21,7 @@ use onair::studio::settings::{AudioChoice, ConnectionSettings, HostSettings, Set
 use onair::studio::video::{self, VideoView, next_key};
 use onair_engine::media::frame_channel;
 use onair_engine::media::{ColorMatrix, ColorSpace, VideoFrame};
-use onair_engine::messages::{StreamInfo, UpdateType, User};
+use onair_engine::messages::{QualityLevel, StreamInfo, UpdateType, User};
 use onair_engine::room::events::{Event, PlayerState, PublisherState, RoomStateChangedReason};
 use onair_engine::{
     AudioSource, Engine, EngineProfile, PublishChannel, RoomConfig, VideoConfig, VideoPreset,
@@ -249,6 +249,76 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
             extended_data: String::new(),
         },
     ));
+    // Room data: extra info, a muted microphone, SEI, network quality, levels, a barrage.
+    script.push((
+        33.0,
+        Event::RoomStreamExtraInfoUpdate {
+            room_id: "live".into(),
+            streams: vec![StreamInfo {
+                stream_id: "alice-cam".into(),
+                user: User::new("alice"),
+                extra_info: "tonight: Q&A".into(),
+                since_unix_ms: 0,
+                audio_muted: false,
+                video_muted: false,
+            }],
+        },
+    ));
+    script.push((
+        34.0,
+        Event::RemoteMicStateUpdate {
+            stream_id: "bob-cam".into(),
+            state: onair_engine::RemoteDeviceState::Mute,
+        },
+    ));
+    script.push((
+        35.0,
+        Event::PlayerSyncRecvSEI {
+            stream_id: "alice-cam".into(),
+            data: b"lyric 12".to_vec(),
+            pts_us: 35_000_000,
+            capture_time_us: 0,
+        },
+    ));
+    for (user, up, down) in [
+        ("", QualityLevel::Excellent, QualityLevel::Good),
+        ("alice", QualityLevel::Good, QualityLevel::Unknown),
+        ("bob", QualityLevel::Bad, QualityLevel::Unknown),
+    ] {
+        script.push((
+            36.0,
+            Event::NetworkQuality {
+                user_id: user.into(),
+                upstream: up,
+                downstream: down,
+            },
+        ));
+    }
+    script.push((
+        37.0,
+        Event::CapturedSoundLevelUpdate {
+            level: 62.0,
+            vad: true,
+        },
+    ));
+    script.push((
+        37.1,
+        Event::RemoteSoundLevelUpdate {
+            levels: [("alice-cam".to_string(), 75.0f32)].into_iter().collect(),
+        },
+    ));
+    script.push((
+        37.5,
+        Event::IMRecvBarrageMessage {
+            room_id: "live".into(),
+            messages: vec![onair_engine::messages::RoomMessage {
+                message_id: 9,
+                text: "first!".into(),
+                from_user: User::new("dave"),
+                send_time: 0,
+            }],
+        },
+    ));
     script.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (t, e) in &script {
         session
@@ -273,6 +343,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 room: room.into(),
                 view: Some(view),
                 muted: true,
+                volume: 100,
                 render_reported: true,
             },
         );
@@ -317,7 +388,8 @@ fn snapshot_panels() {
             panels::monitor::show(ui, s, u);
         }),
         ("panel_users", egui::vec2(360.0, 260.0), |ui, app| {
-            panels::users::show(ui, app.session.as_ref().expect("session"));
+            let (s, u) = (app.session.as_mut().expect("session"), &mut app.ui);
+            panels::users::show(ui, s, u);
         }),
         ("panel_streams", egui::vec2(480.0, 260.0), |ui, app| {
             panels::streams::show(ui, app.session.as_mut().expect("session"));
@@ -410,6 +482,8 @@ fn the_chat_panel_shows_messages_commands_and_extra_info_and_sends() {
         assert_eq!(
             lines,
             [
+                // From the scripted history.
+                "Barrage dave: first!",
                 "Broadcast alice: welcome everyone",
                 "Broadcast bob: hi!",
                 "Barrage bob: 666",
@@ -458,7 +532,8 @@ fn the_event_log_filters_and_the_export_is_json_lines() {
             "room_stream 0",
             "player_state 0",
             "player_state 0",
-            "player_state 1004002"
+            "player_state 1004002",
+            "remote_mic_state 0"
         ]
     );
     // The error's meaning is there too, from the same table as docs/ERRORS.md.
@@ -590,7 +665,7 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
                         half,
                         egui::Layout::top_down(egui::Align::Min),
                         |ui| {
-                            ui.push_id("users", |ui| panels::users::show(ui, s));
+                            ui.push_id("users", |ui| panels::users::show(ui, s, u));
                         },
                     );
                     cols[1].separator();

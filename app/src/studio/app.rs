@@ -552,7 +552,7 @@ impl egui_tiles::Behavior<Pane> for Behavior<'_> {
             match pane {
                 Pane::Broadcast => panels::broadcast::show(ui, self.session, self.state),
                 Pane::Monitor => panels::monitor::show(ui, self.session, self.state),
-                Pane::Users => panels::users::show(ui, self.session),
+                Pane::Users => panels::users::show(ui, self.session, self.state),
                 Pane::Streams => panels::streams::show(ui, self.session),
                 Pane::EventLog => panels::event_log::show(ui, self.session, self.state),
                 Pane::Timelines => panels::timeline::show(ui, self.session, self.state),

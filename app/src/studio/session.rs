@@ -36,6 +36,8 @@ pub struct Tile {
     pub view: Option<VideoView>,
     /// Whether its audio is silenced.
     pub muted: bool,
+    /// Its playback volume, percent (0–200).
+    pub volume: u32,
     /// Whether the first rendered frame has been reported to the engine.
     pub render_reported: bool,
 }
@@ -77,6 +79,10 @@ pub struct Session {
     pub auto_play: bool,
     /// Events seen.
     pub events_seen: u64,
+    /// Our microphone is muted in what we publish.
+    pub mic_muted: bool,
+    /// Our camera is muted (black) in what we publish.
+    pub camera_muted: bool,
     /// The speaker, opened when a stream is first unmuted.
     audio: Option<AudioOut>,
     frozen_now: Option<f64>,
@@ -147,9 +153,13 @@ impl Session {
             live_stream: None,
             auto_play: settings.auto_play,
             events_seen: 0,
+            mic_muted: false,
+            camera_muted: false,
             audio: None,
             frozen_now: None,
         };
+        // Level meters on the broadcast panel and the tiles (voice activity for the captured).
+        session.engine.start_sound_level_monitor(200, true);
         session.apply_host_settings();
         if settings.preview {
             session.start_preview();
@@ -158,6 +168,11 @@ impl Session {
             session.login(room);
         }
         Ok(session)
+    }
+
+    /// Whether the clock is frozen (nothing moves with time: tests and snapshots).
+    pub fn clock_frozen(&self) -> bool {
+        self.frozen_now.is_some()
     }
 
     /// The engine (for tests and the bench).
@@ -312,6 +327,54 @@ impl Session {
         }
     }
 
+    /// Sends a custom command to `users` of `room_id` (everyone when empty) and notes it in
+    /// our own chat.
+    pub fn send_command(&mut self, room_id: &str, text: &str, users: &[String]) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let to: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.engine.send_custom_command(room_id, text, &to);
+        let t = self.now();
+        let from = self.user_id.clone();
+        let target = if users.is_empty() {
+            "everyone".to_string()
+        } else {
+            users.join(", ")
+        };
+        if let Some(room) = self.model.rooms.get_mut(room_id) {
+            room.push_chat(super::model::ChatLine {
+                t,
+                kind: super::model::ChatKind::Command,
+                from,
+                text: format!("(to {target}) {text}"),
+            });
+        }
+    }
+
+    /// Mutes or unmutes our microphone in what we publish (the room sees it).
+    pub fn set_mic_muted(&mut self, muted: bool) {
+        self.mic_muted = muted;
+        self.engine
+            .mute_publish_stream_audio(PublishChannel::Main, muted);
+    }
+
+    /// Mutes or unmutes our camera in what we publish (black pictures; the room sees it).
+    pub fn set_camera_muted(&mut self, muted: bool) {
+        self.camera_muted = muted;
+        self.engine
+            .mute_publish_stream_video(PublishChannel::Main, muted);
+    }
+
+    /// A tile's playback volume, percent (0–200).
+    pub fn set_volume(&mut self, stream_id: &str, volume: u32) {
+        if let Some(tile) = self.tiles.get_mut(stream_id) {
+            tile.volume = volume;
+            self.engine.set_play_volume(stream_id, volume);
+        }
+    }
+
     /// Sets a key of `room_id`'s extra info (shown to everyone in the room, us included).
     pub fn set_room_extra_info(&mut self, room_id: &str, key: &str, value: &str) {
         self.engine.set_room_extra_info(room_id, key, value);
@@ -390,6 +453,7 @@ impl Session {
                                     room: room_id.clone(),
                                     view: None,
                                     muted: true,
+                                    volume: 100,
                                     render_reported: false,
                                 });
                             if self.auto_play {

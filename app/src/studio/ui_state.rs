@@ -102,10 +102,23 @@ pub struct ChatState {
     pub value: String,
 }
 
+/// The users panel: who is selected for a custom command, and the command being typed.
+#[derive(Default)]
+pub struct UsersState {
+    /// (room, user) pairs selected.
+    pub selected: std::collections::BTreeSet<(String, String)>,
+    /// The command being typed, per room.
+    pub command: std::collections::BTreeMap<String, String>,
+}
+
 /// The panels' state.
 pub struct UiState {
     /// The chat panel: its room, what is typed, barrage or broadcast, the extra info being set.
     pub chat: ChatState,
+    /// The users panel's selection and command.
+    pub users: UsersState,
+    /// Draw barrage messages over the room's tiles.
+    pub barrage_over_tiles: bool,
     /// Cameras and microphones.
     pub devices: DeviceList,
     /// The room ID being typed in the monitor.
@@ -134,6 +147,8 @@ impl Default for UiState {
     fn default() -> Self {
         UiState {
             chat: ChatState::default(),
+            users: UsersState::default(),
+            barrage_over_tiles: true,
             devices: DeviceList::default(),
             join_room: String::new(),
             enlarged: None,

@@ -230,18 +230,18 @@ mod tests {
             c.queue_sei(&vec![1; MAX_USER_DATA + 1], 1_000, now),
             Err(ErrorCode::SeiTooLong)
         );
-        c.queue_sei(b"a", 1_000, now).unwrap();
-        c.queue_sei(b"b", 2_000, now).unwrap();
+        assert_eq!(c.queue_sei(b"a", 1_000, now), Ok(()));
+        assert_eq!(c.queue_sei(b"b", 2_000, now), Ok(()));
         // A frame captured before the first call carries nothing.
         assert!(c.take_sei(999, now).is_empty());
         assert_eq!(c.take_sei(1_500, now), vec![b"a".to_vec()]);
         assert_eq!(c.take_sei(2_000, now), vec![b"b".to_vec()]);
         // A stalled source: after the wait, the next frame takes it anyway.
-        c.queue_sei(b"c", 9_000, now).unwrap();
+        assert_eq!(c.queue_sei(b"c", 9_000, now), Ok(()));
         assert!(c.take_sei(5_000, now).is_empty());
         assert_eq!(c.take_sei(5_000, now + SEI_WAIT), vec![b"c".to_vec()]);
         // Stopping drops what is left.
-        c.queue_sei(b"d", 9_000, now).unwrap();
+        assert_eq!(c.queue_sei(b"d", 9_000, now), Ok(()));
         drop(encoding);
         assert_eq!(
             c.queue_sei(b"x", 1_000, now),
@@ -257,7 +257,7 @@ mod tests {
         let _encoding = c.encoding();
         let now = Instant::now();
         for i in 0..SEI_PER_SECOND {
-            c.queue_sei(b"x", i as u64, now).unwrap();
+            assert_eq!(c.queue_sei(b"x", i as u64, now), Ok(()));
         }
         assert_eq!(c.queue_sei(b"x", 99, now), Err(ErrorCode::SeiRateLimited));
         let later = now + Duration::from_secs(1);

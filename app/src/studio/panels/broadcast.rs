@@ -204,6 +204,38 @@ pub fn show(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState) {
             }
         }
     });
+    ui.horizontal(|ui| {
+        let mut mic = session.mic_muted;
+        let mic_label = if mic { "Mic muted" } else { "Mic on" };
+        if ui
+            .toggle_value(&mut mic, mic_label)
+            .on_hover_text("Mute the microphone in what we publish (the room sees it)")
+            .changed()
+        {
+            session.set_mic_muted(mic);
+        }
+        let mut camera = session.camera_muted;
+        let camera_label = if camera { "Camera off" } else { "Camera on" };
+        if ui
+            .toggle_value(&mut camera, camera_label)
+            .on_hover_text("Send black instead of the camera (the room sees it)")
+            .changed()
+        {
+            session.set_camera_muted(camera);
+        }
+        if let Some(level) = session.model.captured_level {
+            ui.add(
+                egui::ProgressBar::new(level / 100.0)
+                    .desired_width(90.0)
+                    .text(format!("mic {level:.0}")),
+            );
+        }
+        if session.is_live()
+            && let Some((up, _)) = session.model.network.get("")
+        {
+            super::quality_badge(ui, "net", *up);
+        }
+    });
     publisher_status(ui, session);
 
     // The preview fills the rest, 16:9 at most.
@@ -229,6 +261,9 @@ pub fn show(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState) {
             rect.left_top(),
             &format!("preview {w}×{h} {:.0} fps", session.preview.fps()),
         );
+        if let Some(level) = session.model.captured_level {
+            super::level_meter(&ui.painter_at(rect), rect, level);
+        }
     }
 }
 

@@ -106,3 +106,44 @@ pub fn overlay_text(painter: &egui::Painter, at: egui::Pos2, text: &str) {
     painter.rect_filled(bg, 2.0, egui::Color32::from_black_alpha(160));
     painter.galley(at + egui::vec2(4.0, 2.0), galley, egui::Color32::WHITE);
 }
+
+/// A sound-level bar (0–100) along the right edge of `rect`: green, yellow from 70, red from 90.
+pub fn level_meter(painter: &egui::Painter, rect: egui::Rect, level: f32) {
+    let bar = egui::Rect::from_min_max(
+        egui::pos2(rect.right() - 8.0, rect.top() + 22.0),
+        egui::pos2(rect.right() - 3.0, rect.bottom() - 4.0),
+    );
+    painter.rect_filled(bar, 1.0, egui::Color32::from_black_alpha(140));
+    let fill = bar.height() * (level.clamp(0.0, 100.0) / 100.0);
+    let color = if level >= 90.0 {
+        egui::Color32::from_rgb(220, 60, 60)
+    } else if level >= 70.0 {
+        egui::Color32::from_rgb(220, 200, 60)
+    } else {
+        egui::Color32::from_rgb(70, 200, 90)
+    };
+    painter.rect_filled(
+        egui::Rect::from_min_max(egui::pos2(bar.left(), bar.bottom() - fill), bar.max),
+        1.0,
+        color,
+    );
+}
+
+/// A network quality badge: the level's name on its colour.
+pub fn quality_badge(ui: &mut egui::Ui, label: &str, level: onair_engine::QualityLevel) {
+    use onair_engine::QualityLevel as Q;
+    let color = match level {
+        Q::Excellent => egui::Color32::from_rgb(40, 150, 70),
+        Q::Good => egui::Color32::from_rgb(90, 150, 40),
+        Q::Medium => egui::Color32::from_rgb(190, 150, 30),
+        Q::Bad => egui::Color32::from_rgb(200, 90, 30),
+        Q::Die => egui::Color32::from_rgb(190, 40, 40),
+        Q::Unknown => egui::Color32::from_gray(90),
+    };
+    ui.label(
+        egui::RichText::new(format!("{label} {level}"))
+            .small()
+            .color(egui::Color32::WHITE)
+            .background_color(color),
+    );
+}

@@ -5,9 +5,15 @@
 use eframe::egui;
 use onair_engine::room::events::RoomState;
 
+use crate::studio::model::ChatKind;
 use crate::studio::panels::{phase_color, player_phase};
 use crate::studio::session::Session;
 use crate::studio::ui_state::UiState;
+
+/// How long a barrage message takes to cross a tile.
+const BARRAGE_SECONDS: f64 = 6.0;
+/// Barrage messages shown at once over a tile.
+const BARRAGE_LANES: usize = 3;
 
 /// Smallest tile width before the grid wraps.
 const TILE_MIN_WIDTH: f32 = 240.0;
@@ -29,6 +35,7 @@ pub fn show(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState) {
             session.login(&room);
         }
         ui.checkbox(&mut session.auto_play, "Play new streams");
+        ui.checkbox(&mut state.barrage_over_tiles, "Barrage over tiles");
     });
     ui.separator();
 
@@ -131,17 +138,51 @@ fn tile(
     let player_state = player.and_then(|p| p.state);
     let error_code = player.map_or(0, |p| p.error_code);
     let quality = player.and_then(|p| p.quality);
-    let publisher = session
+    let level = player.and_then(|p| p.level);
+    let entry = session
         .model
         .room_of_stream(stream_id)
         .and_then(|r| session.model.rooms.get(r))
-        .and_then(|r| r.streams.get(stream_id))
-        .map(|s| s.user_id.clone())
-        .unwrap_or_default();
+        .and_then(|r| r.streams.get(stream_id));
+    let publisher = entry.map(|s| s.user_id.clone()).unwrap_or_default();
+    let (mic_off, camera_off) = entry.map_or((false, false), |s| (s.audio_muted, s.video_muted));
+    let upstream = session.model.network.get(&publisher).map(|(up, _)| *up);
+    let now = session.now();
+    let frozen = session.clock_frozen();
+    let barrage: Vec<(f64, String)> = match session.tiles.get(stream_id) {
+        Some(t) if state.barrage_over_tiles => session
+            .model
+            .rooms
+            .get(&t.room)
+            .map(|r| {
+                r.chat
+                    .iter()
+                    .rev()
+                    .take_while(|l| now - l.t < BARRAGE_SECONDS)
+                    .filter(|l| l.kind == ChatKind::Barrage)
+                    .take(BARRAGE_LANES)
+                    .map(|l| (now - l.t, format!("{}: {}", l.from, l.text)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let Some(tile) = session.tiles.get_mut(stream_id) else {
         return;
     };
-    let mut lines = vec![format!("{stream_id} · {publisher}")];
+    let mut head = format!("{stream_id} · {publisher}");
+    if let Some(up) = upstream {
+        head.push_str(&format!(" · net {up}"));
+    }
+    let mut lines = vec![head];
+    if mic_off || camera_off {
+        let what = match (mic_off, camera_off) {
+            (true, true) => "mic muted · camera off",
+            (true, false) => "mic muted",
+            _ => "camera off",
+        };
+        lines.push(what.to_string());
+    }
     match tile.view.as_mut() {
         Some(view) => {
             view.paint(ui, rect);
@@ -189,6 +230,33 @@ fn tile(
         phase_color(phase),
     );
     super::overlay_text(&painter, rect.left_top(), &lines.join("\n"));
+    if let Some(level) = level {
+        super::level_meter(&painter, rect, level);
+    }
+    // Barrage: each message crosses the picture right to left in BARRAGE_SECONDS, one lane
+    // each, newest at the bottom.
+    for (lane, (age, text)) in barrage.iter().enumerate() {
+        let galley = painter.layout_no_wrap(
+            text.clone(),
+            egui::FontId::proportional(14.0),
+            egui::Color32::WHITE,
+        );
+        let travel = rect.width() + galley.size().x;
+        let x = rect.right() - (*age / BARRAGE_SECONDS) as f32 * travel;
+        let y = rect.bottom() - 24.0 - lane as f32 * 20.0;
+        painter.text(
+            egui::pos2(x + 1.0, y + 1.0),
+            egui::Align2::LEFT_TOP,
+            text,
+            egui::FontId::proportional(14.0),
+            egui::Color32::BLACK,
+        );
+        painter.galley(egui::pos2(x, y), galley, egui::Color32::WHITE);
+    }
+    // Moving text: the next frame, unless time stands still.
+    if !barrage.is_empty() && !frozen {
+        ui.ctx().request_repaint();
+    }
     if response.double_clicked() {
         state.enlarged = match state.enlarged {
             Some(_) => None,
@@ -198,6 +266,7 @@ fn tile(
 
     let playing = tile.playing();
     let mut muted = tile.muted;
+    let mut volume = tile.volume;
     let mut action = None;
     ui.horizontal(|ui| {
         if ui
@@ -213,6 +282,13 @@ fn tile(
         {
             muted = !muted;
         }
+        ui.add(
+            egui::DragValue::new(&mut volume)
+                .range(0..=200)
+                .suffix(" %")
+                .speed(2.0),
+        )
+        .on_hover_text("Volume (0–200 %)");
         let enlarged = state.enlarged.as_deref() == Some(stream_id);
         if ui
             .small_button(if enlarged { "Shrink" } else { "Enlarge" })
@@ -228,8 +304,12 @@ fn tile(
             super::error_code_label(ui, error_code);
         }
     });
-    if muted != tile.muted {
+    let (was_muted, was_volume) = (tile.muted, tile.volume);
+    if muted != was_muted {
         session.set_muted(stream_id, muted);
+    }
+    if volume != was_volume {
+        session.set_volume(stream_id, volume);
     }
     match action {
         Some(true) => session.play(stream_id),

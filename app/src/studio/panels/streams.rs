@@ -1,11 +1,44 @@
-//! The stream list: per room, each stream with its publisher, how long it has been live and,
-//! when we play it, the player's state.
+//! The stream list: per room, each stream with its publisher, how long it has been live, its
+//! extra info and mute states and, when we play it, the player's state and the latest SEI
+//! (text and hex, with the pts of the frame it rode on).
 
 use eframe::egui;
 use onair_engine::media::frame::wall_clock_us;
 
+use crate::studio::model::{PlayerModel, StreamEntry};
 use crate::studio::panels::{format_duration, phase_color, player_phase, publisher_phase};
 use crate::studio::session::Session;
+
+/// A stream's extra info, mute states and latest SEI, as short phrases.
+fn details(s: &StreamEntry, player: Option<&PlayerModel>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !s.extra_info.is_empty() {
+        out.push(format!("extra: {}", s.extra_info));
+    }
+    if s.audio_muted {
+        out.push("mic muted".into());
+    }
+    if s.video_muted {
+        out.push("camera off".into());
+    }
+    if let Some(p) = player
+        && let Some(sei) = &p.last_sei
+    {
+        let text = String::from_utf8_lossy(&sei.data);
+        let hex: String = sei
+            .data
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let more = if sei.data.len() > 16 { "…" } else { "" };
+        out.push(format!(
+            "SEI #{} on frame pts {} µs: {:?} (hex {hex}{more})",
+            p.sei_count, sei.pts_us, text
+        ));
+    }
+    out
+}
 
 /// Draws the panel.
 pub fn show(ui: &mut egui::Ui, session: &mut Session) {
@@ -60,6 +93,12 @@ pub fn show(ui: &mut egui::Ui, session: &mut Session) {
                                 }
                             });
                             ui.end_row();
+                            let details = details(s, player);
+                            if !details.is_empty() {
+                                ui.label("");
+                                ui.weak(details.join(" · "));
+                                ui.end_row();
+                            }
                         }
                     });
             }
