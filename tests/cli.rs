@@ -582,3 +582,59 @@ fn message_and_room_info_reach_a_watcher_and_print_their_results() {
         "{out}"
     );
 }
+
+#[test]
+fn sei_mutes_levels_and_quality_reach_a_watcher_that_plays() {
+    let serve = Serve::start();
+    let mut host = serve.client();
+    host.args([
+        "publish",
+        "--room",
+        "sei",
+        "--stream",
+        "cam",
+        "--user",
+        "host",
+        "--preset",
+        "180p",
+        "--fps",
+        "15",
+        "--sei",
+        "lyric",
+        "--mute-mic",
+        "--duration",
+        "9",
+    ]);
+    let host = host.stdout(Stdio::piped()).spawn().expect("spawn publish");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut watcher = serve.client();
+    watcher.args([
+        "watch",
+        "--room",
+        "sei",
+        "--user",
+        "w",
+        "--play",
+        "cam",
+        "--levels",
+        "500",
+        "--duration",
+        "7",
+    ]);
+    let watched = watcher.output().expect("watch");
+    let out = String::from_utf8_lossy(&watched.stdout);
+    // SEI as hex and text, with the frame's pts; the muted mic; the host's upstream quality;
+    // levels (ours silent, the muted stream's near silence).
+    assert!(out.contains("player_sei stream=cam"), "{out}");
+    assert!(out.contains("text=\"lyric #"), "{out}");
+    assert!(out.contains("hex=6c79726963"), "{out}");
+    assert!(
+        out.contains("remote_mic_state stream=cam state=mute"),
+        "{out}"
+    );
+    assert!(out.contains("network_quality user=\"host\""), "{out}");
+    assert!(out.contains("captured_sound_level level=0.0"), "{out}");
+    let published = host.wait_with_output().expect("publish ends");
+    let out = String::from_utf8_lossy(&published.stdout);
+    assert!(out.contains("sei sent \"lyric #"), "{out}");
+}

@@ -50,6 +50,16 @@ pub struct PublishArgs {
     /// Frames per second.
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// Send this text as SEI once a second (with a counter: `TEXT #1`, `TEXT #2`…); players
+    /// print it with the frame it rode on.
+    #[arg(long)]
+    sei: Option<String>,
+    /// Publish with the microphone muted (silence; the room sees it).
+    #[arg(long)]
+    mute_mic: bool,
+    /// Publish with the camera muted (black pictures; the room sees it).
+    #[arg(long)]
+    mute_camera: bool,
 }
 
 /// `onair play` flags.
@@ -138,8 +148,22 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
     }
     engine.set_video_source(ch, source);
     engine.set_video_config(ch, VideoConfig::preset(preset).with_fps(args.fps));
+    engine.mute_publish_stream_audio(ch, args.mute_mic);
+    engine.mute_publish_stream_video(ch, args.mute_camera);
     engine.start_publishing_stream(&args.live.stream, ch);
-    let ok = pump(&engine, &args.live, || {});
+    let mut sent = 0u64;
+    let ok = pump(&engine, &args.live, || {
+        let Some(text) = &args.sei else {
+            return;
+        };
+        sent += 1;
+        let data = format!("{text} #{sent}");
+        match engine.send_sei(ch, data.as_bytes()) {
+            Ok(()) => println!("sei sent {data:?}"),
+            // Before Publishing: refused with 1009022; said once a second until it works.
+            Err(code) => println!("sei refused {} {code:?}", code.code()),
+        }
+    });
     engine.stop_publishing_stream(ch);
     engine.logout_all_rooms();
     std::thread::sleep(Duration::from_millis(200));

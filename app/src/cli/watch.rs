@@ -29,6 +29,14 @@ pub struct WatchArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// Also play this stream (repeat for several), so its SEI, mute states and levels are
+    /// printed too (the pictures are decoded and dropped).
+    #[arg(long = "play")]
+    play: Vec<String>,
+    /// Print sound levels every this many milliseconds (100–3000): ours (silence) and the
+    /// played streams'.
+    #[arg(long)]
+    levels: Option<u64>,
     #[command(flatten)]
     credentials: CredentialArgs,
 }
@@ -64,6 +72,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                 is_user_status_notify: !args.no_user_notify,
             },
         );
+    }
+    for stream in &args.play {
+        engine.start_playing_stream(stream, onair_engine::PlayerConfig::default());
+    }
+    if let Some(ms) = args.levels {
+        engine.start_sound_level_monitor(ms.clamp(100, 3000), true);
     }
     let stop = crate::cli::ctrl_c_flag();
     let started = Instant::now();
