@@ -251,6 +251,18 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
     ));
     // Room data: extra info, a muted microphone, SEI, network quality, levels, a barrage.
     script.push((
+        32.0,
+        Event::RoomExtraInfoUpdate {
+            room_id: "live".into(),
+            infos: vec![onair_engine::messages::RoomExtraInfo {
+                key: "poll".into(),
+                value: "best camera?".into(),
+                update_user: User::new("alice"),
+                update_time: 0,
+            }],
+        },
+    ));
+    script.push((
         33.0,
         Event::RoomStreamExtraInfoUpdate {
             room_id: "live".into(),

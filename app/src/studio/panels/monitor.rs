@@ -71,6 +71,12 @@ fn room_section(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState, r
     let connected = room.reason.state();
     let (users, streams) = (room.users.len(), room.streams.len());
     let reason = room.reason.name();
+    // The room's extra info under its name (edited in the Chat panel).
+    let extra: Vec<String> = room
+        .extra_info
+        .iter()
+        .map(|(k, (v, _))| format!("{k}: {v}"))
+        .collect();
     let error_code = room.error_code;
     ui.horizontal(|ui| {
         let color = match connected {
@@ -95,6 +101,10 @@ fn room_section(ui: &mut egui::Ui, session: &mut Session, state: &mut UiState, r
             session.logout(room_id);
         }
     });
+    if !extra.is_empty() {
+        ui.weak(format!("  {}", extra.join(" · ")))
+            .on_hover_text("The room's extra info (set it in the Chat panel)");
+    }
     let streams: Vec<String> = session
         .tiles
         .iter()
