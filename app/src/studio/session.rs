@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use onair_engine::media::frame::wall_clock_us;
 use onair_engine::messages::UpdateType;
-use onair_engine::room::events::{Event, PlayerState, PublisherState};
+use onair_engine::room::events::{Event, PlayerState, PublisherState, RoomState};
 use onair_engine::room::machine::RoomConfig;
 use onair_engine::{
     AudioSource, DeviceKind, Engine, EngineProfile, PlayerConfig, PublishChannel, Scenario,
@@ -83,6 +83,9 @@ pub struct Session {
     pub mic_muted: bool,
     /// Our camera is muted (black) in what we publish.
     pub camera_muted: bool,
+    /// Rooms asked to log into whose first state event has not come yet (so a second ask,
+    /// e.g. going live right after start-up, does not log in twice).
+    logging_in: std::collections::BTreeSet<String>,
     /// The speaker, opened when a stream is first unmuted.
     audio: Option<AudioOut>,
     frozen_now: Option<f64>,
@@ -155,6 +158,7 @@ impl Session {
             events_seen: 0,
             mic_muted: false,
             camera_muted: false,
+            logging_in: Default::default(),
             audio: None,
             frozen_now: None,
         };
@@ -233,6 +237,7 @@ impl Session {
         if room.is_empty() {
             return;
         }
+        self.logging_in.insert(room.to_string());
         self.engine.login_room(
             room,
             onair_engine::User::new(self.user_id.clone()),
@@ -264,7 +269,12 @@ impl Session {
     /// Goes live: publishes the main channel as the host settings' stream in their room.
     pub fn go_live(&mut self) {
         let (room, stream) = (self.host.room.clone(), self.host.stream_id.clone());
-        if !self.model.rooms.contains_key(&room) {
+        let in_room = self
+            .model
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.reason.state() != RoomState::Disconnected);
+        if !in_room && !self.logging_in.contains(&room) {
             self.login(&room);
         }
         self.engine
@@ -426,6 +436,9 @@ impl Session {
             n += 1;
             let t = self.now();
             self.model.apply(t, wall_clock_us() / 1000, &event);
+            if let Event::RoomStateChanged { room_id, .. } = &event {
+                self.logging_in.remove(room_id);
+            }
             self.react(&event);
         }
         self.events_seen += n as u64;
