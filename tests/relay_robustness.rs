@@ -302,6 +302,7 @@ fn garbage_sdp_is_refused_with_a_code_and_frees_the_stream_id() {
             .request(RequestBody::Play {
                 stream_id: "junk".into(),
                 sdp: "nope".into(),
+                video_layer: Default::default(),
             })
             .await
             .expect_err("no such stream");

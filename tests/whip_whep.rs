@@ -89,6 +89,7 @@ fn a_whip_publisher_is_a_user_and_a_stream_that_engines_play() {
             &MediaNetwork::on(LOOPBACK),
             "whip-cam",
             1,
+            1,
             events_tx,
             Default::default(),
         ))

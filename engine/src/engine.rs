@@ -656,6 +656,23 @@ impl Engine {
         );
     }
 
+    /// Asks for another video layer of `stream_id` (ZEGO's `setPlayStreamVideoType`): the
+    /// relay switches at that layer's next keyframe ([`Event::PlayerVideoLayerChanged`]). A
+    /// stream without simulcast has only the big layer.
+    pub fn set_play_stream_video_layer(
+        &self,
+        stream_id: &str,
+        layer: onair_protocol::messages::VideoLayer,
+    ) {
+        self.command(
+            "set_play_stream_video_layer",
+            Command::SetPlayLayer {
+                stream_id: stream_id.to_string(),
+                layer,
+            },
+        );
+    }
+
     /// Stops playing `stream_id` (NoPlay).
     pub fn stop_playing_stream(&self, stream_id: &str) {
         self.command(

@@ -37,7 +37,7 @@ pub use engine::{Engine, EngineProfile, IceTransportPolicy, Scenario};
 pub use error::{EngineError, ErrorCode, WireError};
 pub use live::{PlayerConfig, ResourceMode};
 pub use media::{AudioSource, DeviceKind, PublishChannel, VideoConfig, VideoPreset, VideoSource};
-pub use messages::{QualityLevel, StreamInfo, UpdateType, User};
+pub use messages::{LayerChangeReason, QualityLevel, StreamInfo, UpdateType, User, VideoLayer};
 pub use onair_protocol::IceServer;
 pub use room::events::{
     Event, MediaPath, PlayerState, PublisherState, RemoteDeviceState, RoomState,

@@ -65,7 +65,14 @@ pub struct VideoConfig {
     pub bitrate_kbps: u32,
     /// Seconds between keyframes (a player can also ask for one at any time).
     pub keyframe_interval_s: u32,
+    /// Simulcast layers sent (1: none; 2 or 3: also half and quarter size, see
+    /// [`VideoConfig::layers`]).
+    pub simulcast_layers: u8,
 }
+
+/// The share of the full layer's bitrate each simulcast layer gets (720p 1500 kbps → 360p
+/// 500 → 180p 150, the and LiveKit's usual ladder).
+const LAYER_BITRATE_SHARE: [f64; 3] = [1.0, 1.0 / 3.0, 0.1];
 
 impl VideoConfig {
     /// The seed SDK's preset: its resolution, its bitrate, 15 fps, a keyframe every 2 s.
@@ -84,7 +91,36 @@ impl VideoConfig {
             fps: 15,
             bitrate_kbps,
             keyframe_interval_s: 2,
+            simulcast_layers: 1,
         }
+    }
+
+    /// The same, sending `layers` simulcast layers (1–3): the full picture, then half and
+    /// quarter width and height at a third and a tenth of the bitrate. Each is its own
+    /// encoder and RTP stream; the relay gives each player the one its link carries.
+    pub fn simulcast(mut self, layers: u8) -> VideoConfig {
+        self.simulcast_layers = layers.clamp(1, 3);
+        self
+    }
+
+    /// Each layer's own config, the full picture first.
+    pub fn layers(&self) -> Vec<VideoConfig> {
+        let even = |v: u32| (v & !1).max(16);
+        (0..self.simulcast_layers.clamp(1, 3))
+            .map(|i| {
+                let scale = 1u32 << i;
+                VideoConfig {
+                    width: even(self.width / scale),
+                    height: even(self.height / scale),
+                    bitrate_kbps: ((f64::from(self.bitrate_kbps)
+                        * LAYER_BITRATE_SHARE[usize::from(i)])
+                    .round() as u32)
+                        .max(30),
+                    simulcast_layers: 1,
+                    ..*self
+                }
+            })
+            .collect()
     }
 
     /// The same with another frame rate.
@@ -138,6 +174,26 @@ impl Default for VideoConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simulcast_ladder_halves_the_picture_and_thins_the_bitrate() {
+        let c = VideoConfig::preset(VideoPreset::P720)
+            .with_fps(30)
+            .simulcast(3);
+        let l: Vec<(u32, u32, u32)> = c
+            .layers()
+            .iter()
+            .map(|l| (l.width, l.height, l.bitrate_kbps))
+            .collect();
+        assert_eq!(l, [(1280, 720, 1500), (640, 360, 500), (320, 180, 150)]);
+        assert!(
+            c.layers()
+                .iter()
+                .all(|l| l.fps == 30 && l.validate().is_ok())
+        );
+        assert_eq!(VideoConfig::default().layers().len(), 1);
+        assert_eq!(VideoConfig::default().simulcast(9).layers().len(), 3);
+    }
 
     #[test]
     fn presets_match_the_seed_sdk() {

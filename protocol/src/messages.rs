@@ -107,6 +107,60 @@ impl std::fmt::Display for QualityLevel {
     }
 }
 
+/// Which video layer a player asks for (ZEGO's `setPlayStreamVideoType`: Default, Big, Small;
+/// Smallest is the third simulcast layer). A stream without simulcast has only the big one, and
+/// a missing layer is replaced by the nearest one there is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoLayer {
+    /// The best the player's link carries (the relay chooses).
+    #[default]
+    Auto,
+    /// The full picture.
+    Big,
+    /// The middle layer.
+    Small,
+    /// The smallest layer.
+    Smallest,
+}
+
+impl VideoLayer {
+    /// The layer index it asks for (Auto: the full picture, lowered by the relay as needed).
+    pub fn index(self) -> usize {
+        match self {
+            VideoLayer::Auto | VideoLayer::Big => 0,
+            VideoLayer::Small => 1,
+            VideoLayer::Smallest => 2,
+        }
+    }
+
+    /// Whether the relay chooses.
+    pub fn is_auto(&self) -> bool {
+        *self == VideoLayer::Auto
+    }
+
+    /// Parses `auto`, `big`, `small` or `smallest`.
+    pub fn parse(text: &str) -> Option<VideoLayer> {
+        Some(match text {
+            "auto" => VideoLayer::Auto,
+            "big" => VideoLayer::Big,
+            "small" => VideoLayer::Small,
+            "smallest" => VideoLayer::Smallest,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a player's video layer changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerChangeReason {
+    /// The player asked for it (or for a layer the stream lacks, and this is the nearest).
+    Requested,
+    /// The relay's estimate of the player's link.
+    Bandwidth,
+}
+
 /// What a resuming connection presents to take its old session back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeTicket {
@@ -185,6 +239,16 @@ pub enum RequestBody {
         stream_id: String,
         /// A WebRTC offer (recvonly H.264 + Opus).
         sdp: String,
+        /// Which video layer of a simulcast stream (any other stream has only the big one).
+        #[serde(default, skip_serializing_if = "VideoLayer::is_auto")]
+        video_layer: VideoLayer,
+    },
+    /// Ask for another video layer of a stream this session plays.
+    SetPlayLayer {
+        /// The stream.
+        stream_id: String,
+        /// The layer.
+        video_layer: VideoLayer,
     },
     /// Stop playing a stream.
     StopPlay {
@@ -268,6 +332,7 @@ impl RequestBody {
             RequestBody::SetRoomExtraInfo { .. } => "set_room_extra_info",
             RequestBody::SetStreamExtraInfo { .. } => "set_stream_extra_info",
             RequestBody::SetStreamMute { .. } => "set_stream_mute",
+            RequestBody::SetPlayLayer { .. } => "set_play_layer",
             RequestBody::ReportNetworkQuality { .. } => "report_network_quality",
         }
     }
@@ -464,6 +529,15 @@ pub enum ServerMessage {
         room_id: String,
         /// The streams, with their new extra info.
         streams: Vec<StreamInfo>,
+    },
+    /// The video layer this session gets of a stream it plays changed.
+    PlayLayerChanged {
+        /// The stream.
+        stream_id: String,
+        /// 0 (the full picture), 1 or 2 (smaller).
+        layer: u8,
+        /// Why.
+        reason: LayerChangeReason,
     },
     /// A stream's publisher muted or unmuted its audio or video.
     StreamMuteUpdate {

@@ -61,6 +61,19 @@ struct Shared {
 struct RelayEvents(std::sync::Weak<Shared>);
 
 impl SfuEvents for RelayEvents {
+    fn layer_changed(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: super::state::SessionId,
+        layer: usize,
+        reason: onair_protocol::messages::LayerChangeReason,
+    ) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.layer_changed(app_id, stream_id, session, layer, reason));
+        }
+    }
+
     fn flowing(&self, app_id: u32, stream_id: &str) {
         if let Some(shared) = self.0.upgrade() {
             shared.with_state(|s| s.stream_flowing(app_id, stream_id));
@@ -124,6 +137,12 @@ impl Shared {
                 stream_id,
                 session,
             } => self.sfu.end_play(app_id, &stream_id, session),
+            Output::SetLayer {
+                app_id,
+                stream_id,
+                session,
+                video_layer,
+            } => self.sfu.set_layer(app_id, &stream_id, session, video_layer),
             Output::Negotiate {
                 conn,
                 request_id,
@@ -132,6 +151,7 @@ impl Shared {
                 stream_id,
                 publish,
                 sdp,
+                video_layer,
             } => {
                 let shared = self.clone();
                 tokio::spawn(async move {
@@ -144,7 +164,7 @@ impl Shared {
                     } else {
                         shared
                             .sfu
-                            .subscribe(app_id, stream_id.clone(), session, sdp, events)
+                            .subscribe(app_id, stream_id.clone(), session, sdp, video_layer, events)
                             .await
                     };
                     if let Err(e) = &answer {
@@ -169,7 +189,8 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
         match output {
             media_work @ (Output::Negotiate { .. }
             | Output::EndMedia { .. }
-            | Output::EndPlay { .. }) => {
+            | Output::EndPlay { .. }
+            | Output::SetLayer { .. }) => {
                 media.push(media_work);
             }
             Output::Send { to, msg } => {
@@ -642,7 +663,14 @@ async fn http_negotiate(
     } else {
         shared
             .sfu
-            .subscribe(app_id, stream_id.clone(), session, offer, events)
+            .subscribe(
+                app_id,
+                stream_id.clone(),
+                session,
+                offer,
+                onair_protocol::messages::VideoLayer::Auto,
+                events,
+            )
             .await
     };
     match answer {

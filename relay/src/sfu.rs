@@ -21,14 +21,16 @@ use tokio::sync::{broadcast, mpsc};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::state::SessionId;
+use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::peer::{
     self, MediaNetwork, WatchRules, h264_codec, new_peer, opus_codec, watch_connection,
 };
+use onair_transport::simulcast::{LayerForwarder, MAX_LAYERS, layer_of};
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
@@ -66,6 +68,15 @@ pub trait SfuEvents: Send + Sync {
     fn failed(&self, app_id: u32, stream_id: &str, reason: &str);
     /// A player's media connection failed or closed without the relay closing it.
     fn player_failed(&self, app_id: u32, stream_id: &str, session: SessionId, reason: &str);
+    /// A player now gets another video layer.
+    fn layer_changed(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: SessionId,
+        layer: usize,
+        reason: LayerChangeReason,
+    );
 }
 
 type StreamKey = (u32, String);
@@ -73,10 +84,60 @@ type PlayerKey = (u32, String, SessionId);
 
 struct Ingest {
     pc: Arc<dyn PeerConnection>,
-    video: broadcast::Sender<rtp::Packet>,
+    /// Each video layer's packets (0: the full picture).
+    video: [broadcast::Sender<rtp::Packet>; MAX_LAYERS],
     audio: broadcast::Sender<rtp::Packet>,
-    keyframe: mpsc::Sender<KeyframeWhy>,
+    /// Keyframe requests, for a layer.
+    keyframe: mpsc::Sender<(KeyframeWhy, usize)>,
+    /// Which layers the publisher sends (seen open or flowing).
+    available: [AtomicBool; MAX_LAYERS],
     closing: AtomicBool,
+}
+
+impl Ingest {
+    /// The layer to send for a request of `wanted`: it, or the nearest the publisher sends
+    /// (smaller first, then larger); the full picture if nothing is known yet.
+    fn effective(&self, wanted: usize) -> usize {
+        let has = |l: usize| self.available[l].load(Ordering::Relaxed);
+        (wanted..MAX_LAYERS)
+            .chain((0..wanted).rev())
+            .find(|l| has(*l))
+            .unwrap_or(0)
+    }
+}
+
+/// A player's video: what it asked for, and the forwarder's layer (for its keyframe requests).
+struct PlayerVideo {
+    control: mpsc::Sender<VideoLayer>,
+}
+
+/// Each video layer's track and SSRC at the publisher, for its keyframe requests.
+type LayerTracks = Arc<Mutex<[Option<(Arc<dyn TrackRemote>, u32)>; MAX_LAYERS]>>;
+
+/// Sends keyframe requests to the publisher: per layer, at most as often as
+/// [`forward_pli`] allows.
+async fn send_keyframe_requests(
+    mut requests: mpsc::Receiver<(KeyframeWhy, usize)>,
+    tracks: LayerTracks,
+) {
+    let mut last: [Option<Instant>; MAX_LAYERS] = [None; MAX_LAYERS];
+    while let Some((why, layer)) = requests.recv().await {
+        let layer = layer.min(MAX_LAYERS - 1);
+        if last[layer].is_some_and(|t| !forward_pli(why, t.elapsed())) {
+            continue;
+        }
+        let Some((track, media_ssrc)) = tracks.lock()[layer].clone() else {
+            continue;
+        };
+        last[layer] = Some(Instant::now());
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
+            tracing::debug!(layer, "keyframe request not sent: the track is gone");
+        }
+    }
 }
 
 /// The forwarding plane.
@@ -86,6 +147,8 @@ pub struct Sfu {
     rules: WatchRules,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
     players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
+    /// Each player's video control (layer requests).
+    player_video: Mutex<HashMap<PlayerKey, PlayerVideo>>,
 }
 
 impl Sfu {
@@ -101,6 +164,7 @@ impl Sfu {
             rules,
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
+            player_video: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,12 +194,13 @@ impl Sfu {
             .await
             .map_err(|e| e.to_string())?;
         let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
-        let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<KeyframeWhy>(16);
+        let (keyframe_tx, keyframe_rx) = mpsc::channel::<(KeyframeWhy, usize)>(16);
         let ingest = Arc::new(Ingest {
             pc: pc.clone(),
-            video: broadcast::channel(FORWARD_QUEUE).0,
+            video: std::array::from_fn(|_| broadcast::channel(FORWARD_QUEUE).0),
             audio: broadcast::channel(FORWARD_QUEUE / 4).0,
             keyframe: keyframe_tx,
+            available: std::array::from_fn(|_| AtomicBool::new(false)),
             closing: AtomicBool::new(false),
         });
         let key = (app_id, stream_id.clone());
@@ -146,7 +211,10 @@ impl Sfu {
                 let _ = pc.close().await;
             });
         }
-        // Tracks: forward their packets; PLIs go to the video track.
+        // Where each layer's keyframe requests go: its track and SSRC, once it opened.
+        let layer_tracks: LayerTracks = Arc::default();
+        tokio::spawn(send_keyframe_requests(keyframe_rx, layer_tracks.clone()));
+        // Tracks: forward their packets, each video SSRC to its layer's channel.
         let flowing = Arc::new(AtomicBool::new(false));
         let forward_ingest = ingest.clone();
         let forward_events = events.clone();
@@ -158,45 +226,48 @@ impl Sfu {
                 let events = forward_events.clone();
                 let stream_id = forward_stream.clone();
                 let flowing = flowing.clone();
-                if kind == RtpCodecKind::Video {
-                    let pli_track = track.clone();
-                    let mut last_pli: Option<Instant> = None;
-                    let mut requests = std::mem::replace(&mut keyframe_rx, mpsc::channel(1).1);
-                    tokio::spawn(async move {
-                        while let Some(why) = requests.recv().await {
-                            if last_pli.is_some_and(|t| !forward_pli(why, t.elapsed())) {
-                                continue;
-                            }
-                            last_pli = Some(Instant::now());
-                            let media_ssrc = pli_track.ssrcs().await.first().copied().unwrap_or(0);
-                            let pli = PictureLossIndication {
-                                sender_ssrc: 0,
-                                media_ssrc,
-                            };
-                            if pli_track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
+                let layer_tracks = layer_tracks.clone();
                 tokio::spawn(async move {
-                    let tx = if kind == RtpCodecKind::Video {
-                        &ingest.video
-                    } else {
-                        &ingest.audio
-                    };
+                    let video = kind == RtpCodecKind::Video;
+                    // A browser's simulcast track carries several SSRCs, one per RID.
+                    let mut layers: HashMap<u32, usize> = HashMap::new();
+                    let mut default_layer = 0;
                     while let Some(event) = track.poll().await {
-                        if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
-                            if !flowing.swap(true, Ordering::SeqCst) {
-                                events.flowing(app_id, &stream_id);
+                        match event {
+                            TrackRemoteEvent::OnOpen(init) if video => {
+                                let layer = layer_of(init.rid.as_deref(), &init.track_id);
+                                layers.insert(init.ssrc, layer);
+                                default_layer = layer;
+                                ingest.available[layer].store(true, Ordering::Relaxed);
+                                layer_tracks.lock()[layer] = Some((track.clone(), init.ssrc));
                             }
-                            // Players negotiate their own header extensions (if any): the
-                            // publisher's would not map. Dropped once here, so the copy each
-                            // player takes from the channel allocates nothing.
-                            packet.header.extension = false;
-                            packet.header.extensions.clear();
-                            packet.header.extensions.shrink_to_fit();
-                            let _ = tx.send(packet);
+                            TrackRemoteEvent::OnRtpPacket(mut packet) => {
+                                if !flowing.swap(true, Ordering::SeqCst) {
+                                    events.flowing(app_id, &stream_id);
+                                }
+                                // Players negotiate their own header extensions (if any): the
+                                // publisher's would not map. Dropped once here, so the copy
+                                // each player takes from the channel allocates nothing.
+                                packet.header.extension = false;
+                                packet.header.extensions.clear();
+                                packet.header.extensions.shrink_to_fit();
+                                if !video {
+                                    let _ = ingest.audio.send(packet);
+                                    continue;
+                                }
+                                let ssrc = packet.header.ssrc;
+                                let layer = *layers.entry(ssrc).or_insert_with(|| {
+                                    // Not announced by an open: this track's layer.
+                                    ingest.available[default_layer].store(true, Ordering::Relaxed);
+                                    let mut tracks = layer_tracks.lock();
+                                    if tracks[default_layer].is_none() {
+                                        tracks[default_layer] = Some((track.clone(), ssrc));
+                                    }
+                                    default_layer
+                                });
+                                let _ = ingest.video[layer].send(packet);
+                            }
+                            _ => {}
                         }
                     }
                 });
@@ -222,6 +293,7 @@ impl Sfu {
         stream_id: String,
         session: SessionId,
         offer: String,
+        video_layer: VideoLayer,
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let ingest = self
@@ -268,48 +340,66 @@ impl Sfu {
                 .map(|p| p.rtp_parameters.codecs.first().map(|c| c.payload_type))
                 .ok()
                 .flatten();
-            let mut rx = if kind == RtpCodecKind::Video {
-                ingest.video.subscribe()
-            } else {
-                ingest.audio.subscribe()
-            };
             let keyframe = ingest.keyframe.clone();
             let writer = track.clone();
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(mut packet) => {
-                            packet.header.ssrc = ssrc;
-                            if let Some(pt) = payload_type {
-                                packet.header.payload_type = pt;
-                            }
-                            if writer.write_rtp(packet).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Too far behind: skip ahead and restart from a keyframe.
-                            let _ = keyframe.try_send(KeyframeWhy::Repair);
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    }
-                }
-            });
-            if kind == RtpCodecKind::Video {
-                let keyframe = ingest.keyframe.clone();
+            if kind == RtpCodecKind::Audio {
+                let mut rx = ingest.audio.subscribe();
                 tokio::spawn(async move {
-                    while let Some(event) = track.poll().await {
-                        if let TrackLocalEvent::OnRtcpPacket(packets) = event
-                            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-                        {
-                            let _ = keyframe.try_send(KeyframeWhy::Repair);
+                    loop {
+                        match rx.recv().await {
+                            Ok(mut packet) => {
+                                packet.header.ssrc = ssrc;
+                                if let Some(pt) = payload_type {
+                                    packet.header.payload_type = pt;
+                                }
+                                if writer.write_rtp(packet).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => break,
                         }
                     }
                 });
+                continue;
             }
+            // Video: the layer forwarder, steered by the player's requests.
+            let (control_tx, control_rx) = mpsc::channel(8);
+            self.player_video.lock().insert(
+                (app_id, stream_id.clone(), session),
+                PlayerVideo {
+                    control: control_tx,
+                },
+            );
+            let sending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            tokio::spawn(forward_video(
+                VideoLeg {
+                    ingest: ingest.clone(),
+                    writer,
+                    ssrc,
+                    payload_type,
+                    sending: sending.clone(),
+                    events: events.clone(),
+                    who: (app_id, stream_id.clone(), session),
+                },
+                video_layer,
+                control_rx,
+            ));
+            // The player's keyframe requests go to the layer it gets.
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(packets) = event
+                        && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                    {
+                        let layer = sending.load(Ordering::Relaxed);
+                        let _ = keyframe.try_send((KeyframeWhy::Repair, layer));
+                    }
+                }
+            });
         }
-        // A new player starts at the next keyframe: ask for one now.
-        let _ = ingest.keyframe.try_send(KeyframeWhy::NewPlayer);
+        // A new player starts at the next keyframe of its layer: ask for one now.
+        let first = ingest.effective(video_layer.index());
+        let _ = ingest.keyframe.try_send((KeyframeWhy::NewPlayer, first));
         let key = (app_id, stream_id.clone(), session);
         if let Some(old) = self.players.lock().insert(key.clone(), pc.clone()) {
             tokio::spawn(async move {
@@ -348,6 +438,9 @@ impl Sfu {
     /// Closes a stream's ingest and all its players.
     pub fn end_media(&self, app_id: u32, stream_id: &str) {
         let ingest = self.streams.lock().remove(&(app_id, stream_id.to_string()));
+        self.player_video
+            .lock()
+            .retain(|(a, s, _), _| !(*a == app_id && s == stream_id));
         let players: Vec<Arc<dyn PeerConnection>> = {
             let mut players = self.players.lock();
             let keys: Vec<_> = players
@@ -373,8 +466,19 @@ impl Sfu {
         }
     }
 
+    /// A player asks for another video layer (it switches at that layer's next keyframe).
+    pub fn set_layer(&self, app_id: u32, stream_id: &str, session: SessionId, layer: VideoLayer) {
+        let key = (app_id, stream_id.to_string(), session);
+        if let Some(v) = self.player_video.lock().get(&key) {
+            let _ = v.control.try_send(layer);
+        }
+    }
+
     /// Closes one player's connection.
     pub fn end_play(&self, app_id: u32, stream_id: &str, session: SessionId) {
+        self.player_video
+            .lock()
+            .remove(&(app_id, stream_id.to_string(), session));
         if let Some(pc) = self
             .players
             .lock()
@@ -384,6 +488,109 @@ impl Sfu {
                 let _ = pc.close().await;
             });
         }
+    }
+}
+
+/// What a player's video forwarding task works with.
+struct VideoLeg {
+    ingest: Arc<Ingest>,
+    writer: Arc<TrackLocalStaticRTP>,
+    /// The player track's SSRC and payload type.
+    ssrc: u32,
+    payload_type: Option<u8>,
+    /// The layer being sent (read by the player's keyframe-request task).
+    sending: Arc<std::sync::atomic::AtomicUsize>,
+    events: Arc<dyn SfuEvents>,
+    who: PlayerKey,
+}
+
+/// How often a player's wanted layer is checked against the layers the publisher sends (a
+/// small layer may open after the player subscribed).
+const LAYER_CHECK: Duration = Duration::from_millis(500);
+
+/// Receives from a broadcast channel if there is one, else waits forever (a `select!` arm).
+async fn recv_layer(
+    rx: &mut Option<broadcast::Receiver<rtp::Packet>>,
+) -> Result<rtp::Packet, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One player's video: packets of the layer it gets (and, while switching, of the layer it
+/// switches to) through its [`LayerForwarder`] to its track.
+async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Receiver<VideoLayer>) {
+    let mut wanted = wanted;
+    let mut forwarder = LayerForwarder::new(leg.ingest.effective(wanted.index()));
+    let mut rx: [Option<broadcast::Receiver<rtp::Packet>>; MAX_LAYERS] = Default::default();
+    let mut check = tokio::time::interval(LAYER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reason = LayerChangeReason::Requested;
+    loop {
+        // Listen to the layer being sent and the one being switched to, and no other.
+        for (layer, slot) in rx.iter_mut().enumerate() {
+            let needed = forwarder.current() == Some(layer) || forwarder.target() == layer;
+            match (needed, slot.is_some()) {
+                (true, false) => *slot = Some(leg.ingest.video[layer].subscribe()),
+                (false, true) => *slot = None,
+                _ => {}
+            }
+        }
+        let [r0, r1, r2] = &mut rx;
+        let (layer, received) = tokio::select! {
+            asked = control.recv() => {
+                let Some(asked) = asked else { return };
+                wanted = asked;
+                reason = LayerChangeReason::Requested;
+                retarget(&leg, &mut forwarder, wanted);
+                continue;
+            }
+            _ = check.tick() => {
+                retarget(&leg, &mut forwarder, wanted);
+                continue;
+            }
+            r = recv_layer(r0) => (0, r),
+            r = recv_layer(r1) => (1, r),
+            r = recv_layer(r2) => (2, r),
+        };
+        let packet = match received {
+            Ok(p) => p,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Too far behind: skip ahead and restart from a keyframe.
+                let _ = leg.ingest.keyframe.try_send((KeyframeWhy::Repair, layer));
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let out = forwarder.push(layer, packet, Instant::now());
+        for mut p in out.packets {
+            p.header.ssrc = leg.ssrc;
+            if let Some(pt) = leg.payload_type {
+                p.header.payload_type = pt;
+            }
+            if leg.writer.write_rtp(p).await.is_err() {
+                return;
+            }
+        }
+        if let Some(now) = out.switched_to {
+            leg.sending.store(now, Ordering::Relaxed);
+            let (app_id, stream_id, session) = &leg.who;
+            leg.events
+                .layer_changed(*app_id, stream_id, *session, now, reason);
+        }
+    }
+}
+
+/// Points `forwarder` at the layer to send for `wanted`; a change asks the publisher for a
+/// keyframe of it.
+fn retarget(leg: &VideoLeg, forwarder: &mut LayerForwarder, wanted: VideoLayer) {
+    let layer = leg.ingest.effective(wanted.index());
+    if forwarder.set_target(layer) {
+        let _ = leg
+            .ingest
+            .keyframe
+            .try_send((KeyframeWhy::NewPlayer, layer));
     }
 }
 

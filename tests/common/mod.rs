@@ -238,6 +238,11 @@ pub fn brief(e: &Event) -> String {
             stream_id, data, ..
         } => format!("sei {stream_id} {}", String::from_utf8_lossy(data)),
         Event::RemoteMicStateUpdate { stream_id, state } => format!("mic {stream_id} {state}"),
+        Event::PlayerVideoLayerChanged {
+            stream_id,
+            layer,
+            reason,
+        } => format!("layer {stream_id} {layer} {reason:?}"),
         Event::RemoteCameraStateUpdate { stream_id, state } => {
             format!("camera {stream_id} {state}")
         }

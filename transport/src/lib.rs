@@ -14,4 +14,5 @@ pub mod playout;
 pub mod received;
 pub mod sei;
 pub mod send_loss;
+pub mod simulcast;
 pub mod tap;

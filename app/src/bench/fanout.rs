@@ -63,6 +63,7 @@ async fn player(
         .request(RequestBody::Play {
             stream_id: "fanout-cam".into(),
             sdp,
+            video_layer: Default::default(),
         })
         .await?
     else {

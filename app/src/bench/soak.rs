@@ -237,6 +237,7 @@ async fn player(
                 .request(RequestBody::Play {
                     stream_id: format!("stage-cam-{s}"),
                     sdp,
+                    video_layer: Default::default(),
                 })
                 .await?
             else {

@@ -141,6 +141,8 @@ pub struct PlayerModel {
     pub sei_count: u64,
     /// Sound level 0–100 (from the monitor), if reported.
     pub level: Option<f32>,
+    /// The simulcast layer it arrives in (0: full picture), once the relay said.
+    pub layer: Option<usize>,
 }
 
 /// SEI data as the studio shows it.
@@ -682,6 +684,11 @@ impl StudioModel {
                     pts_us: *pts_us,
                 });
             }
+            Event::PlayerVideoLayerChanged {
+                stream_id, layer, ..
+            } => {
+                self.players.entry(stream_id.clone()).or_default().layer = Some(*layer);
+            }
             Event::RemoteMicStateUpdate { stream_id, state }
             | Event::RemoteCameraStateUpdate { stream_id, state } => {
                 let mic = matches!(event, Event::RemoteMicStateUpdate { .. });
@@ -832,6 +839,7 @@ pub fn stream_of(event: &Event) -> Option<&str> {
         | Event::PlayerRecvAudioFirstFrame { stream_id }
         | Event::PublisherQualityUpdate { stream_id, .. }
         | Event::PlayerSyncRecvSEI { stream_id, .. }
+        | Event::PlayerVideoLayerChanged { stream_id, .. }
         | Event::RemoteMicStateUpdate { stream_id, .. }
         | Event::RemoteCameraStateUpdate { stream_id, .. }
         | Event::PlayerQualityUpdate { stream_id, .. } => Some(stream_id),

@@ -29,6 +29,9 @@ pub enum ResourceMode {
 pub struct PlayerConfig {
     /// Where the stream comes from.
     pub resource_mode: ResourceMode,
+    /// Which video layer of a simulcast stream (ZEGO's `setPlayStreamVideoType`); Auto lets
+    /// the relay choose.
+    pub video_layer: onair_protocol::messages::VideoLayer,
 }
 
 /// A peer connection's state as the sessions see it: WebRTC's states that mean something to

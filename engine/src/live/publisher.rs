@@ -32,13 +32,21 @@ use onair_transport::peer::{
 };
 use onair_transport::sei;
 
+/// One simulcast layer's track, its sender, and the flag its keyframe requests set.
+type VideoTrack = (
+    Arc<TrackLocalStaticSample>,
+    Arc<dyn RtpSender>,
+    Arc<AtomicBool>,
+);
+
 /// A negotiated (or negotiating) publisher connection.
 pub struct PublisherPeer {
     /// The peer connection.
     pub pc: Arc<dyn PeerConnection>,
-    video: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
+    /// One video track per simulcast layer (the full picture first), each with the flag its
+    /// keyframe requests set.
+    video: Vec<VideoTrack>,
     audio: (Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>),
-    keyframe: Arc<AtomicBool>,
     /// Packets the relay reported missing (NACK) so far.
     pub nacked: Arc<std::sync::atomic::AtomicU64>,
     received: Arc<std::sync::atomic::AtomicU64>,
@@ -57,18 +65,24 @@ async fn sample_track(
     pc: &Arc<dyn PeerConnection>,
     stream_id: &str,
     kind: RtpCodecKind,
+    layer: usize,
 ) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>), PeerError> {
     let codec = if kind == RtpCodecKind::Video {
         h264_codec()
     } else {
         opus_codec()
     };
+    // The relay tells layers apart by the track ID (`…-video`, `…-video-1`, `…-video-2`).
+    let id = match layer {
+        0 => format!("{stream_id}-{kind}"),
+        n => format!("{stream_id}-{kind}-{n}"),
+    };
     let track = Arc::new(TrackLocalStaticSample::new(
         Instant::now(),
         MediaStreamTrack::new(
             stream_id.to_string(),
-            format!("{stream_id}-{kind}"),
-            format!("{stream_id}-{kind}"),
+            id.clone(),
+            id,
             kind,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
@@ -84,17 +98,23 @@ async fn sample_track(
     Ok((track, sender))
 }
 
-/// Creates the connection and its offer (with every candidate).
+/// Creates the connection (a video track per simulcast layer) and its offer (with every
+/// candidate).
 pub async fn offer(
     net: &MediaNetwork,
     stream_id: &str,
+    layers: usize,
     generation: u64,
     events: mpsc::Sender<LiveEvent>,
     send: SendOptions,
 ) -> Result<(PublisherPeer, String), PeerError> {
     let (pc, mut ev) = new_peer_with(net, send).await?;
-    let video = sample_track(&pc, stream_id, RtpCodecKind::Video).await?;
-    let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio).await?;
+    let mut video = Vec::new();
+    for layer in 0..layers.max(1) {
+        let (track, sender) = sample_track(&pc, stream_id, RtpCodecKind::Video, layer).await?;
+        video.push((track, sender, Arc::new(AtomicBool::new(false))));
+    }
+    let audio = sample_track(&pc, stream_id, RtpCodecKind::Audio, 0).await?;
     let offer = pc.create_offer(None).await?;
     let sdp = peer::finish_local(&pc, &mut ev, offer).await?;
     crate::live::report_state(
@@ -104,31 +124,42 @@ pub async fn offer(
         generation,
         events,
     );
-    // Keyframe requests from the SFU set a flag the encoder reads before each frame.
-    let keyframe = Arc::new(AtomicBool::new(false));
-    let flag = keyframe.clone();
-    let track = video.0.clone();
-    tokio::spawn(async move {
-        while let Some(event) = track.poll().await {
-            if let TrackLocalEvent::OnRtcpPacket(packets) = event
-                && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-            {
-                flag.store(true, Ordering::SeqCst);
+    // Keyframe requests from the SFU set the layer's flag, read by the encoder before each
+    // frame.
+    for (track, _, flag) in &video {
+        let (track, flag) = (track.clone(), flag.clone());
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(packets) = event
+                    && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                {
+                    flag.store(true, Ordering::SeqCst);
+                }
             }
-        }
-    });
+        });
+    }
     Ok((
         PublisherPeer {
             pc,
             video,
             audio,
-            keyframe,
             nacked: ev.nacked.clone(),
             received: ev.received.clone(),
             seen: 0,
         },
         sdp,
     ))
+}
+
+/// One simulcast layer's encoder and where its packets go.
+struct LayerEncoder {
+    encoder: H264Encoder,
+    configured_kbps: u32,
+    applied_kbps: u32,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+    keyframe: Arc<AtomicBool>,
 }
 
 /// Counters a publisher keeps (read once a second for quality events).
@@ -202,35 +233,47 @@ impl PublisherPeer {
             .target_kbps
             .store(config.bitrate_kbps, Ordering::Relaxed);
         let handle = tokio::runtime::Handle::current();
-        let (vssrc, vpt) = writer_target(&self.video.0, &self.video.1)
-            .await
-            .ok_or_else(|| PeerError("video sender not negotiated".into()))?;
+        // Each layer: its encoder's config, track, SSRC, payload type and keyframe flag.
+        let mut layers = Vec::new();
+        for (config, (track, sender, keyframe)) in config.layers().into_iter().zip(&self.video) {
+            let (ssrc, pt) = writer_target(track, sender)
+                .await
+                .ok_or_else(|| PeerError("video sender not negotiated".into()))?;
+            layers.push((config, track.clone(), ssrc, pt, keyframe.clone()));
+        }
         let (assrc, apt) = writer_target(&self.audio.0, &self.audio.1)
             .await
             .ok_or_else(|| PeerError("audio sender not negotiated".into()))?;
         let mut threads = Vec::new();
         {
-            let (stop, handle, track, keyframe) = (
-                stop.clone(),
-                handle.clone(),
-                self.video.0.clone(),
-                self.keyframe.clone(),
-            );
+            let (stop, handle) = (stop.clone(), handle.clone());
             let interval = Duration::from_secs_f64(1.0 / f64::from(config.fps.max(1)));
             let counters = counters.clone();
             let controls = controls.clone();
+            let full_kbps = config.bitrate_kbps;
             threads.push(
                 std::thread::Builder::new()
                     .name("onair-encode-video".into())
                     .spawn(move || {
-                        let mut encoder = match H264Encoder::new(config) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot open the video encoder");
-                                return;
+                        // The full picture first: the small layers never delay it.
+                        let mut encoders = Vec::new();
+                        for (config, track, ssrc, pt, keyframe) in layers {
+                            match H264Encoder::new(config) {
+                                Ok(e) => encoders.push(LayerEncoder {
+                                    encoder: e,
+                                    configured_kbps: config.bitrate_kbps,
+                                    applied_kbps: config.bitrate_kbps,
+                                    track,
+                                    ssrc,
+                                    pt,
+                                    keyframe,
+                                }),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot open the video encoder");
+                                    return;
+                                }
                             }
-                        };
-                        let mut applied_kbps = config.bitrate_kbps;
+                        }
                         // SEI may be sent while this runs.
                         let _encoding = controls.encoding();
                         let mut black: Option<SharedVideoFrame> = None;
@@ -258,44 +301,60 @@ impl PublisherPeer {
                                 frame = b.clone();
                                 black = Some(b);
                             }
+                            // The estimate scales every layer alike (never above its own
+                            // configured bitrate).
                             let target = counters.target_kbps.load(Ordering::Relaxed);
-                            if target != applied_kbps && target > 0 {
-                                if let Err(e) = encoder.set_bitrate_kbps(target) {
-                                    tracing::warn!(error = %e, target, "bitrate change failed");
+                            let share =
+                                f64::from(target.min(full_kbps)) / f64::from(full_kbps.max(1));
+                            // The app's SEI rides on the first frame captured after its call,
+                            // in every layer (a player may get any of them).
+                            let user_sei = controls.take_sei(frame.capture_time_us, Instant::now());
+                            for (i, layer) in encoders.iter_mut().enumerate() {
+                                let want =
+                                    ((f64::from(layer.configured_kbps) * share) as u32).max(30);
+                                if target > 0 && want != layer.applied_kbps {
+                                    if let Err(e) = layer.encoder.set_bitrate_kbps(want) {
+                                        tracing::warn!(error = %e, want, "bitrate change failed");
+                                    }
+                                    layer.applied_kbps = want;
                                 }
-                                applied_kbps = target;
-                            }
-                            if keyframe.swap(false, Ordering::SeqCst) {
-                                encoder.request_keyframe();
-                                counters.keyframes_requested.fetch_add(1, Ordering::Relaxed);
-                            }
-                            let packet = match encoder.encode(&frame) {
-                                Ok(Some(p)) => p,
-                                Ok(None) => continue,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "encode failed");
-                                    continue;
+                                if layer.keyframe.swap(false, Ordering::SeqCst) {
+                                    layer.encoder.request_keyframe();
+                                    counters.keyframes_requested.fetch_add(1, Ordering::Relaxed);
                                 }
-                            };
-                            let mut data = sei::capture_time_nal(packet.capture_time_us);
-                            // The app's SEI rides on the first frame captured after its call.
-                            for user in controls.take_sei(packet.capture_time_us, Instant::now()) {
-                                data.extend(sei::user_data_nal(&user));
-                            }
-                            data.extend_from_slice(&packet.data);
-                            counters.frames.fetch_add(1, Ordering::Relaxed);
-                            counters
-                                .video_bytes
-                                .fetch_add(data.len() as u64, Ordering::Relaxed);
-                            let sample = Sample {
-                                data: data.into(),
-                                duration: interval,
-                                ..Sample::new(Instant::now())
-                            };
-                            let result = handle
-                                .block_on(track.sample_writer(vssrc, vpt).write_sample(&sample));
-                            if result.is_err() {
-                                break;
+                                let packet = match layer.encoder.encode(&frame) {
+                                    Ok(Some(p)) => p,
+                                    Ok(None) => continue,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "encode failed");
+                                        continue;
+                                    }
+                                };
+                                let mut data = sei::capture_time_nal(packet.capture_time_us);
+                                for user in &user_sei {
+                                    data.extend(sei::user_data_nal(user));
+                                }
+                                data.extend_from_slice(&packet.data);
+                                if i == 0 {
+                                    counters.frames.fetch_add(1, Ordering::Relaxed);
+                                }
+                                counters
+                                    .video_bytes
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                                let sample = Sample {
+                                    data: data.into(),
+                                    duration: interval,
+                                    ..Sample::new(Instant::now())
+                                };
+                                let result = handle.block_on(
+                                    layer
+                                        .track
+                                        .sample_writer(layer.ssrc, layer.pt)
+                                        .write_sample(&sample),
+                                );
+                                if result.is_err() {
+                                    return;
+                                }
                             }
                         }
                     })

@@ -5,7 +5,8 @@ use std::fmt;
 use crate::error::ErrorCode;
 use onair_media::local::{DeviceKind, PublishChannel};
 use onair_protocol::messages::{
-    MessageKind, QualityLevel, RoomExtraInfo, RoomMessage, StreamInfo, UpdateType, User,
+    LayerChangeReason, MessageKind, QualityLevel, RoomExtraInfo, RoomMessage, StreamInfo,
+    UpdateType, User,
 };
 
 /// Why a room's state changed, numbered exactly as the seed's `ZegoRoomStateChangedReason`.
@@ -360,6 +361,15 @@ pub enum Event {
         /// unknown).
         capture_time_us: u64,
     },
+    /// The video layer a played stream arrives in changed (at a keyframe of the new layer).
+    PlayerVideoLayerChanged {
+        /// The stream.
+        stream_id: String,
+        /// 0 (the full picture), 1 or 2 (smaller).
+        layer: usize,
+        /// Asked for, or chosen by the relay from the link's estimate.
+        reason: LayerChangeReason,
+    },
     /// A stream's publisher muted or unmuted its audio (ZEGO's `onRemoteMicStateUpdate`), for
     /// streams of the rooms this engine is in: at the change, and when a stream appears
     /// muted.
@@ -460,6 +470,7 @@ impl Event {
             Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
             Event::RoomStreamExtraInfoUpdate { .. } => "room_stream_extra_info",
             Event::PlayerSyncRecvSEI { .. } => "player_sei",
+            Event::PlayerVideoLayerChanged { .. } => "player_video_layer",
             Event::RemoteMicStateUpdate { .. } => "remote_mic_state",
             Event::RemoteCameraStateUpdate { .. } => "remote_camera_state",
             Event::NetworkQuality { .. } => "network_quality",
@@ -620,6 +631,14 @@ impl fmt::Display for Event {
             Event::RemoteMicStateUpdate { stream_id, state } => {
                 write!(f, "remote_mic_state stream={stream_id} state={state}")
             }
+            Event::PlayerVideoLayerChanged {
+                stream_id,
+                layer,
+                reason,
+            } => write!(
+                f,
+                "player_video_layer stream={stream_id} layer={layer} reason={reason:?}"
+            ),
             Event::RemoteCameraStateUpdate { stream_id, state } => {
                 write!(f, "remote_camera_state stream={stream_id} state={state}")
             }

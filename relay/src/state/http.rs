@@ -117,7 +117,15 @@ impl RelayState {
                         &mut out,
                     )
                 } else {
-                    self.play(sid, 0, 0, stream_id.to_string(), String::new(), &mut out)
+                    self.play(
+                        sid,
+                        0,
+                        0,
+                        stream_id.to_string(),
+                        String::new(),
+                        onair_protocol::messages::VideoLayer::Auto,
+                        &mut out,
+                    )
                 }
             });
         self.reply_deferred = false;

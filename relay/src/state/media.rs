@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use onair_protocol::error::ErrorCode;
 use onair_protocol::ids;
-use onair_protocol::messages::{ResponseBody, ServerMessage};
+use onair_protocol::messages::{LayerChangeReason, ResponseBody, ServerMessage, VideoLayer};
 
 use super::stream::Media;
 use super::{ConnId, Output, RelayState, Reply, SessionId, err};
@@ -13,6 +13,7 @@ use super::{ConnId, Output, RelayState, Reply, SessionId, err};
 impl RelayState {
     /// `play`: registers `sid` as a player of a flowing stream and asks the SFU to negotiate;
     /// the answer is deferred until [`Self::negotiated`]. Playing again replaces the old play.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn play(
         &mut self,
         sid: SessionId,
@@ -20,6 +21,7 @@ impl RelayState {
         request_id: u64,
         stream_id: String,
         sdp: String,
+        video_layer: VideoLayer,
         out: &mut Vec<Output>,
     ) -> Reply {
         ids::check_stream_id(&stream_id).map_err(|c| err(c, "invalid stream ID"))?;
@@ -79,8 +81,62 @@ impl RelayState {
             stream_id,
             publish: false,
             sdp,
+            video_layer,
         });
         Ok(ResponseBody::Done)
+    }
+
+    /// `set_play_layer`: a player of `stream_id` asks for another video layer.
+    pub(super) fn set_play_layer(
+        &mut self,
+        sid: SessionId,
+        stream_id: String,
+        video_layer: VideoLayer,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        if !session.playing.contains(&stream_id) {
+            return Err(err(ErrorCode::StreamNotFound, "not playing that stream"));
+        }
+        out.push(Output::SetLayer {
+            app_id: session.app_id,
+            stream_id,
+            session: sid,
+            video_layer,
+        });
+        Ok(ResponseBody::Done)
+    }
+
+    /// The SFU switched a player of `stream_id` to `layer`: tell it, if it still plays it.
+    pub fn layer_changed(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        sid: SessionId,
+        layer: usize,
+        reason: LayerChangeReason,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(conn) = self
+            .sessions
+            .get(&sid)
+            .filter(|s| s.app_id == app_id && s.playing.contains(stream_id))
+            .and_then(|s| s.conn)
+        else {
+            return out;
+        };
+        self.send(
+            vec![conn],
+            ServerMessage::PlayLayerChanged {
+                stream_id: stream_id.to_string(),
+                layer: layer as u8,
+                reason,
+            },
+            &mut out,
+        );
+        out
     }
 
     /// Whether `sid` may play a stream of `room_id`: it is in that room, or, where the app

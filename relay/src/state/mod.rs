@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use onair_protocol::error::{ErrorCode, WireError};
-use onair_protocol::messages::{Request, RequestBody, ResponseBody, ServerMessage};
+use onair_protocol::messages::{Request, RequestBody, ResponseBody, ServerMessage, VideoLayer};
 
 use crate::config::{AppConfig, Limits, RelayConfig};
 use room::Room;
@@ -65,6 +65,19 @@ pub enum Output {
         publish: bool,
         /// The client's offer.
         sdp: String,
+        /// For a player: the video layer it asks for.
+        video_layer: VideoLayer,
+    },
+    /// A player asks for another video layer.
+    SetLayer {
+        /// The app.
+        app_id: u32,
+        /// The stream.
+        stream_id: String,
+        /// The player.
+        session: SessionId,
+        /// The layer.
+        video_layer: VideoLayer,
     },
     /// The stream's media is over: close its ingest and every player's connection.
     EndMedia {
@@ -697,9 +710,21 @@ impl RelayState {
                 sdp.map(|sdp| (conn, request_id, sdp)),
                 out,
             ),
-            (RequestBody::Play { stream_id, sdp }, Some(sid)) => {
-                self.play(sid, conn, request_id, stream_id, sdp, out)
-            }
+            (
+                RequestBody::Play {
+                    stream_id,
+                    sdp,
+                    video_layer,
+                },
+                Some(sid),
+            ) => self.play(sid, conn, request_id, stream_id, sdp, video_layer, out),
+            (
+                RequestBody::SetPlayLayer {
+                    stream_id,
+                    video_layer,
+                },
+                Some(sid),
+            ) => self.set_play_layer(sid, stream_id, video_layer, out),
             (RequestBody::StopPlay { stream_id }, Some(sid)) => {
                 if self.stop_playing(sid, &stream_id, out) {
                     Ok(ResponseBody::Done)

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use onair_protocol::error::ErrorCode;
 use onair_protocol::ids;
-use onair_protocol::messages::{ResponseBody, ServerMessage, StreamInfo, UpdateType};
+use onair_protocol::messages::{ResponseBody, ServerMessage, StreamInfo, UpdateType, VideoLayer};
 
 use super::{App, ConnId, Output, RelayState, Reply, SessionId, err, unix_ms};
 
@@ -165,6 +165,7 @@ impl RelayState {
                 stream_id,
                 publish: true,
                 sdp,
+                video_layer: VideoLayer::Auto,
             });
             return Ok(ResponseBody::Done);
         }

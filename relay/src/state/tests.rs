@@ -416,6 +416,7 @@ fn sent(outputs: &[Output]) -> Vec<(ConnId, String)> {
             Output::Negotiate { conn, .. } => v.push((*conn, "negotiate".into())),
             Output::EndMedia { .. } => v.push((0, "end_media".into())),
             Output::EndPlay { .. } => v.push((0, "end_play".into())),
+            Output::SetLayer { .. } => v.push((0, "set_layer".into())),
         }
     }
     v

@@ -144,6 +144,13 @@ pub enum Command {
         /// The stream.
         stream_id: String,
     },
+    /// Ask for another video layer of a played stream.
+    SetPlayLayer {
+        /// The stream.
+        stream_id: String,
+        /// The layer.
+        layer: onair_protocol::messages::VideoLayer,
+    },
     /// Log out of everything and stop; `done` is signalled when finished.
     Shutdown {
         /// Signalled when the task has finished.

@@ -122,6 +122,26 @@ impl Connection {
         }
     }
 
+    /// Tells the relay a playing stream's new layer (a player still negotiating sends it with
+    /// its play request).
+    async fn set_play_layer(
+        &mut self,
+        stream_id: &str,
+        layer: onair_protocol::messages::VideoLayer,
+    ) {
+        let playing = self
+            .players
+            .get(stream_id)
+            .is_some_and(|p| p.session.state() == crate::room::events::PlayerState::Playing);
+        if playing {
+            let body = RequestBody::SetPlayLayer {
+                stream_id: stream_id.to_string(),
+                video_layer: layer,
+            };
+            self.send(body, Pending::Other).await;
+        }
+    }
+
     /// Runs until shutdown or until the engine handle is dropped.
     pub async fn run(mut self) {
         let mut stats = tokio::time::interval(Duration::from_secs(1));
@@ -409,7 +429,12 @@ impl Connection {
             Command::StartPlaying { stream_id, config } => {
                 if let Some(p) = self.players.get_mut(&stream_id) {
                     // Playing again: the newest options hold (L3 is the only mode today).
+                    let layer = config.video_layer;
+                    let changed = p.config.video_layer != layer;
                     p.config = config;
+                    if changed {
+                        self.set_play_layer(&stream_id, layer).await;
+                    }
                     return;
                 }
                 let timers = self.settings.session_timers();
@@ -428,6 +453,12 @@ impl Connection {
                 self.run_play(&stream_id, actions).await;
             }
             Command::StopPlaying { stream_id } => self.end_playing(&stream_id).await,
+            Command::SetPlayLayer { stream_id, layer } => {
+                if let Some(p) = self.players.get_mut(&stream_id) {
+                    p.config.video_layer = layer;
+                    self.set_play_layer(&stream_id, layer).await;
+                }
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -570,6 +601,19 @@ impl Connection {
                 }
                 for e in devices {
                     self.events.emit(e);
+                }
+            }
+            ServerMessage::PlayLayerChanged {
+                stream_id,
+                layer,
+                reason,
+            } => {
+                if self.players.contains_key(&stream_id) {
+                    self.events.emit(Event::PlayerVideoLayerChanged {
+                        stream_id,
+                        layer: usize::from(layer),
+                        reason,
+                    });
                 }
             }
             ServerMessage::StreamMuteUpdate {

@@ -62,6 +62,7 @@ impl Connection {
                     let body = RequestBody::Play {
                         stream_id: stream_id.to_string(),
                         sdp,
+                        video_layer: p.config.video_layer,
                     };
                     self.send(body, Pending::Play(stream_id.to_string(), generation))
                         .await;

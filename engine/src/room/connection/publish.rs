@@ -129,7 +129,9 @@ impl Connection {
     /// Send-side options for a publisher with `config`: the estimate starts at the configured
     /// bitrate and may go down to a tenth of it (at least 100 kbps).
     pub(super) fn send_options(&self, config: &VideoConfig) -> SendOptions {
-        let max = f64::from(config.bitrate_kbps) * 1000.0;
+        // Every simulcast layer together.
+        let total: u32 = config.layers().iter().map(|l| l.bitrate_kbps).sum();
+        let max = f64::from(total) * 1000.0;
         SendOptions {
             estimate: self
                 .settings
@@ -158,9 +160,12 @@ impl Connection {
                     let result = match &net {
                         Some(net) => {
                             let send = send.unwrap_or_default();
-                            crate::live::publisher::offer(net, stream_id, generation, live_tx, send)
-                                .await
-                                .map_err(|e| e.to_string())
+                            let layers = usize::from(p.config.simulcast_layers);
+                            crate::live::publisher::offer(
+                                net, stream_id, layers, generation, live_tx, send,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())
                         }
                         None => Err("no local address for media".to_string()),
                     };

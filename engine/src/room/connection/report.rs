@@ -95,8 +95,13 @@ impl Connection {
                         && let Some(p) = self.publishers.get(stream_id.as_str())
                         && let Some(media) = p.media.as_ref()
                     {
-                        let kbps =
-                            quality::encoder_target_kbps(estimate_bps, p.config.bitrate_kbps);
+                        // With simulcast the estimate covers every layer: the full one's share.
+                        let total: u32 = p.config.layers().iter().map(|l| l.bitrate_kbps).sum();
+                        let full = f64::from(p.config.bitrate_kbps) / f64::from(total.max(1));
+                        let kbps = quality::encoder_target_kbps(
+                            estimate_bps * full,
+                            p.config.bitrate_kbps,
+                        );
                         media.counters.target_kbps.store(kbps, Relaxed);
                         *target_kbps = kbps;
                     }

@@ -1,0 +1,132 @@
+//! Simulcast through the real relay: a publisher sending three layers, players asking for the
+//! big and the smallest, a switch mid-stream at a keyframe without a freeze, and a stream
+//! without simulcast giving the only layer it has.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use onair_engine::media::stamp;
+use onair_engine::{
+    Engine, PlayerConfig, PublishChannel, User, VideoConfig, VideoLayer, VideoPreset,
+};
+
+fn member(relay: &TestRelay, room: &str, name: &str) -> Engine {
+    let e = relay.engine();
+    e.login_room(room, User::new(name), quiet());
+    until(&e, &format!("state {room} LOGINED"));
+    e
+}
+
+fn play(viewer: &Engine, stream: &str, layer: VideoLayer) {
+    viewer.start_playing_stream(
+        stream,
+        PlayerConfig {
+            video_layer: layer,
+            ..Default::default()
+        },
+    );
+}
+
+/// The size of the frames `viewer` gets within `within`, waiting until one arrives.
+fn frame_size(
+    frames: &onair_engine::media::FrameReceiver<onair_engine::media::SharedVideoFrame>,
+    within: Duration,
+) -> Option<(u32, u32)> {
+    frames.recv_timeout(within).map(|f| (f.width, f.height))
+}
+
+#[test]
+fn each_player_gets_the_layer_it_asks_for_and_switches_without_a_freeze() {
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let big = member(&relay, "r", "big");
+    let small = member(&relay, "r", "small");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P360)
+            .with_fps(30)
+            .simulcast(3),
+    );
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&host, "publisher cam Publishing");
+    until(&big, "stream r ADD cam@host");
+    let big_frames = big.play_frames("cam");
+    let small_frames = small.play_frames("cam");
+    play(&big, "cam", VideoLayer::Big);
+    play(&small, "cam", VideoLayer::Smallest);
+    until(&big, "layer cam 0 Requested");
+    until(&small, "first_video cam");
+    // The smallest layer may open a moment after the big one: the player moves to it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut size = None;
+    while Instant::now() < deadline {
+        size = frame_size(&small_frames, Duration::from_millis(500));
+        if size == Some((160, 90)) {
+            break;
+        }
+    }
+    assert_eq!(size, Some((160, 90)), "the smallest layer");
+    assert_eq!(
+        frame_size(&big_frames, Duration::from_secs(2)),
+        Some((640, 360)),
+        "the big layer"
+    );
+    // Switch the small player to the big layer: within 2 s, at a keyframe, no freeze.
+    while small_frames.try_recv().is_some() {}
+    let asked = Instant::now();
+    small.set_play_stream_video_layer("cam", VideoLayer::Big);
+    let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut switched_after = None;
+    let mut stamps_after = 0;
+    while asked.elapsed() < Duration::from_secs(4) {
+        let Some(f) = small_frames.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let now = Instant::now();
+        longest = longest.max(now - last);
+        last = now;
+        if (f.width, f.height) == (640, 360) {
+            switched_after.get_or_insert(asked.elapsed());
+            // Whole pictures from the first one on (the switch waited for a keyframe).
+            if stamp::read(&f).is_some() {
+                stamps_after += 1;
+            }
+        }
+    }
+    let switched_after = switched_after.expect("switched to the big layer");
+    assert!(
+        switched_after < Duration::from_secs(2),
+        "{switched_after:?}"
+    );
+    assert!(longest < Duration::from_millis(500), "froze {longest:?}");
+    assert!(stamps_after > 30, "{stamps_after} readable big frames");
+    until(&small, "layer cam 0 Requested");
+    // The big player never moved.
+    assert_eq!(
+        frame_size(&big_frames, Duration::from_secs(1)),
+        Some((640, 360))
+    );
+}
+
+#[test]
+fn a_stream_without_simulcast_gives_its_only_layer() {
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let viewer = member(&relay, "r", "viewer");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P180).with_fps(15),
+    );
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&viewer, "stream r ADD cam@host");
+    let frames = viewer.play_frames("cam");
+    play(&viewer, "cam", VideoLayer::Smallest);
+    until(&viewer, "layer cam 0 Requested");
+    assert_eq!(
+        frame_size(&frames, Duration::from_secs(2)),
+        Some((320, 180))
+    );
+}
