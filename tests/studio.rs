@@ -356,6 +356,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 view: Some(view),
                 muted: true,
                 volume: 100,
+                layer: onair_engine::VideoLayer::Auto,
                 render_reported: true,
             },
         );

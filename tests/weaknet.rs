@@ -188,3 +188,20 @@ fn one_viewer_on_a_bad_link_costs_the_others_no_keyframes() {
         "the clean viewer plays on: {clean_fps:?}"
     );
 }
+
+#[test]
+fn a_thin_link_gets_a_smaller_simulcast_layer_instead_of_freezing() {
+    if !available() {
+        return;
+    }
+    let _turn = turn();
+    // 600 kbit/s to the player, the publisher sending 720p (≈ 1 Mbps here), 360p and 180p.
+    // Without layers this cell plays at 0 fps (docs/PERFORMANCE.md, weak networks).
+    let v = cell(&["--cells", "thin", "--seconds", "12", "--simulcast"]);
+    let layer = v["video_layer"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no layer: {v}"));
+    assert!(layer >= 1, "stepped down from the full picture: {v}");
+    assert!(f(&v, "fps") >= 20.0, "{v}");
+    assert!(f(&v, "longest_freeze_ms") < 3_000.0, "{v}");
+}

@@ -28,9 +28,10 @@ use crate::state::SessionId;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::peer::{
-    self, MediaNetwork, WatchRules, h264_codec, new_peer, opus_codec, watch_connection,
+    self, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with, opus_codec,
+    watch_connection,
 };
-use onair_transport::simulcast::{LayerForwarder, MAX_LAYERS, layer_of};
+use onair_transport::simulcast::{LayerChooser, LayerForwarder, MAX_LAYERS, layer_of};
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
@@ -41,6 +42,13 @@ const NEW_PLAYER_PLI_INTERVAL: Duration = Duration::from_millis(100);
 /// most this often, however many players ask: one player on a bad link must not make the
 /// publisher send keyframes to everyone several times a second.
 const REPAIR_PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A player's link estimate starts here (the full layer of a 1080p stream fits; congestion
+/// brings it down within a second or two)…
+const PLAYER_INITIAL_BPS: f64 = 5_000_000.0;
+/// …and stays within these bounds.
+const PLAYER_MIN_BPS: f64 = 100_000.0;
+const PLAYER_MAX_BPS: f64 = 20_000_000.0;
 
 /// Why a player needs a keyframe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +99,10 @@ struct Ingest {
     keyframe: mpsc::Sender<(KeyframeWhy, usize)>,
     /// Which layers the publisher sends (seen open or flowing).
     available: [AtomicBool; MAX_LAYERS],
+    /// The publisher's offer has several video layers (tracks, or RID simulcast).
+    layered: bool,
+    /// Bytes received per layer (for each layer's bitrate).
+    bytes: [std::sync::atomic::AtomicU64; MAX_LAYERS],
     closing: AtomicBool,
 }
 
@@ -186,6 +198,7 @@ impl Sfu {
         offer: String,
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
+        let layered = offer.matches("m=video").count() > 1 || offer.contains("a=simulcast");
         let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
         peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
@@ -201,6 +214,8 @@ impl Sfu {
             audio: broadcast::channel(FORWARD_QUEUE / 4).0,
             keyframe: keyframe_tx,
             available: std::array::from_fn(|_| AtomicBool::new(false)),
+            layered,
+            bytes: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             closing: AtomicBool::new(false),
         });
         let key = (app_id, stream_id.clone());
@@ -249,8 +264,12 @@ impl Sfu {
                                 // publisher's would not map. Dropped once here, so the copy
                                 // each player takes from the channel allocates nothing.
                                 packet.header.extension = false;
+                                packet.header.extension_profile = 0;
                                 packet.header.extensions.clear();
                                 packet.header.extensions.shrink_to_fit();
+                                // (its padding too: an extension the player leg adds, such
+                                // as the transport-wide sequence number, starts afresh)
+                                packet.header.extensions_padding = 0;
                                 if !video {
                                     let _ = ingest.audio.send(packet);
                                     continue;
@@ -265,6 +284,8 @@ impl Sfu {
                                     }
                                     default_layer
                                 });
+                                ingest.bytes[layer]
+                                    .fetch_add(packet.payload.len() as u64 + 12, Ordering::Relaxed);
                                 let _ = ingest.video[layer].send(packet);
                             }
                             _ => {}
@@ -302,7 +323,17 @@ impl Sfu {
             .get(&(app_id, stream_id.clone()))
             .cloned()
             .ok_or_else(|| "the stream has no media".to_string())?;
-        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
+        // A stream with layers: estimate the player's link (GCC over its transport-wide
+        // feedback) so Auto can pick the layer that fits. Single-layer streams skip the cost.
+        let layered = ingest.layered;
+        tracing::debug!(stream_id, layered, "player subscribes");
+        let send = SendOptions {
+            estimate: layered.then_some((PLAYER_INITIAL_BPS, PLAYER_MIN_BPS, PLAYER_MAX_BPS)),
+            ..Default::default()
+        };
+        let (pc, mut ev) = new_peer_with(&self.network, send)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut tracks = Vec::new();
         for (kind, codec) in [
             (RtpCodecKind::Video, h264_codec()),
@@ -381,6 +412,7 @@ impl Sfu {
                     sending: sending.clone(),
                     events: events.clone(),
                     who: (app_id, stream_id.clone(), session),
+                    estimating: layered.then(|| pc.clone()),
                 },
                 video_layer,
                 control_rx,
@@ -502,6 +534,8 @@ struct VideoLeg {
     sending: Arc<std::sync::atomic::AtomicUsize>,
     events: Arc<dyn SfuEvents>,
     who: PlayerKey,
+    /// The player's connection, when its link is estimated (streams with layers).
+    estimating: Option<Arc<dyn PeerConnection>>,
 }
 
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
@@ -527,6 +561,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut check = tokio::time::interval(LAYER_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reason = LayerChangeReason::Requested;
+    let mut chooser = LayerChooser::default();
+    let mut rates = LayerRates::default();
+    let mut ticks = 0u64;
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -547,7 +584,26 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 continue;
             }
             _ = check.tick() => {
-                retarget(&leg, &mut forwarder, wanted);
+                ticks += 1;
+                match (&leg.estimating, wanted.is_auto()) {
+                    // Auto on a layered stream: the layer the link's estimate fits, once a
+                    // second.
+                    (Some(pc), true) => {
+                        if ticks.is_multiple_of(2) {
+                            let estimate = player_estimate(pc).await;
+                            let per_layer = rates.step(&leg.ingest, Instant::now());
+                            let current = forwarder.current().unwrap_or(forwarder.target());
+                            let layer = chooser.choose(current, estimate, per_layer, Instant::now());
+                            tracing::debug!(estimate, ?per_layer, current, layer, "auto layer");
+                            if layer != forwarder.target() && forwarder.set_target(layer) {
+                                reason = LayerChangeReason::Bandwidth;
+                                let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
+                                tracing::debug!(layer, estimate, "layer by bandwidth");
+                            }
+                        }
+                    }
+                    _ => retarget(&leg, &mut forwarder, wanted),
+                }
                 continue;
             }
             r = recv_layer(r0) => (0, r),
@@ -579,6 +635,44 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             leg.events
                 .layer_changed(*app_id, stream_id, *session, now, reason);
         }
+    }
+}
+
+/// The send-side estimate of a player's link (bits/s; 0 until there is one).
+async fn player_estimate(pc: &Arc<dyn PeerConnection>) -> f64 {
+    let report = pc
+        .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+        .await;
+    report
+        .outbound_rtp_streams()
+        .map(|s| s.target_bitrate)
+        .filter(|b| *b > 0.0)
+        .fold(0.0, f64::max)
+}
+
+/// Each layer's bitrate as it arrives, from the ingest's byte counters between two calls.
+#[derive(Default)]
+struct LayerRates {
+    last: Option<([u64; MAX_LAYERS], Instant)>,
+}
+
+impl LayerRates {
+    /// Bits/s per layer since the previous call (None: the layer is not sent).
+    fn step(&mut self, ingest: &Ingest, now: Instant) -> [Option<f64>; MAX_LAYERS] {
+        let bytes: [u64; MAX_LAYERS] =
+            std::array::from_fn(|l| ingest.bytes[l].load(Ordering::Relaxed));
+        let mut out = [None; MAX_LAYERS];
+        if let Some((before, at)) = self.last {
+            let secs = now.saturating_duration_since(at).as_secs_f64().max(0.1);
+            for l in 0..MAX_LAYERS {
+                let delta = bytes[l].saturating_sub(before[l]);
+                if delta > 0 {
+                    out[l] = Some(delta as f64 * 8.0 / secs);
+                }
+            }
+        }
+        self.last = Some((bytes, now));
+        out
     }
 }
 

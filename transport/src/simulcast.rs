@@ -185,6 +185,65 @@ impl LayerForwarder {
     }
 }
 
+/// A layer fits a link when its bitrate times this is within the estimate.
+const FIT_HEADROOM: f64 = 1.15;
+/// How long a better layer must fit before the player moves up to it.
+pub const UP_HOLD: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The relay's choice of layer for a player in Auto, from the estimate of its link: down at
+/// once when the layer it gets no longer fits, up only after a better one fitted for
+/// [`UP_HOLD`] (hysteresis: a link that wavers does not make the picture flap).
+#[derive(Debug, Default)]
+pub struct LayerChooser {
+    better_since: Option<(usize, Instant)>,
+}
+
+impl LayerChooser {
+    /// The layer to send now, given the one being sent, the link's estimate (bits/s, 0 if
+    /// none yet) and each layer's bitrate as it arrives from the publisher (None: not sent).
+    pub fn choose(
+        &mut self,
+        current: usize,
+        estimate_bps: f64,
+        rates_bps: [Option<f64>; MAX_LAYERS],
+        now: Instant,
+    ) -> usize {
+        if estimate_bps <= 0.0 {
+            return current;
+        }
+        let sent: Vec<usize> = (0..MAX_LAYERS)
+            .filter(|l| rates_bps[*l].is_some())
+            .collect();
+        let Some(&smallest) = sent.last() else {
+            return current;
+        };
+        let best = sent
+            .iter()
+            .copied()
+            .find(|l| rates_bps[*l].is_some_and(|r| r * FIT_HEADROOM <= estimate_bps))
+            .unwrap_or(smallest);
+        if best >= current || rates_bps[current].is_none() {
+            // Down (or the same): at once.
+            self.better_since = None;
+            return best;
+        }
+        // Up: only once it has held.
+        match self.better_since {
+            Some((layer, since))
+                if layer == best && now.saturating_duration_since(since) >= UP_HOLD =>
+            {
+                self.better_since = None;
+                best
+            }
+            Some((layer, _)) if layer == best => current,
+            _ => {
+                self.better_since = Some((best, now));
+                current
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +325,34 @@ mod tests {
         assert_eq!(out.packets[0].header.timestamp, 22800);
         // Asking for the layer being sent changes nothing.
         assert!(!f.set_target(2));
+    }
+
+    #[test]
+    fn the_chooser_steps_down_at_once_and_up_after_the_estimate_held() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        let mut c = LayerChooser::default();
+        assert_eq!(c.choose(0, 0.0, rates, t0), 0, "no estimate yet");
+        assert_eq!(c.choose(0, 2_000_000.0, rates, t0), 0);
+        assert_eq!(c.choose(0, 600_000.0, rates, t0), 1, "down at once");
+        assert_eq!(c.choose(1, 250_000.0, rates, t0), 2);
+        assert_eq!(
+            c.choose(2, 100_000.0, rates, t0),
+            2,
+            "nothing fits: the smallest"
+        );
+        // Up only after UP_HOLD of fitting; a dip restarts the wait.
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(2)), 2);
+        assert_eq!(c.choose(2, 100_000.0, rates, t0 + s(3)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(5)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(8)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(9)), 0);
+        // A layer the publisher does not send is never chosen.
+        let two = [Some(1_500_000.0), None, Some(150_000.0)];
+        assert_eq!(c.choose(0, 600_000.0, two, t0), 2);
+        assert_eq!(c.choose(1, 3_000_000.0, two, t0), 0, "its layer vanished");
     }
 
     #[test]

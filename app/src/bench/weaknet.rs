@@ -50,6 +50,10 @@ pub struct WeaknetArgs {
     /// after our player) and print its figures beside ours.
     #[arg(long)]
     chromium: bool,
+    /// The publisher sends simulcast (720p, 360p, 180p) and the player asks for Auto: the
+    /// relay picks the layer the player's link carries.
+    #[arg(long)]
+    simulcast: bool,
     /// Internal: play the relay at this http:// URL in Chromium and print its figures.
     #[arg(long, hide = true)]
     chromium_of: Option<String>,
@@ -197,6 +201,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
             args.seconds,
             args.logs.as_deref(),
             args.chromium,
+            args.simulcast,
         ) {
             Ok(both) => both,
             Err(e) => (json!({ "error": format!("{e:#}") }), Value::Null),
@@ -216,7 +221,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
     let report = json!({
         "bench": "weaknet",
         "cores": stats::cores(),
-        "resolution": "720p30",
+        "resolution": if args.simulcast { "720p30 simulcast (360p, 180p)" } else { "720p30" },
         "seconds": args.seconds,
         "cells": results,
     });
@@ -249,6 +254,7 @@ pub fn run_cell(
     seconds: f64,
     logs: Option<&Path>,
     chromium: bool,
+    simulcast: bool,
 ) -> anyhow::Result<(Value, Value)> {
     let mut lab = Lab::try_new("wn", 3).map_err(anyhow::Error::msg)?;
     let dir = TempDir::new(&format!("weaknet-{}", cell.name))?;
@@ -269,6 +275,9 @@ pub fn run_cell(
         "publish", "--server", &server, "--room", "weak", "--stream", "cam",
     ]);
     publisher.args(["--preset", "720p", "--duration", &format!("{total}")]);
+    if simulcast {
+        publisher.arg("--simulcast");
+    }
     let _publisher = lab.spawn_logged(publisher, log("publisher").as_deref());
     let mut player = onair(&lab, 2, exe, &dir.0, logs.is_some());
     player.args(["bench", "weaknet", "--player-of", &server]);
@@ -420,12 +429,15 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     let frames = engine.play_frames("cam");
     engine.start_playing_stream("cam", PlayerConfig::default());
     let deadline = Instant::now() + Duration::from_secs(35);
+    // The layer the relay sent before the measured window (simulcast).
+    let mut settled_layer = None::<usize>;
     loop {
         match engine
             .events()
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             Ok(Event::PlayerRecvVideoFirstFrame { .. }) => break,
+            Ok(Event::PlayerVideoLayerChanged { layer, .. }) => settled_layer = Some(layer),
             Ok(_) => {}
             Err(_) => bail!("no first frame within 35 s"),
         }
@@ -437,6 +449,9 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     while Instant::now() < settle {
         let _ = frames.recv_timeout(Duration::from_millis(20));
         while let Ok(e) = engine.events().try_recv() {
+            if let Event::PlayerVideoLayerChanged { layer, .. } = &e {
+                settled_layer = Some(*layer);
+            }
             last_counts = quality_counts(&e).unwrap_or(last_counts);
         }
     }
@@ -448,6 +463,8 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     // Network quality levels reported in the window: ours (downstream), and the publisher's
     // upstream as the relay shares it.
     let (mut downstream, mut publisher_upstream) = (Vec::new(), Vec::new());
+    // Simulcast: the layer the relay sends, and how often it changed in the window.
+    let (mut layer, mut layer_changes) = (None::<usize>, 0u32);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(seconds);
     smooth.frame(t0);
@@ -475,6 +492,10 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
         while let Ok(e) = engine.events().try_recv() {
             match &e {
                 Event::PlayerQualityUpdate { video_kbps, .. } => kbps.push(*video_kbps),
+                Event::PlayerVideoLayerChanged { layer: l, .. } => {
+                    layer = Some(*l);
+                    layer_changes += 1;
+                }
                 Event::NetworkQuality {
                     user_id,
                     upstream,
@@ -511,6 +532,8 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
         "playout_delay_ms": last_counts[5],
         "bitrate_kbps": (kbps.iter().sum::<f64>() / kbps.len().max(1) as f64).round(),
         "downstream_quality": most_common(&downstream).name(),
+        "video_layer": layer.or(settled_layer),
+        "layer_changes": layer_changes,
         "publisher_upstream_quality": most_common(&publisher_upstream).name(),
     });
     engine.destroy();

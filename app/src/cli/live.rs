@@ -50,6 +50,10 @@ pub struct PublishArgs {
     /// Frames per second.
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// Send three simulcast layers (the preset, half and quarter size); the relay gives each
+    /// player the one its link carries.
+    #[arg(long)]
+    simulcast: bool,
     /// Send this text as SEI once a second (with a counter: `TEXT #1`, `TEXT #2`…); players
     /// print it with the frame it rode on.
     #[arg(long)]
@@ -70,6 +74,10 @@ pub struct PlayArgs {
     /// Print a stats line every second.
     #[arg(long)]
     stats: bool,
+    /// Which layer of a simulcast stream: auto (the relay picks what the link carries), big,
+    /// small or smallest.
+    #[arg(long, default_value = "auto")]
+    layer: String,
 }
 
 fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
@@ -91,7 +99,12 @@ fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
 }
 
 /// Prints events until Ctrl-C or the duration; returns false if something ended in failure.
-fn pump(engine: &Engine, live: &LiveArgs, mut each_second: impl FnMut()) -> bool {
+fn pump(
+    engine: &Engine,
+    live: &LiveArgs,
+    mut on_event: impl FnMut(&Event),
+    mut each_second: impl FnMut(),
+) -> bool {
     let stop = crate::cli::ctrl_c_flag();
     let started = Instant::now();
     let deadline = live.duration.map(|d| started + Duration::from_secs_f64(d));
@@ -100,6 +113,7 @@ fn pump(engine: &Engine, live: &LiveArgs, mut each_second: impl FnMut()) -> bool
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         if let Ok(event) = engine.events().recv_timeout(Duration::from_millis(50)) {
             println!("{:>9.3} {event}", started.elapsed().as_secs_f64());
+            on_event(&event);
             match &event {
                 Event::RoomStateChanged { reason, .. }
                     if reason.code() == 2 || reason.code() == 5 || reason.code() == 6 =>
@@ -147,23 +161,34 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
         engine.set_audio_source(ch, AudioSource::File(path.clone()));
     }
     engine.set_video_source(ch, source);
-    engine.set_video_config(ch, VideoConfig::preset(preset).with_fps(args.fps));
+    let layers = if args.simulcast { 3 } else { 1 };
+    engine.set_video_config(
+        ch,
+        VideoConfig::preset(preset)
+            .with_fps(args.fps)
+            .simulcast(layers),
+    );
     engine.mute_publish_stream_audio(ch, args.mute_mic);
     engine.mute_publish_stream_video(ch, args.mute_camera);
     engine.start_publishing_stream(&args.live.stream, ch);
     let mut sent = 0u64;
-    let ok = pump(&engine, &args.live, || {
-        let Some(text) = &args.sei else {
-            return;
-        };
-        sent += 1;
-        let data = format!("{text} #{sent}");
-        match engine.send_sei(ch, data.as_bytes()) {
-            Ok(()) => println!("sei sent {data:?}"),
-            // Before Publishing: refused with 1009022; said once a second until it works.
-            Err(code) => println!("sei refused {} {code:?}", code.code()),
-        }
-    });
+    let ok = pump(
+        &engine,
+        &args.live,
+        |_| {},
+        || {
+            let Some(text) = &args.sei else {
+                return;
+            };
+            sent += 1;
+            let data = format!("{text} #{sent}");
+            match engine.send_sei(ch, data.as_bytes()) {
+                Ok(()) => println!("sei sent {data:?}"),
+                // Before Publishing: refused with 1009022; said once a second until it works.
+                Err(code) => println!("sei refused {} {code:?}", code.code()),
+            }
+        },
+    );
     engine.stop_publishing_stream(ch);
     engine.logout_all_rooms();
     std::thread::sleep(Duration::from_millis(200));
@@ -176,9 +201,17 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
 
 /// Plays until Ctrl-C, with a stats line a second when asked.
 pub fn play(args: PlayArgs) -> anyhow::Result<()> {
+    let video_layer = onair_engine::VideoLayer::parse(&args.layer)
+        .ok_or_else(|| anyhow::anyhow!("--layer is auto, big, small or smallest"))?;
     let engine = start(&args.live, "viewer")?;
     let frames = engine.play_frames(&args.live.stream);
-    engine.start_playing_stream(&args.live.stream, PlayerConfig::default());
+    engine.start_playing_stream(
+        &args.live.stream,
+        PlayerConfig {
+            video_layer,
+            ..Default::default()
+        },
+    );
     // A thread drains the frames (as a renderer would) and keeps the second's figures.
     let stats = Arc::new(parking_lot::Mutex::new((
         0u32,
@@ -208,10 +241,19 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
         }
     });
     let show = args.stats;
-    let ok = pump(&engine, &args.live, || {
+    let layer = std::cell::Cell::new(None::<usize>);
+    let on_event = |e: &Event| {
+        if let Event::PlayerVideoLayerChanged { layer: l, .. } = e {
+            layer.set(Some(*l));
+        }
+    };
+    let ok = pump(&engine, &args.live, on_event, || {
         if !show {
             return;
         }
+        let layer = layer
+            .get()
+            .map_or_else(|| "-".to_string(), |l| l.to_string());
         let mut s = stats.lock();
         let (fps, mut delays, lost) = (s.0, std::mem::take(&mut s.1), s.3);
         s.0 = 0;
@@ -220,9 +262,9 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
         let median = delays.get(delays.len() / 2).copied();
         match median {
             Some(d) => println!(
-                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost}"
+                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost} layer={layer}"
             ),
-            None => println!("stats fps={fps} lost_frames={lost}"),
+            None => println!("stats fps={fps} lost_frames={lost} layer={layer}"),
         }
     });
     stop.store(true, Ordering::SeqCst);

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use onair_engine::VideoLayer;
 use onair_engine::media::frame::wall_clock_us;
 use onair_engine::messages::UpdateType;
 use onair_engine::room::events::{Event, PlayerState, PublisherState, RoomState};
@@ -38,6 +39,9 @@ pub struct Tile {
     pub muted: bool,
     /// Its playback volume, percent (0–200).
     pub volume: u32,
+    /// The simulcast layer asked for: small while the tile is small, big when it is large
+    /// (LiveKit's adaptive stream).
+    pub layer: VideoLayer,
     /// Whether the first rendered frame has been reported to the engine.
     pub render_reported: bool,
 }
@@ -83,6 +87,9 @@ pub struct Session {
     pub mic_muted: bool,
     /// Our camera is muted (black) in what we publish.
     pub camera_muted: bool,
+    /// Whether the sound-level monitor runs (only while there is something to measure, so an
+    /// idle studio is not woken five times a second).
+    levels_on: bool,
     /// Rooms asked to log into whose first state event has not come yet (so a second ask,
     /// e.g. going live right after start-up, does not log in twice).
     logging_in: std::collections::BTreeSet<String>,
@@ -159,11 +166,11 @@ impl Session {
             mic_muted: false,
             camera_muted: false,
             logging_in: Default::default(),
+            levels_on: false,
             audio: None,
             frozen_now: None,
         };
-        // Level meters on the broadcast panel and the tiles (voice activity for the captured).
-        session.engine.start_sound_level_monitor(200, true);
+
         session.apply_host_settings();
         if settings.preview {
             session.start_preview();
@@ -304,8 +311,32 @@ impl Session {
                 self.engine.play_frames(stream_id),
             ));
             tile.render_reported = false;
-            self.engine
-                .start_playing_stream(stream_id, PlayerConfig::default());
+            self.engine.start_playing_stream(
+                stream_id,
+                PlayerConfig {
+                    video_layer: tile.layer,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// Asks for the layer that suits a tile `width` points wide (or enlarged): the small one
+    /// (360p of a 720p stream) below 480 points, else the big one. Only changes are sent.
+    pub fn fit_layer(&mut self, stream_id: &str, width: f32, enlarged: bool) {
+        let want = if enlarged || width >= 480.0 {
+            VideoLayer::Big
+        } else {
+            VideoLayer::Small
+        };
+        let Some(tile) = self.tiles.get_mut(stream_id) else {
+            return;
+        };
+        if tile.layer != want {
+            tile.layer = want;
+            if tile.view.is_some() {
+                self.engine.set_play_stream_video_layer(stream_id, want);
+            }
         }
     }
 
@@ -442,7 +473,23 @@ impl Session {
             self.react(&event);
         }
         self.events_seen += n as u64;
+        self.update_level_monitor();
         n
+    }
+
+    /// Level meters on the broadcast panel and the tiles: the monitor (every 200 ms, voice
+    /// activity for the captured) runs while we preview, publish or play something.
+    fn update_level_monitor(&mut self) {
+        let wanted = self.previewing || self.is_live() || self.tiles.values().any(Tile::playing);
+        if wanted != self.levels_on {
+            self.levels_on = wanted;
+            if wanted {
+                self.engine.start_sound_level_monitor(200, true);
+            } else {
+                self.engine.stop_sound_level_monitor();
+                self.model.captured_level = None;
+            }
+        }
     }
 
     fn react(&mut self, event: &Event) {
@@ -467,6 +514,7 @@ impl Session {
                                     view: None,
                                     muted: true,
                                     volume: 100,
+                                    layer: VideoLayer::Auto,
                                     render_reported: false,
                                 });
                             if self.auto_play {

@@ -143,6 +143,9 @@ fn tile(
     size: egui::Vec2,
 ) {
     let video_size = egui::vec2(size.x, (size.y - 24.0).max(40.0));
+    // A small tile asks for a small simulcast layer, a large or enlarged one for the big one.
+    let enlarged = state.enlarged.as_deref() == Some(stream_id);
+    session.fit_layer(stream_id, size.x, enlarged);
     let (rect, response) = ui.allocate_exact_size(video_size, egui::Sense::click());
     let player = session.model.players.get(stream_id);
     let player_state = player.and_then(|p| p.state);
@@ -200,8 +203,11 @@ fn tile(
                 .size
                 .map_or_else(|| "—".to_string(), |(w, h)| format!("{w}×{h}"));
             let decoded = quality.map_or(String::new(), |q| format!("{:.0} fps · ", q.fps));
+            let layer = player
+                .and_then(|p| p.layer)
+                .map_or(String::new(), |l| format!(" · layer {l}"));
             lines.push(format!(
-                "{} {res} {decoded}shown {:.0}/s",
+                "{} {res} {decoded}shown {:.0}/s{layer}",
                 player_state.map_or("NoPlay".into(), |s| format!("{s:?}")),
                 view.shown_fps()
             ));
