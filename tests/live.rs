@@ -95,7 +95,9 @@ fn a_viewer_plays_the_hosts_stream_with_every_frame_in_order() {
         audio.recv_timeout(Duration::from_secs(2)).is_some(),
         "audio arrives too"
     );
-    // Quality reports arrive every second on both sides.
+    // Quality reports arrive every second on both sides; the second one covers a whole second
+    // of playing (the first may start before the first frame).
+    until(&viewer, "play_quality cam");
     let q = until(&viewer, "play_quality cam");
     let last = q.last().cloned().unwrap_or_default();
     let fps: f64 = last

@@ -80,9 +80,15 @@ impl SfuEvents for RelayEvents {
         }
     }
 
-    fn failed(&self, app_id: u32, stream_id: &str, reason: &str) {
+    fn failed(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        reason: &str,
+        code: onair_protocol::error::ErrorCode,
+    ) {
         if let Some(shared) = self.0.upgrade() {
-            shared.with_state(|s| s.media_failed(app_id, stream_id, reason));
+            shared.with_state(|s| s.media_failed_with(app_id, stream_id, reason, code));
         }
     }
 

@@ -25,11 +25,12 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::state::SessionId;
+use onair_protocol::error::ErrorCode;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::peer::{
-    self, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with, opus_codec,
-    watch_connection,
+    self, Lost, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with,
+    opus_codec, watch_connection,
 };
 use onair_transport::simulcast::{LayerChooser, LayerForwarder, MAX_LAYERS, layer_of};
 
@@ -72,8 +73,9 @@ fn forward_pli(why: KeyframeWhy, since_last: Duration) -> bool {
 pub trait SfuEvents: Send + Sync {
     /// The stream's first media packet arrived.
     fn flowing(&self, app_id: u32, stream_id: &str);
-    /// The publisher's media connection failed or closed.
-    fn failed(&self, app_id: u32, stream_id: &str, reason: &str);
+    /// The publisher's media connection failed or closed (`code`: 1003021 when it never
+    /// connected in time, else 1003020).
+    fn failed(&self, app_id: u32, stream_id: &str, reason: &str, code: ErrorCode);
     /// A player's media connection failed or closed without the relay closing it.
     fn player_failed(&self, app_id: u32, stream_id: &str, session: SessionId, reason: &str);
     /// A player now gets another video layer.
@@ -301,7 +303,19 @@ impl Sfu {
             if let Some(s) = watch_connection(ev.state.clone(), ev.received.clone(), rules).await
                 && !watch_ingest.closing.load(Ordering::SeqCst)
             {
-                events.failed(app_id, &stream_id, &format!("publisher connection {s}"));
+                // Never connected: the same code the engine's own connect timeout gives, so
+                // the publisher sees one verdict whichever side's timer fires first.
+                let code = if matches!(s, Lost::NeverConnected) {
+                    ErrorCode::PublishConnectTimeout
+                } else {
+                    ErrorCode::MediaNegotiationFailed
+                };
+                events.failed(
+                    app_id,
+                    &stream_id,
+                    &format!("publisher connection {s}"),
+                    code,
+                );
             }
         });
         Ok(sdp)

@@ -337,8 +337,20 @@ impl RelayState {
         out
     }
 
-    /// A publisher's media connection failed or closed: end the stream and tell its owner.
+    /// A publisher's media connection failed or closed: end the stream and tell its owner
+    /// (1003020).
     pub fn media_failed(&mut self, app_id: u32, stream_id: &str, reason: &str) -> Vec<Output> {
+        self.media_failed_with(app_id, stream_id, reason, ErrorCode::MediaNegotiationFailed)
+    }
+
+    /// [`Self::media_failed`] with the code the owner is told.
+    pub fn media_failed_with(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        reason: &str,
+        code: ErrorCode,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
         let Some((owner, room_id)) = self
             .stream(app_id, stream_id)
@@ -364,7 +376,7 @@ impl RelayState {
                 vec![conn],
                 ServerMessage::PublishStopped {
                     stream_id: stream_id.to_string(),
-                    code: ErrorCode::MediaNegotiationFailed.code(),
+                    code: code.code(),
                     reason: reason.to_string(),
                 },
                 &mut out,
