@@ -190,12 +190,24 @@ const FIT_HEADROOM: f64 = 1.15;
 /// How long a better layer must fit before the player moves up to it.
 pub const UP_HOLD: std::time::Duration = std::time::Duration::from_secs(4);
 
+/// After stepping down from a layer, the wait before trying it again (doubling each time it
+/// fails again, up to [`MAX_RETRY_AFTER`]): the estimate is not a measurement of capacity
+/// above what is being sent, so an up-step is a trial, and a failed trial must not repeat
+/// every few seconds.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest wait before trying a layer again.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(80);
+
 /// The relay's choice of layer for a player in Auto, from the estimate of its link: down at
-/// once when the layer it gets no longer fits, up only after a better one fitted for
-/// [`UP_HOLD`] (hysteresis: a link that wavers does not make the picture flap).
+/// once when the layer it gets no longer fits, up one layer at a time only after a better one
+/// fitted for [`UP_HOLD`], and not back to a layer it just had to leave until a backoff
+/// passed (hysteresis: a link that wavers does not make the picture flap).
 #[derive(Debug, Default)]
 pub struct LayerChooser {
     better_since: Option<(usize, Instant)>,
+    /// The layer last left for lack of bandwidth, when it may be tried again, and the wait
+    /// that gave.
+    left: Option<(usize, Instant, std::time::Duration)>,
 }
 
 impl LayerChooser {
@@ -222,22 +234,48 @@ impl LayerChooser {
             .copied()
             .find(|l| rates_bps[*l].is_some_and(|r| r * FIT_HEADROOM <= estimate_bps))
             .unwrap_or(smallest);
-        if best >= current || rates_bps[current].is_none() {
-            // Down (or the same): at once.
+        if rates_bps[current].is_none() {
             self.better_since = None;
             return best;
         }
-        // Up: only once it has held.
+        if best > current {
+            // Down at once; the layer left waits before it is tried again.
+            self.better_since = None;
+            let wait = match self.left {
+                Some((l, _, w)) if l == current => (w * 2).min(MAX_RETRY_AFTER),
+                _ => RETRY_AFTER,
+            };
+            self.left = Some((current, now + wait, wait));
+            return best;
+        }
+        if best == current {
+            self.better_since = None;
+            return current;
+        }
+        // Up: one layer at a time, once it has held, and not into a layer still backing off.
+        let up = sent
+            .iter()
+            .copied()
+            .filter(|l| *l < current)
+            .max()
+            .unwrap_or(current);
+        if self
+            .left
+            .is_some_and(|(l, until, _)| up <= l && now < until)
+        {
+            self.better_since = None;
+            return current;
+        }
         match self.better_since {
             Some((layer, since))
-                if layer == best && now.saturating_duration_since(since) >= UP_HOLD =>
+                if layer == up && now.saturating_duration_since(since) >= UP_HOLD =>
             {
                 self.better_since = None;
-                best
+                up
             }
-            Some((layer, _)) if layer == best => current,
+            Some((layer, _)) if layer == up => current,
             _ => {
-                self.better_since = Some((best, now));
+                self.better_since = Some((up, now));
                 current
             }
         }
@@ -328,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn the_chooser_steps_down_at_once_and_up_after_the_estimate_held() {
+    fn the_chooser_steps_down_at_once_and_up_one_layer_after_the_estimate_held() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
@@ -342,15 +380,26 @@ mod tests {
             2,
             "nothing fits: the smallest"
         );
-        // Up only after UP_HOLD of fitting; a dip restarts the wait.
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(2)), 2);
-        assert_eq!(c.choose(2, 100_000.0, rates, t0 + s(3)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(5)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(8)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(9)), 0);
+        // Layer 1 was left at t0: not retried for RETRY_AFTER, however good the estimate.
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(4)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(9)), 2);
+        // Then up one layer after UP_HOLD of fitting; a dip restarts the wait.
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(10)), 2);
+        assert_eq!(c.choose(2, 100_000.0, rates, t0 + s(12)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(13)), 2);
+        assert_eq!(
+            c.choose(2, 3_000_000.0, rates, t0 + s(17)),
+            1,
+            "one layer up"
+        );
+        // Failing again at layer 1 doubles its wait (20 s).
+        assert_eq!(c.choose(1, 300_000.0, rates, t0 + s(18)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(30)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(38)), 2);
+        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(42)), 1);
         // A layer the publisher does not send is never chosen.
         let two = [Some(1_500_000.0), None, Some(150_000.0)];
+        let mut c = LayerChooser::default();
         assert_eq!(c.choose(0, 600_000.0, two, t0), 2);
         assert_eq!(c.choose(1, 3_000_000.0, two, t0), 0, "its layer vanished");
     }
