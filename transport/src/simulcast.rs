@@ -388,7 +388,11 @@ mod tests {
         assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(30)), 2);
         assert_eq!(c.choose(2, 100_000.0, rates, t0 + s(32)), 2);
         assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(33)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(37)), 1, "one layer up");
+        assert_eq!(
+            c.choose(2, 3_000_000.0, rates, t0 + s(37)),
+            1,
+            "one layer up"
+        );
         // Failing again at layer 1 doubles its wait (60 s).
         assert_eq!(c.choose(1, 300_000.0, rates, t0 + s(38)), 2);
         assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(60)), 2);
