@@ -144,9 +144,15 @@ impl Assembler {
             );
         }
         if !self.discarding {
-            match self.depacketizer.depacketize(payload) {
-                Ok(nals) => self.current.extend_from_slice(&nals),
-                Err(_) => self.broken = true,
+            // rtc's depacketiser indexes past the end of a STAP-A whose last size field is cut
+            // short (a panic on a remote sender's bytes): such a packet is broken here first.
+            if !stap_a_well_formed(payload) {
+                self.broken = true;
+            } else {
+                match self.depacketizer.depacketize(payload) {
+                    Ok(nals) => self.current.extend_from_slice(&nals),
+                    Err(_) => self.broken = true,
+                }
             }
         }
         if marker {
@@ -177,9 +183,44 @@ impl Assembler {
     }
 }
 
+/// Whether a payload is not a STAP-A, or is one whose size fields all fit: each NAL unit's
+/// two-byte size is whole and within the packet.
+fn stap_a_well_formed(payload: &[u8]) -> bool {
+    if payload.first().map(|h| h & 0x1f) != Some(24) {
+        return true;
+    }
+    let mut i = 1;
+    while i < payload.len() {
+        let Some(size) = payload.get(i..i + 2) else {
+            return false;
+        };
+        i += 2 + usize::from(u16::from_be_bytes([size[0], size[1]]));
+        if i > payload.len() {
+            return false;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stap_a_cut_short_is_broken_not_a_panic() {
+        assert!(stap_a_well_formed(&[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]));
+        assert!(!stap_a_well_formed(&[0x78, 0, 2, 0x67, 0x42, 0])); // half a size field
+        assert!(!stap_a_well_formed(&[0x78, 0, 9, 0x67])); // larger than the packet
+        assert!(stap_a_well_formed(&[0x65, 1, 2]));
+        let mut a = Assembler::default();
+        let fed = a.push(
+            1,
+            0,
+            true,
+            &Bytes::from_static(&[0x78, 0, 2, 0x67, 0x42, 0]),
+        );
+        assert!(fed.unit.is_none());
+    }
 
     /// A single-NAL packet of type `nal_type` with `len` bytes of body.
     fn nal(nal_type: u8, len: usize) -> Bytes {
