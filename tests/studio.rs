@@ -880,15 +880,26 @@ fn the_studio_idles_when_nothing_changes_and_repaints_at_the_videos_pace() {
                 .is_some_and(|r| r.reason == RoomStateChangedReason::Logined)
         })
     });
-    // Logged in, no preview, no streams: a few frames to settle, then it only asks to be woken
-    // for the once-a-second clocks.
-    for _ in 0..5 {
-        frame(&mut app, &mut headless);
+    // Logged in, no preview, no streams: once the start-up events have been drawn (a second
+    // at most), it only asks to be woken for the once-a-second clocks.
+    let mut idle = Duration::ZERO;
+    for _ in 0..20 {
+        idle = frame(&mut app, &mut headless);
+        if idle >= Duration::from_millis(500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let idle = frame(&mut app, &mut headless);
     assert!(
         idle >= Duration::from_millis(500),
         "idle asks for a repaint in {idle:?}"
+    );
+    // And stays idle.
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = frame(&mut app, &mut headless);
+    assert!(
+        idle >= Duration::from_millis(500),
+        "idle asks for a repaint in {idle:?} after settling"
     );
 
     // A 30 fps stream playing: it asks again within a frame interval or so.
