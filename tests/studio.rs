@@ -215,6 +215,9 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 audio_frames_concealed: 0,
                 audio_frames_lost: 0,
                 path: onair_engine::MediaPath::Direct,
+                keyframes_received: 0,
+                video_layer: None,
+                estimate_kbps: 0.0,
             },
         ));
         script.push((

@@ -539,6 +539,16 @@ pub enum ServerMessage {
         /// Why.
         reason: LayerChangeReason,
     },
+    /// The relay's view of this session's link for a stream it plays with layers (every
+    /// 2 s): the layer it sends and its estimate of the link.
+    PlayLink {
+        /// The stream.
+        stream_id: String,
+        /// The layer sent.
+        layer: u8,
+        /// The relay's bandwidth estimate towards this player, kbit/s.
+        estimate_kbps: u32,
+    },
     /// A stream's publisher muted or unmuted its audio or video.
     StreamMuteUpdate {
         /// The room.

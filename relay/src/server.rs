@@ -74,6 +74,19 @@ impl SfuEvents for RelayEvents {
         }
     }
 
+    fn play_link(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: super::state::SessionId,
+        layer: usize,
+        estimate_kbps: u32,
+    ) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.play_link(app_id, stream_id, session, layer, estimate_kbps));
+        }
+    }
+
     fn flowing(&self, app_id: u32, stream_id: &str) {
         if let Some(shared) = self.0.upgrade() {
             shared.with_state(|s| s.stream_flowing(app_id, stream_id));

@@ -32,7 +32,7 @@ use onair_transport::peer::{
     self, Lost, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with,
     opus_codec, watch_connection,
 };
-use onair_transport::simulcast::{LayerChooser, LayerForwarder, MAX_LAYERS, layer_of};
+use onair_transport::simulcast::{LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of};
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
@@ -87,7 +87,20 @@ pub trait SfuEvents: Send + Sync {
         layer: usize,
         reason: LayerChangeReason,
     );
+    /// The relay's view of a player's link, every [`LINK_REPORT`]: the layer it sends and
+    /// the estimate (streams with layers).
+    fn play_link(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: SessionId,
+        layer: usize,
+        estimate_kbps: u32,
+    );
 }
+
+/// How often a player of a layered stream hears the relay's view of its link.
+pub const LINK_REPORT: Duration = Duration::from_secs(2);
 
 type StreamKey = (u32, String);
 type PlayerKey = (u32, String, SessionId);
@@ -427,6 +440,7 @@ impl Sfu {
                     events: events.clone(),
                     who: (app_id, stream_id.clone(), session),
                     estimating: layered.then(|| pc.clone()),
+                    nacked: ev.nacked.clone(),
                 },
                 video_layer,
                 control_rx,
@@ -550,11 +564,31 @@ struct VideoLeg {
     who: PlayerKey,
     /// The player's connection, when its link is estimated (streams with layers).
     estimating: Option<Arc<dyn PeerConnection>>,
+    /// Packets the player reported missing so far (its NACKs).
+    nacked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
 /// small layer may open after the player subscribed).
 const LAYER_CHECK: Duration = Duration::from_millis(500);
+
+/// At most this many copies of each packet while probing for a better layer.
+const MAX_PROBE_COPIES: usize = 6;
+
+/// [`LINK_REPORT`] in [`LAYER_CHECK`] ticks.
+const LINK_REPORT_TICKS: u64 = (LINK_REPORT.as_millis() / LAYER_CHECK.as_millis()) as u64;
+
+impl VideoLeg {
+    /// Tells the player the layer it gets and the estimate of its link (bits/s).
+    fn report_link(&self, layer: usize, estimate_bps: f64) {
+        let (app_id, stream_id, session) = &self.who;
+        let kbps = (estimate_bps / 1000.0)
+            .round()
+            .clamp(0.0, f64::from(u32::MAX)) as u32;
+        self.events
+            .play_link(*app_id, stream_id, *session, layer, kbps);
+    }
+}
 
 /// Receives from a broadcast channel if there is one, else waits forever (a `select!` arm).
 async fn recv_layer(
@@ -577,6 +611,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut reason = LayerChangeReason::Requested;
     let mut chooser = LayerChooser::default();
     let mut rates = LayerRates::default();
+    let mut per_layer = [None; MAX_LAYERS];
+    let mut sampler = LinkSampler::default();
+    let mut sent = Sent::default();
+    // Extra copies of each packet sent while probing (0: not probing).
+    let mut copies = 0usize;
     let mut ticks = 0u64;
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
@@ -599,21 +638,46 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             }
             _ = check.tick() => {
                 ticks += 1;
+                let report = ticks.is_multiple_of(LINK_REPORT_TICKS);
                 match (&leg.estimating, wanted.is_auto()) {
-                    // Auto on a layered stream: the layer the link's estimate fits, once a
-                    // second.
+                    // Auto on a layered stream: the layer the link's estimate fits, checked
+                    // each tick (each layer's rate measured over a second).
                     (Some(pc), true) => {
-                        if ticks.is_multiple_of(2) {
+                        let now = Instant::now();
+                        if ticks.is_multiple_of(2) || per_layer.iter().all(Option::is_none) {
+                            per_layer = rates.step(&leg.ingest, now);
+                        }
+                        let link = sampler.sample(
+                            player_estimate(pc).await,
+                            sent,
+                            leg.nacked.load(Ordering::Relaxed),
+                            now,
+                        );
+                        let current = forwarder.current().unwrap_or(forwarder.target());
+                        let choice = chooser.decide(current, link, per_layer, now);
+                        let layer = choice.layer;
+                        // A probe: copies of each packet up to the better layer's rate.
+                        copies = match (choice.probe, per_layer[current]) {
+                            (Some(up), Some(rate)) if rate > 0.0 => per_layer[up]
+                                .map_or(0, |r| ((r / rate).ceil() as usize).saturating_sub(1))
+                                .min(MAX_PROBE_COPIES),
+                            _ => 0,
+                        };
+                        tracing::debug!(?link, ?per_layer, current, ?choice, copies, "auto layer");
+                        if layer != forwarder.target() && forwarder.set_target(layer) {
+                            reason = LayerChangeReason::Bandwidth;
+                            let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
+                            tracing::debug!(layer, ?link, "layer by bandwidth");
+                        }
+                        if report {
+                            leg.report_link(current, link.estimate_bps);
+                        }
+                    }
+                    (Some(pc), false) => {
+                        retarget(&leg, &mut forwarder, wanted);
+                        if report {
                             let estimate = player_estimate(pc).await;
-                            let per_layer = rates.step(&leg.ingest, Instant::now());
-                            let current = forwarder.current().unwrap_or(forwarder.target());
-                            let layer = chooser.choose(current, estimate, per_layer, Instant::now());
-                            tracing::debug!(estimate, ?per_layer, current, layer, "auto layer");
-                            if layer != forwarder.target() && forwarder.set_target(layer) {
-                                reason = LayerChangeReason::Bandwidth;
-                                let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
-                                tracing::debug!(layer, estimate, "layer by bandwidth");
-                            }
+                            leg.report_link(forwarder.current().unwrap_or(forwarder.target()), estimate);
                         }
                     }
                     _ => retarget(&leg, &mut forwarder, wanted),
@@ -635,9 +699,18 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         };
         let out = forwarder.push(layer, packet, Instant::now());
         for mut p in out.packets {
+            sent.packets += 1;
+            sent.bytes += p.payload.len() as u64;
             p.header.ssrc = leg.ssrc;
             if let Some(pt) = leg.payload_type {
                 p.header.payload_type = pt;
+            }
+            // While probing, duplicates (the player drops them) fill the link up to the
+            // better layer's rate.
+            for _ in 0..copies {
+                if leg.writer.write_rtp(p.clone()).await.is_err() {
+                    return;
+                }
             }
             if leg.writer.write_rtp(p).await.is_err() {
                 return;
@@ -652,7 +725,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     }
 }
 
-/// The send-side estimate of a player's link (bits/s; 0 until there is one).
+/// Reads a player connection's send-side estimate (bits/s; 0 until there is one).
 async fn player_estimate(pc: &Arc<dyn PeerConnection>) -> f64 {
     let report = pc
         .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
@@ -662,6 +735,49 @@ async fn player_estimate(pc: &Arc<dyn PeerConnection>) -> f64 {
         .map(|s| s.target_bitrate)
         .filter(|b| *b > 0.0)
         .fold(0.0, f64::max)
+}
+
+/// What the forwarder sent a player and what it reported missing, as running totals.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sent {
+    packets: u64,
+    bytes: u64,
+}
+
+/// Turns the running totals into [`LinkSample`]s. The loss is the share of packets sent that
+/// the player NACKed (each counted once however often it asks), not its receiver reports'
+/// fraction lost: resends arrive as duplicates and hide the loss there.
+#[derive(Default)]
+struct LinkSampler {
+    last: Option<(Sent, u64, Instant)>,
+}
+
+impl LinkSampler {
+    fn sample(&mut self, estimate_bps: f64, sent: Sent, nacked: u64, now: Instant) -> LinkSample {
+        let (sent_bps, loss) = match self.last {
+            Some((before, nacked_before, at)) => {
+                let secs = now.saturating_duration_since(at).as_secs_f64().max(0.05);
+                let packets = sent.packets.saturating_sub(before.packets);
+                let lost = nacked.saturating_sub(nacked_before);
+                (
+                    sent.bytes.saturating_sub(before.bytes) as f64 * 8.0 / secs,
+                    if packets == 0 {
+                        0.0
+                    } else {
+                        (lost as f64 / packets as f64).min(1.0)
+                    },
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.last = Some((sent, nacked, now));
+        LinkSample {
+            estimate_bps,
+            sent_bps,
+            loss,
+            rtt_ms: 0.0,
+        }
+    }
 }
 
 /// Each layer's bitrate as it arrives, from the ingest's byte counters between two calls.

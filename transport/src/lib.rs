@@ -8,6 +8,7 @@ mod fuzz;
 pub mod jitter;
 pub mod keyframe_requests;
 pub mod nack;
+pub mod nack_budget;
 pub mod nack_count;
 pub mod peer;
 pub mod playout;

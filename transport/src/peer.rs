@@ -251,6 +251,9 @@ pub async fn new_peer_with(
     let mut registry = registry
         .with(Slot::from(14_000), KeyframeRequests::default())
         .with(Slot::from(3_500), nack_count(nacked.clone()))
+        // Between the count (which sees every request) and the responder: resends at most
+        // one per packet sent (see `nack_budget`).
+        .with(Slot::from(3_600), crate::nack_budget::nack_budget())
         .with(
             Slot::from(3_400),
             crate::received::received_count(received.clone()),

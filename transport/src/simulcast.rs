@@ -3,7 +3,7 @@
 //! keyframe of the target layer and rewrites sequence numbers and timestamps so the player sees
 //! one continuous stream (its SSRC is the player track's own).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtp;
 
@@ -187,42 +187,172 @@ impl LayerForwarder {
 
 /// A layer fits a link when its bitrate times this is within the estimate.
 const FIT_HEADROOM: f64 = 1.15;
-/// How long a better layer must fit before the player moves up to it.
-pub const UP_HOLD: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long the link must lose nothing before a probe for the next layer up.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
 
-/// After stepping down from a layer, the wait before trying it again (doubling each time it
-/// fails again, up to [`MAX_RETRY_AFTER`]): the estimate is not a measurement of capacity
-/// above what is being sent (GCC climbs while nothing congests), so an up-step is a trial,
-/// and a failed trial must not repeat every few seconds. The price: after a thin spell ends,
-/// the layer it cost comes back only after this wait.
-pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// After a failed trial of a layer (left within [`TRIAL`] of stepping up to it), the wait
+/// before trying it again (doubling each time it fails again, up to [`MAX_RETRY_AFTER`]): the
+/// estimate is not a measurement of capacity above what is being sent (GCC climbs while
+/// nothing congests), so an up-step is a trial, and a failed trial must not repeat every few
+/// seconds. A layer held longer than [`TRIAL`] and then left (the link changed) waits only
+/// for [`UP_HOLD`] of fitting again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait before trying a layer again.
-pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(240);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(240);
+/// After a failed probe (cheap: the picture never changed), the wait before the next one,
+/// doubling up to [`MAX_RETRY_AFTER`].
+pub const REPROBE_AFTER: Duration = Duration::from_secs(4);
+/// How long a probe runs: the link carries the better layer's rate in duplicates of the
+/// packets it gets, and the estimate and the losses show whether it fits.
+pub const PROBE_TIME: Duration = Duration::from_millis(1200);
+/// A layer left this soon after stepping up to it was a failed trial (and backs off); one
+/// held longer was left because the link changed, and may come back as soon as it fits.
+pub const TRIAL: Duration = Duration::from_secs(15);
+/// After a step down, the time the switch takes to show in the link's figures (the new
+/// layer starts at its next keyframe; until then the old one's losses still come in).
+pub const SETTLE: Duration = Duration::from_millis(2500);
+/// A link losing this share of what it is sent is full: what arrives is its capacity.
+pub const CONGESTED_LOSS: f64 = 0.10;
+/// Up-steps only while the link loses less than this.
+pub const CLEAN_LOSS: f64 = 0.02;
+/// A round trip this much above the lowest seen means a queue is building.
+pub const QUEUE_RTT_MS: f64 = 100.0;
+/// What arrives over a full link, shared out: a layer must fit in this share of it.
+const DELIVERED_SHARE: f64 = 0.9;
 
-/// The relay's choice of layer for a player in Auto, from the estimate of its link: down at
-/// once when the layer it gets no longer fits, up one layer at a time only after a better one
-/// fitted for [`UP_HOLD`], and not back to a layer it just had to leave until a backoff
-/// passed (hysteresis: a link that wavers does not make the picture flap).
+/// What the relay knows of a player's link at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkSample {
+    /// The congestion controller's estimate, bits/s (0: none yet).
+    pub estimate_bps: f64,
+    /// Video sent to the player, bits/s (resends included).
+    pub sent_bps: f64,
+    /// Share of the video the player reported lost (its latest receiver report).
+    pub loss: f64,
+    /// Round trip from the receiver reports, ms (0: not measured).
+    pub rtt_ms: f64,
+}
+
+/// The relay's choice of layer for a player in Auto. Down at once when the link shows
+/// congestion — it loses a tenth of what it is sent (then what arrives is its capacity), or
+/// the estimate fell below the layer while a queue builds (the round trip grew) — to the best
+/// layer that fits. Up one layer at a time, only after a clean link for [`UP_HOLD`] and a
+/// probe ([`Self::decide`]: duplicates fill the link up to the next layer's rate for
+/// [`PROBE_TIME`] and nothing may be lost), and not back to a layer whose trial just failed
+/// until a backoff passed (hysteresis: a link that wavers does not make the picture flap).
+/// GCC's estimate alone moves nothing: after a congested spell its loss half sits far below
+/// the link for many seconds, and on a link it is not filling it climbs far above it.
 #[derive(Debug, Default)]
 pub struct LayerChooser {
     better_since: Option<(usize, Instant)>,
     /// The layer last left for lack of bandwidth, when it may be tried again, and the wait
     /// that gave.
-    left: Option<(usize, Instant, std::time::Duration)>,
+    left: Option<(usize, Instant, Duration)>,
+    /// The layer last stepped up to, and when.
+    entered: Option<(usize, Instant)>,
+    /// The last step down.
+    stepped_down: Option<Instant>,
+    /// The lowest round trip seen, ms.
+    min_rtt_ms: Option<f64>,
+    /// A probe for a better layer running: the layer, when it started, and the worst loss
+    /// seen during it.
+    probe: Option<(usize, Instant, f64)>,
+    /// After a failed probe: not before this, and the wait that gave.
+    reprobe: Option<(Instant, Duration)>,
+}
+
+/// The chooser's answer for one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The layer to send.
+    pub layer: usize,
+    /// While set, the forwarder pads the link up to this layer's rate with duplicates of the
+    /// packets it sends (a probe; the picture does not change).
+    pub probe: Option<usize>,
 }
 
 impl LayerChooser {
-    /// The layer to send now, given the one being sent, the link's estimate (bits/s, 0 if
-    /// none yet) and each layer's bitrate as it arrives from the publisher (None: not sent).
+    /// The layer to send now and whether to probe for a better one, given the one being sent,
+    /// what is known of the link and each layer's bitrate as it arrives from the publisher
+    /// (None: not sent).
+    pub fn decide(
+        &mut self,
+        current: usize,
+        link: LinkSample,
+        rates_bps: [Option<f64>; MAX_LAYERS],
+        now: Instant,
+    ) -> Choice {
+        // A probe running: the worst loss it met; once it ran its time, up if the link
+        // carried the better layer (the estimate, now measured at that rate, holds it and
+        // nothing was lost), else back off.
+        if let Some((up, started, worst)) = self.probe {
+            let worst = worst.max(link.loss);
+            let failed = worst >= CLEAN_LOSS * 2.0 || rates_bps[up].is_none();
+            if failed {
+                self.probe = None;
+                let wait = self
+                    .reprobe
+                    .map_or(REPROBE_AFTER, |(_, w)| (w * 2).min(MAX_RETRY_AFTER));
+                self.reprobe = Some((now + wait, wait));
+                self.better_since = None;
+                // The losses the probe caused are not the layer's: they pass before any
+                // step down.
+                self.stepped_down = Some(now);
+                return Choice {
+                    layer: current,
+                    probe: None,
+                };
+            } else if now.saturating_duration_since(started) >= PROBE_TIME {
+                self.probe = None;
+                self.reprobe = None;
+                self.better_since = None;
+                self.entered = Some((up, now));
+                return Choice {
+                    layer: up,
+                    probe: None,
+                };
+            } else {
+                self.probe = Some((up, started, worst));
+                return Choice {
+                    layer: current,
+                    probe: Some(up),
+                };
+            }
+        }
+        let layer = self.choose(current, link, rates_bps, now);
+        if layer < current {
+            // Up-steps go through a probe first.
+            if self.reprobe.is_some_and(|(until, _)| now < until) {
+                return Choice {
+                    layer: current,
+                    probe: None,
+                };
+            }
+            self.entered = None;
+            self.probe = Some((layer, now, 0.0));
+            return Choice {
+                layer: current,
+                probe: Some(layer),
+            };
+        }
+        if layer > current {
+            self.reprobe = None;
+        }
+        Choice { layer, probe: None }
+    }
+
+    /// The layer to send now, given the one being sent, what is known of the link and each
+    /// layer's bitrate as it arrives from the publisher (None: not sent); up-steps without a
+    /// probe.
     pub fn choose(
         &mut self,
         current: usize,
-        estimate_bps: f64,
+        link: LinkSample,
         rates_bps: [Option<f64>; MAX_LAYERS],
         now: Instant,
     ) -> usize {
-        if estimate_bps <= 0.0 {
-            return current;
+        if link.rtt_ms > 0.0 {
+            self.min_rtt_ms = Some(self.min_rtt_ms.map_or(link.rtt_ms, |m| m.min(link.rtt_ms)));
         }
         let sent: Vec<usize> = (0..MAX_LAYERS)
             .filter(|l| rates_bps[*l].is_some())
@@ -230,36 +360,70 @@ impl LayerChooser {
         let Some(&smallest) = sent.last() else {
             return current;
         };
-        let best = sent
-            .iter()
-            .copied()
-            .find(|l| rates_bps[*l].is_some_and(|r| r * FIT_HEADROOM <= estimate_bps))
-            .unwrap_or(smallest);
-        if rates_bps[current].is_none() {
+        let fits = |capacity: f64| {
+            sent.iter()
+                .copied()
+                .find(|l| rates_bps[*l].is_some_and(|r| r <= capacity))
+                .unwrap_or(smallest)
+        };
+        let Some(rate) = rates_bps[current] else {
+            // Its layer is no longer sent: the best the estimate fits.
             self.better_since = None;
-            return best;
-        }
-        if best > current {
-            // Down at once; the layer left waits before it is tried again.
-            self.better_since = None;
-            let wait = match self.left {
-                Some((l, _, w)) if l == current => (w * 2).min(MAX_RETRY_AFTER),
-                _ => RETRY_AFTER,
+            return if link.estimate_bps > 0.0 {
+                fits(link.estimate_bps / FIT_HEADROOM)
+            } else {
+                current
             };
-            self.left = Some((current, now + wait, wait));
-            return best;
+        };
+        let settling = self
+            .stepped_down
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
+        let queued = self
+            .min_rtt_ms
+            .is_some_and(|m| link.rtt_ms > m + QUEUE_RTT_MS);
+        let capacity = if link.loss >= CONGESTED_LOSS {
+            Some(link.sent_bps * (1.0 - link.loss) * DELIVERED_SHARE)
+        } else if link.estimate_bps > 0.0 && link.estimate_bps < rate && queued {
+            Some(link.estimate_bps)
+        } else {
+            None
+        };
+        if let Some(capacity) = capacity
+            && !settling
+        {
+            let best = fits(capacity);
+            if best > current {
+                // Down at once. A layer just stepped up to was a trial that failed: it
+                // waits before it is tried again (longer each time); one held for a while was
+                // left because the link changed, and comes back once it fits again.
+                self.better_since = None;
+                let trial = self.entered.is_some_and(|(l, at)| {
+                    l == current && now.saturating_duration_since(at) < TRIAL
+                });
+                let wait = match self.left {
+                    _ if !trial => Duration::ZERO,
+                    Some((l, _, w)) if l == current && w >= RETRY_AFTER => {
+                        (w * 2).min(MAX_RETRY_AFTER)
+                    }
+                    _ => RETRY_AFTER,
+                };
+                self.left = Some((current, now + wait, wait));
+                self.entered = None;
+                self.stepped_down = Some(now);
+                return best;
+            }
         }
-        if best == current {
+        // Up: one layer at a time, once it has fitted on a clean link for UP_HOLD, and not
+        // into a layer still backing off.
+        let up = sent.iter().copied().filter(|l| *l < current).max();
+        let clean = link.loss < CLEAN_LOSS && !queued && !settling;
+        // The estimate is no guide here: GCC climbs far above a link it is not filling, and
+        // after a lossy spell it sits far below one for many seconds. A clean link is the
+        // cue; the probe (see [`Self::decide`]) is the test.
+        let Some(up) = up.filter(|_| clean) else {
             self.better_since = None;
             return current;
-        }
-        // Up: one layer at a time, once it has held, and not into a layer still backing off.
-        let up = sent
-            .iter()
-            .copied()
-            .filter(|l| *l < current)
-            .max()
-            .unwrap_or(current);
+        };
         if self
             .left
             .is_some_and(|(l, until, _)| up <= l && now < until)
@@ -272,6 +436,7 @@ impl LayerChooser {
                 if layer == up && now.saturating_duration_since(since) >= UP_HOLD =>
             {
                 self.better_since = None;
+                self.entered = Some((up, now));
                 up
             }
             Some((layer, _)) if layer == up => current,
@@ -286,7 +451,6 @@ impl LayerChooser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn packet(seq: u16, ts: u32, payload: &[u8]) -> rtp::Packet {
         let mut p = rtp::Packet::default();
@@ -366,43 +530,146 @@ mod tests {
         assert!(!f.set_target(2));
     }
 
+    /// A link with an estimate and nothing lost.
+    fn est(bps: f64) -> LinkSample {
+        LinkSample {
+            estimate_bps: bps,
+            sent_bps: 0.0,
+            loss: 0.0,
+            rtt_ms: 20.0,
+        }
+    }
+
+    /// A full link: `sent` sent, `loss` of it lost, the estimate collapsed.
+    fn full(sent: f64, loss: f64) -> LinkSample {
+        LinkSample {
+            estimate_bps: 100_000.0,
+            sent_bps: sent,
+            loss,
+            rtt_ms: 20.0,
+        }
+    }
+
     #[test]
-    fn the_chooser_steps_down_at_once_and_up_one_layer_after_the_estimate_held() {
+    fn the_chooser_steps_down_on_congestion_and_up_one_layer_after_the_link_held() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
+        let ms = Duration::from_millis;
         let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
         let mut c = LayerChooser::default();
-        assert_eq!(c.choose(0, 0.0, rates, t0), 0, "no estimate yet");
-        assert_eq!(c.choose(0, 2_000_000.0, rates, t0), 0);
-        assert_eq!(c.choose(0, 600_000.0, rates, t0), 1, "down at once");
-        assert_eq!(c.choose(1, 250_000.0, rates, t0), 2);
+        assert_eq!(c.choose(0, est(0.0), rates, t0), 0, "nothing known yet");
+        assert_eq!(c.choose(0, est(2_000_000.0), rates, t0), 0);
+        // A low estimate alone (GCC after a lossy spell) is no reason to go down.
+        assert_eq!(c.choose(0, est(300_000.0), rates, t0), 0);
+        // 60 % of 1.5 Mbps lost: 600 kbit/s arrive, and 360p fits in them.
         assert_eq!(
-            c.choose(2, 100_000.0, rates, t0),
+            c.choose(0, full(1_500_000.0, 0.6), rates, t0),
+            1,
+            "down at once"
+        );
+        // Until the switch shows, the old layer's losses do not count.
+        assert_eq!(c.choose(1, full(1_500_000.0, 0.7), rates, t0 + ms(500)), 1);
+        // A queue: the estimate under the layer and the round trip up.
+        let queued = LinkSample {
+            estimate_bps: 300_000.0,
+            sent_bps: 500_000.0,
+            loss: 0.0,
+            rtt_ms: 200.0,
+        };
+        assert_eq!(c.choose(1, queued, rates, t0 + s(3)), 2);
+        assert_eq!(
+            c.choose(2, full(150_000.0, 0.5), rates, t0 + s(4)),
             2,
             "nothing fits: the smallest"
         );
-        // Layer 1 was left at t0: not retried for RETRY_AFTER, however good the estimate.
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(4)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(29)), 2);
-        // Then up one layer after UP_HOLD of fitting; a dip restarts the wait.
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(30)), 2);
-        assert_eq!(c.choose(2, 100_000.0, rates, t0 + s(32)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(33)), 2);
+        // Layers left because the link changed come back after UP_HOLD of a clean link, one at
+        // a time (the estimate is no guide: see `decide` for the probe); a loss restarts the
+        // wait.
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(6)), 2);
+        let lossy = LinkSample {
+            loss: 0.05,
+            ..est(3_000_000.0)
+        };
+        assert_eq!(c.choose(2, lossy, rates, t0 + s(7)), 2);
+        assert_eq!(c.choose(2, est(100_000.0), rates, t0 + s(8)), 2);
+        assert_eq!(c.choose(2, lossy, rates, t0 + s(9)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(10)), 2);
         assert_eq!(
-            c.choose(2, 3_000_000.0, rates, t0 + s(37)),
+            c.choose(2, est(3_000_000.0), rates, t0 + s(12)),
             1,
             "one layer up"
         );
-        // Failing again at layer 1 doubles its wait (60 s).
-        assert_eq!(c.choose(1, 300_000.0, rates, t0 + s(38)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(60)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(98)), 2);
-        assert_eq!(c.choose(2, 3_000_000.0, rates, t0 + s(102)), 1);
+        // Leaving it at once was a failed trial: not retried for RETRY_AFTER, however good
+        // the estimate.
+        assert_eq!(c.choose(1, full(500_000.0, 0.5), rates, t0 + s(13)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(20)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(42)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(43)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(45)), 1);
+        // Failing again doubles the wait (60 s).
+        assert_eq!(c.choose(1, full(500_000.0, 0.5), rates, t0 + s(46)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(100)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(106)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(108)), 1);
+        // Held past TRIAL, it is left because the link changed: back as soon as it fits.
+        assert_eq!(c.choose(1, est(700_000.0), rates, t0 + s(130)), 1);
+        assert_eq!(c.choose(1, full(500_000.0, 0.5), rates, t0 + s(131)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(134)), 2);
+        assert_eq!(c.choose(2, est(3_000_000.0), rates, t0 + s(136)), 1);
         // A layer the publisher does not send is never chosen.
         let two = [Some(1_500_000.0), None, Some(150_000.0)];
         let mut c = LayerChooser::default();
-        assert_eq!(c.choose(0, 600_000.0, two, t0), 2);
-        assert_eq!(c.choose(1, 3_000_000.0, two, t0), 0, "its layer vanished");
+        assert_eq!(c.choose(0, full(1_500_000.0, 0.6), two, t0), 2);
+        assert_eq!(
+            c.choose(1, est(3_000_000.0), two, t0),
+            0,
+            "its layer vanished"
+        );
+    }
+
+    #[test]
+    fn an_up_step_waits_for_a_clean_probe_and_a_failed_probe_backs_off() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        let mut c = LayerChooser::default();
+        assert_eq!(c.decide(2, est(0.0), rates, t0).probe, None);
+        // Clean for UP_HOLD: a probe for layer 1, the picture unchanged.
+        let p = c.decide(2, est(0.0), rates, t0 + UP_HOLD);
+        assert_eq!(
+            p,
+            Choice {
+                layer: 2,
+                probe: Some(1)
+            }
+        );
+        // A loss during it: the probe stops, and the next waits REPROBE_AFTER.
+        let lossy = LinkSample {
+            loss: 0.2,
+            ..est(0.0)
+        };
+        let at = t0 + UP_HOLD + ms(500);
+        assert_eq!(
+            c.decide(2, lossy, rates, at),
+            Choice {
+                layer: 2,
+                probe: None
+            }
+        );
+        let later = at + REPROBE_AFTER - ms(100);
+        assert_eq!(c.decide(2, est(0.0), rates, later).probe, None);
+        // Then clean again for UP_HOLD, a probe that holds for PROBE_TIME: up.
+        let start = at + REPROBE_AFTER + UP_HOLD;
+        assert_eq!(c.decide(2, est(0.0), rates, at + REPROBE_AFTER).probe, None);
+        assert_eq!(c.decide(2, est(0.0), rates, start).probe, Some(1));
+        assert_eq!(c.decide(2, est(0.0), rates, start + ms(500)).probe, Some(1));
+        assert_eq!(
+            c.decide(2, est(0.0), rates, start + PROBE_TIME),
+            Choice {
+                layer: 1,
+                probe: None
+            }
+        );
     }
 
     #[test]

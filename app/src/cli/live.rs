@@ -199,6 +199,21 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One second of what a player drew, for its stats line.
+#[derive(Default)]
+struct SecondStats {
+    frames: u32,
+    /// Capture → drawn delay of each frame with a stamp, ms.
+    delays: Vec<f64>,
+    /// The newest stamped frame number.
+    frame_number: Option<u32>,
+    /// Stamped frames skipped so far.
+    lost: u64,
+    last_frame: Option<Instant>,
+    /// The longest time without a frame this second, ms.
+    longest_gap_ms: f64,
+}
+
 /// Plays until Ctrl-C, with a stats line a second when asked.
 pub fn play(args: PlayArgs) -> anyhow::Result<()> {
     let video_layer = onair_engine::VideoLayer::parse(&args.layer)
@@ -213,30 +228,33 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
         },
     );
     // A thread drains the frames (as a renderer would) and keeps the second's figures.
-    let stats = Arc::new(parking_lot::Mutex::new((
-        0u32,
-        Vec::<f64>::new(),
-        None::<u32>,
-        0u64,
-    )));
+    let stats = Arc::new(parking_lot::Mutex::new(SecondStats::default()));
     let (sink, stop) = (stats.clone(), Arc::new(AtomicBool::new(false)));
     let stop_drain = stop.clone();
     let drain = std::thread::spawn(move || {
         while !stop_drain.load(Ordering::Relaxed) {
-            if let Some(f) = frames.recv_timeout(Duration::from_millis(100)) {
-                let mut s = sink.lock();
-                s.0 += 1;
-                if let Some(st) = stamp::read(&f) {
-                    let now = onair_engine::media::frame::wall_clock_us();
-                    s.1.push(now.saturating_sub(st.capture_time_us) as f64 / 1000.0);
-                    if let Some(prev) = s.2
-                        && st.frame_number > prev + 1
-                    {
-                        s.3 += u64::from(st.frame_number - prev - 1);
-                    }
-                    s.2 = Some(st.frame_number);
+            let frame = frames.recv_timeout(Duration::from_millis(100));
+            let now = Instant::now();
+            let mut s = sink.lock();
+            if let Some(last) = s.last_frame {
+                let gap = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
+                s.longest_gap_ms = s.longest_gap_ms.max(gap);
+            }
+            let Some(f) = frame else {
+                continue;
+            };
+            s.frames += 1;
+            s.last_frame = Some(now);
+            if let Some(st) = stamp::read(&f) {
+                let wall = onair_engine::media::frame::wall_clock_us();
+                s.delays
+                    .push(wall.saturating_sub(st.capture_time_us) as f64 / 1000.0);
+                if let Some(prev) = s.frame_number
+                    && st.frame_number > prev + 1
+                {
+                    s.lost += u64::from(st.frame_number - prev - 1);
                 }
-                drop(s);
+                s.frame_number = Some(st.frame_number);
             }
         }
     });
@@ -255,16 +273,26 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
             .get()
             .map_or_else(|| "-".to_string(), |l| l.to_string());
         let mut s = stats.lock();
-        let (fps, mut delays, lost) = (s.0, std::mem::take(&mut s.1), s.3);
-        s.0 = 0;
+        let (fps, mut delays, lost, gap) = (
+            s.frames,
+            std::mem::take(&mut s.delays),
+            s.lost,
+            s.longest_gap_ms,
+        );
+        s.frames = 0;
+        // The longest gap of a second counts from its first frame on (or from the last
+        // frame before it, while frames do not come).
+        s.longest_gap_ms = 0.0;
         drop(s);
         delays.sort_by(f64::total_cmp);
         let median = delays.get(delays.len() / 2).copied();
         match median {
             Some(d) => println!(
-                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost} layer={layer}"
+                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost} layer={layer} longest_gap_ms={gap:.0}"
             ),
-            None => println!("stats fps={fps} lost_frames={lost} layer={layer}"),
+            None => {
+                println!("stats fps={fps} lost_frames={lost} layer={layer} longest_gap_ms={gap:.0}")
+            }
         }
     });
     stop.store(true, Ordering::SeqCst);

@@ -436,6 +436,12 @@ impl Lab {
         )
     }
 
+    /// Lifts the cap [`Self::rate_cap`] put on what host `to` receives.
+    pub fn clear_rate_cap(&self, to: usize) -> Result<(), String> {
+        let port = format!("{}p{to}", self.prefix);
+        ns_exec(&self.switch, "tc", &["qdisc", "del", "dev", &port, "root"])
+    }
+
     /// Kills every process started so far with [`Self::spawn`] (the namespaces stay).
     pub fn kill_all(&mut self) {
         for c in &mut self.children {

@@ -943,6 +943,9 @@ mod tests {
                     audio_frames_concealed: 0,
                     audio_frames_lost: 0,
                     path: onair_engine::MediaPath::Unknown,
+                    keyframes_received: 0,
+                    video_layer: None,
+                    estimate_kbps: 0.0,
                 },
             );
         }

@@ -58,6 +58,8 @@ pub struct PlayerCounters {
     pub rtt_us: AtomicU64,
     /// Keyframe requests (PLI) sent.
     pub keyframe_requests: AtomicU64,
+    /// Keyframes received whole.
+    pub keyframes: AtomicU64,
     /// Delay added to play smoothly (jitter buffer and playout), µs.
     pub playout_delay_us: AtomicU64,
     /// Audio frames decoded from their own packet.
@@ -421,6 +423,9 @@ async fn receive_video(
             counters.lost.store(assembler.stats.lost, Ordering::Relaxed);
             let mut want_keyframe = fed.request_keyframe;
             if let Some(unit) = fed.unit {
+                if unit.keyframe {
+                    counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
                 let now = Instant::now();
                 let due = playout.schedule(unit.rtp_timestamp, now);
                 counters

@@ -274,6 +274,14 @@ pub enum Event {
         audio_frames_lost: u64,
         /// Whether media comes straight from the relay or through a TURN server.
         path: MediaPath,
+        /// Keyframes received so far.
+        keyframes_received: u64,
+        /// The simulcast layer the relay sends (0 the full picture); None for a stream
+        /// without layers.
+        video_layer: Option<usize>,
+        /// The relay's estimate of this player's link, kbit/s (0: not estimated; the relay
+        /// estimates players of streams with layers).
+        estimate_kbps: f64,
     },
     /// A capture device or source failed (ZEGO's `onLocalDeviceExceptionOccurred`): no camera,
     /// an unreadable file… The channel's capture stops; set another source or try again.
@@ -732,10 +740,22 @@ impl fmt::Display for Event {
                 audio_frames_concealed,
                 audio_frames_lost,
                 path,
-            } => write!(
-                f,
-                "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} keyframe_requests={keyframe_requests} repaired={packets_repaired} playout_ms={playout_delay_ms:.1} audio_played={audio_frames_played} audio_concealed={audio_frames_concealed} audio_lost={audio_frames_lost} path={path}"
-            ),
+                keyframes_received,
+                video_layer,
+                estimate_kbps,
+            } => {
+                write!(
+                    f,
+                    "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} keyframe_requests={keyframe_requests} keyframes_received={keyframes_received} repaired={packets_repaired} playout_ms={playout_delay_ms:.1} audio_played={audio_frames_played} audio_concealed={audio_frames_concealed} audio_lost={audio_frames_lost} path={path}"
+                )?;
+                if let Some(layer) = video_layer {
+                    write!(f, " layer={layer}")?;
+                }
+                if *estimate_kbps > 0.0 {
+                    write!(f, " estimate_kbps={estimate_kbps:.0}")?;
+                }
+                Ok(())
+            }
             Event::PlayerRenderVideoFirstFrame { stream_id } => {
                 write!(f, "player_render_first_frame stream={stream_id}")
             }

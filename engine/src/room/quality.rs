@@ -101,6 +101,8 @@ pub struct PlayerCounts {
     pub playout_delay_us: u64,
     /// Audio frames (20 ms) played, concealed and lost so far.
     pub audio: AudioCounts,
+    /// Keyframes received so far.
+    pub keyframes: u64,
 }
 
 /// A player's audio frames (20 ms each) so far.
@@ -134,6 +136,9 @@ pub fn player_report(stream_id: &str, deltas: &mut Deltas<2>, now: PlayerCounts)
         audio_frames_concealed: now.audio.concealed,
         audio_frames_lost: now.audio.lost,
         path: MediaPath::Unknown,
+        keyframes_received: now.keyframes,
+        video_layer: None,
+        estimate_kbps: 0.0,
     }
 }
 

@@ -118,6 +118,40 @@ impl RelayState {
         layer: usize,
         reason: LayerChangeReason,
     ) -> Vec<Output> {
+        let message = ServerMessage::PlayLayerChanged {
+            stream_id: stream_id.to_string(),
+            layer: layer as u8,
+            reason,
+        };
+        self.send_to_player(app_id, stream_id, sid, message)
+    }
+
+    /// The SFU's view of a player's link (layer sent, estimate): tell it, if it still plays
+    /// the stream.
+    pub fn play_link(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        sid: SessionId,
+        layer: usize,
+        estimate_kbps: u32,
+    ) -> Vec<Output> {
+        let message = ServerMessage::PlayLink {
+            stream_id: stream_id.to_string(),
+            layer: layer as u8,
+            estimate_kbps,
+        };
+        self.send_to_player(app_id, stream_id, sid, message)
+    }
+
+    /// `message` to session `sid` if it plays `stream_id` of `app_id` and is connected.
+    fn send_to_player(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        sid: SessionId,
+        message: ServerMessage,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
         let Some(conn) = self
             .sessions
@@ -127,15 +161,7 @@ impl RelayState {
         else {
             return out;
         };
-        self.send(
-            vec![conn],
-            ServerMessage::PlayLayerChanged {
-                stream_id: stream_id.to_string(),
-                layer: layer as u8,
-                reason,
-            },
-            &mut out,
-        );
+        self.send(vec![conn], message, &mut out);
         out
     }
 

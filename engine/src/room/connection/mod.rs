@@ -448,6 +448,8 @@ impl Connection {
                         peer: None,
                         deltas: Deltas::default(),
                         net: Deltas::default(),
+                        layer: None,
+                        estimate_kbps: 0.0,
                     },
                 );
                 self.run_play(&stream_id, actions).await;
@@ -608,12 +610,23 @@ impl Connection {
                 layer,
                 reason,
             } => {
-                if self.players.contains_key(&stream_id) {
+                if let Some(p) = self.players.get_mut(&stream_id) {
+                    p.layer = Some(usize::from(layer));
                     self.events.emit(Event::PlayerVideoLayerChanged {
                         stream_id,
                         layer: usize::from(layer),
                         reason,
                     });
+                }
+            }
+            ServerMessage::PlayLink {
+                stream_id,
+                layer,
+                estimate_kbps,
+            } => {
+                if let Some(p) = self.players.get_mut(&stream_id) {
+                    p.layer = Some(usize::from(layer));
+                    p.estimate_kbps = f64::from(estimate_kbps);
                 }
             }
             ServerMessage::StreamMuteUpdate {

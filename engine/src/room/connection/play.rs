@@ -21,6 +21,10 @@ pub(super) struct Player {
     pub(super) deltas: Deltas<2>,
     /// (packets seen missing, repaired, only reordered, received) for the network quality.
     pub(super) net: Deltas<4>,
+    /// The simulcast layer the relay last said it sends.
+    pub(super) layer: Option<usize>,
+    /// The relay's latest estimate of this player's link, kbit/s.
+    pub(super) estimate_kbps: f64,
 }
 
 impl Connection {

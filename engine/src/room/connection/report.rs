@@ -54,6 +54,7 @@ impl Connection {
                     concealed: c.audio_concealed.load(Relaxed),
                     lost: c.audio_lost.load(Relaxed),
                 },
+                keyframes: c.keyframes.load(Relaxed),
             };
             let e = quality::player_report(stream_id, &mut p.deltas, counts);
             reports.push((e, peer.pc.clone()));
@@ -111,10 +112,16 @@ impl Connection {
                     rtt_ms,
                     path,
                     jitter_ms,
+                    video_layer,
+                    estimate_kbps,
                     ..
                 } => {
                     *rtt_ms = measured;
                     *path = media_path;
+                    if let Some(p) = self.players.get(stream_id.as_str()) {
+                        *video_layer = p.layer;
+                        *estimate_kbps = p.estimate_kbps;
+                    }
                     if let Some(p) = self.players.get_mut(stream_id.as_str())
                         && p.session.state() == PlayerState::Playing
                         && let Some(peer) = p.peer.as_ref()
