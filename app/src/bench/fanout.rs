@@ -36,6 +36,10 @@ pub struct FanoutArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// The publisher sends three simulcast layers and the players ask for them in turn
+    /// (big, small, smallest): the relay's cost per player with layers.
+    #[arg(long)]
+    simulcast: bool,
 }
 
 struct Counters {
@@ -48,6 +52,7 @@ async fn player(
     sign: String,
     i: usize,
     counters: Arc<Counters>,
+    video_layer: onair_engine::messages::VideoLayer,
 ) -> anyhow::Result<(
     SignalClient,
     Arc<dyn webrtc::peer_connection::PeerConnection>,
@@ -63,7 +68,7 @@ async fn player(
         .request(RequestBody::Play {
             stream_id: "fanout-cam".into(),
             sdp,
-            video_layer: Default::default(),
+            video_layer,
         })
         .await?
     else {
@@ -131,11 +136,13 @@ fn measure(
         server: url.to_string(),
         ..Default::default()
     })?;
+    let layers = if args.simulcast { 3 } else { 1 };
     host.set_video_config(
         PublishChannel::Main,
         VideoConfig::preset(VideoPreset::P720)
             .with_fps(30)
-            .with_bitrate_kbps(1500),
+            .with_bitrate_kbps(1500)
+            .simulcast(layers),
     );
     host.login_room("fanout", User::new("host"), RoomConfig::default());
     host.start_publishing_stream("fanout-cam", PublishChannel::Main);
@@ -170,7 +177,14 @@ fn measure(
                 packets: AtomicU64::new(0),
                 lost: AtomicU64::new(0),
             });
-            let p = runtime.block_on(player(url.to_string(), sign.to_hex(), i, c.clone()))?;
+            use onair_engine::messages::VideoLayer;
+            let layer = if args.simulcast {
+                [VideoLayer::Big, VideoLayer::Small, VideoLayer::Smallest][i % 3]
+            } else {
+                VideoLayer::Big
+            };
+            let p =
+                runtime.block_on(player(url.to_string(), sign.to_hex(), i, c.clone(), layer))?;
             players.push((p, c));
         }
         // Every player connected and receiving before the step is measured (hundreds of new
@@ -216,8 +230,25 @@ fn measure(
         let received: Vec<u64> = s0.iter().zip(&s1).map(|(a, b)| b.0 - a.0).collect();
         let lost: u64 = s0.iter().zip(&s1).map(|(a, b)| b.1 - a.1).sum();
         total_lost += lost;
-        let most = received.iter().copied().max().unwrap_or(0);
-        let fewest = received.iter().copied().min().unwrap_or(0);
+        // Compared within a layer (players i, i + layers, … get the same one).
+        let (mut most, mut fewest, mut share) = (0u64, 0u64, 1.0f64);
+        for l in 0..layers as usize {
+            let group: Vec<u64> = received
+                .iter()
+                .copied()
+                .skip(l)
+                .step_by(layers as usize)
+                .collect();
+            let hi = group.iter().copied().max().unwrap_or(0);
+            let lo = group.iter().copied().min().unwrap_or(0);
+            if hi == 0 {
+                continue;
+            }
+            if (lo as f64 / hi as f64) < share || most == 0 {
+                share = lo as f64 / hi as f64;
+                (most, fewest) = (hi, lo);
+            }
+        }
         let mean = received.iter().sum::<u64>() as f64 / received.len().max(1) as f64;
         steps.push(json!({
             "players": target,
@@ -242,7 +273,7 @@ fn measure(
     Ok(json!({
         "bench": "fanout",
         "cores": stats::cores(),
-        "stream": "720p30 1.5 Mbps",
+        "stream": if args.simulcast { "720p30 1.5 Mbps + 360p + 180p (players spread over the layers)" } else { "720p30 1.5 Mbps" },
         "players": best,
         // Packets every player missed, over every measured step (the last step may be the one
         // that lost: that is where the climb stops).

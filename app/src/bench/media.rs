@@ -1,7 +1,8 @@
 //! `onair bench media`: per-frame encode+decode latency through our H.264 pipeline at 720p30 and
 //! 1080p30, the 1080p rate it sustains, and the cost of a frame-channel hand-off. Beside each,
 //! the same measured on raw FFmpeg (libx264 ultrafast/zerolatency, no B-frames, and the H.264
-//! decoder with slice threads) in the same run, so the pipeline's overhead is a ratio.
+//! decoder with slice threads) in the same run, so the pipeline's overhead is a ratio. And the
+//! encode cost of simulcast: 720p + 360p + 180p per frame beside 720p alone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,26 @@ fn pipeline(config: VideoConfig, frames: &[VideoFrame]) -> anyhow::Result<(Vec<f
             .ok_or_else(|| anyhow::anyhow!("no packet for a frame"))?;
         let out = dec.decode(&p.data, p.pts_us, p.capture_time_us)?;
         anyhow::ensure!(out.is_some(), "no frame for a packet");
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((ms, t_all.elapsed().as_secs_f64()))
+}
+
+/// Encode time of each frame through every layer of `config` (one encoder per layer, in turn,
+/// as the publisher's encode thread does), in ms, and the total seconds.
+fn encode_layers(config: VideoConfig, frames: &[VideoFrame]) -> anyhow::Result<(Vec<f64>, f64)> {
+    let mut encoders = config
+        .layers()
+        .into_iter()
+        .map(H264Encoder::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ms = Vec::with_capacity(frames.len());
+    let t_all = Instant::now();
+    for f in frames {
+        let t0 = Instant::now();
+        for e in &mut encoders {
+            e.encode(f)?;
+        }
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     Ok((ms, t_all.elapsed().as_secs_f64()))
@@ -167,6 +188,9 @@ pub fn run(args: MediaArgs) -> anyhow::Result<()> {
     let (ours720, _) = pipeline(c720, &f720)?;
     let (raw1080, raw1080_s) = raw_ffmpeg(c1080, &f1080)?;
     let (ours1080, ours1080_s) = pipeline(c1080, &f1080)?;
+    // Simulcast: 720p + 360p + 180p from each 720p frame, beside 720p alone.
+    let (one_layer, one_s) = encode_layers(c720, &f720)?;
+    let (three_layers, three_s) = encode_layers(c720.simulcast(3), &f720)?;
     let (handoff, cross) = channel_handoff();
     let fps_1080 = f1080.len() as f64 / ours1080_s;
     let raw_fps_1080 = f1080.len() as f64 / raw1080_s;
@@ -177,6 +201,10 @@ pub fn run(args: MediaArgs) -> anyhow::Result<()> {
         "encode_decode_720p_ms": stats::summary(ours720.clone()),
         "encode_decode_1080p_ms": stats::summary(ours1080.clone()),
         "fps_1080p": (fps_1080 * 10.0).round() / 10.0,
+        "encode_720p_ms": stats::summary(one_layer.clone()),
+        "encode_simulcast_720p_360p_180p_ms": stats::summary(three_layers.clone()),
+        "fps_720p_encode": (f720.len() as f64 / one_s * 10.0).round() / 10.0,
+        "fps_simulcast_encode": (f720.len() as f64 / three_s * 10.0).round() / 10.0,
         "channel_handoff_ns": stats::summary(handoff),
         "channel_cross_thread_ns": stats::summary(cross),
         "raw_ffmpeg": {
@@ -188,6 +216,7 @@ pub fn run(args: MediaArgs) -> anyhow::Result<()> {
             "p50_720p": ((p(&ours720, 50.0) / p(&raw720, 50.0)) * 1000.0).round() / 1000.0,
             "p99_720p": ((p(&ours720, 99.0) / p(&raw720, 99.0)) * 1000.0).round() / 1000.0,
             "fps_1080p": ((fps_1080 / raw_fps_1080) * 1000.0).round() / 1000.0,
+            "simulcast_encode_p50_vs_720p": ((p(&three_layers, 50.0) / p(&one_layer, 50.0)) * 1000.0).round() / 1000.0,
         },
     });
     if args.json {

@@ -48,6 +48,10 @@ pub struct UiArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// The publishers send three simulcast layers; the studio asks for the small one for
+    /// small tiles (`received_kbps` shows what that saves).
+    #[arg(long)]
+    simulcast: bool,
 }
 
 /// Runs the benchmark.
@@ -60,7 +64,9 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     let rooms: Vec<String> = (0..args.rooms.max(1))
         .map(|i| format!("room-{i}"))
         .collect();
-    let config = VideoConfig::preset(VideoPreset::P720).with_fps(args.fps);
+    let config = VideoConfig::preset(VideoPreset::P720)
+        .with_fps(args.fps)
+        .simulcast(if args.simulcast { 3 } else { 1 });
     let mut publishers = Vec::new();
     for i in 0..args.streams {
         let engine = Engine::create(EngineProfile {
@@ -146,8 +152,15 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     let mut frame_ms = Vec::new();
     let mut wall_ms = Vec::new();
     let started = Instant::now();
+    // The video the studio receives, summed over its players, once a second.
+    let mut received_kbps = Vec::new();
+    let mut next_sample = started + Duration::from_secs(1);
     while started.elapsed().as_secs_f64() < args.seconds {
         let t = Instant::now();
+        if t >= next_sample {
+            next_sample += Duration::from_secs(1);
+            received_kbps.push(received(&app));
+        }
         let timing = draw(&mut app, &mut headless);
         ui_ms.push(timing.ui_ms);
         frame_ms.push(timing.cpu_ms);
@@ -204,6 +217,8 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
         "video_frames_shown_per_s": (shown_per_s * 10.0).round() / 10.0,
         "shown_share": (shown_share * 1000.0).round() / 1000.0,
         "capture_to_texture_ms": stats::summary(texture_ms),
+        "simulcast": args.simulcast,
+        "received_kbps": stats::summary(received_kbps),
         "goal": {
             "ui_frame_ms_p99": 8.0,
             "ui_fps": goal_ui_fps,
@@ -228,6 +243,18 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     }
     relay.stop();
     Ok(())
+}
+
+/// Video kbit/s the studio's players received in their latest quality reports, summed.
+fn received(app: &StudioApp) -> f64 {
+    app.session.as_ref().map_or(0.0, |s| {
+        s.model
+            .players
+            .values()
+            .filter_map(|p| p.quality.as_ref())
+            .map(|q| q.kbps)
+            .sum()
+    })
 }
 
 fn offered(app: &StudioApp) -> u64 {
