@@ -12,6 +12,15 @@ use onair_engine::{
     Engine, PlayerConfig, PublishChannel, User, VideoConfig, VideoLayer, VideoPreset,
 };
 
+/// One test at a time: each runs a relay, three encoders and decoders, and times switches.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn member(relay: &TestRelay, room: &str, name: &str) -> Engine {
     let e = relay.engine();
     e.login_room(room, User::new(name), quiet());
@@ -39,6 +48,7 @@ fn frame_size(
 
 #[test]
 fn each_player_gets_the_layer_it_asks_for_and_switches_without_a_freeze() {
+    let _turn = turn();
     let relay = TestRelay::start();
     let host = member(&relay, "r", "host");
     let big = member(&relay, "r", "big");
@@ -113,6 +123,7 @@ fn each_player_gets_the_layer_it_asks_for_and_switches_without_a_freeze() {
 
 #[test]
 fn a_stream_without_simulcast_gives_its_only_layer() {
+    let _turn = turn();
     let relay = TestRelay::start();
     let host = member(&relay, "r", "host");
     let viewer = member(&relay, "r", "viewer");
@@ -128,5 +139,71 @@ fn a_stream_without_simulcast_gives_its_only_layer() {
     assert_eq!(
         frame_size(&frames, Duration::from_secs(2)),
         Some((320, 180))
+    );
+}
+
+/// The publisher's video kbit/s (all its layers), averaged over its next `n` quality reports.
+fn publisher_kbps(host: &Engine, n: usize) -> f64 {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(n as u64 + 3);
+    while seen.len() < n && Instant::now() < deadline {
+        if let Some(onair_engine::Event::PublisherQualityUpdate { video_kbps, .. }) =
+            host.events().recv_timeout(Duration::from_millis(200)).ok()
+        {
+            seen.push(video_kbps);
+        }
+    }
+    assert_eq!(seen.len(), n, "quality reports");
+    seen.iter().sum::<f64>() / n as f64
+}
+
+#[test]
+fn layers_nobody_plays_pause_at_the_publisher_and_resume_when_asked() {
+    let _turn = turn();
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let big = member(&relay, "r", "big");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P360)
+            .with_fps(30)
+            .simulcast(3),
+    );
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&host, "publisher cam Publishing");
+    until(&big, "stream r ADD cam@host");
+    let big_frames = big.play_frames("cam");
+    play(&big, "cam", VideoLayer::Big);
+    until(&big, "first_video cam");
+    // The first seconds every layer is sent (the relay measures each one's rate)…
+    let all = publisher_kbps(&host, 3);
+    // …then the two small ones, which nobody plays, pause (after 3 s unused).
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut full_only = all;
+    while Instant::now() < deadline && full_only > all * 0.85 {
+        full_only = publisher_kbps(&host, 2);
+    }
+    eprintln!("publisher: {all:.0} kbit/s with every layer, {full_only:.0} with the full one");
+    assert!(full_only <= all * 0.85, "{all} → {full_only}");
+    assert_eq!(
+        frame_size(&big_frames, Duration::from_secs(1)),
+        Some((640, 360)),
+        "the full layer plays on"
+    );
+    // A player of the smallest layer: it resumes, from a keyframe.
+    let small = member(&relay, "r", "small");
+    let small_frames = small.play_frames("cam");
+    let asked = Instant::now();
+    play(&small, "cam", VideoLayer::Smallest);
+    let mut size = None;
+    while asked.elapsed() < Duration::from_secs(4) && size != Some((160, 90)) {
+        size = frame_size(&small_frames, Duration::from_millis(200));
+    }
+    assert_eq!(size, Some((160, 90)), "the smallest layer came back");
+    eprintln!("the smallest layer back after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
     );
 }

@@ -549,6 +549,14 @@ pub enum ServerMessage {
         /// The relay's bandwidth estimate towards this player, kbit/s.
         estimate_kbps: u32,
     },
+    /// To a stream's publisher: which of its simulcast layers players need (0 first); it may
+    /// pause the others until they are needed again.
+    PublishLayers {
+        /// The stream.
+        stream_id: String,
+        /// Per layer: needed.
+        active: Vec<bool>,
+    },
     /// A stream's publisher muted or unmuted its audio or video.
     StreamMuteUpdate {
         /// The room.

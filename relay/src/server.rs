@@ -87,6 +87,12 @@ impl SfuEvents for RelayEvents {
         }
     }
 
+    fn layers_wanted(&self, app_id: u32, stream_id: &str, active: crate::sfu::ActiveLayers) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(|s| s.layers_wanted(app_id, stream_id, active.to_vec()));
+        }
+    }
+
     fn flowing(&self, app_id: u32, stream_id: &str) {
         if let Some(shared) = self.0.upgrade() {
             shared.with_state(|s| s.stream_flowing(app_id, stream_id));

@@ -97,7 +97,13 @@ pub trait SfuEvents: Send + Sync {
         layer: usize,
         estimate_kbps: u32,
     );
+    /// The layers of a stream players need changed: the publisher may pause the others.
+    fn layers_wanted(&self, app_id: u32, stream_id: &str, active: ActiveLayers);
 }
+
+/// Which simulcast layers of a stream some player needs: the others may pause at the
+/// publisher (the full one never does).
+pub type ActiveLayers = [bool; MAX_LAYERS];
 
 /// How often a player of a layered stream hears the relay's view of its link.
 pub const LINK_REPORT: Duration = Duration::from_secs(2);
@@ -118,6 +124,10 @@ struct Ingest {
     layered: bool,
     /// Bytes received per layer (for each layer's bitrate).
     bytes: [std::sync::atomic::AtomicU64; MAX_LAYERS],
+    /// Players whose forwarder sends or switches to each layer.
+    needed: [std::sync::atomic::AtomicUsize; MAX_LAYERS],
+    /// Wakes the layer announcer when a layer becomes needed (a paused one resumes at once).
+    needed_again: tokio::sync::Notify,
     closing: AtomicBool,
 }
 
@@ -231,8 +241,18 @@ impl Sfu {
             available: std::array::from_fn(|_| AtomicBool::new(false)),
             layered,
             bytes: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            needed: std::array::from_fn(|_| std::sync::atomic::AtomicUsize::new(0)),
+            needed_again: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
         });
+        if layered {
+            tokio::spawn(announce_layers(
+                Arc::downgrade(&ingest),
+                events.clone(),
+                app_id,
+                stream_id.clone(),
+            ));
+        }
         let key = (app_id, stream_id.clone());
         if let Some(old) = self.streams.lock().insert(key, ingest.clone()) {
             old.closing.store(true, Ordering::SeqCst);
@@ -551,6 +571,88 @@ impl Sfu {
     }
 }
 
+/// A small layer nobody has needed for this long is paused at the publisher…
+const LAYER_IDLE: Duration = Duration::from_secs(3);
+/// …but not in a stream's first seconds: every layer's bitrate is measured first (an Auto
+/// player's choice needs the rate of layers it does not get).
+const LAYER_WARMUP: Duration = Duration::from_secs(5);
+
+/// Tells the publisher of a layered stream which layers players need, whenever that changes
+/// (checked every [`LAYER_CHECK`]): the full picture always, a smaller one while some
+/// player's forwarder sends or switches to it and for [`LAYER_IDLE`] after.
+async fn announce_layers(
+    ingest: std::sync::Weak<Ingest>,
+    events: Arc<dyn SfuEvents>,
+    app_id: u32,
+    stream_id: String,
+) {
+    let started = Instant::now();
+    let mut last_needed = [started; MAX_LAYERS];
+    let mut told: Option<ActiveLayers> = None;
+    let mut tick = tokio::time::interval(LAYER_CHECK);
+    loop {
+        {
+            let Some(ingest) = ingest.upgrade() else {
+                return;
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = ingest.needed_again.notified() => {}
+            }
+        }
+        let Some(ingest) = ingest.upgrade() else {
+            return;
+        };
+        if ingest.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        let mut active = [true; MAX_LAYERS];
+        for l in 1..MAX_LAYERS {
+            if ingest.needed[l].load(Ordering::Relaxed) > 0 {
+                last_needed[l] = now;
+            }
+            active[l] = now.saturating_duration_since(started) < LAYER_WARMUP
+                || now.saturating_duration_since(last_needed[l]) < LAYER_IDLE;
+        }
+        if told != Some(active) {
+            tracing::debug!(stream_id, ?active, "layers wanted");
+            events.layers_wanted(app_id, &stream_id, active);
+            told = Some(active);
+        }
+    }
+}
+
+/// The layers one forwarder holds in its stream's [`Ingest::needed`] counts (released when
+/// the forwarder ends).
+struct Needs {
+    ingest: Arc<Ingest>,
+    held: [bool; MAX_LAYERS],
+}
+
+impl Needs {
+    fn set(&mut self, layer: usize, need: bool) {
+        if self.held[layer] != need {
+            self.held[layer] = need;
+            if need {
+                if self.ingest.needed[layer].fetch_add(1, Ordering::Relaxed) == 0 {
+                    self.ingest.needed_again.notify_one();
+                }
+            } else {
+                self.ingest.needed[layer].fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Needs {
+    fn drop(&mut self) {
+        for l in 0..MAX_LAYERS {
+            self.set(l, false);
+        }
+    }
+}
+
 /// What a player's video forwarding task works with.
 struct VideoLeg {
     ingest: Arc<Ingest>,
@@ -614,6 +716,10 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut per_layer = [None; MAX_LAYERS];
     let mut sampler = LinkSampler::default();
     let mut sent = Sent::default();
+    let mut needs = Needs {
+        ingest: leg.ingest.clone(),
+        held: [false; MAX_LAYERS],
+    };
     // Extra copies of each packet sent while probing (0: not probing).
     let mut copies = 0usize;
     let mut ticks = 0u64;
@@ -621,6 +727,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
             let needed = forwarder.current() == Some(layer) || forwarder.target() == layer;
+            needs.set(layer, needed);
             match (needed, slot.is_some()) {
                 (true, false) => *slot = Some(leg.ingest.video[layer].subscribe()),
                 (false, true) => *slot = None,
@@ -784,6 +891,8 @@ impl LinkSampler {
 #[derive(Default)]
 struct LayerRates {
     last: Option<([u64; MAX_LAYERS], Instant)>,
+    /// Each layer's last measured rate.
+    known: [Option<f64>; MAX_LAYERS],
 }
 
 impl LayerRates {
@@ -798,6 +907,10 @@ impl LayerRates {
                 let delta = bytes[l].saturating_sub(before[l]);
                 if delta > 0 {
                     out[l] = Some(delta as f64 * 8.0 / secs);
+                    self.known[l] = out[l];
+                } else if ingest.available[l].load(Ordering::Relaxed) {
+                    // Paused at the publisher (nobody needed it): offered at its last rate.
+                    out[l] = self.known[l];
                 }
             }
         }

@@ -219,6 +219,7 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
         "capture_to_texture_ms": stats::summary(texture_ms),
         "simulcast": args.simulcast,
         "received_kbps": stats::summary(received_kbps),
+        "players_per_layer": players_per_layer(&app),
         "goal": {
             "ui_frame_ms_p99": 8.0,
             "ui_fps": goal_ui_fps,
@@ -255,6 +256,19 @@ fn received(app: &StudioApp) -> f64 {
             .map(|q| q.kbps)
             .sum()
     })
+}
+
+/// How many of the studio's players get each simulcast layer (as the relay last said; "-"
+/// for none said).
+fn players_per_layer(app: &StudioApp) -> serde_json::Value {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    if let Some(s) = app.session.as_ref() {
+        for p in s.model.players.values() {
+            let key = p.layer.map_or_else(|| "-".to_string(), |l| l.to_string());
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    json!(counts)
 }
 
 fn offered(app: &StudioApp) -> u64 {

@@ -41,6 +41,8 @@ pub struct PublishControls {
     /// Video encoders running for the channel (a restart may briefly overlap the old one).
     encoding: AtomicU32,
     sei: parking_lot::Mutex<SeiQueue>,
+    /// Simulcast layers the relay said no player needs (not encoded until needed again).
+    paused_layers: [AtomicBool; 3],
 }
 
 impl PublishControls {
@@ -52,6 +54,22 @@ impl PublishControls {
     /// Mutes or unmutes the video; returns whether that changed anything.
     pub fn set_video_muted(&self, muted: bool) -> bool {
         self.video_muted.swap(muted, Ordering::Relaxed) != muted
+    }
+
+    /// The relay's word on which simulcast layers players need (0 first); the others pause.
+    pub fn set_active_layers(&self, active: &[bool]) {
+        for (i, paused) in self.paused_layers.iter().enumerate() {
+            // The full picture never pauses.
+            let pause = i > 0 && !active.get(i).copied().unwrap_or(true);
+            paused.store(pause, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether simulcast layer `i` is paused (no player needs it).
+    pub fn layer_paused(&self, i: usize) -> bool {
+        self.paused_layers
+            .get(i)
+            .is_some_and(|p| p.load(Ordering::Relaxed))
     }
 
     /// Whether the audio is muted.

@@ -160,6 +160,8 @@ struct LayerEncoder {
     ssrc: u32,
     pt: u8,
     keyframe: Arc<AtomicBool>,
+    /// Not encoded since the relay said no player needs it.
+    paused: bool,
 }
 
 /// Counters a publisher keeps (read once a second for quality events).
@@ -267,6 +269,7 @@ impl PublisherPeer {
                                     ssrc,
                                     pt,
                                     keyframe,
+                                    paused: false,
                                 }),
                                 Err(e) => {
                                     tracing::error!(error = %e, "cannot open the video encoder");
@@ -310,6 +313,19 @@ impl PublisherPeer {
                             // in every layer (a player may get any of them).
                             let user_sei = controls.take_sei(frame.capture_time_us, Instant::now());
                             for (i, layer) in encoders.iter_mut().enumerate() {
+                                // A layer no player needs is not encoded; it resumes with a
+                                // keyframe (its players start there).
+                                let paused = controls.layer_paused(i);
+                                if paused != layer.paused {
+                                    layer.paused = paused;
+                                    tracing::debug!(layer = i, paused, "simulcast layer");
+                                    if !paused {
+                                        layer.encoder.request_keyframe();
+                                    }
+                                }
+                                if paused {
+                                    continue;
+                                }
                                 let want =
                                     ((f64::from(layer.configured_kbps) * share) as u32).max(30);
                                 if target > 0 && want != layer.applied_kbps {

@@ -144,6 +144,32 @@ impl RelayState {
         self.send_to_player(app_id, stream_id, sid, message)
     }
 
+    /// The layers players need of a stream changed: tell its publisher (an engine; a WHIP
+    /// publisher has no channel for it), which pauses the others.
+    pub fn layers_wanted(
+        &mut self,
+        app_id: u32,
+        stream_id: &str,
+        active: Vec<bool>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(conn) = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.streams.get(stream_id))
+            .and_then(|e| self.sessions.get(&e.owner))
+            .and_then(|s| s.conn)
+        else {
+            return out;
+        };
+        let message = ServerMessage::PublishLayers {
+            stream_id: stream_id.to_string(),
+            active,
+        };
+        self.send(vec![conn], message, &mut out);
+        out
+    }
+
     /// `message` to session `sid` if it plays `stream_id` of `app_id` and is connected.
     fn send_to_player(
         &mut self,

@@ -619,6 +619,11 @@ impl Connection {
                     });
                 }
             }
+            ServerMessage::PublishLayers { stream_id, active } => {
+                if let Some(p) = self.publishers.get(&stream_id) {
+                    p.controls.set_active_layers(&active);
+                }
+            }
             ServerMessage::PlayLink {
                 stream_id,
                 layer,
