@@ -147,8 +147,8 @@ fn publisher_kbps(host: &Engine, n: usize) -> f64 {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(n as u64 + 3);
     while seen.len() < n && Instant::now() < deadline {
-        if let Some(onair_engine::Event::PublisherQualityUpdate { video_kbps, .. }) =
-            host.events().recv_timeout(Duration::from_millis(200)).ok()
+        if let Ok(onair_engine::Event::PublisherQualityUpdate { video_kbps, .. }) =
+            host.events().recv_timeout(Duration::from_millis(200))
         {
             seen.push(video_kbps);
         }
