@@ -207,3 +207,30 @@ fn layers_nobody_plays_pause_at_the_publisher_and_resume_when_asked() {
         asked.elapsed()
     );
 }
+
+#[test]
+fn a_layer_asked_for_while_the_play_is_negotiated_is_not_lost() {
+    let _turn = turn();
+    let relay = TestRelay::start();
+    let host = member(&relay, "r", "host");
+    let viewer = member(&relay, "r", "viewer");
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P360)
+            .with_fps(30)
+            .simulcast(3),
+    );
+    host.start_publishing_stream("cam", PublishChannel::Main);
+    until(&viewer, "stream r ADD cam@host");
+    let frames = viewer.play_frames("cam");
+    // As the studio does: the play starts, and its tile asks for another layer at once
+    // (before the relay answered; the studio lost these and played the full layer).
+    play(&viewer, "cam", VideoLayer::Big);
+    viewer.set_play_stream_video_layer("cam", VideoLayer::Smallest);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut size = None;
+    while Instant::now() < deadline && size != Some((160, 90)) {
+        size = frame_size(&frames, Duration::from_millis(200));
+    }
+    assert_eq!(size, Some((160, 90)), "the layer asked for last");
+}

@@ -220,6 +220,7 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
         "simulcast": args.simulcast,
         "received_kbps": stats::summary(received_kbps),
         "players_per_layer": players_per_layer(&app),
+        "tiles_asking": tiles_asking(&app),
         "goal": {
             "ui_frame_ms_p99": 8.0,
             "ui_fps": goal_ui_fps,
@@ -266,6 +267,19 @@ fn players_per_layer(app: &StudioApp) -> serde_json::Value {
         for p in s.model.players.values() {
             let key = p.layer.map_or_else(|| "-".to_string(), |l| l.to_string());
             *counts.entry(key).or_default() += 1;
+        }
+    }
+    json!(counts)
+}
+
+/// What the studio's tiles ask of their streams (auto, big, small, smallest), counted.
+fn tiles_asking(app: &StudioApp) -> serde_json::Value {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    if let Some(s) = app.session.as_ref() {
+        for t in s.tiles.values() {
+            *counts
+                .entry(format!("{:?}", t.layer).to_lowercase())
+                .or_default() += 1;
         }
     }
     json!(counts)

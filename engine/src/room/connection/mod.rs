@@ -129,11 +129,12 @@ impl Connection {
         stream_id: &str,
         layer: onair_protocol::messages::VideoLayer,
     ) {
-        let playing = self
-            .players
-            .get(stream_id)
-            .is_some_and(|p| p.session.state() == crate::room::events::PlayerState::Playing);
-        if playing {
+        let Some(p) = self.players.get_mut(stream_id) else {
+            return;
+        };
+        // Not yet answered: the answer's handling sends it (see `run_play`).
+        if p.relay_has_play {
+            p.sent_layer = Some(layer);
             let body = RequestBody::SetPlayLayer {
                 stream_id: stream_id.to_string(),
                 video_layer: layer,
@@ -450,6 +451,8 @@ impl Connection {
                         net: Deltas::default(),
                         layer: None,
                         estimate_kbps: 0.0,
+                        sent_layer: None,
+                        relay_has_play: false,
                     },
                 );
                 self.run_play(&stream_id, actions).await;

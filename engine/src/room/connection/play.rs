@@ -25,6 +25,10 @@ pub(super) struct Player {
     pub(super) layer: Option<usize>,
     /// The relay's latest estimate of this player's link, kbit/s.
     pub(super) estimate_kbps: f64,
+    /// The layer asked for in the play request in flight, then (once answered) the one the
+    /// relay knows: a change asked for meanwhile is sent after the answer.
+    pub(super) sent_layer: Option<onair_protocol::messages::VideoLayer>,
+    pub(super) relay_has_play: bool,
 }
 
 impl Connection {
@@ -63,6 +67,8 @@ impl Connection {
                     let Some(sdp) = p.offer.take() else {
                         continue;
                     };
+                    p.sent_layer = Some(p.config.video_layer);
+                    p.relay_has_play = false;
                     let body = RequestBody::Play {
                         stream_id: stream_id.to_string(),
                         sdp,
@@ -93,9 +99,23 @@ impl Connection {
                         .await;
                     if let Err(e) = accepted {
                         queue.extend(p.session.accept_failed(generation, &e.to_string(), now));
+                        continue;
+                    }
+                    // The relay has the play: a layer asked for while it was in flight
+                    // goes now.
+                    p.relay_has_play = true;
+                    let wanted = p.config.video_layer;
+                    if p.sent_layer != Some(wanted) {
+                        p.sent_layer = Some(wanted);
+                        let body = RequestBody::SetPlayLayer {
+                            stream_id: stream_id.to_string(),
+                            video_layer: wanted,
+                        };
+                        self.send(body, Pending::Other).await;
                     }
                 }
                 Action::DropPeer => {
+                    p.relay_has_play = false;
                     p.peer = None;
                     p.offer = None;
                 }
