@@ -419,6 +419,18 @@ fn mutes_are_seen_remotely_and_heard_and_seen_as_such() {
         frames.recv_timeout(Duration::from_millis(500)).is_none(),
         "no frames while the video is muted here"
     );
+    // And the relay sends none (a second's quality report after the mute took hold).
+    drain_for(&viewer, Duration::from_millis(1200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut muted_kbps = None;
+    while muted_kbps.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(onair_engine::Event::PlayerQualityUpdate { video_kbps, .. }) =
+            viewer.events().recv_timeout(Duration::from_millis(200))
+        {
+            muted_kbps = Some(video_kbps);
+        }
+    }
+    assert_eq!(muted_kbps, Some(0.0), "no video received while muted");
     viewer.mute_play_stream_video("cam", false);
     let f = frames
         .recv_timeout(Duration::from_secs(1))

@@ -361,6 +361,8 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 volume: 100,
                 layer: onair_engine::VideoLayer::Auto,
                 render_reported: true,
+                seen_at: None,
+                video_hidden: false,
             },
         );
     }
@@ -801,6 +803,47 @@ fn end_to_end_the_studio_plays_a_published_stream_and_shows_its_states() {
         }
     }
     assert_eq!(at, expected_order.len(), "event order: {kinds:#?}");
+
+    // A tile nobody can see (not drawn for a second) pauses its video: the relay sends none.
+    // Drawn again, it resumes from the next keyframe.
+    let seen = |a: &StudioApp| {
+        a.session.as_ref().map_or(0, |s| {
+            s.tiles["host-cam"]
+                .view
+                .as_ref()
+                .map_or(0, |v| v.frames_seen)
+        })
+    };
+    {
+        let s = h.state_mut().session.as_mut().expect("session");
+        s.apply_visibility(Instant::now() + Duration::from_secs(2), false);
+        assert!(s.tiles["host-cam"].video_hidden);
+    }
+    let pump_for = |app: &mut StudioApp, d: Duration| {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Some(s) = app.session.as_mut() {
+                s.pump();
+                s.poll_video();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    pump_for(h.state_mut(), Duration::from_millis(800));
+    let paused_at = seen(h.state_mut());
+    pump_for(h.state_mut(), Duration::from_secs(1));
+    let while_hidden = seen(h.state_mut()) - paused_at;
+    assert!(while_hidden <= 1, "{while_hidden} frames while hidden");
+    h.run();
+    {
+        let s = h.state_mut().session.as_mut().expect("session");
+        s.apply_visibility(Instant::now(), false);
+        assert!(!s.tiles["host-cam"].video_hidden, "drawn: shown again");
+    }
+    let resumed_at = seen(h.state_mut());
+    drain_until(h.state_mut(), "the picture back", |a| {
+        seen(a) >= resumed_at + 5
+    });
 
     // The host stops and leaves: the tile goes, the stream and user leave the panels.
     host.stop_publishing_stream(PublishChannel::Main);

@@ -617,11 +617,19 @@ impl Engine {
         self.play_controls(stream_id).set_audio_muted(mute);
     }
 
-    /// Stops (or resumes) delivering `stream_id`'s video frames and SEI to the app (ZEGO's
-    /// `mutePlayStreamVideo`). The video is still received and decoded, so it resumes at once
-    /// without waiting for a keyframe.
+    /// Stops (or resumes) `stream_id`'s video (ZEGO's `mutePlayStreamVideo`); may be called
+    /// before playing. The relay stops sending it (the audio goes on; a hidden tile costs no
+    /// video bandwidth, and simulcast layers nobody needs pause at the publisher); unmuted,
+    /// the picture comes back from the next keyframe, which the relay asks for.
     pub fn mute_play_stream_video(&self, stream_id: &str, mute: bool) {
-        self.play_controls(stream_id).set_video_muted(mute);
+        if self.play_controls(stream_id).set_video_muted(mute) {
+            self.command(
+                "mute_play_stream_video",
+                Command::PlayVideoMuted {
+                    stream_id: stream_id.to_string(),
+                },
+            );
+        }
     }
 
     /// `stream_id`'s playback volume in percent, 0–200 (ZEGO's `setPlayVolume`; 100 as

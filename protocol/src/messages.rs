@@ -122,13 +122,18 @@ pub enum VideoLayer {
     Small,
     /// The smallest layer.
     Smallest,
+    /// No video at all (the audio goes on): what a muted or hidden player asks for, so the
+    /// relay sends none (and the publisher may pause layers nobody needs). Any other value
+    /// resumes from the next keyframe.
+    Off,
 }
 
 impl VideoLayer {
-    /// The layer index it asks for (Auto: the full picture, lowered by the relay as needed).
+    /// The layer index it asks for (Auto: the full picture, lowered by the relay as needed;
+    /// Off: none, the full one's index).
     pub fn index(self) -> usize {
         match self {
-            VideoLayer::Auto | VideoLayer::Big => 0,
+            VideoLayer::Auto | VideoLayer::Big | VideoLayer::Off => 0,
             VideoLayer::Small => 1,
             VideoLayer::Smallest => 2,
         }
@@ -146,6 +151,7 @@ impl VideoLayer {
             "big" => VideoLayer::Big,
             "small" => VideoLayer::Small,
             "smallest" => VideoLayer::Smallest,
+            "off" => VideoLayer::Off,
             _ => return None,
         })
     }

@@ -716,6 +716,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut per_layer = [None; MAX_LAYERS];
     let mut sampler = LinkSampler::default();
     let mut sent = Sent::default();
+    // The first keyframe sent is always told (the player learns its layer).
+    let mut first_switch = true;
     let mut needs = Needs {
         ingest: leg.ingest.clone(),
         held: [false; MAX_LAYERS],
@@ -726,7 +728,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
-            let needed = forwarder.current() == Some(layer) || forwarder.target() == layer;
+            let needed = wanted != VideoLayer::Off
+                && (forwarder.current() == Some(layer) || forwarder.target() == layer);
             needs.set(layer, needed);
             match (needed, slot.is_some()) {
                 (true, false) => *slot = Some(leg.ingest.video[layer].subscribe()),
@@ -738,13 +741,27 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         let (layer, received) = tokio::select! {
             asked = control.recv() => {
                 let Some(asked) = asked else { return };
+                let was_off = wanted == VideoLayer::Off;
                 wanted = asked;
                 reason = LayerChangeReason::Requested;
-                retarget(&leg, &mut forwarder, wanted);
+                if wanted == VideoLayer::Off {
+                    // No video until asked again (its channels are dropped above).
+                    forwarder.pause();
+                } else if was_off {
+                    // Back from the next keyframe of the layer it gets.
+                    let layer = leg.ingest.effective(wanted.index());
+                    forwarder.set_target(layer);
+                    let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
+                } else {
+                    retarget(&leg, &mut forwarder, wanted);
+                }
                 continue;
             }
             _ = check.tick() => {
                 ticks += 1;
+                if wanted == VideoLayer::Off {
+                    continue;
+                }
                 let report = ticks.is_multiple_of(LINK_REPORT_TICKS);
                 match (&leg.estimating, wanted.is_auto()) {
                     // Auto on a layered stream: the layer the link's estimate fits, checked
@@ -824,7 +841,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             }
         }
         if let Some(now) = out.switched_to {
-            leg.sending.store(now, Ordering::Relaxed);
+            // Resuming after Off on the same layer is no change to tell.
+            if leg.sending.swap(now, Ordering::Relaxed) == now && !first_switch {
+                continue;
+            }
+            first_switch = false;
             let (app_id, stream_id, session) = &leg.who;
             leg.events
                 .layer_changed(*app_id, stream_id, *session, now, reason);

@@ -119,6 +119,14 @@ impl LayerForwarder {
         self.current != Some(layer)
     }
 
+    /// Stops sending (the player asked for no video); the next keyframe of the target after
+    /// that resumes, numbered on from the last packet sent.
+    pub fn pause(&mut self) {
+        self.current = None;
+        self.pending.clear();
+        self.pending_ts = None;
+    }
+
     /// Whether a switch waits for a keyframe of the target layer.
     pub fn switching(&self) -> bool {
         self.current != Some(self.target)

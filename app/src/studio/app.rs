@@ -329,6 +329,11 @@ impl StudioApp {
                 }
             });
         self.connect_dialog(ui.ctx());
+        // Tiles nobody can see stop receiving video (audio goes on).
+        if let Some(session) = self.session.as_mut() {
+            let minimized = ui.ctx().input(|i| i.viewport().minimized.unwrap_or(false));
+            session.apply_visibility(std::time::Instant::now(), minimized);
+        }
     }
 
     fn menu_bar(&mut self, ui: &mut egui::Ui) {

@@ -44,7 +44,15 @@ pub struct Tile {
     pub layer: VideoLayer,
     /// Whether the first rendered frame has been reported to the engine.
     pub render_reported: bool,
+    /// When the tile was last drawn where it can be seen.
+    pub seen_at: Option<std::time::Instant>,
+    /// Whether its video is paused because nobody can see it (scrolled away, its pane
+    /// closed, the window minimised): the relay sends none; the audio goes on.
+    pub video_hidden: bool,
 }
+
+/// A tile out of sight this long pauses its video (scrolling past does not).
+pub const HIDDEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Tile {
     /// Whether we are playing it.
@@ -321,6 +329,32 @@ impl Session {
         }
     }
 
+    /// The tile of `stream_id` was drawn where it can be seen.
+    pub fn tile_seen(&mut self, stream_id: &str, now: std::time::Instant) {
+        if let Some(tile) = self.tiles.get_mut(stream_id) {
+            tile.seen_at = Some(now);
+        }
+    }
+
+    /// Pauses the video of played tiles nobody can see (not drawn visibly for
+    /// [`HIDDEN_AFTER`], or the window minimised) and resumes it when they show again; their
+    /// audio goes on. Called once a frame, after drawing.
+    pub fn apply_visibility(&mut self, now: std::time::Instant, minimized: bool) {
+        for (stream_id, tile) in &mut self.tiles {
+            if !tile.playing() {
+                continue;
+            }
+            let hidden = minimized
+                || tile
+                    .seen_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= HIDDEN_AFTER);
+            if hidden != tile.video_hidden {
+                tile.video_hidden = hidden;
+                self.engine.mute_play_stream_video(stream_id, hidden);
+            }
+        }
+    }
+
     /// Asks for the layer that suits a tile `width` points wide (or enlarged): the small one
     /// (360p of a 720p stream) below 480 points, else the big one. Only changes are sent.
     pub fn fit_layer(&mut self, stream_id: &str, width: f32, enlarged: bool) {
@@ -516,6 +550,8 @@ impl Session {
                                     volume: 100,
                                     layer: VideoLayer::Auto,
                                     render_reported: false,
+                                    seen_at: None,
+                                    video_hidden: false,
                                 });
                             if self.auto_play {
                                 self.play(&s.stream_id);

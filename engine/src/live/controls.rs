@@ -191,9 +191,10 @@ impl PlayControls {
         self.audio_muted.store(muted, Ordering::Relaxed);
     }
 
-    /// Mutes or unmutes the stream's video here (frames are not decoded or delivered).
-    pub fn set_video_muted(&self, muted: bool) {
-        self.video_muted.store(muted, Ordering::Relaxed);
+    /// Mutes or unmutes the stream's video here (frames are not delivered; the relay stops
+    /// sending them); returns whether that changed anything.
+    pub fn set_video_muted(&self, muted: bool) -> bool {
+        self.video_muted.swap(muted, Ordering::Relaxed) != muted
     }
 
     /// Whether the audio is muted.

@@ -147,6 +147,9 @@ fn tile(
     let enlarged = state.enlarged.as_deref() == Some(stream_id);
     session.fit_layer(stream_id, size.x, enlarged);
     let (rect, response) = ui.allocate_exact_size(video_size, egui::Sense::click());
+    if ui.is_rect_visible(rect) {
+        session.tile_seen(stream_id, std::time::Instant::now());
+    }
     let player = session.model.players.get(stream_id);
     let player_state = player.and_then(|p| p.state);
     let error_code = player.map_or(0, |p| p.error_code);

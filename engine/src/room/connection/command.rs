@@ -151,6 +151,12 @@ pub enum Command {
         /// The layer.
         layer: onair_protocol::messages::VideoLayer,
     },
+    /// A played stream's video was muted or unmuted by the app: the relay stops or resumes
+    /// sending it.
+    PlayVideoMuted {
+        /// The stream.
+        stream_id: String,
+    },
     /// Log out of everything and stop; `done` is signalled when finished.
     Shutdown {
         /// Signalled when the task has finished.

@@ -122,6 +122,25 @@ impl Connection {
         }
     }
 
+    /// What the relay should send of `stream_id`: the layer asked for, or none while the app
+    /// muted its video (the relay then sends no video at all).
+    fn relay_layer(
+        &self,
+        stream_id: &str,
+        asked: onair_protocol::messages::VideoLayer,
+    ) -> onair_protocol::messages::VideoLayer {
+        let muted = self
+            .play_outputs
+            .lock()
+            .get(stream_id)
+            .is_some_and(|o| o.controls.video_muted());
+        if muted {
+            onair_protocol::messages::VideoLayer::Off
+        } else {
+            asked
+        }
+    }
+
     /// Tells the relay a playing stream's new layer (a player still negotiating sends it with
     /// its play request).
     async fn set_play_layer(
@@ -461,6 +480,13 @@ impl Connection {
             Command::SetPlayLayer { stream_id, layer } => {
                 if let Some(p) = self.players.get_mut(&stream_id) {
                     p.config.video_layer = layer;
+                    let layer = self.relay_layer(&stream_id, layer);
+                    self.set_play_layer(&stream_id, layer).await;
+                }
+            }
+            Command::PlayVideoMuted { stream_id } => {
+                if let Some(p) = self.players.get(&stream_id) {
+                    let layer = self.relay_layer(&stream_id, p.config.video_layer);
                     self.set_play_layer(&stream_id, layer).await;
                 }
             }

@@ -38,6 +38,10 @@ impl Connection {
         while let Some(action) = queue.pop_front() {
             let now = Instant::now();
             let net = self.media_network();
+            let relay_layer = match self.players.get(stream_id) {
+                Some(p) => self.relay_layer(stream_id, p.config.video_layer),
+                None => return,
+            };
             let live_tx = self.live_tx.clone();
             let Some(p) = self.players.get_mut(stream_id) else {
                 return;
@@ -67,12 +71,13 @@ impl Connection {
                     let Some(sdp) = p.offer.take() else {
                         continue;
                     };
-                    p.sent_layer = Some(p.config.video_layer);
+                    let layer = relay_layer;
+                    p.sent_layer = Some(layer);
                     p.relay_has_play = false;
                     let body = RequestBody::Play {
                         stream_id: stream_id.to_string(),
                         sdp,
-                        video_layer: p.config.video_layer,
+                        video_layer: layer,
                     };
                     self.send(body, Pending::Play(stream_id.to_string(), generation))
                         .await;
@@ -104,7 +109,7 @@ impl Connection {
                     // The relay has the play: a layer asked for while it was in flight
                     // goes now.
                     p.relay_has_play = true;
-                    let wanted = p.config.video_layer;
+                    let wanted = relay_layer;
                     if p.sent_layer != Some(wanted) {
                         p.sent_layer = Some(wanted);
                         let body = RequestBody::SetPlayLayer {
