@@ -137,3 +137,56 @@ fn the_live_page_takes_its_token_from_the_fragment_and_refuses_it_in_the_query()
         "{href}"
     );
 }
+
+#[test]
+fn chromium_publishes_simulcast_over_whip_and_engines_get_its_layers() {
+    let relay = TestRelay::start();
+    let big = relay.engine();
+    let small = relay.engine();
+    for (e, name) in [(&big, "big"), (&small, "small")] {
+        e.login_room("b", User::new(name), notify());
+        until(e, "state b LOGINED");
+    }
+    let big_frames = big.play_frames("chrome-cam");
+    let small_frames = small.play_frames("chrome-cam");
+    let t = token_for(&relay, "chrome-host", "b", true);
+    let _browser = Browser::open(&format!(
+        "http://{}/live?mode=whip&room=b&stream=chrome-cam&simulcast=1#token={t}",
+        relay.addr
+    ));
+    until(&big, "stream b ADD chrome-cam@chrome-host");
+    for (e, layer) in [
+        (&big, onair_engine::VideoLayer::Big),
+        (&small, onair_engine::VideoLayer::Smallest),
+    ] {
+        e.start_playing_stream(
+            "chrome-cam",
+            PlayerConfig {
+                video_layer: layer,
+                ..Default::default()
+            },
+        );
+    }
+    // Chromium opens its layers as its encoder ramps up: wait for each player's size to
+    // settle on the layer it asked for.
+    let widest = |frames: &onair_engine::media::FrameReceiver<_>, want_small: bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(f) = frames.recv_timeout(Duration::from_millis(200))
+                as Option<onair_engine::media::SharedVideoFrame>
+            {
+                last = Some((f.width, f.height));
+                if want_small == (f.width <= 400) {
+                    break;
+                }
+            }
+        }
+        last
+    };
+    let big_size = widest(&big_frames, false).expect("the big player got frames");
+    let small_size = widest(&small_frames, true).expect("the small player got frames");
+    eprintln!("big {big_size:?}, smallest {small_size:?}");
+    assert!(big_size.0 >= 960, "the full layer: {big_size:?}");
+    assert!(small_size.0 <= 400, "the quarter layer: {small_size:?}");
+}
