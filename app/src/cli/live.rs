@@ -75,7 +75,7 @@ pub struct PlayArgs {
     #[arg(long)]
     stats: bool,
     /// Which layer of a simulcast stream: auto (the relay picks what the link carries), big,
-    /// small or smallest.
+    /// small, smallest, or off (no video).
     #[arg(long, default_value = "auto")]
     layer: String,
 }
@@ -217,7 +217,7 @@ struct SecondStats {
 /// Plays until Ctrl-C, with a stats line a second when asked.
 pub fn play(args: PlayArgs) -> anyhow::Result<()> {
     let video_layer = onair_engine::VideoLayer::parse(&args.layer)
-        .ok_or_else(|| anyhow::anyhow!("--layer is auto, big, small or smallest"))?;
+        .ok_or_else(|| anyhow::anyhow!("--layer is auto, big, small, smallest or off"))?;
     let engine = start(&args.live, "viewer")?;
     let frames = engine.play_frames(&args.live.stream);
     engine.start_playing_stream(
