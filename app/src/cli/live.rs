@@ -212,6 +212,8 @@ struct SecondStats {
     last_frame: Option<Instant>,
     /// The longest time without a frame this second, ms.
     longest_gap_ms: f64,
+    /// The latest frame's size.
+    size: Option<(u32, u32)>,
 }
 
 /// Plays until Ctrl-C, with a stats line a second when asked.
@@ -245,6 +247,7 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
             };
             s.frames += 1;
             s.last_frame = Some(now);
+            s.size = Some((f.width, f.height));
             if let Some(st) = stamp::read(&f) {
                 let wall = onair_engine::media::frame::wall_clock_us();
                 s.delays
@@ -279,6 +282,9 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
             s.lost,
             s.longest_gap_ms,
         );
+        let size = s
+            .size
+            .map_or_else(|| "-".to_string(), |(w, h)| format!("{w}x{h}"));
         s.frames = 0;
         // The longest gap of a second counts from its first frame on (or from the last
         // frame before it, while frames do not come).
@@ -288,10 +294,12 @@ pub fn play(args: PlayArgs) -> anyhow::Result<()> {
         let median = delays.get(delays.len() / 2).copied();
         match median {
             Some(d) => println!(
-                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost} layer={layer} longest_gap_ms={gap:.0}"
+                "stats fps={fps} delay_ms={d:.1} (from the burned-in stamp) lost_frames={lost} layer={layer} longest_gap_ms={gap:.0} size={size}"
             ),
             None => {
-                println!("stats fps={fps} lost_frames={lost} layer={layer} longest_gap_ms={gap:.0}")
+                println!(
+                    "stats fps={fps} lost_frames={lost} layer={layer} longest_gap_ms={gap:.0} size={size}"
+                )
             }
         }
     });
