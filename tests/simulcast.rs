@@ -38,6 +38,17 @@ fn play(viewer: &Engine, stream: &str, layer: VideoLayer) {
     );
 }
 
+/// `host` publishes "cam": 360p30 in three layers (640×360, 320×180, 160×90).
+fn publish_layers(host: &Engine) {
+    host.set_video_config(
+        PublishChannel::Main,
+        VideoConfig::preset(VideoPreset::P360)
+            .with_fps(30)
+            .simulcast(3),
+    );
+    host.start_publishing_stream("cam", PublishChannel::Main);
+}
+
 /// The size of the frames `viewer` gets within `within`, waiting until one arrives.
 fn frame_size(
     frames: &onair_engine::media::FrameReceiver<onair_engine::media::SharedVideoFrame>,
@@ -53,13 +64,7 @@ fn each_player_gets_the_layer_it_asks_for_and_switches_without_a_freeze() {
     let host = member(&relay, "r", "host");
     let big = member(&relay, "r", "big");
     let small = member(&relay, "r", "small");
-    host.set_video_config(
-        PublishChannel::Main,
-        VideoConfig::preset(VideoPreset::P360)
-            .with_fps(30)
-            .simulcast(3),
-    );
-    host.start_publishing_stream("cam", PublishChannel::Main);
+    publish_layers(&host);
     until(&host, "publisher cam Publishing");
     until(&big, "stream r ADD cam@host");
     let big_frames = big.play_frames("cam");
@@ -163,13 +168,7 @@ fn layers_nobody_plays_pause_at_the_publisher_and_resume_when_asked() {
     let relay = TestRelay::start();
     let host = member(&relay, "r", "host");
     let big = member(&relay, "r", "big");
-    host.set_video_config(
-        PublishChannel::Main,
-        VideoConfig::preset(VideoPreset::P360)
-            .with_fps(30)
-            .simulcast(3),
-    );
-    host.start_publishing_stream("cam", PublishChannel::Main);
+    publish_layers(&host);
     until(&host, "publisher cam Publishing");
     until(&big, "stream r ADD cam@host");
     let big_frames = big.play_frames("cam");
@@ -214,13 +213,7 @@ fn a_layer_asked_for_while_the_play_is_negotiated_is_not_lost() {
     let relay = TestRelay::start();
     let host = member(&relay, "r", "host");
     let viewer = member(&relay, "r", "viewer");
-    host.set_video_config(
-        PublishChannel::Main,
-        VideoConfig::preset(VideoPreset::P360)
-            .with_fps(30)
-            .simulcast(3),
-    );
-    host.start_publishing_stream("cam", PublishChannel::Main);
+    publish_layers(&host);
     until(&viewer, "stream r ADD cam@host");
     let frames = viewer.play_frames("cam");
     // As the studio does: the play starts, and its tile asks for another layer at once
