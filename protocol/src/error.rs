@@ -129,6 +129,10 @@ error_codes! {
     HttpRateLimited = 1000020,
         cause: "This address sent more than `limits.http_requests_per_second` HTTP requests (WHIP, WHEP, `/live`, `/metrics`) in a second, beyond the burst allowance; the relay answered 429.",
         fix: "Wait the `Retry-After` seconds and try again; do not retry WHIP/WHEP in a tight loop.";
+    /// The relay cannot reach its cluster's Redis.
+    ClusterUnavailable = 1000021,
+        cause: "The relay runs as a node of a cluster (`onair serve --redis`) and cannot reach Redis, which holds the cluster's rooms, users and stream IDs, so it cannot admit a new login or stream without risking a duplicate. Media already flowing is not affected.",
+        fix: "The engine retries by itself; it succeeds once Redis is back (the relay reconnects every second). Operators: check the Redis server named by `--redis`.";
     /// The room ID breaks the ID rules.
     InvalidRoomId = 1002005,
         cause: "Room IDs are 1 to 128 bytes of letters, digits, `-`, `_` and `.`.",

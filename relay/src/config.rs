@@ -121,6 +121,9 @@ pub struct RelayConfig {
     /// Serve `/metrics` on this address (plain HTTP) instead of the public one
     /// (`[metrics] listen`, `onair serve --metrics-listen`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run as a node of a cluster on Redis (`[cluster]`, `onair serve --redis`); None: a
+    /// single relay.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Where the SFU's media goes (`[rtc]` in the config file).
@@ -233,6 +236,8 @@ struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     metrics: Option<FileMetrics>,
+    #[serde(default)]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +278,7 @@ impl RelayConfig {
             rtc: RtcConfig::default(),
             tls: None,
             metrics_listen: None,
+            cluster: None,
         }
     }
 
@@ -318,6 +324,7 @@ impl RelayConfig {
                 rtc: file.rtc,
                 tls,
                 metrics_listen: file.metrics.map(|m| m.listen),
+                cluster: file.cluster,
             },
             file.listen,
         ))

@@ -5,8 +5,9 @@
 //! `/metrics` and `/healthz`); an SFU forwards RTP without decoding it.
 //!
 //! [`state`] is the sans-I/O state machine; [`server`] and [`sfu`] are the thin tokio/axum and
-//! WebRTC glue around it. It links no capture, codec or UI library.
+//! WebRTC glue around it; [`cluster`] joins relays into one cluster over Redis. It links no capture, codec or UI library.
 
+pub mod cluster;
 pub mod config;
 pub mod limiter;
 pub mod metrics;

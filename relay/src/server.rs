@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::cluster::{Cluster, ClusterHost};
 use crate::config::RelayConfig;
 use crate::metrics;
 use crate::sfu::{Sfu, SfuEvents};
@@ -55,6 +56,83 @@ struct Shared {
     limiter: Mutex<crate::limiter::HttpLimiter>,
     /// Largest SDP offer accepted over WHIP/WHEP.
     max_sdp_bytes: usize,
+    /// On a cluster node: the glue to the other nodes.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The signaling URL, as `/dispatch` names this relay.
+    own_url: std::sync::OnceLock<String>,
+    /// Streams pulled from other nodes: since when each has had no local player (None: it
+    /// has some).
+    pulled: Mutex<HashMap<(u32, String), Option<Instant>>>,
+    /// One pull at a time per stream (players asking at once share it).
+    pulling: Mutex<HashMap<(u32, String), PullGate>>,
+    /// Session numbers for other nodes pulling a stream from this one (never a real session).
+    next_pull_session: std::sync::atomic::AtomicU64,
+}
+
+/// Held while a stream is being pulled.
+type PullGate = Arc<tokio::sync::Mutex<()>>;
+
+/// A pulled stream with no local player for this long is let go.
+const PULL_IDLE: Duration = Duration::from_secs(5);
+/// Other nodes' pulls are players with session numbers from here up.
+const PULL_SESSIONS: u64 = 1 << 62;
+
+/// The relay as the cluster glue sees it.
+struct Host(std::sync::Weak<Shared>);
+
+impl ClusterHost for Host {
+    fn apply(&self, f: &mut dyn FnMut(&mut RelayState) -> Vec<Output>) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.with_state(f);
+        }
+    }
+
+    fn load(&self) -> (usize, usize, usize) {
+        let Some(shared) = self.0.upgrade() else {
+            return (0, 0, 0);
+        };
+        let sessions = shared.inner.lock().state.gauges().sessions;
+        (
+            sessions,
+            shared.sfu.player_count(),
+            shared.sfu.stream_count(),
+        )
+    }
+
+    fn answer_pull(
+        self: Arc<Self>,
+        app_id: u32,
+        stream_id: String,
+        offer: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<String, String>> {
+        Box::pin(async move {
+            let shared = self.0.upgrade().ok_or("the relay is stopping")?;
+            if !shared
+                .inner
+                .lock()
+                .state
+                .cluster_may_pull(app_id, &stream_id)
+            {
+                return Err(format!("stream {stream_id} is not flowing here"));
+            }
+            let session = PULL_SESSIONS
+                + shared
+                    .next_pull_session
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+            shared
+                .sfu
+                .subscribe(
+                    app_id,
+                    stream_id,
+                    session,
+                    offer,
+                    onair_protocol::messages::VideoLayer::Big,
+                    events,
+                )
+                .await
+        })
+    }
 }
 
 /// The SFU's reports, fed back into the state machine.
@@ -156,7 +234,19 @@ impl Shared {
 
     fn start_media(self: &Arc<Self>, output: Output) {
         match output {
-            Output::EndMedia { app_id, stream_id } => self.sfu.end_media(app_id, &stream_id),
+            Output::Cluster(c) => {
+                if let Some(cluster) = self.cluster.get() {
+                    cluster.output(c);
+                }
+            }
+            Output::EndMedia { app_id, stream_id } => {
+                self.sfu.end_media(app_id, &stream_id);
+                self.pulled.lock().remove(&(app_id, stream_id.clone()));
+                self.pulling.lock().remove(&(app_id, stream_id.clone()));
+                if let Some(cluster) = self.cluster.get() {
+                    cluster.release_stream(app_id, &stream_id);
+                }
+            }
             Output::EndPlay {
                 app_id,
                 stream_id,
@@ -177,10 +267,22 @@ impl Shared {
                 publish,
                 sdp,
                 video_layer,
+                origin,
             } => {
                 let shared = self.clone();
                 tokio::spawn(async move {
                     let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+                    if let Err((code, why)) = shared
+                        .cluster_first(app_id, &stream_id, publish, origin, &events)
+                        .await
+                    {
+                        shared.with_state(|s| {
+                            s.negotiation_refused(
+                                conn, request_id, session, app_id, &stream_id, publish, code, &why,
+                            )
+                        });
+                        return;
+                    }
                     let answer = if publish {
                         shared
                             .sfu
@@ -205,6 +307,82 @@ impl Shared {
             Output::Send { .. } | Output::Close { .. } => {}
         }
     }
+
+    /// What a cluster node does before negotiating: a publisher's stream ID is claimed
+    /// cluster-wide (refused: 1003028; Redis down: 1000021); a stream published on another
+    /// node is pulled from it (once, however many players ask).
+    async fn cluster_first(
+        self: &Arc<Self>,
+        app_id: u32,
+        stream_id: &str,
+        publish: bool,
+        origin: Option<String>,
+        events: &Arc<dyn SfuEvents>,
+    ) -> Result<(), (onair_protocol::error::ErrorCode, String)> {
+        use onair_protocol::error::ErrorCode;
+        let Some(cluster) = self.cluster.get().cloned() else {
+            return Ok(());
+        };
+        if publish {
+            return match cluster.claim_stream(app_id, stream_id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err((
+                    ErrorCode::StreamIdTaken,
+                    "stream ID is already being published in this app (on another node)".into(),
+                )),
+                Err(e) => Err((
+                    ErrorCode::ClusterUnavailable,
+                    format!("cannot claim the stream ID: {e}"),
+                )),
+            };
+        }
+        let Some(node) = origin else {
+            return Ok(());
+        };
+        let key = (app_id, stream_id.to_string());
+        let gate = self.pulling.lock().entry(key.clone()).or_default().clone();
+        let _one = gate.lock().await;
+        if self.sfu.has_ingest(app_id, stream_id) {
+            return Ok(());
+        }
+        let pull = self
+            .sfu
+            .pull(app_id, stream_id.to_string(), events.clone(), |offer| {
+                let cluster = cluster.clone();
+                let (node, stream_id) = (node.clone(), stream_id.to_string());
+                async move { cluster.request_pull(&node, app_id, &stream_id, offer).await }
+            })
+            .await;
+        match pull {
+            Ok(()) => {
+                tracing::info!(stream_id, node, "pulling a stream from its node");
+                self.pulled.lock().insert(key, None);
+                Ok(())
+            }
+            Err(e) => Err((
+                ErrorCode::PlayNegotiationFailed,
+                format!("cannot pull the stream from node {node}: {e}"),
+            )),
+        }
+    }
+
+    /// Lets go of pulled streams no local player has played for [`PULL_IDLE`].
+    fn reap_idle_pulls(&self) {
+        let now = Instant::now();
+        let mut idle = Vec::new();
+        for (key, since) in self.pulled.lock().iter_mut() {
+            if self.sfu.players_of(key.0, &key.1) > 0 {
+                *since = None;
+            } else if since.get_or_insert(now).elapsed() >= PULL_IDLE {
+                idle.push(key.clone());
+            }
+        }
+        for key in idle {
+            tracing::info!(stream_id = key.1, "pull idle: let go");
+            self.pulled.lock().remove(&key);
+            self.sfu.end_media(key.0, &key.1);
+        }
+    }
 }
 
 /// Sends messages and closes connections; returns the media work for after the lock.
@@ -213,6 +391,7 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
     for output in outputs {
         match output {
             media_work @ (Output::Negotiate { .. }
+            | Output::Cluster(_)
             | Output::EndMedia { .. }
             | Output::EndPlay { .. }
             | Output::SetLayer { .. }) => {
@@ -308,9 +487,12 @@ impl Server {
                 .max(Duration::from_secs(10)),
         };
         let turn_urls = config.rtc.turn.as_ref().map(|t| t.urls.clone());
+        let cluster_config = config.cluster.clone();
+        let mut state = RelayState::new(config);
+        state.set_clustered(cluster_config.is_some());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                state: RelayState::new(config),
+                state,
                 conns: HashMap::new(),
             }),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -319,7 +501,21 @@ impl Server {
             sfu: Arc::new(Sfu::new(network, watch_rules)),
             limiter: Mutex::new(limiter),
             max_sdp_bytes,
+            cluster: std::sync::OnceLock::new(),
+            own_url: std::sync::OnceLock::new(),
+            pulled: Mutex::new(HashMap::new()),
+            pulling: Mutex::new(HashMap::new()),
+            next_pull_session: std::sync::atomic::AtomicU64::new(0),
         });
+        let _ = shared.own_url.set(signaling_url(addr, tls.is_some()));
+        if let Some(cluster_config) = &cluster_config {
+            let url = signaling_url(addr, tls.is_some());
+            let host: Arc<dyn ClusterHost> = Arc::new(Host(Arc::downgrade(&shared)));
+            let cluster = Cluster::start(cluster_config, url, host)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            tracing::info!(node = cluster.node_id(), "cluster node");
+            let _ = shared.cluster.set(cluster);
+        }
         // Routes a web page on another origin may call: WHIP, WHEP and the player page.
         let cross_origin = Router::new()
             .route("/live", get(live_page))
@@ -361,6 +557,7 @@ impl Server {
         let app = Router::new()
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/dispatch", get(dispatch))
             .route(
                 "/",
                 get(|| async { "onair relay: signaling WebSocket at /ws\n" }),
@@ -420,7 +617,10 @@ impl Server {
             let mut interval = tokio::time::interval(tick_every);
             loop {
                 tokio::select! {
-                    _ = interval.tick() => tick_shared.with_state(|s| s.tick(Instant::now())),
+                    _ = interval.tick() => {
+                        tick_shared.with_state(|s| s.tick(Instant::now()));
+                        tick_shared.reap_idle_pulls();
+                    }
                     _ = tick_shutdown.wait_for(|stop| *stop) => break,
                 }
             }
@@ -446,12 +646,12 @@ impl Server {
     /// The signaling URL engines connect to: `ws://addr/ws`, or `wss://` when serving TLS
     /// (an unspecified listen address is given as 127.0.0.1).
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "wss" } else { "ws" };
-        let mut addr = self.addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
-        }
-        format!("{scheme}://{addr}/ws")
+        signaling_url(self.addr, self.tls)
+    }
+
+    /// On a cluster node: the glue to the other nodes.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.shared.cluster.get()
     }
 
     /// Where the SFU's media sockets bind and what they advertise.
@@ -492,6 +692,46 @@ impl Server {
         while !self.shared.inner.lock().conns.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// `ws://addr/ws` (`wss://` with TLS; an unspecified address is given as 127.0.0.1).
+fn signaling_url(mut addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    format!("{scheme}://{addr}/ws")
+}
+
+#[derive(serde::Deserialize)]
+struct DispatchQuery {
+    app_id: u32,
+    room_id: String,
+}
+
+/// `GET /dispatch?app_id=…&room_id=…`: the node a client of that room should use, as JSON
+/// `{"node_id", "url", "sessions", "players", "streams"}` (a single relay names itself).
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<DispatchQuery>,
+) -> Response {
+    use onair_protocol::error::{ErrorCode, WireError};
+    let Some(cluster) = shared.cluster.get().cloned() else {
+        let (sessions, players, streams) = Host(Arc::downgrade(&shared)).load();
+        let url = shared.own_url.get().cloned().unwrap_or_default();
+        return axum::Json(crate::cluster::NodeLease {
+            node_id: String::new(),
+            url,
+            sessions,
+            players,
+            streams,
+        })
+        .into_response();
+    };
+    match cluster.dispatch(q.app_id, &q.room_id).await {
+        Ok(lease) => axum::Json(lease).into_response(),
+        Err(e) => http_error(&WireError::new(ErrorCode::ClusterUnavailable, e)),
     }
 }
 
@@ -583,9 +823,12 @@ fn http_error(e: &onair_protocol::error::WireError) -> Response {
         Some(C::StreamNotFound) => StatusCode::NOT_FOUND,
         Some(C::MessageTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
         Some(C::HttpRateLimited) => StatusCode::TOO_MANY_REQUESTS,
-        Some(C::TooManyConnections | C::TooManyHttpSessions | C::TooManySessionsForUser) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Some(
+            C::TooManyConnections
+            | C::TooManyHttpSessions
+            | C::TooManySessionsForUser
+            | C::ClusterUnavailable,
+        ) => StatusCode::SERVICE_UNAVAILABLE,
         Some(C::StreamIdNotAuthorized | C::PlayNotAuthorized) => StatusCode::FORBIDDEN,
         Some(C::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

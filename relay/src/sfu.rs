@@ -232,6 +232,78 @@ impl Sfu {
             .await
             .map_err(|e| e.to_string())?;
         let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
+        self.attach_ingest(app_id, stream_id, pc, ev, layered, events);
+        Ok(sdp)
+    }
+
+    /// Pulls a stream published on another relay (a cluster node): offers to receive its
+    /// video (the full layer) and audio, hands the offer to `exchange` (which gets the other
+    /// node's answer), and from then on treats the connection like a publisher's ingest, so
+    /// local players subscribe to it as usual.
+    pub async fn pull<F, Fut>(
+        self: &Arc<Self>,
+        app_id: u32,
+        stream_id: String,
+        events: Arc<dyn SfuEvents>,
+        exchange: F,
+    ) -> Result<(), String>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String, String>>,
+    {
+        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
+        peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
+            .await
+            .map_err(|e| e.to_string())?;
+        let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
+        let offer = peer::finish_local(&pc, &mut ev, offer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let offer = peer::advertise_public_ips(&offer, &self.network.public_ips);
+        let answer = match exchange(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+        };
+        let desc = peer::answer(answer).map_err(|e| e.to_string())?;
+        if let Err(e) = pc.set_remote_description(desc).await {
+            let _ = pc.close().await;
+            return Err(e.to_string());
+        }
+        self.attach_ingest(app_id, stream_id, pc, ev, false, events);
+        Ok(())
+    }
+
+    /// Whether the stream has an ingest here (published here, or pulled).
+    pub fn has_ingest(&self, app_id: u32, stream_id: &str) -> bool {
+        self.streams
+            .lock()
+            .contains_key(&(app_id, stream_id.to_string()))
+    }
+
+    /// Players of one stream connected here.
+    pub fn players_of(&self, app_id: u32, stream_id: &str) -> usize {
+        self.players
+            .lock()
+            .keys()
+            .filter(|(a, s, _)| *a == app_id && s == stream_id)
+            .count()
+    }
+
+    /// Receives a stream's media on `pc` (a publisher's, or a pull from another node) and
+    /// forwards it to the stream's players.
+    fn attach_ingest(
+        self: &Arc<Self>,
+        app_id: u32,
+        stream_id: String,
+        pc: Arc<dyn PeerConnection>,
+        ev: onair_transport::peer::PeerEvents,
+        layered: bool,
+        events: Arc<dyn SfuEvents>,
+    ) {
+        let mut ev = ev;
         let (keyframe_tx, keyframe_rx) = mpsc::channel::<(KeyframeWhy, usize)>(16);
         let ingest = Arc::new(Ingest {
             pc: pc.clone(),
@@ -351,7 +423,6 @@ impl Sfu {
                 );
             }
         });
-        Ok(sdp)
     }
 
     /// Answers a player's offer and starts forwarding the stream to it.

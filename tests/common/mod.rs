@@ -431,6 +431,7 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
         rtc: Default::default(),
         tls: None,
         metrics_listen: None,
+        cluster: None,
     };
     (config, a, b)
 }

@@ -63,6 +63,17 @@ pub struct ServeArgs {
     /// listen address (overrides the config's `[metrics] listen`).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Run as a node of a cluster on this Redis (`redis://host:port[/db]`): rooms, users and
+    /// stream IDs are shared with the other nodes, and streams are pulled between them.
+    #[arg(long, requires = "node_id")]
+    redis: Option<String>,
+    /// This node's ID in the cluster (unique; letters, digits, '-', '_', '.').
+    #[arg(long, requires = "redis")]
+    node_id: Option<String>,
+    /// Where clients reach this node, as /dispatch hands it out (default: the signaling URL
+    /// it listens on), e.g. wss://node-a.example.com/ws.
+    #[arg(long, requires = "redis")]
+    advertise: Option<String>,
 }
 
 /// Runs the relay.
@@ -94,6 +105,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.metrics_listen = Some(at);
     }
     let metrics_at = config.metrics_listen;
+    if let (Some(redis), Some(node_id)) = (&args.redis, &args.node_id) {
+        config.cluster = Some(onair_relay::cluster::ClusterConfig {
+            redis: redis.clone(),
+            node_id: node_id.clone(),
+            advertise: args.advertise.clone(),
+        });
+    }
+    let cluster_line = config
+        .cluster
+        .as_ref()
+        .map(|c| format!("cluster node {} on {}", c.node_id, c.redis));
     if let Some(range) = args.udp_port_range {
         config.rtc.udp_port_range = Some(range);
     }
@@ -128,6 +150,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             server.url()
         );
         say!("{}", media_line(&server));
+        if let Some(line) = &cluster_line {
+            say!("{line}");
+        }
         tokio::signal::ctrl_c().await?;
         say!("stopping");
         server.shutdown().await;

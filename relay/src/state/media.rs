@@ -44,6 +44,7 @@ impl RelayState {
         else {
             return Err(err(ErrorCode::StreamNotFound, "no such stream is flowing"));
         };
+        let origin = entry.origin.clone();
         if !self.may_play(sid, app_id, &entry.room_id) {
             return Err(err(
                 ErrorCode::PlayNotAuthorized,
@@ -82,6 +83,7 @@ impl RelayState {
             publish: false,
             sdp,
             video_layer,
+            origin,
         });
         Ok(ResponseBody::Done)
     }
@@ -344,6 +346,49 @@ impl RelayState {
         out
     }
 
+    /// The glue refused a negotiation before the SFU ran it (a cluster node that could not
+    /// claim the stream ID in Redis): the stream or the play is dropped, and the request is
+    /// answered with `code`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn negotiation_refused(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        session: SessionId,
+        app_id: u32,
+        stream_id: &str,
+        publish: bool,
+        code: ErrorCode,
+        message: &str,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        if publish {
+            let room_id = self
+                .stream(app_id, stream_id)
+                .filter(|e| e.owner == session && e.origin.is_none())
+                .map(|e| e.room_id.clone());
+            if let Some(room_id) = room_id {
+                self.end_streams(
+                    session,
+                    app_id,
+                    &room_id,
+                    vec![stream_id.to_string()],
+                    &mut out,
+                );
+            }
+        } else {
+            self.stop_playing(session, stream_id, &mut out);
+        }
+        self.reply(
+            conn,
+            Some(request_id),
+            Err(err(code, message)),
+            Instant::now(),
+            &mut out,
+        );
+        out
+    }
+
     /// The SFU saw the first media of a stream: announce it to its room.
     pub fn stream_flowing(&mut self, app_id: u32, stream_id: &str) -> Vec<Output> {
         let mut out = Vec::new();
@@ -404,6 +449,13 @@ impl RelayState {
         code: ErrorCode,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        if self
+            .stream(app_id, stream_id)
+            .is_some_and(|e| e.origin.is_some())
+        {
+            self.drop_remote_media(app_id, stream_id, &mut out);
+            return out;
+        }
         let Some((owner, room_id)) = self
             .stream(app_id, stream_id)
             .filter(|e| e.media.is_some())

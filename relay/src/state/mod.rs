@@ -13,6 +13,7 @@
 //! playback and media events), `data` (room messages and extra info) and `http` (WHIP/WHEP
 //! clients).
 
+mod cluster;
 mod data;
 mod http;
 mod media;
@@ -30,6 +31,7 @@ use onair_protocol::error::{ErrorCode, WireError};
 use onair_protocol::messages::{Request, RequestBody, ResponseBody, ServerMessage, VideoLayer};
 
 use crate::config::{AppConfig, Limits, RelayConfig};
+pub use cluster::{ClusterOutput, GoneFromRoom, RoomEvent};
 use room::Room;
 use session::Session;
 use stream::StreamEntry;
@@ -67,6 +69,9 @@ pub enum Output {
         sdp: String,
         /// For a player: the video layer it asks for.
         video_layer: VideoLayer,
+        /// For a player of a stream published on another cluster node: that node (the SFU
+        /// pulls the stream from it first).
+        origin: Option<String>,
     },
     /// A player asks for another video layer.
     SetLayer {
@@ -95,6 +100,8 @@ pub enum Output {
         /// The player.
         session: SessionId,
     },
+    /// Tell the cluster (only on a cluster node).
+    Cluster(ClusterOutput),
     /// Close a connection (after sending what was queued before).
     Close {
         /// Which.
@@ -229,6 +236,8 @@ pub struct RelayState {
     by_ip: HashMap<IpAddr, usize>,
     /// WHIP/WHEP sessions, all apps.
     http_total: usize,
+    /// Set on a cluster node.
+    cluster: Option<cluster::ClusterMode>,
 }
 
 type Reply = Result<ResponseBody, WireError>;
@@ -269,6 +278,7 @@ impl RelayState {
             clock: None,
             by_ip: HashMap::new(),
             http_total: 0,
+            cluster: None,
         }
     }
 

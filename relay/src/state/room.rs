@@ -71,6 +71,8 @@ pub(super) struct Room {
     pub(super) streams: BTreeSet<String>,
     /// Its messages' IDs and rate, and its extra info.
     pub(super) data: super::data::RoomData,
+    /// user ID → users logged into this room on other cluster nodes.
+    pub(super) remote_users: HashMap<String, super::cluster::RemoteUser>,
 }
 
 impl RelayState {
@@ -88,6 +90,12 @@ impl RelayState {
         out: &mut Vec<Output>,
     ) -> Reply {
         let code_err = |c: ErrorCode, what: &str| err(c, what.to_string());
+        if self.cluster_down() {
+            return Err(err(
+                ErrorCode::ClusterUnavailable,
+                "the relay cannot reach its cluster's Redis",
+            ));
+        }
         ids::check_room_id(&room_id).map_err(|c| code_err(c, "invalid room ID"))?;
         ids::check_user_id(&user.user_id).map_err(|c| code_err(c, "invalid user ID"))?;
         ids::check_user_name(&user.user_name).map_err(|c| code_err(c, "user name too long"))?;
@@ -195,7 +203,24 @@ impl RelayState {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return Err(err(ErrorCode::Internal, "app vanished"));
         };
+        let opened = !app.rooms.contains_key(&room_id);
+        // The user was here from another node: this session takes over (that node kicks its
+        // own when it hears of this login), and the room saw the user already.
+        let remote = app
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|r| r.remote_users.remove(&user.user_id))
+            .is_some();
         app.take_seat(&room_id, &user.user_id, sid);
+        if opened {
+            self.export_room(
+                super::ClusterOutput::Opened {
+                    app_id,
+                    room_id: room_id.clone(),
+                },
+                out,
+            );
+        }
         if let Some(s) = self.sessions.get_mut(&sid) {
             let mut m = Membership {
                 user: user.clone(),
@@ -212,6 +237,14 @@ impl RelayState {
         self.counters.logins += 1;
         let snapshot = self.snapshot(app_id, &room_id, sid);
         if previous.is_none() {
+            self.export(
+                app_id,
+                &room_id,
+                super::RoomEvent::UserAdd { user: user.clone() },
+                out,
+            );
+        }
+        if previous.is_none() && !remote {
             let to = self.room_conns(app_id, &room_id, sid, true);
             self.send(
                 to,
@@ -251,6 +284,7 @@ impl RelayState {
                 .filter(|e| e.owner != me && e.announced())
                 .map(|e| e.info.clone())
                 .collect();
+            users.extend(room.remote_users.values().map(|u| u.user.clone()));
             extra_info = room.data.extra_info.clone();
         }
         users.sort();
@@ -309,25 +343,38 @@ impl RelayState {
             },
             out,
         );
-        self.detach_member(sid, app_id, room_id, &user.user_id);
+        self.export(
+            app_id,
+            room_id,
+            super::RoomEvent::UserDelete {
+                user_id: user.user_id.clone(),
+            },
+            out,
+        );
+        self.detach_member(sid, app_id, room_id, &user.user_id, out);
     }
 
     /// Removes `sid`'s membership of `room_id` without telling the room about the user.
-    fn detach_member(&mut self, sid: SessionId, app_id: u32, room_id: &str, user_id: &str) {
+    fn detach_member(
+        &mut self,
+        sid: SessionId,
+        app_id: u32,
+        room_id: &str,
+        user_id: &str,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.rooms.remove(room_id);
         }
         if let Some(app) = self.apps.get_mut(&app_id) {
             app.free_seat(room_id, user_id, sid);
-            if app.rooms.get(room_id).is_some_and(|r| r.members.is_empty()) {
-                app.rooms.remove(room_id);
-            }
         }
+        self.close_if_empty(app_id, room_id, out);
     }
 
     /// The same user logged in again elsewhere: `old` loses its seat in `room_id`. Its streams
     /// there end; the user itself stays in the room (the new session takes the seat).
-    fn kick(&mut self, old: SessionId, room_id: &str, out: &mut Vec<Output>) {
+    pub(super) fn kick(&mut self, old: SessionId, room_id: &str, out: &mut Vec<Output>) {
         let Some(session) = self.sessions.get(&old) else {
             return;
         };

@@ -30,6 +30,9 @@ pub(super) struct StreamEntry {
     pub(super) media: Option<Media>,
     /// The sessions playing it through the SFU; each lists it in its `playing`.
     pub(super) players: BTreeSet<SessionId>,
+    /// The cluster node it is published on, when not this one (its owner is then no local
+    /// session, and its media is pulled from that node for local players).
+    pub(super) origin: Option<String>,
 }
 
 impl StreamEntry {
@@ -41,7 +44,7 @@ impl StreamEntry {
 
 impl App {
     /// Registers a stream and lists it in its room.
-    fn insert_stream(&mut self, entry: StreamEntry) {
+    pub(super) fn insert_stream(&mut self, entry: StreamEntry) {
         if let Some(room) = self.rooms.get_mut(&entry.room_id) {
             room.streams.insert(entry.info.stream_id.clone());
         }
@@ -146,6 +149,7 @@ impl RelayState {
             info: stream.clone(),
             media: negotiate.is_some().then_some(Media::Pending),
             players: BTreeSet::new(),
+            origin: None,
         });
         if let Some(m) = self
             .sessions
@@ -166,6 +170,7 @@ impl RelayState {
                 publish: true,
                 sdp,
                 video_layer: VideoLayer::Auto,
+                origin: None,
             });
             return Ok(ResponseBody::Done);
         }
@@ -182,6 +187,14 @@ impl RelayState {
         stream: StreamInfo,
         out: &mut Vec<Output>,
     ) {
+        self.export(
+            app_id,
+            room_id,
+            super::RoomEvent::StreamAdd {
+                stream: stream.clone(),
+            },
+            out,
+        );
         let to = self.room_conns(app_id, room_id, owner, false);
         self.send(
             to,
@@ -234,6 +247,7 @@ impl RelayState {
             return;
         }
         let mut ended = Vec::new();
+        let mut exported = Vec::new();
         let mut players: Vec<(String, BTreeSet<SessionId>)> = Vec::new();
         if let Some(app) = self.apps.get_mut(&app_id) {
             for stream_id in &streams {
@@ -251,6 +265,9 @@ impl RelayState {
                     players.push((stream_id.clone(), entry.players));
                 }
                 if announced {
+                    if entry.origin.is_none() {
+                        exported.push(stream_id.clone());
+                    }
                     ended.push(entry.info);
                 }
             }
@@ -281,6 +298,14 @@ impl RelayState {
             for s in &streams {
                 m.streams.remove(s);
             }
+        }
+        for stream_id in exported {
+            self.export(
+                app_id,
+                room_id,
+                super::RoomEvent::StreamDelete { stream_id },
+                out,
+            );
         }
         if !ended.is_empty() {
             let to = self.room_conns(app_id, room_id, sid, false);

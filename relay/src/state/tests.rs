@@ -417,6 +417,7 @@ fn sent(outputs: &[Output]) -> Vec<(ConnId, String)> {
             Output::EndMedia { .. } => v.push((0, "end_media".into())),
             Output::EndPlay { .. } => v.push((0, "end_play".into())),
             Output::SetLayer { .. } => v.push((0, "set_layer".into())),
+            Output::Cluster(_) => v.push((0, "cluster".into())),
         }
     }
     v

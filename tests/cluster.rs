@@ -1,0 +1,421 @@
+//! Relays as a cluster on a real Redis (Debian's `redis-server`, started by each test on a
+//! free port): room events, duplicate users and stream IDs across nodes, a stream pulled from
+//! the node it is published on, a node killed with SIGKILL, and Redis going away.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{APP_ID, TestRelay, quiet, until, until_within};
+use onair_engine::media::stamp;
+use onair_engine::token::AppSign;
+use onair_engine::{
+    Engine, EngineProfile, PlayerConfig, PublishChannel, RoomConfig, User, VideoConfig, VideoPreset,
+};
+use onair_relay::RelayConfig;
+use onair_relay::cluster::ClusterConfig;
+
+const MAIN: PublishChannel = PublishChannel::Main;
+
+/// A free loopback TCP port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` of our own, gone with the value.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (make test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (its data goes with it, as with a crash of a server without persistence).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One relay node of the cluster, in this process.
+fn node(redis: &Redis, id: &str, sign: &AppSign) -> TestRelay {
+    let mut config = RelayConfig::single_app(APP_ID, sign.clone());
+    config.cluster = Some(ClusterConfig {
+        redis: redis.url(),
+        node_id: id.into(),
+        advertise: None,
+    });
+    TestRelay::start_config(config, sign.clone())
+}
+
+fn engine_at(url: &str, sign: &AppSign) -> Engine {
+    Engine::create(EngineProfile {
+        app_id: APP_ID,
+        app_sign: sign.to_hex(),
+        server: url.to_string(),
+        ..Default::default()
+    })
+    .expect("engine")
+}
+
+fn notify() -> RoomConfig {
+    common::notify()
+}
+
+fn login(e: &Engine, room: &str, user: &str, config: RoomConfig) {
+    e.login_room(room, User::new(user), config);
+    until(e, &format!("state {room} LOGINED"));
+}
+
+/// Waits (up to `wait`) for an event starting with `prefix`; whether it came.
+fn saw(e: &Engine, prefix: &str, wait: Duration) -> bool {
+    until_within(e, prefix, wait)
+        .last()
+        .is_some_and(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn rooms_span_nodes_users_and_stream_ids_are_unique_cluster_wide() {
+    let redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    let b = node(&redis, "b", &sign);
+    let alice = engine_at(&a.url(), &sign);
+    login(&alice, "r", "alice", notify());
+    // Bob on node B: Alice (node A) hears him; he learns of her from the room's record.
+    let bob = engine_at(&b.url(), &sign);
+    login(&bob, "r", "bob", notify());
+    assert!(saw(&alice, "user r ADD bob", Duration::from_secs(5)));
+    assert!(saw(&bob, "user r ADD alice", Duration::from_secs(5)));
+    // A stream on A is listed on B; the same stream ID on B is refused (1003028).
+    alice.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(15));
+    alice.start_publishing_stream("cam", MAIN);
+    until(&alice, "publisher cam Publishing");
+    assert!(saw(&bob, "stream r ADD cam@alice", Duration::from_secs(5)));
+    let carol = engine_at(&b.url(), &sign);
+    login(&carol, "r2", "carol", quiet());
+    carol.start_publishing_stream("cam", MAIN);
+    assert!(
+        saw(
+            &carol,
+            "publisher cam NoPublish 1003028",
+            Duration::from_secs(5)
+        ),
+        "the stream ID is Alice's, on another node"
+    );
+    // The same user logging in on B kicks the session on A (1002050); the room keeps her.
+    let alice2 = engine_at(&b.url(), &sign);
+    login(&alice2, "r", "alice", quiet());
+    assert!(saw(
+        &alice,
+        "state r KICK_OUT 1002050",
+        Duration::from_secs(5)
+    ));
+    assert!(saw(
+        &bob,
+        "stream r DELETE cam@alice",
+        Duration::from_secs(5)
+    ));
+    let seen = common::drain_for(&bob, Duration::from_millis(800));
+    assert!(
+        !seen.iter().any(|l| l.starts_with("user r DELETE alice")),
+        "Alice stays in the room (now on B): {seen:?}"
+    );
+    // Leaving on B reaches A's members.
+    let dave = engine_at(&a.url(), &sign);
+    login(&dave, "r", "dave", notify());
+    // (the room's other nodes arrive right after the login, read from its record)
+    common::until_all(&dave, &["user r ADD bob", "user r ADD alice"]);
+    bob.logout_room("r");
+    assert!(saw(&dave, "user r DELETE bob", Duration::from_secs(5)));
+}
+
+#[test]
+fn a_viewer_on_another_node_plays_the_stream_pulled_from_the_hosts_node() {
+    let redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    let b = node(&redis, "b", &sign);
+    let host = engine_at(&a.url(), &sign);
+    host.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(30));
+    login(&host, "live", "host", quiet());
+    host.start_publishing_stream("cam", MAIN);
+    until(&host, "publisher cam Publishing");
+    // One viewer on the host's node, one on the other: the same frames, in order.
+    let near = engine_at(&a.url(), &sign);
+    let far = engine_at(&b.url(), &sign);
+    login(&near, "live", "near", quiet());
+    login(&far, "live", "far", quiet());
+    assert!(saw(
+        &far,
+        "stream live ADD cam@host",
+        Duration::from_secs(5)
+    ));
+    let near_frames = near.play_frames("cam");
+    let far_frames = far.play_frames("cam");
+    near.start_playing_stream("cam", PlayerConfig::default());
+    far.start_playing_stream("cam", PlayerConfig::default());
+    until(&near, "first_video cam");
+    until(&far, "first_video cam");
+    let (far_numbers, far_delays) = measure(&far_frames);
+    let (near_numbers, near_delays) = measure(&near_frames);
+    assert!(
+        far_numbers.len() >= 70,
+        "about 90 frames in 3 s: {}",
+        far_numbers.len()
+    );
+    assert!(
+        far_numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "every frame, in order, through two relays: {far_numbers:?}"
+    );
+    assert!(near_numbers.len() >= 70);
+    let p50 = |d: &[f64]| d[d.len() / 2];
+    eprintln!(
+        "capture → decoded: same node p50 {:.1} ms, other node p50 {:.1} ms (p99 {:.1} / {:.1})",
+        p50(&near_delays),
+        p50(&far_delays),
+        near_delays[near_delays.len() * 99 / 100],
+        far_delays[far_delays.len() * 99 / 100],
+    );
+    assert!(
+        p50(&far_delays) <= p50(&near_delays) + 15.0,
+        "one more hop on loopback costs little"
+    );
+    // The host stops: the far viewer waits, and plays again when the stream is back.
+    host.stop_publishing_stream(MAIN);
+    assert!(saw(
+        &far,
+        "player cam PlayRequesting",
+        Duration::from_secs(5)
+    ));
+    host.start_publishing_stream("cam", MAIN);
+    assert!(saw(&far, "player cam Playing", Duration::from_secs(10)));
+    let _ = far_frames.latest();
+    assert!(far_frames.recv_timeout(Duration::from_secs(5)).is_some());
+}
+
+/// The outcome of a login: its LOGINED or LOGIN_FAILED event.
+fn login_outcome(e: &Engine, room: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = e.events().recv_timeout(left).expect("a login outcome");
+        let b = common::brief(&event);
+        if b.starts_with(&format!("state {room} LOGINED"))
+            || b.starts_with(&format!("state {room} LOGIN_FAILED"))
+        {
+            return b;
+        }
+    }
+}
+
+/// Three seconds of frames: their numbers and capture → decoded delays (sorted, ms).
+fn measure(
+    frames: &onair_engine::media::channel::FrameReceiver<
+        onair_engine::media::frame::SharedVideoFrame,
+    >,
+) -> (Vec<u64>, Vec<f64>) {
+    let _ = frames.latest();
+    let t0 = Instant::now();
+    let (mut numbers, mut delays) = (Vec::new(), Vec::new());
+    while t0.elapsed() < Duration::from_secs(3) {
+        if let Some(f) = frames.recv_timeout(Duration::from_millis(200)) {
+            let s = stamp::read(&f).expect("stamp");
+            numbers.push(s.frame_number as u64);
+            delays.push(
+                onair_engine::media::frame::wall_clock_us().saturating_sub(s.capture_time_us)
+                    as f64
+                    / 1000.0,
+            );
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    (numbers, delays)
+}
+
+/// `onair serve` as a cluster node in its own process (to be killed with SIGKILL).
+fn node_process(redis: &Redis, id: &str, sign: &AppSign) -> (Child, String) {
+    let dir = std::env::temp_dir().join(format!("onair-cluster-{}-{id}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[apps]]\napp_id = {APP_ID}\napp_sign = \"{}\"\nallow_app_sign = true\n",
+            sign.to_hex()
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis", &redis.url(), "--node-id", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("onair serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "node {id} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("ws://{addr}"))
+}
+
+#[test]
+fn a_killed_node_leaves_its_rooms_within_the_lease_and_frees_its_stream_ids() {
+    let redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    let (mut b, b_url) = node_process(&redis, "b", &sign);
+    let alice = engine_at(&a.url(), &sign);
+    login(&alice, "r", "alice", notify());
+    let bob = engine_at(&b_url, &sign);
+    bob.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(15));
+    login(&bob, "r", "bob", quiet());
+    bob.start_publishing_stream("bcam", MAIN);
+    assert!(saw(
+        &alice,
+        "stream r ADD bcam@bob",
+        Duration::from_secs(10)
+    ));
+    let killed = Instant::now();
+    b.kill().expect("SIGKILL");
+    let _ = b.wait();
+    let seen = until_within(&alice, "stream r DELETE bcam@bob", Duration::from_secs(12));
+    let after = killed.elapsed();
+    assert!(
+        seen.iter().any(|l| l == "user r DELETE bob"),
+        "Bob leaves the room with his stream: {seen:?}"
+    );
+    eprintln!("node B killed: its user and stream left A's room after {after:?}");
+    assert!(
+        after <= Duration::from_secs(6),
+        "a lease of 4 s, checked every second: {after:?}"
+    );
+    // Its stream ID is free again: published on A now.
+    let carol = engine_at(&a.url(), &sign);
+    carol.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(15));
+    login(&carol, "r", "carol", quiet());
+    carol.start_publishing_stream("bcam", MAIN);
+    assert!(saw(
+        &carol,
+        "publisher bcam Publishing",
+        Duration::from_secs(10)
+    ));
+}
+
+#[test]
+fn without_redis_logins_are_refused_media_flows_on_and_everything_resumes() {
+    let mut redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    let b = node(&redis, "b", &sign);
+    let host = engine_at(&a.url(), &sign);
+    host.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(30));
+    login(&host, "live", "host", quiet());
+    host.start_publishing_stream("cam", MAIN);
+    until(&host, "publisher cam Publishing");
+    let far = engine_at(&b.url(), &sign);
+    login(&far, "live", "far", notify());
+    assert!(saw(
+        &far,
+        "stream live ADD cam@host",
+        Duration::from_secs(5)
+    ));
+    let frames = far.play_frames("cam");
+    far.start_playing_stream("cam", PlayerConfig::default());
+    until(&far, "first_video cam");
+    // Redis goes away: within a lease renewal, new logins are refused with 1000021.
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    let late = engine_at(&a.url(), &sign);
+    late.login_room("live", User::new("late"), quiet());
+    assert_eq!(
+        login_outcome(&late, "live"),
+        "state live LOGIN_FAILED 1000021",
+        "a login without Redis is refused with its code"
+    );
+    // Media already flowing (through both nodes) is unaffected.
+    let _ = frames.latest();
+    let t0 = Instant::now();
+    let mut got = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        if frames.recv_timeout(Duration::from_millis(200)).is_some() {
+            got += 1;
+        }
+    }
+    assert!(got >= 60, "about 90 frames in 3 s without Redis: {got}");
+    // Redis is back (empty, as after a crash): logins work again, and the nodes write their
+    // rooms back, so a newcomer on B still sees the host's stream and the host.
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = engine_at(&a.url(), &sign);
+    loop {
+        again.login_room("live", User::new("again"), quiet());
+        let seen = login_outcome(&again, "live");
+        if seen.starts_with("state live LOGINED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logins accepted again: {seen:?}");
+        again.logout_room("live");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(saw(&far, "user live ADD again", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_secs(3));
+    let newcomer = engine_at(&b.url(), &sign);
+    newcomer.login_room("live", User::new("newcomer"), quiet());
+    let _ = frames.latest();
+    assert!(frames.recv_timeout(Duration::from_secs(2)).is_some());
+    assert!(
+        saw(
+            &newcomer,
+            "stream live ADD cam@host",
+            Duration::from_secs(5)
+        ),
+        "the stream is listed on B after Redis came back"
+    );
+}
