@@ -64,7 +64,9 @@ pub struct EngineProfile {
     pub app_sign: String,
     /// What the engine is tuned for.
     pub scenario: Scenario,
-    /// The relay, `ws://host:port`.
+    /// The relay, `ws://host:port` (or `wss://`); for a cluster, several nodes separated by
+    /// commas (`ws://a:7880,ws://b:7880`): the engine uses one and moves to the next when it
+    /// cannot connect (a node that died), logging in again there.
     pub server: String,
     /// How long a first login may wait for an unreachable relay before LOGIN_FAILED.
     pub login_timeout: Duration,
@@ -158,7 +160,16 @@ impl Engine {
     /// Creates an engine. Fails at once only for an invalid profile; everything else is
     /// reported as events.
     pub fn create(profile: EngineProfile) -> Result<Engine, EngineError> {
-        let url = normalize_url(&profile.server)?;
+        let urls = profile
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(normalize_url)
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(EngineError::InvalidProfile("no server URL".into()));
+        }
         let tls = crate::signal::TlsTrust::new(profile.ca_cert.as_deref())?;
         let app_sign = if profile.app_sign.is_empty() {
             None
@@ -178,7 +189,7 @@ impl Engine {
         let (sink, events) = EventSink::new(EVENT_CAPACITY);
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
         let settings = ConnectionSettings {
-            url,
+            urls,
             app_id: profile.app_id,
             app_sign,
             login_timeout: profile.login_timeout,

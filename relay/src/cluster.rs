@@ -205,8 +205,8 @@ pub struct Cluster {
     /// Rooms whose record is being read: their events wait here, and are applied after the
     /// record (an event published after the read must not be undone by it).
     reading: Mutex<HashMap<(u32, String), Vec<RoomMessage>>>,
-    /// Stream IDs this node claimed.
-    claims: Mutex<HashSet<(u32, String)>>,
+    /// Stream IDs this node claimed → the publishing user.
+    claims: Mutex<HashMap<(u32, String), String>>,
     /// Pull requests waiting for their answer.
     pulls: Mutex<HashMap<u64, oneshot::Sender<Result<String, String>>>>,
     next_request: AtomicU64,
@@ -258,20 +258,41 @@ redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
 "#;
 
-/// Claims a stream ID for ARGV[1] (or keeps its claim): 1 if it is this node's, 0 if another
-/// node holds it.
+/// Claims a stream ID (KEYS[1]) for node ARGV[1] publishing as user ARGV[3] (the value is
+/// `node user`): 1 if it is now this node's, 0 if another node holds it for another user.
+/// The same user's claim moves to the newer node (an engine that moved to another node
+/// publishes again; its old session there is kicked as the same user's older session).
 const CLAIM_SCRIPT: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local mine = ARGV[1] .. ' ' .. ARGV[3]
+if v == false or v == mine or string.match(v, ' (.*)$') == ARGV[3] then
+  redis.call('SET', KEYS[1], mine, 'PX', ARGV[2])
   return 1
 end
 return 0
 "#;
 
-/// Deletes a key only if it holds ARGV[1].
+/// Keeps this node's claim alive: 1 if KEYS[1] is still ARGV[1]'s (the value starts with
+/// `node `), or free and taken again (Redis lost it), 0 if another node holds it.
+const RENEW_SCRIPT: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[2])
+  return 1
+end
+if string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Deletes a claim only if it is node ARGV[1]'s.
 const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 "#;
 
@@ -297,7 +318,7 @@ impl Cluster {
             out: tx,
             rooms: Mutex::new(HashSet::new()),
             reading: Mutex::new(HashMap::new()),
-            claims: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             sink: tokio::sync::Mutex::new(None),
@@ -326,9 +347,14 @@ impl Cluster {
 
     /// Claims `stream_id` for this node: `Ok(false)` when another node publishes it,
     /// `Err` when Redis does not answer.
-    pub(crate) async fn claim_stream(&self, app_id: u32, stream_id: &str) -> Result<bool, String> {
+    pub(crate) async fn claim_stream(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        user_id: &str,
+    ) -> Result<bool, String> {
         let key = claim_key(app_id, stream_id);
-        let node = self.node.clone();
+        let (node, user) = (self.node.clone(), user_id.to_string());
         let got: i64 = self
             .redis
             .run(|mut c| async move {
@@ -336,20 +362,28 @@ impl Cluster {
                     .key(key)
                     .arg(node)
                     .arg(LEASE_TTL.as_millis() as u64)
+                    .arg(user)
                     .invoke_async(&mut c)
                     .await
             })
             .await
             .map_err(|e| e.to_string())?;
         if got == 1 {
-            self.claims.lock().insert((app_id, stream_id.to_string()));
+            self.claims
+                .lock()
+                .insert((app_id, stream_id.to_string()), user_id.to_string());
         }
         Ok(got == 1)
     }
 
     /// Frees a stream ID this node claimed (its stream ended).
     pub(crate) fn release_stream(self: &Arc<Self>, app_id: u32, stream_id: &str) {
-        if !self.claims.lock().remove(&(app_id, stream_id.to_string())) {
+        if self
+            .claims
+            .lock()
+            .remove(&(app_id, stream_id.to_string()))
+            .is_none()
+        {
             return;
         }
         let me = self.clone();
@@ -797,7 +831,12 @@ impl Cluster {
         let value = serde_json::to_string(lease).map_err(|e| e.to_string())?;
         let node = self.node.clone();
         let ttl = LEASE_TTL.as_millis() as u64;
-        let claims: Vec<(u32, String)> = self.claims.lock().iter().cloned().collect();
+        let claims: Vec<((u32, String), String)> = self
+            .claims
+            .lock()
+            .iter()
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect();
         let lost: Vec<(u32, String)> = self
             .redis
             .run(|mut c| async move {
@@ -814,11 +853,12 @@ impl Cluster {
                 if !existed {
                     lost.push((0, String::new()));
                 }
-                for (app_id, stream_id) in claims {
-                    let got: i64 = redis::Script::new(CLAIM_SCRIPT)
+                for ((app_id, stream_id), user) in claims {
+                    let got: i64 = redis::Script::new(RENEW_SCRIPT)
                         .key(claim_key(app_id, &stream_id))
                         .arg(&node)
                         .arg(ttl)
+                        .arg(user)
                         .invoke_async(&mut c)
                         .await?;
                     if got == 0 {

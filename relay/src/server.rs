@@ -324,7 +324,13 @@ impl Shared {
             return Ok(());
         };
         if publish {
-            return match cluster.claim_stream(app_id, stream_id).await {
+            let user = self
+                .inner
+                .lock()
+                .state
+                .stream_user(app_id, stream_id)
+                .unwrap_or_default();
+            return match cluster.claim_stream(app_id, stream_id, &user).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err((
                     ErrorCode::StreamIdTaken,

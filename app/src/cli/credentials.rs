@@ -9,7 +9,8 @@ use onair::dev_app;
 /// Flags shared by the commands that talk to a relay.
 #[derive(Args, Clone, Debug)]
 pub struct CredentialArgs {
-    /// The relay, ws://host:port or wss://host:port.
+    /// The relay, ws://host:port or wss://host:port; for a cluster, several nodes separated
+    /// by commas (ws://a:7880,ws://b:7880): the engine moves to the next when one dies.
     #[arg(long, env = "ONAIR_SERVER", default_value = "ws://127.0.0.1:7880")]
     pub server: String,
     /// A CA certificate (PEM) to trust for wss:// besides the system's (default: the

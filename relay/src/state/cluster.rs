@@ -174,6 +174,12 @@ impl RelayState {
         nodes.into_iter().collect()
     }
 
+    /// The user publishing `stream_id` (here or elsewhere).
+    pub fn stream_user(&self, app_id: u32, stream_id: &str) -> Option<String> {
+        self.stream(app_id, stream_id)
+            .map(|e| e.info.user.user_id.clone())
+    }
+
     /// Whether `stream_id` is published on this node and flowing (another node may pull it).
     pub fn cluster_may_pull(&self, app_id: u32, stream_id: &str) -> bool {
         self.stream(app_id, stream_id)
@@ -386,8 +392,14 @@ impl RelayState {
                     // Ours: Redis's claim keeps another node from publishing it.
                     Some(e) if e.origin.is_none() => return,
                     Some(e) => {
+                        let moved = e.origin.as_deref() != Some(node);
                         e.origin = Some(node.to_string());
                         e.info = stream;
+                        if moved {
+                            // Its publisher moved to another node: what was pulled from the
+                            // old one is over; players ask again and pull from the new one.
+                            self.drop_remote_media(app_id, &stream_id, out);
+                        }
                         return;
                     }
                     None => {}

@@ -110,6 +110,17 @@ impl RelayState {
         }
         let user = m.user.clone();
         let own_streams: usize = session.rooms.values().map(|m| m.streams.len()).sum();
+        // The same user's stream, listed from another cluster node: the user moved here (that
+        // node died, or its session there is being replaced), and this publish takes over.
+        let moved = self
+            .stream(app_id, &stream_id)
+            .is_some_and(|e| e.origin.is_some() && e.info.user.user_id == user.user_id);
+        if moved {
+            self.drop_remote_media(app_id, &stream_id, out);
+            if let Some(app) = self.apps.get_mut(&app_id) {
+                app.remove_stream(&stream_id);
+            }
+        }
         let Some(app) = self.apps.get_mut(&app_id) else {
             return Err(err(ErrorCode::Internal, "app vanished"));
         };

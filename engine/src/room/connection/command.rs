@@ -14,8 +14,9 @@ use onair_protocol::messages::User;
 /// Connection settings taken from the engine profile.
 #[derive(Clone, Debug)]
 pub struct ConnectionSettings {
-    /// Signaling URL.
-    pub url: String,
+    /// Signaling URLs: one relay, or the nodes of a cluster, tried in turn (the engine stays
+    /// on one while it answers and moves to the next when it cannot connect).
+    pub urls: Vec<String>,
     /// App ID.
     pub app_id: u32,
     /// App sign (hex), sent at login when no token is given.

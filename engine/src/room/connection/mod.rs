@@ -76,6 +76,8 @@ pub struct Connection {
     /// STUN/TURN servers the relay handed out in its last hello (TURN credentials minted for
     /// this session).
     relay_ice_servers: Vec<onair_protocol::IceServer>,
+    /// Which of `settings.urls` the engine connects to.
+    server_index: usize,
 }
 
 async fn next_message(
@@ -118,6 +120,7 @@ impl Connection {
             players: HashMap::new(),
             generation: 0,
             relay_ice_servers: Vec::new(),
+            server_index: 0,
             net_quality: Default::default(),
         }
     }
@@ -977,8 +980,9 @@ impl Connection {
         }
         let settings = self.settings.clone();
         let resume = self.link.resume_ticket();
+        let url = settings.urls[self.server_index % settings.urls.len()].clone();
         let attempt = async {
-            let mut client = SignalClient::connect_with(&settings.url, &settings.tls).await?;
+            let mut client = SignalClient::connect_with(&url, &settings.tls).await?;
             let hello = client
                 .request(RequestBody::Hello {
                     protocol: PROTOCOL_VERSION,
@@ -1042,7 +1046,9 @@ impl Connection {
                 self.fail_all(e.code, &e.message);
             }
             Err(e) => {
-                tracing::debug!(error = %e, "connect attempt failed");
+                tracing::debug!(error = %e, url, "connect attempt failed");
+                // A cluster: the next node (this one may have died).
+                self.server_index = (self.server_index + 1) % settings.urls.len();
                 self.give_up_expired(now, &e.to_string());
                 if !self.rooms.is_empty() {
                     self.link.connect_failed(now);
