@@ -127,11 +127,32 @@ fn rooms_span_nodes_users_and_stream_ids_are_unique_cluster_wide() {
     login(&bob, "r", "bob", notify());
     assert!(saw(&alice, "user r ADD bob", Duration::from_secs(5)));
     assert!(saw(&bob, "user r ADD alice", Duration::from_secs(5)));
+    // Room data crosses nodes: messages, commands to some users, the room's extra info.
+    alice.send_broadcast_message("r", "hello from A");
+    assert!(saw(
+        &bob,
+        "broadcast r alice:hello from A",
+        Duration::from_secs(5)
+    ));
+    bob.send_custom_command("r", "ping", &["alice"]);
+    assert!(saw(&alice, "command r bob:ping", Duration::from_secs(5)));
+    bob.set_room_extra_info("r", "topic", "cluster");
+    assert!(saw(
+        &alice,
+        "extra r topic=cluster@bob",
+        Duration::from_secs(5)
+    ));
     // A stream on A is listed on B; the same stream ID on B is refused (1003028).
     alice.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(15));
     alice.start_publishing_stream("cam", MAIN);
     until(&alice, "publisher cam Publishing");
     assert!(saw(&bob, "stream r ADD cam@alice", Duration::from_secs(5)));
+    alice.set_stream_extra_info(MAIN, "live now");
+    assert!(saw(
+        &bob,
+        "stream_extra r cam=live now",
+        Duration::from_secs(5)
+    ));
     let carol = engine_at(&b.url(), &sign);
     login(&carol, "r2", "carol", quiet());
     carol.start_publishing_stream("cam", MAIN);
@@ -359,6 +380,12 @@ fn a_killed_node_leaves_its_rooms_and_its_clients_move_to_another_node() {
     b.kill().expect("SIGKILL");
     let _ = b.wait();
     // The viewer moves to C and plays Alice again.
+    let seen = until_within(&viewer, "player cam Playing", Duration::from_secs(5));
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("player cam PlayRequesting")),
+        "the play started over on another node: {seen:?}"
+    );
     let _ = frames.latest();
     assert!(
         frames.recv_timeout(Duration::from_secs(5)).is_some(),
@@ -386,7 +413,9 @@ fn a_killed_node_leaves_its_rooms_and_its_clients_move_to_another_node() {
         "Bob leaves the room with his stream: {seen:?}"
     );
     assert!(
-        !seen.iter().any(|l| l.contains("hana")),
+        !seen
+            .iter()
+            .any(|l| l.contains("DELETE") && l.contains("hana")),
         "Hana never left the room (she moved): {seen:?}"
     );
     eprintln!(

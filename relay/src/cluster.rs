@@ -244,11 +244,18 @@ fn streams_key(app_id: u32, room_id: &str) -> String {
     format!("onair:room:{app_id}:{room_id}:streams")
 }
 
+fn extra_key(app_id: u32, room_id: &str) -> String {
+    format!("onair:room:{app_id}:{room_id}:extra")
+}
+
 /// Sets (ARGV[2] non-empty) or deletes — only if this node's (ARGV[3]) — a field of a room's
 /// hash, then publishes the event: one atomic step, so a node reading the hash after
 /// subscribing misses nothing.
+/// An empty field (ARGV[1]) leaves the hashes alone (a message only).
 const ROOM_EVENT_SCRIPT: &str = r#"
-if ARGV[2] ~= '' then
+if ARGV[1] == '' then
+  -- nothing to record
+elseif ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 else
   local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -570,6 +577,17 @@ impl Cluster {
                 stream_id.clone(),
                 String::new(),
             ),
+            RoomEvent::StreamInfo { stream } => (
+                streams_key(app_id, room_id),
+                stream.stream_id.clone(),
+                placed_json(&self.node, stream),
+            ),
+            RoomEvent::ExtraInfo { info } => (
+                extra_key(app_id, room_id),
+                info.key.clone(),
+                placed_json(&self.node, info),
+            ),
+            RoomEvent::Deliver { .. } => (users_key(app_id, room_id), String::new(), String::new()),
         };
         let message = serde_json::to_string(&RoomMessage {
             node: self.node.clone(),
@@ -612,17 +630,27 @@ async fn read_room<H: ClusterHost + ?Sized>(
     app_id: u32,
     room_id: &str,
 ) {
-    let (users, streams) = (users_key(app_id, room_id), streams_key(app_id, room_id));
-    let read: redis::RedisResult<(HashMap<String, String>, HashMap<String, String>)> = cluster
+    let (users, streams, extra) = (
+        users_key(app_id, room_id),
+        streams_key(app_id, room_id),
+        extra_key(app_id, room_id),
+    );
+    type Record = (
+        HashMap<String, String>,
+        HashMap<String, String>,
+        HashMap<String, String>,
+    );
+    let read: redis::RedisResult<Record> = cluster
         .redis
         .run(|mut c| async move {
             let u: HashMap<String, String> = c.hgetall(users).await?;
             let s: HashMap<String, String> = c.hgetall(streams).await?;
-            Ok((u, s))
+            let x: HashMap<String, String> = c.hgetall(extra).await?;
+            Ok((u, s, x))
         })
         .await;
     let key = (app_id, room_id.to_string());
-    let Ok((users, streams)) = read else {
+    let Ok((users, streams, extra)) = read else {
         tracing::warn!(room_id, "cannot read the room's other nodes");
         let mut reading = cluster.reading.lock();
         for m in reading.remove(&key).unwrap_or_default() {
@@ -643,13 +671,21 @@ async fn read_room<H: ClusterHost + ?Sized>(
         .filter(|p| p.node != me)
         .map(|p| (p.node, p.item))
         .collect();
+    let extra: Vec<(String, onair_protocol::messages::RoomExtraInfo)> = extra
+        .values()
+        .filter_map(|j| {
+            serde_json::from_str::<Placed<onair_protocol::messages::RoomExtraInfo>>(j).ok()
+        })
+        .filter(|p| p.node != me)
+        .map(|p| (p.node, p.item))
+        .collect();
     let room_id = room_id.to_string();
-    let mut snapshot = Some((users, streams));
+    let mut snapshot = Some((users, streams, extra));
     // The record, then what was published while it was read, in one step as the listener
     // sees it.
     let mut reading = cluster.reading.lock();
     host.apply(&mut |s| match snapshot.take() {
-        Some((u, st)) => s.cluster_snapshot(app_id, &room_id, u, st),
+        Some((u, st, x)) => s.cluster_snapshot(app_id, &room_id, u, st, x),
         None => Vec::new(),
     });
     for m in reading.remove(&key).unwrap_or_default() {

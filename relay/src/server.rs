@@ -929,6 +929,15 @@ async fn http_negotiate(
         Err(e) => return http_error(&e),
     };
     let events: Arc<dyn SfuEvents> = Arc::new(RelayEvents(Arc::downgrade(&shared)));
+    // A cluster node: claim the stream ID, or pull the stream from its node.
+    let origin = shared.inner.lock().state.stream_origin(app_id, &stream_id);
+    if let Err((code, why)) = shared
+        .cluster_first(app_id, &stream_id, publish, origin, &events)
+        .await
+    {
+        shared.with_state(|s| s.http_end(session, &secret).1);
+        return http_error(&WireError::new(code, why));
+    }
     let answer = if publish {
         shared
             .sfu

@@ -2,6 +2,9 @@
 //! and the relay's CPU per player. The relay runs as its own `onair serve` process so its CPU is
 //! measured alone (from /proc); the publisher is an engine and the players are bare WebRTC
 //! receivers that count RTP packets and gaps without decoding, all in this process.
+//! `--nodes N` runs N relays as a cluster on a `redis-server` of its own: the publisher on the
+//! first, players spread over all of them (the others pull the stream from the first), each
+//! node's CPU measured alone, and the cascade's extra delay from two decoding viewers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +43,45 @@ pub struct FanoutArgs {
     /// (big, small, smallest): the relay's cost per player with layers.
     #[arg(long)]
     simulcast: bool,
+    /// Relays in a cluster (on a redis-server this benchmark starts); players are spread
+    /// over them and the publisher is on the first.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+}
+
+/// A `redis-server` of the benchmark's own on a free loopback port.
+struct RedisProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisProcess {
+    fn start() -> anyhow::Result<RedisProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("redis-server (apt install redis-server)")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(RedisProcess { child, port })
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 struct Counters {
@@ -106,15 +148,35 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let sign = AppSign::random();
     // The players' signaling clients send no heartbeats (this measures media, not
     // signaling): sessions must not expire during the run.
-    let relay = RelayProcess::start(
-        "fanout",
-        &format!(
-            "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\nmax_connections_per_ip = 1000000\nmax_connections = 1000000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\nallow_app_sign = true\n",
-            sign.to_hex()
-        ),
-    )?;
-    let result = measure(&args, &relay.url, &sign, relay.pid());
-    drop(relay);
+    let config = format!(
+        "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\nmax_connections_per_ip = 1000000\nmax_connections = 1000000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\nallow_app_sign = true\n",
+        sign.to_hex()
+    );
+    let nodes = args.nodes.max(1);
+    let redis = if nodes > 1 {
+        Some(RedisProcess::start()?)
+    } else {
+        None
+    };
+    let mut relays = Vec::new();
+    for n in 0..nodes {
+        let cluster = match &redis {
+            Some(r) => format!(
+                "\n[cluster]\nredis = \"redis://127.0.0.1:{}/\"\nnode_id = \"n{n}\"\n",
+                r.port
+            ),
+            None => String::new(),
+        };
+        relays.push(RelayProcess::start(
+            &format!("fanout-n{n}"),
+            &format!("{config}{cluster}"),
+        )?);
+    }
+    let urls: Vec<String> = relays.iter().map(|r| r.url.clone()).collect();
+    let pids: Vec<u32> = relays.iter().map(|r| r.pid()).collect();
+    let result = measure(&args, &urls, &sign, &pids);
+    drop(relays);
+    drop(redis);
     let report = result?;
     if args.json {
         println!("{report}");
@@ -126,10 +188,11 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
 
 fn measure(
     args: &FanoutArgs,
-    url: &str,
+    urls: &[String],
     sign: &AppSign,
-    relay_pid: u32,
+    pids: &[u32],
 ) -> anyhow::Result<serde_json::Value> {
+    let url = urls[0].as_str();
     let host = Engine::create(EngineProfile {
         app_id: 1,
         app_sign: sign.to_hex(),
@@ -161,6 +224,15 @@ fn measure(
         }
     }
     std::thread::sleep(Duration::from_millis(500));
+    // The cascade: capture → decoded on the publisher's node and on another one.
+    let cascade = if urls.len() > 1 {
+        Some(json!({
+            "same_node": viewer_delay(&urls[0], sign)?,
+            "other_node": viewer_delay(&urls[1], sign)?,
+        }))
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -183,8 +255,8 @@ fn measure(
             } else {
                 VideoLayer::Big
             };
-            let p =
-                runtime.block_on(player(url.to_string(), sign.to_hex(), i, c.clone(), layer))?;
+            let at = urls[i % urls.len()].clone();
+            let p = runtime.block_on(player(at, sign.to_hex(), i, c.clone(), layer))?;
             players.push((p, c));
         }
         // Every player connected and receiving before the step is measured (hundreds of new
@@ -211,11 +283,32 @@ fn measure(
         };
         let _ = host.events().try_iter().count();
         let s0 = snapshot(&players);
-        let cpu0 = cpu_seconds(relay_pid).unwrap_or(0.0);
+        let cpu0: Vec<f64> = pids
+            .iter()
+            .map(|p| cpu_seconds(*p).unwrap_or(0.0))
+            .collect();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs_f64(args.seconds));
         let elapsed = t0.elapsed().as_secs_f64();
-        let cpu = (cpu_seconds(relay_pid).unwrap_or(0.0) - cpu0) / elapsed * 100.0;
+        let node_cpu: Vec<f64> = pids
+            .iter()
+            .zip(&cpu0)
+            .map(|(p, c0)| (cpu_seconds(*p).unwrap_or(0.0) - c0) / elapsed * 100.0)
+            .collect();
+        let cpu: f64 = node_cpu.iter().sum();
+        let per_node: Vec<serde_json::Value> = node_cpu
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                let here = (0..target).filter(|i| i % pids.len() == n).count();
+                json!({
+                    "node": n,
+                    "players": here,
+                    "relay_cpu_pct": (c * 10.0).round() / 10.0,
+                    "relay_cpu_pct_per_player": (c / here.max(1) as f64 * 1000.0).round() / 1000.0,
+                })
+            })
+            .collect();
         let s1 = snapshot(&players);
         // What the publisher sent meanwhile (its once-a-second reports).
         let sent_fps: Vec<f64> = host
@@ -258,6 +351,7 @@ fn measure(
             "slowest_player_share": if most > 0 { ((fewest as f64 / most as f64) * 1000.0).round() / 1000.0 } else { 0.0 },
             "publisher_fps": (publisher_fps * 10.0).round() / 10.0,
             "loss": lost,
+            "nodes": per_node,
         }));
         // Sustained: no gaps, and every player received at least 95 % of what the best-served
         // player did in the same seconds (the stream's rate as it left the relay; if the
@@ -279,6 +373,45 @@ fn measure(
         // that lost: that is where the climb stops).
         "loss": total_lost,
         "relay_cpu_pct_per_player": (best_cpu * 1000.0).round() / 1000.0,
+        "nodes": urls.len(),
+        "cascade_delay_ms": cascade,
         "steps": steps,
     }))
+}
+
+/// An engine on `url` plays the stream for 5 s: capture → decoded delay (ms) p50/p99, from
+/// the stamp burned into the test pattern.
+fn viewer_delay(url: &str, sign: &AppSign) -> anyhow::Result<serde_json::Value> {
+    let viewer = Engine::create(EngineProfile {
+        app_id: 1,
+        app_sign: sign.to_hex(),
+        server: url.to_string(),
+        ..Default::default()
+    })?;
+    viewer.login_room("fanout", User::new("delay-viewer"), RoomConfig::default());
+    let frames = viewer.play_frames("fanout-cam");
+    viewer.start_playing_stream("fanout-cam", onair_engine::PlayerConfig::default());
+    let first = Instant::now();
+    while frames.recv_timeout(Duration::from_millis(200)).is_none() {
+        if first.elapsed() > Duration::from_secs(15) {
+            bail!("no picture at {url}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = frames.latest();
+    let t0 = Instant::now();
+    let mut delays = Vec::new();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if let Some(f) = frames.recv_timeout(Duration::from_millis(200))
+            && let Some(s) = onair_engine::media::stamp::read(&f)
+        {
+            delays.push(
+                onair_engine::media::frame::wall_clock_us().saturating_sub(s.capture_time_us)
+                    as f64
+                    / 1000.0,
+            );
+        }
+    }
+    viewer.destroy();
+    Ok(stats::summary(delays))
 }

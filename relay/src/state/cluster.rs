@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use onair_protocol::error::ErrorCode;
-use onair_protocol::messages::{ServerMessage, StreamInfo, UpdateType, User};
+use onair_protocol::messages::{RoomExtraInfo, ServerMessage, StreamInfo, UpdateType, User};
 
 use super::stream::{Media, StreamEntry};
 use super::{Output, RelayState};
@@ -45,6 +45,25 @@ pub enum RoomEvent {
     StreamDelete {
         /// Which.
         stream_id: String,
+    },
+    /// A stream of the sending node changed its extra info or mute state.
+    StreamInfo {
+        /// The stream as it is now.
+        stream: StreamInfo,
+    },
+    /// A member on the sending node set a key of the room's extra info.
+    ExtraInfo {
+        /// The key, its value and who set it.
+        info: RoomExtraInfo,
+    },
+    /// A message for the room's members (a room message, a custom command, a publisher's
+    /// network quality): delivered to the local members, or only to `to_users` among them.
+    Deliver {
+        /// What they get.
+        message: Box<ServerMessage>,
+        /// Only these users (a custom command to some), or everyone when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to_users: Vec<String>,
     },
 }
 
@@ -174,6 +193,11 @@ impl RelayState {
         nodes.into_iter().collect()
     }
 
+    /// The cluster node `stream_id` is published on, when not this one.
+    pub fn stream_origin(&self, app_id: u32, stream_id: &str) -> Option<String> {
+        self.stream(app_id, stream_id)?.origin.clone()
+    }
+
     /// The user publishing `stream_id` (here or elsewhere).
     pub fn stream_user(&self, app_id: u32, stream_id: &str) -> Option<String> {
         self.stream(app_id, stream_id)
@@ -209,8 +233,19 @@ impl RelayState {
         room_id: &str,
         users: Vec<(String, User)>,
         streams: Vec<(String, StreamInfo)>,
+        extra_info: Vec<(String, RoomExtraInfo)>,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        for (node, info) in extra_info {
+            self.apply_remote(
+                &node,
+                app_id,
+                room_id,
+                RoomEvent::ExtraInfo { info },
+                false,
+                &mut out,
+            );
+        }
         for (node, user) in users {
             self.apply_remote(
                 &node,
@@ -422,6 +457,75 @@ impl RelayState {
                     },
                     out,
                 );
+            }
+            RoomEvent::StreamInfo { stream } => {
+                let Some(entry) = self
+                    .apps
+                    .get_mut(&app_id)
+                    .and_then(|a| a.streams.get_mut(&stream.stream_id))
+                    .filter(|e| e.origin.as_deref() == Some(node))
+                else {
+                    return;
+                };
+                let old = std::mem::replace(&mut entry.info, stream.clone());
+                let to = self.room_conns(app_id, room_id, REMOTE_OWNER, false);
+                if old.extra_info != stream.extra_info {
+                    self.send(
+                        to.clone(),
+                        ServerMessage::StreamExtraInfoUpdate {
+                            room_id: room_id.to_string(),
+                            streams: vec![stream.clone()],
+                        },
+                        out,
+                    );
+                }
+                if (old.audio_muted, old.video_muted) != (stream.audio_muted, stream.video_muted) {
+                    self.send(
+                        to,
+                        ServerMessage::StreamMuteUpdate {
+                            room_id: room_id.to_string(),
+                            stream_id: stream.stream_id,
+                            audio_muted: stream.audio_muted,
+                            video_muted: stream.video_muted,
+                        },
+                        out,
+                    );
+                }
+            }
+            RoomEvent::ExtraInfo { info } => {
+                let Some(room) = self
+                    .apps
+                    .get_mut(&app_id)
+                    .and_then(|a| a.rooms.get_mut(room_id))
+                else {
+                    return;
+                };
+                match room.data.extra_info.iter_mut().find(|i| i.key == info.key) {
+                    Some(existing) if *existing == info => return,
+                    Some(existing) => *existing = info.clone(),
+                    None => room.data.extra_info.push(info.clone()),
+                }
+                let to = self.room_conns(app_id, room_id, REMOTE_OWNER, false);
+                self.send(
+                    to,
+                    ServerMessage::RoomExtraInfoUpdate {
+                        room_id: room_id.to_string(),
+                        infos: vec![info],
+                    },
+                    out,
+                );
+            }
+            RoomEvent::Deliver { message, to_users } => {
+                let to = if to_users.is_empty() {
+                    self.room_conns(app_id, room_id, REMOTE_OWNER, false)
+                } else {
+                    to_users
+                        .iter()
+                        .filter_map(|u| room.members.get(u))
+                        .filter_map(|sid| self.sessions.get(sid)?.conn)
+                        .collect()
+                };
+                self.send(to, *message, out);
             }
             RoomEvent::StreamDelete { stream_id } => {
                 let ours = self

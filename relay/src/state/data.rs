@@ -104,7 +104,11 @@ impl RelayState {
                 .filter(|s| **s != sid)
                 .filter_map(|s| self.sessions.get(s)?.conn)
                 .collect();
-            if !to_users.iter().any(|u| room.members.contains_key(u)) {
+            // (users on other cluster nodes get it from theirs)
+            if !to_users
+                .iter()
+                .any(|u| room.members.contains_key(u) || room.remote_users.contains_key(u))
+            {
                 return Err(err(
                     ErrorCode::CommandNoRecipients,
                     "none of those users is in the room",
@@ -146,6 +150,19 @@ impl RelayState {
                 }],
             },
         };
+        self.export(
+            app_id,
+            room_id,
+            super::RoomEvent::Deliver {
+                message: Box::new(msg.clone()),
+                to_users: if kind == MessageKind::Custom {
+                    to_users
+                } else {
+                    Vec::new()
+                },
+            },
+            out,
+        );
         self.send(to, msg, out);
         Ok(ResponseBody::MessageSent { message_id })
     }
@@ -193,6 +210,13 @@ impl RelayState {
         entry.info.video_muted = video_muted;
         let (room_id, announced) = (entry.room_id.clone(), entry.announced());
         if changed && announced {
+            let stream = entry.info.clone();
+            self.export(
+                app_id,
+                &room_id,
+                super::RoomEvent::StreamInfo { stream },
+                out,
+            );
             let to = self.room_conns(app_id, &room_id, sid, false);
             self.send(
                 to,
@@ -249,15 +273,21 @@ impl RelayState {
             .collect();
         for (room_id, user_id) in publishing {
             let to = self.room_conns(app_id, &room_id, sid, false);
-            self.send(
-                to,
-                ServerMessage::NetworkQuality {
-                    room_id,
-                    user_id,
-                    upstream,
+            let message = ServerMessage::NetworkQuality {
+                room_id: room_id.clone(),
+                user_id,
+                upstream,
+            };
+            self.export(
+                app_id,
+                &room_id,
+                super::RoomEvent::Deliver {
+                    message: Box::new(message.clone()),
+                    to_users: Vec::new(),
                 },
                 out,
             );
+            self.send(to, message, out);
         }
         Ok(ResponseBody::Done)
     }
@@ -282,6 +312,14 @@ impl RelayState {
         let (room_id, info, announced) =
             (entry.room_id.clone(), entry.info.clone(), entry.announced());
         if announced {
+            self.export(
+                app_id,
+                &room_id,
+                super::RoomEvent::StreamInfo {
+                    stream: info.clone(),
+                },
+                out,
+            );
             let to = self.room_conns(app_id, &room_id, sid, false);
             self.send(
                 to,
@@ -342,6 +380,12 @@ impl RelayState {
             }
             None => room.data.extra_info.push(info.clone()),
         }
+        self.export(
+            app_id,
+            room_id,
+            super::RoomEvent::ExtraInfo { info: info.clone() },
+            out,
+        );
         let to = self.room_conns(app_id, room_id, sid, false);
         self.send(
             to,
