@@ -398,7 +398,8 @@ impl RelayState {
         };
         for app in self.apps.values() {
             g.rooms += app.rooms.len();
-            g.streams += app.streams.len();
+            // (published here: other nodes' streams are theirs to count)
+            g.streams += app.streams.values().filter(|e| e.origin.is_none()).count();
             g.players += app.streams.values().map(|e| e.players.len()).sum::<usize>();
             g.users += app.rooms.values().map(|r| r.members.len()).sum::<usize>();
         }

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::stream::Media;
 use super::*;
 
+mod cluster;
 mod invariants;
 mod properties;
 mod room_data;
@@ -23,9 +24,19 @@ impl RelayState {
     fn check_invariants(&self) {
         let mut entries = 0;
         for (&app_id, app) in &self.apps {
-            entries += app.streams.len();
+            entries += app.streams.values().filter(|e| e.origin.is_none()).count();
             for (id, e) in &app.streams {
                 assert_eq!(&e.info.stream_id, id);
+                if e.origin.is_some() {
+                    // Another node's stream: no local owner; its room (with local members)
+                    // lists it.
+                    assert_eq!(e.owner, super::cluster::REMOTE_OWNER);
+                    let room = app.rooms.get(&e.room_id).unwrap_or_else(|| {
+                        panic!("remote stream {id}: room {} is gone", e.room_id)
+                    });
+                    assert!(room.streams.contains(id), "remote stream {id}: not listed");
+                    continue;
+                }
                 let owner = self
                     .sessions
                     .get(&e.owner)
