@@ -516,3 +516,165 @@ fn without_redis_logins_are_refused_media_flows_on_and_everything_resumes() {
         "the stream is listed on B after Redis came back"
     );
 }
+
+/// `onair_users` from a node's `/metrics`.
+fn users_on(node: &TestRelay) -> u64 {
+    node.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("onair_users "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn dispatch_names_the_node_carrying_the_room_and_a_stopped_node_leaves_at_once() {
+    let redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    let mut b = node(&redis, "b", &sign);
+    let bob = engine_at(&b.url(), &sign);
+    bob.set_video_config(MAIN, VideoConfig::preset(VideoPreset::P360).with_fps(15));
+    login(&bob, "r", "bob", quiet());
+    bob.start_publishing_stream("cam", MAIN);
+    until(&bob, "publisher cam Publishing");
+    std::thread::sleep(Duration::from_millis(1500)); // (both leases renewed with their load)
+    // Any node names B for room r: it carries the room's stream.
+    let answer = common::http_at(a.addr, "GET", "/dispatch?app_id=1&room_id=r", &[], "");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let named: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    assert_eq!(named["node_id"], "b", "{}", answer.body);
+    assert_eq!(named["url"], format!("{}/ws", b.url()));
+    // An engine given the dispatch URL logs in there.
+    let before = users_on(&b);
+    let viewer = engine_at(&format!("http://{}/dispatch", a.addr), &sign);
+    login(&viewer, "r", "viewer", quiet());
+    assert_eq!(users_on(&b), before + 1, "the viewer is on B");
+    viewer.start_playing_stream("cam", PlayerConfig::default());
+    until(&viewer, "first_video cam");
+    // B stops (gracefully): A's members see its users go within a couple of seconds, not
+    // after the lease would have expired.
+    let alice = engine_at(&a.url(), &sign);
+    login(&alice, "r", "alice", notify());
+    common::until_all(&alice, &["user r ADD bob", "user r ADD viewer"]);
+    let stopped = Instant::now();
+    let stopping = std::thread::spawn(move || b.stop());
+    let seen = until_within(&alice, "stream r DELETE cam@bob", Duration::from_secs(5));
+    eprintln!(
+        "node B stopped: its users left A's room after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("user r DELETE")),
+        "{seen:?}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "a stopped node's lease goes with it; nobody waits for it to expire"
+    );
+    stopping.join().expect("stopped");
+}
+
+/// A TCP relay between a node and Redis that the test can cut, as a network partition
+/// would, and heal.
+struct Cut {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cut {
+    fn to(port: u16) -> Cut {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let me = listener.local_addr().expect("addr").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // refused while cut
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cut { port: me, cut }
+    }
+
+    fn set(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_redis_leaves_the_rooms_and_comes_back_when_healed() {
+    let redis = Redis::start();
+    let sign = AppSign::random();
+    let a = node(&redis, "a", &sign);
+    // Node B reaches Redis through a link the test cuts.
+    let link = Cut::to(redis.port);
+    let mut config = RelayConfig::single_app(APP_ID, sign.clone());
+    config.cluster = Some(ClusterConfig {
+        redis: format!("redis://127.0.0.1:{}/", link.port),
+        node_id: "b".into(),
+        advertise: None,
+    });
+    let b = TestRelay::start_config(config, sign.clone());
+    let alice = engine_at(&a.url(), &sign);
+    login(&alice, "r", "alice", notify());
+    let bob = engine_at(&b.url(), &sign);
+    login(&bob, "r", "bob", notify());
+    assert!(saw(&alice, "user r ADD bob", Duration::from_secs(5)));
+    // Cut: seen from A, B is gone (its lease runs out); B admits no new login.
+    let cut = Instant::now();
+    link.set(true);
+    assert!(saw(&alice, "user r DELETE bob", Duration::from_secs(8)));
+    eprintln!("B cut off: gone from A's room after {:?}", cut.elapsed());
+    let late = engine_at(&b.url(), &sign);
+    late.login_room("r", User::new("late"), quiet());
+    assert_eq!(login_outcome(&late, "r"), "state r LOGIN_FAILED 1000021");
+    // Healed: B's users are back in A's room, and B admits logins again.
+    link.set(false);
+    assert!(saw(&alice, "user r ADD bob", Duration::from_secs(8)));
+    let later = engine_at(&b.url(), &sign);
+    later.login_room("r", User::new("later"), quiet());
+    assert_eq!(login_outcome(&later, "r"), "state r LOGINED 0");
+    assert!(saw(&alice, "user r ADD later", Duration::from_secs(5)));
+}

@@ -66,7 +66,9 @@ pub struct EngineProfile {
     pub scenario: Scenario,
     /// The relay, `ws://host:port` (or `wss://`); for a cluster, several nodes separated by
     /// commas (`ws://a:7880,ws://b:7880`): the engine uses one and moves to the next when it
-    /// cannot connect (a node that died), logging in again there.
+    /// cannot connect (a node that died), logging in again there. An `http://` or `https://`
+    /// URL is a cluster's `/dispatch` endpoint (`https://any-node:7880/dispatch`): asked before
+    /// each connection, it names the node for the room being logged into.
     pub server: String,
     /// How long a first login may wait for an unreachable relay before LOGIN_FAILED.
     pub login_timeout: Duration,
@@ -165,7 +167,13 @@ impl Engine {
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
-            .map(normalize_url)
+            .map(|u| {
+                if crate::signal::dispatch::is_dispatch(u) {
+                    crate::signal::dispatch::check(u)
+                } else {
+                    normalize_url(u)
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(EngineError::InvalidProfile("no server URL".into()));

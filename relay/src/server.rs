@@ -687,6 +687,9 @@ impl Server {
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.with_state(|s| s.shutdown());
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.leave().await;
+        }
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.serve_task).await;
         self.tick_task.abort();

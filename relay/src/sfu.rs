@@ -44,6 +44,9 @@ const NEW_PLAYER_PLI_INTERVAL: Duration = Duration::from_millis(100);
 /// publisher send keyframes to everyone several times a second.
 const REPAIR_PLI_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Keyframe requests from a node pulling a stream go to its origin at most this often.
+const PULLED_PLI_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A player's link estimate starts here (the full layer of a 1080p stream fits; congestion
 /// brings it down within a second or two)…
 const PLAYER_INITIAL_BPS: f64 = 5_000_000.0;
@@ -156,11 +159,20 @@ type LayerTracks = Arc<Mutex<[Option<(Arc<dyn TrackRemote>, u32)>; MAX_LAYERS]>>
 async fn send_keyframe_requests(
     mut requests: mpsc::Receiver<(KeyframeWhy, usize)>,
     tracks: LayerTracks,
+    pulled: bool,
 ) {
     let mut last: [Option<Instant>; MAX_LAYERS] = [None; MAX_LAYERS];
     while let Some((why, layer)) = requests.recv().await {
         let layer = layer.min(MAX_LAYERS - 1);
-        if last[layer].is_some_and(|t| !forward_pli(why, t.elapsed())) {
+        // Upstream to another node: at most one a second, whatever its players ask.
+        let due = |t: Instant| {
+            if pulled {
+                t.elapsed() >= PULLED_PLI_INTERVAL
+            } else {
+                forward_pli(why, t.elapsed())
+            }
+        };
+        if last[layer].is_some_and(|t| !due(t)) {
             continue;
         }
         let Some((track, media_ssrc)) = tracks.lock()[layer].clone() else {
@@ -232,7 +244,7 @@ impl Sfu {
             .await
             .map_err(|e| e.to_string())?;
         let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
-        self.attach_ingest(app_id, stream_id, pc, ev, layered, events);
+        self.attach_ingest(app_id, stream_id, pc, ev, layered, false, events);
         Ok(sdp)
     }
 
@@ -272,7 +284,7 @@ impl Sfu {
             let _ = pc.close().await;
             return Err(e.to_string());
         }
-        self.attach_ingest(app_id, stream_id, pc, ev, false, events);
+        self.attach_ingest(app_id, stream_id, pc, ev, false, true, events);
         Ok(())
     }
 
@@ -301,6 +313,7 @@ impl Sfu {
         pc: Arc<dyn PeerConnection>,
         ev: onair_transport::peer::PeerEvents,
         layered: bool,
+        pulled: bool,
         events: Arc<dyn SfuEvents>,
     ) {
         let mut ev = ev;
@@ -335,7 +348,11 @@ impl Sfu {
         }
         // Where each layer's keyframe requests go: its track and SSRC, once it opened.
         let layer_tracks: LayerTracks = Arc::default();
-        tokio::spawn(send_keyframe_requests(keyframe_rx, layer_tracks.clone()));
+        tokio::spawn(send_keyframe_requests(
+            keyframe_rx,
+            layer_tracks.clone(),
+            pulled,
+        ));
         // Tracks: forward their packets, each video SSRC to its layer's channel.
         let flowing = Arc::new(AtomicBool::new(false));
         let forward_ingest = ingest.clone();

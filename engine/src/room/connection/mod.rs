@@ -981,7 +981,21 @@ impl Connection {
         let settings = self.settings.clone();
         let resume = self.link.resume_ticket();
         let url = settings.urls[self.server_index % settings.urls.len()].clone();
+        let room_id = self.rooms.keys().next().cloned().unwrap_or_default();
         let attempt = async {
+            let url = if crate::signal::dispatch::is_dispatch(&url) {
+                let node = crate::signal::dispatch::resolve(
+                    &url,
+                    settings.app_id,
+                    &room_id,
+                    settings.tls.client_config(),
+                )
+                .await?;
+                tracing::info!(dispatch = url, node, "the cluster names a node");
+                node
+            } else {
+                url.clone()
+            };
             let mut client = SignalClient::connect_with(&url, &settings.tls).await?;
             let hello = client
                 .request(RequestBody::Hello {
