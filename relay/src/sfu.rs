@@ -44,6 +44,15 @@ const NEW_PLAYER_PLI_INTERVAL: Duration = Duration::from_millis(100);
 /// publisher send keyframes to everyone several times a second.
 const REPAIR_PLI_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Where an ingest's media comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// A publisher (an engine, a WHIP client); `layered` when it sends simulcast.
+    Publisher { layered: bool },
+    /// Another cluster node (the stream's origin), pulled by this one.
+    Pulled,
+}
+
 /// Keyframe requests from a node pulling a stream go to its origin at most this often.
 const PULLED_PLI_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -244,7 +253,14 @@ impl Sfu {
             .await
             .map_err(|e| e.to_string())?;
         let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
-        self.attach_ingest(app_id, stream_id, pc, ev, layered, false, events);
+        self.attach_ingest(
+            app_id,
+            stream_id,
+            pc,
+            ev,
+            Source::Publisher { layered },
+            events,
+        );
         Ok(sdp)
     }
 
@@ -284,7 +300,7 @@ impl Sfu {
             let _ = pc.close().await;
             return Err(e.to_string());
         }
-        self.attach_ingest(app_id, stream_id, pc, ev, false, true, events);
+        self.attach_ingest(app_id, stream_id, pc, ev, Source::Pulled, events);
         Ok(())
     }
 
@@ -312,10 +328,13 @@ impl Sfu {
         stream_id: String,
         pc: Arc<dyn PeerConnection>,
         ev: onair_transport::peer::PeerEvents,
-        layered: bool,
-        pulled: bool,
+        source: Source,
         events: Arc<dyn SfuEvents>,
     ) {
+        let (layered, pulled) = match source {
+            Source::Publisher { layered } => (layered, false),
+            Source::Pulled => (false, true),
+        };
         let mut ev = ev;
         let (keyframe_tx, keyframe_rx) = mpsc::channel::<(KeyframeWhy, usize)>(16);
         let ingest = Arc::new(Ingest {
