@@ -45,14 +45,25 @@ pub fn load_or_create() -> anyhow::Result<AppSign> {
         return Ok(sign);
     }
     let sign = AppSign::random();
+    // Written whole beside it, then linked into place only if no other process did so
+    // first: several relays started at once (a cluster on one machine) share one app.
+    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
     write_private(
-        &p,
+        &tmp,
         &format!(
             "# Onair development app, made by `onair serve`. Keep the sign secret.\napp_id = {DEV_APP_ID}\napp_sign = \"{}\"\n",
             sign.to_hex()
         ),
     )?;
-    Ok(sign)
+    let linked = std::fs::hard_link(&tmp, &p);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(sign),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            load().with_context(|| format!("reading {}", p.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("writing {}", p.display())),
+    }
 }
 
 /// Where `onair serve --self-signed` keeps its development CA certificate (beside the
