@@ -19,6 +19,16 @@ use onair_relay::cluster::ClusterConfig;
 
 const MAIN: PublishChannel = PublishChannel::Main;
 
+/// The cases run one at a time: each runs several relays and engines, and its timings (a
+/// lease's expiry, a failover) would stretch on two cores shared with another case.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A free loopback TCP port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -116,6 +126,7 @@ fn saw(e: &Engine, prefix: &str, wait: Duration) -> bool {
 
 #[test]
 fn rooms_span_nodes_users_and_stream_ids_are_unique_cluster_wide() {
+    let _one = one_at_a_time();
     let redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);
@@ -193,6 +204,7 @@ fn rooms_span_nodes_users_and_stream_ids_are_unique_cluster_wide() {
 
 #[test]
 fn a_viewer_on_another_node_plays_the_stream_pulled_from_the_hosts_node() {
+    let _one = one_at_a_time();
     let redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);
@@ -344,6 +356,7 @@ fn node_process(redis: &Redis, id: &str, sign: &AppSign) -> (Child, String) {
 
 #[test]
 fn a_killed_node_leaves_its_rooms_and_its_clients_move_to_another_node() {
+    let _one = one_at_a_time();
     let redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);
@@ -440,6 +453,7 @@ fn a_killed_node_leaves_its_rooms_and_its_clients_move_to_another_node() {
 
 #[test]
 fn without_redis_logins_are_refused_media_flows_on_and_everything_resumes() {
+    let _one = one_at_a_time();
     let mut redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);
@@ -528,6 +542,7 @@ fn users_on(node: &TestRelay) -> u64 {
 
 #[test]
 fn dispatch_names_the_node_carrying_the_room_and_a_stopped_node_leaves_at_once() {
+    let _one = one_at_a_time();
     let redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);
@@ -645,6 +660,7 @@ impl Cut {
 
 #[test]
 fn a_node_cut_off_from_redis_leaves_the_rooms_and_comes_back_when_healed() {
+    let _one = one_at_a_time();
     let redis = Redis::start();
     let sign = AppSign::random();
     let a = node(&redis, "a", &sign);

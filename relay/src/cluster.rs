@@ -88,6 +88,18 @@ pub struct NodeLease {
     pub players: usize,
     /// Streams with media there.
     pub streams: usize,
+    /// The relay process's CPU over the last lease period, % of one core.
+    #[serde(default)]
+    pub cpu_pct: f64,
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux; 100 ticks a second).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// A room event on the room's channel.
@@ -823,8 +835,13 @@ async fn keep_lease(cluster: std::sync::Weak<Cluster>, host: Arc<dyn ClusterHost
     let mut tick = tokio::time::interval(LEASE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gone: HashSet<String> = HashSet::new();
+    let mut cpu_then = (Instant::now(), process_cpu_seconds().unwrap_or(0.0));
     loop {
         tick.tick().await;
+        let cpu_now = (Instant::now(), process_cpu_seconds().unwrap_or(0.0));
+        let wall = cpu_now.0.duration_since(cpu_then.0).as_secs_f64().max(1e-3);
+        let cpu_pct = ((cpu_now.1 - cpu_then.1) / wall * 1000.0).round() / 10.0;
+        cpu_then = cpu_now;
         let Some(c) = cluster.upgrade() else {
             return;
         };
@@ -839,6 +856,7 @@ async fn keep_lease(cluster: std::sync::Weak<Cluster>, host: Arc<dyn ClusterHost
             sessions,
             players,
             streams,
+            cpu_pct,
         };
         let renewed = c.renew(&lease).await;
         let was_up = c.up.swap(renewed.is_ok(), Ordering::SeqCst);

@@ -735,6 +735,7 @@ async fn dispatch(
             sessions,
             players,
             streams,
+            cpu_pct: 0.0,
         })
         .into_response();
     };
