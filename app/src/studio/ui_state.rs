@@ -63,8 +63,18 @@ impl ConnectDialog {
             return Ok(ConnectionSettings::Embedded);
         }
         let server = self.server.trim().to_string();
-        if !(server.starts_with("ws://") || server.starts_with("wss://")) {
-            return Err("the relay URL starts with ws:// or wss://".into());
+        // One relay, or a cluster's nodes separated by commas (or its dispatch URL).
+        let valid = |u: &str| {
+            ["ws://", "wss://", "http://", "https://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        };
+        if server.split(',').map(str::trim).any(|u| !valid(u)) {
+            return Err(
+                "the relay URL starts with ws:// or wss:// (a cluster: several, separated by \
+                 commas, or a node's http(s)://…/dispatch)"
+                    .into(),
+            );
         }
         let app_id: u32 = self
             .app_id
@@ -219,5 +229,25 @@ impl UiState {
         if let Ok(status) = self.export_done.1.try_recv() {
             self.export_status = Some(status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_dialog_takes_one_relay_or_a_clusters_nodes() {
+        let dialog = |server: &str| ConnectDialog {
+            server: server.into(),
+            app_id: "1".into(),
+            token: "t".into(),
+            ..Default::default()
+        };
+        assert!(dialog("wss://relay.example.com").connection().is_ok());
+        assert!(dialog("ws://a:7880, ws://b:7880").connection().is_ok());
+        assert!(dialog("https://a:7880/dispatch").connection().is_ok());
+        assert!(dialog("ws://a:7880,b:7880").connection().is_err());
+        assert!(dialog("relay.example.com").connection().is_err());
     }
 }
