@@ -142,7 +142,7 @@ fn an_invalid_app_sign_in_the_profile_is_refused_at_create() {
     .expect("refused");
     assert_eq!(err.code(), 1000013);
     let err = onair_engine::Engine::create(onair_engine::EngineProfile {
-        server: "http://nope".into(),
+        server: "ftp://nope".into(),
         ..Default::default()
     })
     .err()

@@ -869,6 +869,14 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 if wanted == VideoLayer::Off {
                     continue;
                 }
+                if forwarder.current() != Some(forwarder.target()) {
+                    // Still waiting for the target layer's keyframe: ask again (the first
+                    // request may have fallen in another's rate-limit window).
+                    let _ = leg
+                        .ingest
+                        .keyframe
+                        .try_send((KeyframeWhy::NewPlayer, forwarder.target()));
+                }
                 let report = ticks.is_multiple_of(LINK_REPORT_TICKS);
                 match (&leg.estimating, wanted.is_auto()) {
                     // Auto on a layered stream: the layer the link's estimate fits, checked
