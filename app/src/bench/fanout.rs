@@ -43,6 +43,11 @@ pub struct FanoutArgs {
     /// (big, small, smallest): the relay's cost per player with layers.
     #[arg(long)]
     simulcast: bool,
+    /// With --simulcast: every player asks for Auto (the relay estimates each player's link
+    /// and picks its layer, reading the connection's stats every 500 ms) instead of a fixed
+    /// layer.
+    #[arg(long, requires = "simulcast")]
+    auto: bool,
     /// Relays in a cluster (on a redis-server this benchmark starts); players are spread
     /// over them and the publisher is on the first.
     #[arg(long, default_value_t = 1)]
@@ -250,7 +255,9 @@ fn measure(
                 lost: AtomicU64::new(0),
             });
             use onair_engine::messages::VideoLayer;
-            let layer = if args.simulcast {
+            let layer = if args.auto {
+                VideoLayer::Auto
+            } else if args.simulcast {
                 [VideoLayer::Big, VideoLayer::Small, VideoLayer::Smallest][i % 3]
             } else {
                 VideoLayer::Big
@@ -367,7 +374,7 @@ fn measure(
     Ok(json!({
         "bench": "fanout",
         "cores": stats::cores(),
-        "stream": if args.simulcast { "720p30 1.5 Mbps + 360p + 180p (players spread over the layers)" } else { "720p30 1.5 Mbps" },
+        "stream": if args.auto { "720p30 1.5 Mbps + 360p + 180p (every player Auto)" } else if args.simulcast { "720p30 1.5 Mbps + 360p + 180p (players spread over the layers)" } else { "720p30 1.5 Mbps" },
         "players": best,
         // Packets every player missed, over every measured step (the last step may be the one
         // that lost: that is where the climb stops).

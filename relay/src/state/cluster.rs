@@ -300,29 +300,14 @@ impl RelayState {
             }
         }
         for (app_id, room_id, users, streams) in rooms {
-            for user_id in &users {
-                self.apply_remote(
-                    node,
-                    app_id,
-                    &room_id,
-                    RoomEvent::UserDelete {
-                        user_id: user_id.clone(),
-                    },
-                    false,
-                    &mut out,
-                );
-            }
-            for stream_id in &streams {
-                self.apply_remote(
-                    node,
-                    app_id,
-                    &room_id,
-                    RoomEvent::StreamDelete {
-                        stream_id: stream_id.clone(),
-                    },
-                    false,
-                    &mut out,
-                );
+            let users_go = users
+                .iter()
+                .map(|u| RoomEvent::UserDelete { user_id: u.clone() });
+            let streams_go = streams.iter().map(|s| RoomEvent::StreamDelete {
+                stream_id: s.clone(),
+            });
+            for event in users_go.chain(streams_go) {
+                self.apply_remote(node, app_id, &room_id, event, false, &mut out);
             }
             gone.push(GoneFromRoom {
                 app_id,
