@@ -64,8 +64,11 @@ fn encode_layers(config: VideoConfig, frames: &[VideoFrame]) -> anyhow::Result<(
     let t_all = Instant::now();
     for f in frames {
         let t0 = Instant::now();
-        for e in &mut encoders {
-            e.encode(f)?;
+        for i in 0..encoders.len() {
+            let (done, rest) = encoders.split_at_mut(i);
+            if let Some(e) = rest.first_mut() {
+                e.encode_from(done.last(), f)?;
+            }
         }
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }

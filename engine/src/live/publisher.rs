@@ -312,7 +312,11 @@ impl PublisherPeer {
                             // The app's SEI rides on the first frame captured after its call,
                             // in every layer (a player may get any of them).
                             let user_sei = controls.take_sei(frame.capture_time_us, Instant::now());
-                            for (i, layer) in encoders.iter_mut().enumerate() {
+                            // The layer encoded last (its picture is the next one's source).
+                            let mut larger: Option<usize> = None;
+                            for i in 0..encoders.len() {
+                                let (done, rest) = encoders.split_at_mut(i);
+                                let Some(layer) = rest.first_mut() else { break };
                                 // A layer no player needs is not encoded; it resumes with a
                                 // keyframe (its players start there).
                                 let paused = controls.layer_paused(i);
@@ -338,7 +342,11 @@ impl PublisherPeer {
                                     layer.encoder.request_keyframe();
                                     counters.keyframes_requested.fetch_add(1, Ordering::Relaxed);
                                 }
-                                let packet = match layer.encoder.encode(&frame) {
+                                let encoded = layer
+                                    .encoder
+                                    .encode_from(larger.map(|l| &done[l].encoder), &frame);
+                                larger = Some(i);
+                                let packet = match encoded {
                                     Ok(Some(p)) => p,
                                     Ok(None) => continue,
                                     Err(e) => {

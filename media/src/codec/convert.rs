@@ -111,13 +111,18 @@ impl Converter {
         })
     }
 
+    /// The last converted picture.
+    pub fn output(&self) -> &ffmpeg::frame::Video {
+        &self.output
+    }
+
     /// Converts an FFmpeg frame (any format swscale reads) to an FFmpeg YUV420P frame.
     pub fn convert_ffmpeg<'a>(
         slot: &'a mut Option<Converter>,
         src: &ffmpeg::frame::Video,
         to_w: u32,
         to_h: u32,
-    ) -> Result<&'a ffmpeg::frame::Video, MediaError> {
+    ) -> Result<&'a mut ffmpeg::frame::Video, MediaError> {
         let key = (src.format(), src.width(), src.height(), to_w, to_h);
         if slot.as_ref().map(|c| c.key) != Some(key) {
             *slot = Some(Converter::new(key.0, key.1, key.2, to_w, to_h)?);
@@ -128,7 +133,7 @@ impl Converter {
         c.scaler
             .run(src, &mut c.output)
             .map_err(|e| MediaError::Encode(format!("swscale: {e}")))?;
-        Ok(&c.output)
+        Ok(&mut c.output)
     }
 
     /// Converts one of our frames to an FFmpeg YUV420P frame of `to_w`×`to_h`.

@@ -40,6 +40,9 @@ pub struct H264Encoder {
     index: i64,
     pending: VecDeque<(i64, i64, u64)>,
     keyframe_requested: bool,
+    /// What the last frame was encoded from: `Some(true)` the scaler's output, `Some(false)`
+    /// the plain copy in `input`.
+    last_scaled: Option<bool>,
 }
 
 fn open_encoder(config: &VideoConfig) -> Result<ffmpeg::encoder::video::Encoder, MediaError> {
@@ -101,6 +104,7 @@ impl H264Encoder {
             index: 0,
             pending: VecDeque::new(),
             keyframe_requested: false,
+            last_scaled: None,
         })
     }
 
@@ -151,14 +155,40 @@ impl H264Encoder {
     /// Encodes one frame and returns its packet (scaling it first if its size or format differs
     /// from the config).
     pub fn encode(&mut self, frame: &VideoFrame) -> Result<Option<EncodedVideo>, MediaError> {
+        self.encode_from(None, frame)
+    }
+
+    /// The picture the last frame was encoded from (I420 at this encoder's size).
+    pub fn last_picture(&self) -> Option<&ffmpeg::frame::Video> {
+        match self.last_scaled? {
+            true => self.converter.as_ref().map(Converter::output),
+            false => Some(&self.input),
+        }
+    }
+
+    /// Like [`Self::encode`], scaling from `larger`'s last picture of `frame` when it has one
+    /// (a simulcast ladder: 360p from the 720p layer's copy, 180p from the 360p picture, so
+    /// the frame is copied once and each scale reads the smallest picture that will do).
+    pub fn encode_from(
+        &mut self,
+        larger: Option<&H264Encoder>,
+        frame: &VideoFrame,
+    ) -> Result<Option<EncodedVideo>, MediaError> {
         let (w, h) = (self.config.width, self.config.height);
-        let source: &mut ffmpeg::frame::Video =
-            if frame.format == PixelFormat::I420 && frame.width == w && frame.height == h {
-                convert::copy_into_ffmpeg(frame, &mut self.input);
-                &mut self.input
-            } else {
-                Converter::convert(&mut self.converter, frame, w, h)?
-            };
+        let picture = larger
+            .and_then(H264Encoder::last_picture)
+            .filter(|p| p.format() == Pixel::YUV420P && p.width() >= w && p.height() >= h);
+        let source: &mut ffmpeg::frame::Video = if let Some(picture) = picture {
+            self.last_scaled = Some(true);
+            Converter::convert_ffmpeg(&mut self.converter, picture, w, h)?
+        } else if frame.format == PixelFormat::I420 && frame.width == w && frame.height == h {
+            self.last_scaled = Some(false);
+            convert::copy_into_ffmpeg(frame, &mut self.input);
+            &mut self.input
+        } else {
+            self.last_scaled = Some(true);
+            Converter::convert(&mut self.converter, frame, w, h)?
+        };
         source.set_pts(Some(self.index));
         source.set_kind(if self.keyframe_requested {
             ffmpeg::picture::Type::I
