@@ -248,6 +248,13 @@ fn a_viewer_on_another_node_plays_the_stream_pulled_from_the_hosts_node() {
         "about 90 frames in 3 s: {}",
         far_numbers.len()
     );
+    // B pulls the stream from A, and says so.
+    let metrics = b.metrics();
+    assert!(
+        metrics.contains("onair_cluster_pulled_streams 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("onair_cluster_up 1"), "{metrics}");
     assert!(
         far_numbers.windows(2).all(|w| w[1] == w[0] + 1),
         "every frame, in order, through two relays: {far_numbers:?}"
@@ -477,6 +484,11 @@ fn without_redis_logins_are_refused_media_flows_on_and_everything_resumes() {
     redis.kill();
     let down = Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        a.metrics().contains("onair_cluster_up 0"),
+        "{}",
+        a.metrics()
+    );
     let late = engine_at(&a.url(), &sign);
     late.login_room("live", User::new("late"), quiet());
     assert_eq!(

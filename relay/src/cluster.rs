@@ -359,6 +359,14 @@ impl Cluster {
         &self.node
     }
 
+    /// Whether Redis answered the last renewal, and the room events dropped so far.
+    pub fn health(&self) -> (bool, u64) {
+        (
+            self.up.load(Ordering::SeqCst),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+
     /// This node stops: its lease goes at once, so the other nodes take its users and
     /// streams out of their rooms within a second instead of when the lease would expire.
     pub async fn leave(&self) {

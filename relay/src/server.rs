@@ -372,6 +372,23 @@ impl Shared {
         }
     }
 
+    /// The cluster's gauges for `/metrics` (nothing for a single relay).
+    fn cluster_metrics(&self) -> String {
+        let Some(cluster) = self.cluster.get() else {
+            return String::new();
+        };
+        let (up, dropped) = cluster.health();
+        let pulled = self.pulled.lock().len();
+        let remote_nodes = self.inner.lock().state.cluster_nodes().len();
+        format!(
+            "# HELP onair_cluster_up Whether this node's Redis answers (1) or not (0: logins refused).\n# TYPE onair_cluster_up gauge\nonair_cluster_up {}\n\
+             # HELP onair_cluster_pulled_streams Streams this node pulls from other nodes.\n# TYPE onair_cluster_pulled_streams gauge\nonair_cluster_pulled_streams {pulled}\n\
+             # HELP onair_cluster_remote_nodes Other nodes with users or streams in this node's rooms.\n# TYPE onair_cluster_remote_nodes gauge\nonair_cluster_remote_nodes {remote_nodes}\n\
+             # HELP onair_cluster_events_dropped_total Room events not sent to Redis (queue full).\n# TYPE onair_cluster_events_dropped_total counter\nonair_cluster_events_dropped_total {dropped}\n",
+            u8::from(up)
+        )
+    }
+
     /// Lets go of pulled streams no local player has played for [`PULL_IDLE`].
     fn reap_idle_pulls(&self) {
         let now = Instant::now();
@@ -677,8 +694,12 @@ impl Server {
 
     /// The `/metrics` text, as served.
     pub fn metrics_text(&self) -> String {
-        let inner = self.shared.inner.lock();
-        metrics::render(&inner.state.counters, &inner.state.gauges())
+        let mut text = {
+            let inner = self.shared.inner.lock();
+            metrics::render(&inner.state.counters, &inner.state.gauges())
+        };
+        text.push_str(&self.shared.cluster_metrics());
+        text
     }
 
     /// Says goodbye to every client, closes every connection and frees the port.
@@ -750,6 +771,7 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
         let inner = shared.inner.lock();
         metrics::render(&inner.state.counters, &inner.state.gauges())
     };
+    body.push_str(&shared.cluster_metrics());
     // The relay's own tasks: a leak shows here first (the soak benchmark watches it).
     let tasks = tokio::runtime::Handle::current()
         .metrics()
