@@ -236,35 +236,17 @@ impl RelayState {
         extra_info: Vec<(String, RoomExtraInfo)>,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        for (node, info) in extra_info {
-            self.apply_remote(
-                &node,
-                app_id,
-                room_id,
-                RoomEvent::ExtraInfo { info },
-                false,
-                &mut out,
-            );
-        }
-        for (node, user) in users {
-            self.apply_remote(
-                &node,
-                app_id,
-                room_id,
-                RoomEvent::UserAdd { user },
-                false,
-                &mut out,
-            );
-        }
-        for (node, stream) in streams {
-            self.apply_remote(
-                &node,
-                app_id,
-                room_id,
-                RoomEvent::StreamAdd { stream },
-                false,
-                &mut out,
-            );
+        let infos = extra_info
+            .into_iter()
+            .map(|(node, info)| (node, RoomEvent::ExtraInfo { info }));
+        let users = users
+            .into_iter()
+            .map(|(node, user)| (node, RoomEvent::UserAdd { user }));
+        let streams = streams
+            .into_iter()
+            .map(|(node, stream)| (node, RoomEvent::StreamAdd { stream }));
+        for (node, event) in infos.chain(users).chain(streams) {
+            self.apply_remote(&node, app_id, room_id, event, false, &mut out);
         }
         out
     }

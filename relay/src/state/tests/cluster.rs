@@ -33,33 +33,38 @@ fn stream(id: &str, user: &str) -> StreamInfo {
     }
 }
 
-#[test]
-fn a_single_relay_says_nothing_to_a_cluster() {
-    let mut h = Harness::roomy();
+/// A new connection that says hello and logs into room `r` as `user`: its connection and
+/// the login's outputs.
+fn hello_login(h: &mut Harness, user: &str) -> (ConnId, Vec<Output>) {
     let conn = h.state.open_conn(h.now);
     h.send(
         conn,
         json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
     );
-    let out = h.send(
+    let out = login_again(h, conn, user);
+    (conn, out)
+}
+
+/// `conn` logs into room `r` as `user` (again).
+fn login_again(h: &mut Harness, conn: ConnId, user: &str) -> Vec<Output> {
+    let sign = h.sign.to_hex();
+    h.send(
         conn,
-        json!({"id":2,"type":"login","room_id":"r","user":{"user_id":"u"},"app_sign":h.sign.to_hex()}),
-    );
+        json!({"id":2,"type":"login","room_id":"r","user":{"user_id":user},"app_sign":sign}),
+    )
+}
+
+#[test]
+fn a_single_relay_says_nothing_to_a_cluster() {
+    let mut h = Harness::roomy();
+    let (_, out) = hello_login(&mut h, "u");
     assert!(!out.iter().any(|o| matches!(o, Output::Cluster(_))));
 }
 
 #[test]
 fn a_login_opens_the_room_and_tells_the_other_nodes() {
     let mut a = node();
-    let conn = a.state.open_conn(a.now);
-    a.send(
-        conn,
-        json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
-    );
-    let out = a.send(
-        conn,
-        json!({"id":2,"type":"login","room_id":"r","user":{"user_id":"alice"},"app_sign":a.sign.to_hex()}),
-    );
+    let (conn, out) = hello_login(&mut a, "alice");
     assert!(out.contains(&Output::Cluster(ClusterOutput::Opened {
         app_id: 1,
         room_id: "r".into()
@@ -179,23 +184,12 @@ fn the_same_user_on_another_node_kicks_the_session_here() {
 fn without_redis_logins_are_refused_with_their_code() {
     let mut a = node();
     a.state.set_cluster_up(false);
-    let conn = a.state.open_conn(a.now);
-    a.send(
-        conn,
-        json!({"id":1,"type":"hello","protocol":PROTOCOL_VERSION,"app_id":1}),
-    );
-    let out = a.send(
-        conn,
-        json!({"id":2,"type":"login","room_id":"r","user":{"user_id":"u"},"app_sign":a.sign.to_hex()}),
-    );
+    let (conn, out) = hello_login(&mut a, "u");
     assert!(
         format!("{out:?}").contains(&ErrorCode::ClusterUnavailable.code().to_string()),
         "{out:?}"
     );
     a.state.set_cluster_up(true);
-    let out = a.send(
-        conn,
-        json!({"id":3,"type":"login","room_id":"r","user":{"user_id":"u"},"app_sign":a.sign.to_hex()}),
-    );
+    let out = login_again(&mut a, conn, "u");
     assert!(!format!("{out:?}").contains("code"), "{out:?}");
 }
