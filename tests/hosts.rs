@@ -265,19 +265,12 @@ fn a_relay_on_all_interfaces_serves_other_hosts_over_wss() {
     let _turn = turn();
     let mut lab = Lab::new("w", 3);
     let dir = temp_dir("w");
-    // The relay's host takes UDP only on the media port range, as a firewall with one rule.
+    // The relay's host takes UDP only on the media port, as a firewall with one rule: every
+    // connection shares the default port (the listen port + 2).
     lab.iptables(
         0,
         &[
-            "-A",
-            "INPUT",
-            "-p",
-            "udp",
-            "!",
-            "--dport",
-            "50000:50099",
-            "-j",
-            "DROP",
+            "-A", "INPUT", "-p", "udp", "!", "--dport", "7882", "-j", "DROP",
         ],
     )
     .expect("firewall rule on the relay's host");
@@ -286,20 +279,19 @@ fn a_relay_on_all_interfaces_serves_other_hosts_over_wss() {
         &lab,
         0,
         &dir,
-        &[
-            "serve",
-            "--listen",
-            "0.0.0.0:7880",
-            "--self-signed",
-            "--udp-port-range",
-            "50000-50099",
-        ],
+        &["serve", "--listen", "0.0.0.0:7880", "--self-signed"],
     ));
     let banner = wait_line(&relay, "media:", Duration::from_secs(20))
         .unwrap_or_else(|seen| panic!("the relay did not start: {seen:?}"));
     let text = banner.join("\n");
     assert!(text.contains("wss://"), "{text}");
-    assert!(text.contains("ports 50000-50099"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "media: UDP {}:7882 (one port for every connection)",
+            lab.addr(0)
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&lab.addr(0)),
         "the certificate names the host's address: {text}"
@@ -325,25 +317,32 @@ fn a_relay_on_all_interfaces_serves_other_hosts_over_wss() {
             "40",
         ],
     ));
-    let player = lab.spawn(onair(
-        &lab,
-        2,
-        &dir,
-        &[
-            "play",
-            "--server",
-            &server,
-            "--room",
-            "hosts",
-            "--stream",
-            "cam",
-            "--stats",
-            "--duration",
-            "30",
-        ],
-    ));
+    let play_cmd = |lab: &Lab, host: usize| {
+        onair(
+            lab,
+            host,
+            &dir,
+            &[
+                "play",
+                "--server",
+                &server,
+                "--room",
+                "hosts",
+                "--stream",
+                "cam",
+                "--stats",
+                "--duration",
+                "30",
+            ],
+        )
+    };
+    let player = lab.spawn(play_cmd(&lab, 2));
+    // A second player on the publisher's host: three connections on the one port.
+    let second = lab.spawn(play_cmd(&lab, 1));
     let seen = wait_line(&player, "player_video_first_frame", Duration::from_secs(25))
         .unwrap_or_else(|seen| panic!("no first frame across hosts: {seen:?}"));
+    wait_line(&second, "player_video_first_frame", Duration::from_secs(25))
+        .unwrap_or_else(|seen| panic!("the second player got no first frame: {seen:?}"));
     assert!(seen.iter().any(|l| l.contains("state=Playing")), "{seen:?}");
     // Five seconds of stats: every frame decoded, in order, at the source's rate.
     let mut seconds = Vec::new();
@@ -786,6 +785,9 @@ fn a_player_that_only_reaches_the_turn_server_plays_through_it() {
             "serve",
             "--listen",
             "0.0.0.0:7880",
+            // A connection per port here (the shared port is the default, tried above).
+            "--udp-port-range",
+            "50000-50099",
             "--turn",
             &turn_url,
             "--turn-secret",
@@ -795,6 +797,12 @@ fn a_player_that_only_reaches_the_turn_server_plays_through_it() {
     let banner = wait_line(&relay, "media:", Duration::from_secs(20))
         .unwrap_or_else(|seen| panic!("the relay did not start: {seen:?}"));
     assert!(banner.join("\n").contains("TURN turn:"), "{banner:?}");
+    assert!(
+        banner
+            .join("\n")
+            .contains("ports 50000-50099, one per connection"),
+        "{banner:?}"
+    );
 
     // The player's host takes UDP only from the TURN server: no direct media path exists.
     let drop_udp = lab

@@ -137,8 +137,13 @@ pub struct RtcConfig {
     /// instead of the bound addresses (`onair serve --public-ip`).
     pub public_ips: Vec<std::net::IpAddr>,
     /// Media sockets bind only ports in this range (`udp_port_range = [50000, 60000]`,
-    /// `--udp-port-range 50000-60000`): one firewall rule opens the relay's media.
+    /// `--udp-port-range 50000-60000`): one firewall rule opens the relay's media. Given
+    /// without `udp_port`, every connection gets its own port of the range (no shared port).
     pub udp_port_range: Option<(u16, u16)>,
+    /// Every client's connection on this one UDP port (`udp_port = 7882`, `--udp-port`; 0:
+    /// one port chosen at start-up). Default: the listen port + 2 (7880 → 7882; an ephemeral
+    /// listen port → an ephemeral media port), unless only `udp_port_range` is set.
+    pub udp_port: Option<u16>,
     /// STUN/TURN servers handed to every client as they are (`[[rtc.ice_servers]]`).
     pub ice_servers: Vec<onair_protocol::IceServer>,
     /// A TURN server sharing a secret with the relay (coturn's `use-auth-secret`): each
@@ -193,6 +198,16 @@ impl RtcConfig {
             });
         }
         out
+    }
+
+    /// The shared media port of a relay listening on port `listen_port`, if it shares one.
+    pub fn shared_port(&self, listen_port: u16) -> Option<u16> {
+        match (self.udp_port, self.udp_port_range) {
+            (Some(port), _) => Some(port),
+            (None, Some(_)) => None,
+            (None, None) if listen_port == 0 => Some(0),
+            (None, None) => Some(listen_port.checked_add(2).unwrap_or(0)),
+        }
     }
 
     /// The SFU's media network for a relay listening on `listen`.

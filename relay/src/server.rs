@@ -389,6 +389,22 @@ impl Shared {
         )
     }
 
+    /// The shared media port's gauges (none when each connection has its own port).
+    fn media_port_metrics(&self) -> String {
+        let Some(mux) = &self.sfu.network().udp_mux else {
+            return String::new();
+        };
+        let counters = mux.0.counters();
+        format!(
+            "# HELP onair_media_port_connections Peer connections on the shared media port.\n# TYPE onair_media_port_connections gauge\nonair_media_port_connections {}\n\
+             # HELP onair_media_port_unrouted_total Datagrams on the shared media port that matched no connection.\n# TYPE onair_media_port_unrouted_total counter\nonair_media_port_unrouted_total {}\n\
+             # HELP onair_media_port_dropped_total Datagrams dropped at the shared media port (a connection's queue or the socket's send buffer full).\n# TYPE onair_media_port_dropped_total counter\nonair_media_port_dropped_total {}\n",
+            mux.0.connections(),
+            counters.unrouted.load(std::sync::atomic::Ordering::Relaxed),
+            counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Lets go of pulled streams no local player has played for [`PULL_IDLE`].
     fn reap_idle_pulls(&self) {
         let now = Instant::now();
@@ -493,7 +509,14 @@ impl Server {
             .max_message_bytes
             .saturating_mul(4)
             .max(64 * 1024);
-        let network = config.rtc.network(addr.ip());
+        let mut network = config.rtc.network(addr.ip());
+        if let Some(port) = config.rtc.shared_port(addr.port()) {
+            let mux = onair_transport::udp_mux::UdpMux::new(port);
+            for ip in onair_transport::udp_mux::expand_bind(&network.bind) {
+                mux.bind(ip)?;
+            }
+            network.udp_mux = Some(onair_transport::peer::SharedPort(mux));
+        }
         let tls = config.tls.clone();
         let metrics_listen = config.metrics_listen;
         let limiter = crate::limiter::HttpLimiter::new(
@@ -699,6 +722,7 @@ impl Server {
             metrics::render(&inner.state.counters, &inner.state.gauges())
         };
         text.push_str(&self.shared.cluster_metrics());
+        text.push_str(&self.shared.media_port_metrics());
         text
     }
 
@@ -772,6 +796,7 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
         metrics::render(&inner.state.counters, &inner.state.gauges())
     };
     body.push_str(&shared.cluster_metrics());
+    body.push_str(&shared.media_port_metrics());
     // The relay's own tasks: a leak shows here first (the soak benchmark watches it).
     let tasks = tokio::runtime::Handle::current()
         .metrics()

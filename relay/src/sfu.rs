@@ -252,7 +252,7 @@ impl Sfu {
         let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
-        let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
+        let sdp = self.network.advertise(&sdp);
         self.attach_ingest(
             app_id,
             stream_id,
@@ -279,7 +279,10 @@ impl Sfu {
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = Result<String, String>>,
     {
-        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
+        // Offered from its own socket: the other node answers on its shared port, and two
+        // shared ports at both ends could not tell this leg from another node's.
+        let network = self.network.without_mux();
+        let (pc, mut ev) = new_peer(&network).await.map_err(|e| e.to_string())?;
         peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
             .map_err(|e| e.to_string())?;
@@ -287,7 +290,7 @@ impl Sfu {
         let offer = peer::finish_local(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
-        let offer = peer::advertise_public_ips(&offer, &self.network.public_ips);
+        let offer = network.advertise(&offer);
         let answer = match exchange(offer).await {
             Ok(a) => a,
             Err(e) => {
@@ -517,7 +520,7 @@ impl Sfu {
         let sdp = peer::answer_offer(&pc, &mut ev, offer)
             .await
             .map_err(|e| e.to_string())?;
-        let sdp = peer::advertise_public_ips(&sdp, &self.network.public_ips);
+        let sdp = self.network.advertise(&sdp);
         for (kind, ssrc, track, sender) in tracks {
             let payload_type = sender
                 .get_parameters()

@@ -17,3 +17,4 @@ pub mod sei;
 pub mod send_loss;
 pub mod simulcast;
 pub mod tap;
+pub mod udp_mux;

@@ -37,6 +37,7 @@ use crate::keyframe_requests::KeyframeRequests;
 use crate::nack::{NackRequester, NackStats};
 use crate::nack_count::nack_count;
 use crate::send_loss::send_loss;
+use crate::udp_mux::{MuxRuntime, UdpMux};
 
 /// Send-side options of a publishing peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -173,7 +174,23 @@ pub struct MediaNetwork {
     /// Bind media sockets only on ports in this inclusive range (one firewall rule for the
     /// range); None: ephemeral ports.
     pub udp_port_range: Option<(u16, u16)>,
+    /// Every answering connection on one shared UDP port (see [`crate::udp_mux`]); the
+    /// range above then applies only to connections this side offers.
+    pub udp_mux: Option<SharedPort>,
 }
+
+/// A shared media port, compared by identity (two networks are equal when they share the
+/// same one).
+#[derive(Clone, Debug)]
+pub struct SharedPort(pub Arc<UdpMux>);
+
+impl PartialEq for SharedPort {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedPort {}
 
 impl MediaNetwork {
     /// Host candidates on `ip` only, no mDNS.
@@ -198,6 +215,31 @@ impl MediaNetwork {
             bind,
             ..Default::default()
         }
+    }
+
+    /// The same network for a connection this side offers: its own sockets (two muxed ends
+    /// would share one address pair, see [`crate::udp_mux`]).
+    pub fn without_mux(&self) -> MediaNetwork {
+        MediaNetwork {
+            udp_mux: None,
+            ..self.clone()
+        }
+    }
+
+    /// `sdp` as the other side must see it: host candidates on the shared port (where it is
+    /// bound on their address) and with the public addresses of a 1:1 NAT.
+    pub fn advertise(&self, sdp: &str) -> String {
+        let mux = self.udp_mux.as_ref().map(|m| m.0.as_ref());
+        if self.public_ips.is_empty() && mux.is_none() {
+            return sdp.to_string();
+        }
+        let mut out = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            out.push_str(
+                &rewrite_candidate(line, &self.public_ips, mux).unwrap_or_else(|| line.to_string()),
+            );
+        }
+        out
     }
 }
 
@@ -278,8 +320,18 @@ pub async fn new_peer_with(
         state: state_tx,
         tracks: tracks_tx,
     });
-    let runtime =
+    let mut runtime =
         webrtc::runtime::default_runtime().ok_or_else(|| PeerError("no async runtime".into()))?;
+    let mut settings = setting_engine(net);
+    if let Some(mux) = &net.udp_mux {
+        // Static credentials: the mux routes a connection's checks by its ufrag, known
+        // before the connection binds anything (and kept across an ICE restart).
+        let ufrag = random_token(16);
+        settings = setting_engine_builder(net)
+            .with_ice_credentials(ufrag.clone(), random_token(32))
+            .build();
+        runtime = Arc::new(MuxRuntime::new(runtime, mux.0.clone(), ufrag));
+    }
     let pc = PeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
@@ -301,7 +353,7 @@ pub async fn new_peer_with(
                 .build(),
         )
         .with_media_engine(media)
-        .with_setting_engine(setting_engine(net))
+        .with_setting_engine(settings)
         .with_interceptor_registry(registry)
         .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
         .with_runtime(runtime)
@@ -321,9 +373,23 @@ pub async fn new_peer_with(
     ))
 }
 
+/// `len` random letters and digits (ICE ufrag and password characters).
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
 fn setting_engine(
     net: &MediaNetwork,
 ) -> rtc::peer_connection::configuration::setting_engine::SettingEngine {
+    setting_engine_builder(net).build()
+}
+
+fn setting_engine_builder(net: &MediaNetwork) -> SettingEngineBuilder {
     // Connectivity checks every 20 ms (default 200 ms) and host candidates accepted at once: on
     // a LAN or loopback the first check succeeds, so this is first-frame time.
     SettingEngineBuilder::new()
@@ -345,9 +411,8 @@ fn setting_engine(
         } else {
             MulticastDnsMode::Disabled
         })
-        // `public_ips` are applied to the SDP ([`advertise_public_ips`]): webrtc-rs 0.21 keeps
-        // `with_nat_1to1_ips` but never uses it when gathering.
-        .build()
+    // `public_ips` are applied to the SDP ([`MediaNetwork::advertise`]): webrtc-rs 0.21 keeps
+    // `with_nat_1to1_ips` but never uses it when gathering.
 }
 
 /// The socket addresses to bind: port 0 (ephemeral), or a free port of the range.
@@ -356,6 +421,8 @@ fn udp_addrs(net: &MediaNetwork) -> Result<Vec<String>, PeerError> {
         .iter()
         .map(|ip| {
             let port = match net.udp_port_range {
+                // A muxed connection's own socket is only a label (see `udp_mux`).
+                _ if net.udp_mux.is_some() => 0,
                 None => 0,
                 Some(range) => free_port(*ip, range).ok_or_else(|| {
                     PeerError(format!(
@@ -418,18 +485,17 @@ pub async fn finish_local(
 /// webrtc-rs 0.21 stores `nat_1to1_ips` but never applies it when gathering, so the relay does
 /// it here, on the SDP it hands out.
 pub fn advertise_public_ips(sdp: &str, public_ips: &[IpAddr]) -> String {
-    if public_ips.is_empty() {
-        return sdp.to_string();
+    MediaNetwork {
+        public_ips: public_ips.to_vec(),
+        ..Default::default()
     }
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        out.push_str(&rewrite_candidate(line, public_ips).unwrap_or_else(|| line.to_string()));
-    }
-    out
+    .advertise(sdp)
 }
 
-/// `a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ host …`
-fn rewrite_candidate(line: &str, public_ips: &[IpAddr]) -> Option<String> {
+/// `a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ host …`:
+/// the shared port where `mux` has one on that address, and the public address for a
+/// non-loopback one.
+fn rewrite_candidate(line: &str, public_ips: &[IpAddr], mux: Option<&UdpMux>) -> Option<String> {
     let body = line.trim_end_matches(['\r', '\n']);
     let ending = &line[body.len()..];
     let rest = body.strip_prefix("a=candidate:")?;
@@ -438,14 +504,20 @@ fn rewrite_candidate(line: &str, public_ips: &[IpAddr]) -> Option<String> {
         return None;
     }
     let address: IpAddr = fields[4].parse().ok()?;
-    if address.is_loopback() {
+    let port = mux.and_then(|m| m.port_on(address)).map(|p| p.to_string());
+    if let Some(port) = &port {
+        fields[5] = port;
+    }
+    let public = (!address.is_loopback())
+        .then(|| public_ips.iter().find(|p| p.is_ipv4() == address.is_ipv4()))
+        .flatten()
+        .map(|p| p.to_string());
+    if let Some(public) = &public {
+        fields[4] = public;
+    }
+    if port.is_none() && public.is_none() {
         return None;
     }
-    let public = public_ips
-        .iter()
-        .find(|p| p.is_ipv4() == address.is_ipv4())?
-        .to_string();
-    fields[4] = &public;
     Some(format!("a=candidate:{}{ending}", fields.join(" ")))
 }
 

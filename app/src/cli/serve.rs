@@ -44,7 +44,12 @@ pub struct ServeArgs {
     /// candidates carry it instead of the local address.
     #[arg(long = "public-ip")]
     public_ips: Vec<std::net::IpAddr>,
-    /// Bind media only on UDP ports FIRST-LAST (one firewall rule), e.g. 50000-60000.
+    /// Every client's media on this one UDP port (default: the listen port + 2, e.g. 7882;
+    /// 0: one port chosen at start-up).
+    #[arg(long)]
+    udp_port: Option<u16>,
+    /// Give each connection its own UDP port in FIRST-LAST, e.g. 50000-60000 (with
+    /// --udp-port: only the connections this relay offers, i.e. pulls from other nodes).
     #[arg(long, value_parser = parse_port_range)]
     udp_port_range: Option<(u16, u16)>,
     /// A TURN server sharing --turn-secret with the relay (coturn `use-auth-secret`); each
@@ -119,6 +124,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(range) = args.udp_port_range {
         config.rtc.udp_port_range = Some(range);
     }
+    if let Some(port) = args.udp_port {
+        config.rtc.udp_port = Some(port);
+    }
     if let Some(secret) = &args.turn_secret {
         config.rtc.turn = Some(onair_relay::config::TurnConfig {
             urls: args.turn_urls.clone(),
@@ -192,15 +200,26 @@ fn self_signed(
 /// Where media goes, for the start-up banner.
 fn media_line(server: &Server) -> String {
     let net = server.media_network();
-    let bind: Vec<String> = net.bind.iter().map(|ip| ip.to_string()).collect();
-    let ports = match net.udp_port_range {
-        Some((first, last)) => format!("ports {first}-{last}"),
-        None => "ephemeral ports".into(),
+    let mut line = match &net.udp_mux {
+        Some(mux) => {
+            let at: Vec<String> = mux.0.addresses().iter().map(|a| a.to_string()).collect();
+            format!(
+                "media: UDP {} (one port for every connection)",
+                at.join(", ")
+            )
+        }
+        None => {
+            let bind: Vec<String> = net.bind.iter().map(|ip| ip.to_string()).collect();
+            let ports = match net.udp_port_range {
+                Some((first, last)) => format!("ports {first}-{last}"),
+                None => "ephemeral ports".into(),
+            };
+            format!(
+                "media: UDP on {} ({ports}, one per connection)",
+                bind.join(", ")
+            )
+        }
     };
-    let mut line = format!(
-        "media: UDP on {} ({ports}, one per connection)",
-        bind.join(", ")
-    );
     if !net.public_ips.is_empty() {
         let public: Vec<String> = net.public_ips.iter().map(|ip| ip.to_string()).collect();
         line.push_str(&format!(" · advertised as {}", public.join(", ")));
