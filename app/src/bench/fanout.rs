@@ -52,6 +52,10 @@ pub struct FanoutArgs {
     /// over them and the publisher is on the first.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Each connection on its own UDP port (the relay's `udp_port_range`) instead of the
+    /// shared media port, to compare the two.
+    #[arg(long)]
+    own_ports: bool,
 }
 
 /// A `redis-server` of the benchmark's own on a free loopback port.
@@ -157,6 +161,11 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "[limits]\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\nmax_users_per_room = 100000\nheartbeat_timeout_ms = 3600000\nmax_connections_per_ip = 1000000\nmax_connections = 1000000\n\n[[apps]]\napp_id = 1\napp_sign = \"{}\"\nallow_app_sign = true\n",
         sign.to_hex()
     );
+    let config = if args.own_ports {
+        format!("[rtc]\nudp_port_range = [20000, 39999]\n\n{config}")
+    } else {
+        config
+    };
     let nodes = args.nodes.max(1);
     let redis = if nodes > 1 {
         Some(RedisProcess::start()?)
@@ -381,6 +390,7 @@ fn measure(
         "loss": total_lost,
         "relay_cpu_pct_per_player": (best_cpu * 1000.0).round() / 1000.0,
         "nodes": urls.len(),
+        "media_port": if args.own_ports { "one per connection" } else { "shared" },
         "cascade_delay_ms": cascade,
         "steps": steps,
     }))
