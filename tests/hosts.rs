@@ -378,12 +378,15 @@ fn a_relay_on_all_interfaces_serves_other_hosts_over_wss() {
 fn three_hosts_playing(tag: &str, secs: u32) -> (Lab, TempDir, Log, Log) {
     let mut lab = Lab::new(tag, 3);
     let dir = temp_dir(tag);
-    let relay = lab.spawn(onair(
+    // The relay's log (its ICE restarts among it) is kept in the test's directory.
+    let mut serve = onair(
         &lab,
         0,
         &dir,
         &["serve", "--listen", "0.0.0.0:7880", "--self-signed"],
-    ));
+    );
+    serve.env("RUST_LOG", "error,onair_relay=info");
+    let relay = lab.spawn_logged(serve, Some(&dir.join("relay.log")));
     wait_line(&relay, "media:", Duration::from_secs(20))
         .unwrap_or_else(|seen| panic!("the relay did not start: {seen:?}"));
     let server = format!("wss://{}:7880", lab.addr(0));
@@ -482,6 +485,67 @@ fn a_three_second_cut_resumes_without_a_new_login_or_noplay() {
         player.fps_between(cut_mark, usize::MAX),
         player.lines.iter().rev().find_map(|(_, l)| lost_frames(l)),
         player.events_since(cut_mark),
+    );
+    drop(lab);
+}
+
+#[test]
+fn a_twelve_second_udp_cut_is_mended_by_an_ice_restart_without_a_new_play() {
+    if !hosts_with_iptables_available() {
+        return;
+    }
+    let _turn = turn();
+    let (lab, dir, mut player, mut publisher) = three_hosts_playing("r12", 50);
+    let cut_mark = player.mark();
+    let cut_at = player.now();
+    // Only UDP: signaling (TCP) stays up, so the player's restart offer reaches the relay.
+    // Longer than the disconnect grace (5 s), after which the play would be negotiated anew.
+    let iface = lab.iface(2);
+    let rule = ["INPUT", "-i", &iface, "-p", "udp", "-j", "DROP"];
+    let with = |op: &'static str| [&[op][..], &rule[..]].concat();
+    lab.iptables(2, &with("-A"))
+        .unwrap_or_else(|e| panic!("cutting UDP: {e}"));
+    player.drain_for(Duration::from_secs(12));
+    lab.iptables(2, &with("-D"))
+        .unwrap_or_else(|e| panic!("restoring UDP: {e}"));
+    let restored_at = player.now();
+    let restore_mark = player.mark();
+    let back = player.until(Duration::from_secs(10), |l| {
+        stats_fps(l).is_some_and(|f| f >= 25)
+    });
+    let recovery = player.now() - restored_at;
+    player.drain_for(Duration::from_secs(1));
+    publisher.catch_up();
+    let relay_log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+    let seen = format!(
+        "cut at {cut_at:.2} s, restored at {restored_at:.2} s\n{}{}\nrelay log:\n{relay_log}",
+        player.dump(),
+        publisher.dump()
+    );
+    assert!(
+        player.fps_between(cut_mark, restore_mark).contains(&0),
+        "the cut took effect (seconds with no frames):\n{seen}"
+    );
+    assert!(
+        relay_log.contains("ICE restarted"),
+        "the player restarted ICE on its connection and the relay answered:\n{seen}"
+    );
+    assert!(
+        !player
+            .since(cut_mark)
+            .any(|l| l.contains("state=PlayRequesting") || l.contains("state=NoPlay")),
+        "the restarted connection carried on: no new play (PlayRequesting) and no NoPlay:\n{seen}"
+    );
+    assert!(
+        back.is_some(),
+        "no second at ≥ 25 fps within 10 s of the restore:\n{seen}"
+    );
+    eprintln!(
+        "12 s UDP cut (at {cut_at:.2} s, restored at {restored_at:.2} s), mended by an ICE \
+         restart: full rate again {recovery:.2} s after the restore; fps each second from the \
+         cut {:?}; events since the cut: {:?}",
+        player.fps_between(cut_mark, usize::MAX),
+        player.events_since(cut_mark)
     );
     drop(lab);
 }

@@ -352,7 +352,10 @@ fn relay_process(addr: std::net::SocketAddr, config: &std::path::Path) -> std::p
 fn answering(addr: std::net::SocketAddr) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the relay on {addr} did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the relay on {addr} did not start"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     Instant::now()

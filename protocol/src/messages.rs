@@ -249,6 +249,17 @@ pub enum RequestBody {
         #[serde(default, skip_serializing_if = "VideoLayer::is_auto")]
         video_layer: VideoLayer,
     },
+    /// Restart ICE on the connection of a stream this session publishes or plays: a new offer
+    /// with fresh ICE credentials on the same peer connection (same DTLS, same SSRCs), for a
+    /// connection that lost its path. Answered with `ice_restarted`.
+    RestartIce {
+        /// The stream.
+        stream_id: String,
+        /// The session's publish connection of the stream (or its play connection).
+        publish: bool,
+        /// The restart offer.
+        sdp: String,
+    },
     /// Ask for another video layer of a stream this session plays.
     SetPlayLayer {
         /// The stream.
@@ -339,6 +350,7 @@ impl RequestBody {
             RequestBody::SetStreamExtraInfo { .. } => "set_stream_extra_info",
             RequestBody::SetStreamMute { .. } => "set_stream_mute",
             RequestBody::SetPlayLayer { .. } => "set_play_layer",
+            RequestBody::RestartIce { .. } => "restart_ice",
             RequestBody::ReportNetworkQuality { .. } => "report_network_quality",
         }
     }
@@ -445,6 +457,11 @@ pub enum ResponseBody {
         /// The stream.
         stream_id: String,
         /// The SFU's answer.
+        sdp: String,
+    },
+    /// `restart_ice` accepted: the SFU's answer on the same connection.
+    IceRestarted {
+        /// The answer.
         sdp: String,
     },
     /// Done, nothing to return.

@@ -63,6 +63,8 @@ struct Shared {
     /// Streams pulled from other nodes: since when each has had no local player (None: it
     /// has some).
     pulled: Mutex<HashMap<(u32, String), Option<Instant>>>,
+    /// ICE restarts answered, and refused or failed (for `/metrics`).
+    ice_restarts: [std::sync::atomic::AtomicU64; 2],
     /// One pull at a time per stream (players asking at once share it).
     pulling: Mutex<HashMap<(u32, String), PullGate>>,
     /// Session numbers for other nodes pulling a stream from this one (never a real session).
@@ -304,6 +306,32 @@ impl Shared {
                     });
                 });
             }
+            Output::RestartIce {
+                conn,
+                request_id,
+                session,
+                app_id,
+                stream_id,
+                publish,
+                sdp,
+            } => {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let answer = shared
+                        .sfu
+                        .restart_ice(app_id, &stream_id, session, publish, sdp)
+                        .await;
+                    let slot = usize::from(answer.is_err());
+                    shared.ice_restarts[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match &answer {
+                        Ok(_) => tracing::info!(stream_id, publish, "ICE restarted"),
+                        Err(e) => {
+                            tracing::warn!(stream_id, publish, error = %e, "ICE restart failed")
+                        }
+                    }
+                    shared.with_state(|s| s.ice_restarted(conn, request_id, publish, answer));
+                });
+            }
             Output::Send { .. } | Output::Close { .. } => {}
         }
     }
@@ -389,20 +417,28 @@ impl Shared {
         )
     }
 
-    /// The shared media port's gauges (none when each connection has its own port).
+    /// ICE restarts, and the shared media port's gauges (none when each connection has its
+    /// own port).
     fn media_port_metrics(&self) -> String {
+        let load = |i: usize| self.ice_restarts[i].load(std::sync::atomic::Ordering::Relaxed);
+        let restarts = format!(
+            "# HELP onair_ice_restarts_total ICE restarts answered on an existing connection (result=ok) or not (result=failed).\n# TYPE onair_ice_restarts_total counter\nonair_ice_restarts_total{{result=\"ok\"}} {}\nonair_ice_restarts_total{{result=\"failed\"}} {}\n",
+            load(0),
+            load(1)
+        );
         let Some(mux) = &self.sfu.network().udp_mux else {
-            return String::new();
+            return restarts;
         };
         let counters = mux.0.counters();
-        format!(
-            "# HELP onair_media_port_connections Peer connections on the shared media port.\n# TYPE onair_media_port_connections gauge\nonair_media_port_connections {}\n\
+        restarts
+            + &format!(
+                "# HELP onair_media_port_connections Peer connections on the shared media port.\n# TYPE onair_media_port_connections gauge\nonair_media_port_connections {}\n\
              # HELP onair_media_port_unrouted_total Datagrams on the shared media port that matched no connection.\n# TYPE onair_media_port_unrouted_total counter\nonair_media_port_unrouted_total {}\n\
              # HELP onair_media_port_dropped_total Datagrams dropped at the shared media port (a connection's queue or the socket's send buffer full).\n# TYPE onair_media_port_dropped_total counter\nonair_media_port_dropped_total {}\n",
-            mux.0.connections(),
-            counters.unrouted.load(std::sync::atomic::Ordering::Relaxed),
-            counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
-        )
+                mux.0.connections(),
+                counters.unrouted.load(std::sync::atomic::Ordering::Relaxed),
+                counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            )
     }
 
     /// Lets go of pulled streams no local player has played for [`PULL_IDLE`].
@@ -430,6 +466,7 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
     for output in outputs {
         match output {
             media_work @ (Output::Negotiate { .. }
+            | Output::RestartIce { .. }
             | Output::Cluster(_)
             | Output::EndMedia { .. }
             | Output::EndPlay { .. }
@@ -473,6 +510,10 @@ fn deliver(conns: &HashMap<ConnId, ConnHandle>, outputs: Vec<Output>) -> Vec<Out
     }
     media
 }
+
+/// How long the SFU keeps a connection that is disconnected (or receives nothing) before it
+/// gives it up: long enough for a client's ICE restart to bring it back.
+const RESTART_WINDOW: Duration = Duration::from_secs(20);
 
 /// A running relay inside a tokio runtime.
 pub struct Server {
@@ -526,11 +567,13 @@ impl Server {
         let max_sdp_bytes = config.limits.max_sdp_bytes;
         let watch_rules = onair_transport::peer::WatchRules {
             connect_within: Duration::from_millis(config.limits.connect_timeout_ms),
-            grace: onair_transport::peer::DISCONNECT_GRACE,
+            // A client notices a dead path after ICE's 5 s, restarts ICE 1.5 s later (again
+            // every 3 s) and gives up 10 s after its first restart: a disconnected or silent
+            // connection is kept longer than that, so the restarts find it (`restart_ice`).
+            grace: RESTART_WINDOW,
             // RTCP arrives about every second; a short signaling timeout (tests) must not
             // make a quiet second look like a vanished peer.
-            silence: Duration::from_millis(config.limits.heartbeat_timeout_ms)
-                .max(Duration::from_secs(10)),
+            silence: Duration::from_millis(config.limits.heartbeat_timeout_ms).max(RESTART_WINDOW),
         };
         let turn_urls = config.rtc.turn.as_ref().map(|t| t.urls.clone());
         let cluster_config = config.cluster.clone();
@@ -550,6 +593,7 @@ impl Server {
             cluster: std::sync::OnceLock::new(),
             own_url: std::sync::OnceLock::new(),
             pulled: Mutex::new(HashMap::new()),
+            ice_restarts: Default::default(),
             pulling: Mutex::new(HashMap::new()),
             next_pull_session: std::sync::atomic::AtomicU64::new(0),
         });

@@ -664,6 +664,34 @@ impl Sfu {
         }
     }
 
+    /// Restarts ICE on a publisher's connection (or a session's play connection) with the
+    /// client's restart offer; returns the answer to hand back.
+    pub async fn restart_ice(
+        &self,
+        app_id: u32,
+        stream_id: &str,
+        session: SessionId,
+        publish: bool,
+        offer: String,
+    ) -> Result<String, String> {
+        let pc = if publish {
+            self.streams
+                .lock()
+                .get(&(app_id, stream_id.to_string()))
+                .map(|i| i.pc.clone())
+        } else {
+            self.players
+                .lock()
+                .get(&(app_id, stream_id.to_string(), session))
+                .cloned()
+        };
+        let pc = pc.ok_or_else(|| "no such connection".to_string())?;
+        let sdp = peer::restart_answer(&pc, offer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(self.network.advertise(&sdp))
+    }
+
     /// Closes one player's connection.
     pub fn end_play(&self, app_id: u32, stream_id: &str, session: SessionId) {
         self.player_video

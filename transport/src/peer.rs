@@ -532,6 +532,54 @@ pub async fn answer_offer(
     finish_local(pc, events, answer).await
 }
 
+/// How long a restart's local description may take to carry candidates again.
+const RESTART_GATHER: Duration = Duration::from_secs(3);
+
+/// The local description once it carries candidates (a restart keeps the sockets, so its
+/// candidates are back at once; the gathering events of the first negotiation are spent).
+async fn local_with_candidates(pc: &Arc<dyn PeerConnection>) -> Result<String, PeerError> {
+    let deadline = tokio::time::Instant::now() + RESTART_GATHER;
+    loop {
+        if let Some(d) = pc.local_description().await
+            && d.sdp.contains("a=candidate:")
+        {
+            return Ok(d.sdp);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PeerError(
+                "no local candidates after the ICE restart".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An ICE-restart offer on a connection that is up (or was): fresh ICE credentials, the same
+/// DTLS session, tracks and SSRCs. Apply the answer with [`apply_answer`].
+pub async fn restart_offer(pc: &Arc<dyn PeerConnection>) -> Result<String, PeerError> {
+    pc.restart_ice().await?;
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    local_with_candidates(pc).await
+}
+
+/// Answers an ICE-restart offer on the connection it restarts.
+pub async fn restart_answer(
+    pc: &Arc<dyn PeerConnection>,
+    offer_sdp: String,
+) -> Result<String, PeerError> {
+    pc.set_remote_description(offer(offer_sdp)?).await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    local_with_candidates(pc).await
+}
+
+/// Applies the other side's answer (to an offer this side made on `pc`).
+pub async fn apply_answer(pc: &Arc<dyn PeerConnection>, sdp: String) -> Result<(), PeerError> {
+    pc.set_remote_description(answer(sdp)?).await?;
+    Ok(())
+}
+
 /// An offer from SDP text.
 pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
     RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))
@@ -541,10 +589,6 @@ pub fn offer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
 pub fn answer(sdp: String) -> Result<RTCSessionDescription, PeerError> {
     RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))
 }
-
-/// How long a connection may stay ICE-disconnected before the relay counts it as lost (a
-/// Wi-Fi hiccup must not end a stream).
-pub const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until the connection is lost: failed or closed, or disconnected for longer than
 /// `grace` with nothing received (a disconnection that recovers within it is not a loss, nor

@@ -88,6 +88,74 @@ impl RelayState {
         Ok(ResponseBody::Done)
     }
 
+    /// `restart_ice`: the session's publish (or play) connection of `stream_id` takes a
+    /// restart offer; the SFU answers on the same connection.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn restart_ice(
+        &mut self,
+        sid: SessionId,
+        conn: ConnId,
+        request_id: u64,
+        stream_id: String,
+        publish: bool,
+        sdp: String,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(err(ErrorCode::Internal, "session vanished"));
+        };
+        let app_id = session.app_id;
+        let ours = if publish {
+            self.stream(app_id, &stream_id)
+                .is_some_and(|e| e.owner == sid && e.origin.is_none())
+        } else {
+            session.playing.contains(&stream_id)
+        };
+        if !ours {
+            return Err(err(
+                ErrorCode::StreamNotFound,
+                if publish {
+                    "this session does not publish that stream"
+                } else {
+                    "this session does not play that stream"
+                },
+            ));
+        }
+        self.reply_deferred = true;
+        out.push(Output::RestartIce {
+            conn,
+            request_id,
+            session: sid,
+            app_id,
+            stream_id,
+            publish,
+            sdp,
+        });
+        Ok(ResponseBody::Done)
+    }
+
+    /// The SFU restarted ICE (or could not): answer the request. A failed restart leaves the
+    /// connection as it was; the client falls back to negotiating anew.
+    pub fn ice_restarted(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        publish: bool,
+        answer: Result<String, String>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let code = if publish {
+            ErrorCode::MediaNegotiationFailed
+        } else {
+            ErrorCode::PlayNegotiationFailed
+        };
+        let result = answer
+            .map(|sdp| ResponseBody::IceRestarted { sdp })
+            .map_err(|e| err(code, format!("ICE restart: {e}")));
+        self.reply(conn, Some(request_id), result, Instant::now(), &mut out);
+        out
+    }
+
     /// `set_play_layer`: a player of `stream_id` asks for another video layer.
     pub(super) fn set_play_layer(
         &mut self,

@@ -73,6 +73,24 @@ pub enum Output {
         /// pulls the stream from it first).
         origin: Option<String>,
     },
+    /// Restart ICE on a session's publish (or play) connection: apply the offer on the same
+    /// peer connection, then call `ice_restarted` with the answer.
+    RestartIce {
+        /// The requesting connection.
+        conn: ConnId,
+        /// The request to answer.
+        request_id: u64,
+        /// The requesting session.
+        session: SessionId,
+        /// The app.
+        app_id: u32,
+        /// The stream.
+        stream_id: String,
+        /// Its publish connection (or its play connection).
+        publish: bool,
+        /// The client's restart offer.
+        sdp: String,
+    },
     /// A player asks for another video layer.
     SetLayer {
         /// The app.
@@ -736,6 +754,14 @@ impl RelayState {
                 },
                 Some(sid),
             ) => self.set_play_layer(sid, stream_id, video_layer, out),
+            (
+                RequestBody::RestartIce {
+                    stream_id,
+                    publish,
+                    sdp,
+                },
+                Some(sid),
+            ) => self.restart_ice(sid, conn, request_id, stream_id, publish, sdp, out),
             (RequestBody::StopPlay { stream_id }, Some(sid)) => {
                 if self.stop_playing(sid, &stream_id, out) {
                     Ok(ResponseBody::Done)

@@ -6,7 +6,8 @@
 //! publisher and player flows make lives here: the state sequences (NoPublish → PublishRequesting
 //! → Publishing, NoPlay → PlayRequesting → Playing), which relay refusals are final, how long a
 //! negotiation may take ([`SessionTimers::connect_timeout`]), riding out a disconnected
-//! connection ([`SessionTimers::disconnect_grace`]), retrying with a backoff (1 s, 2 s, 4 s … up
+//! connection ([`SessionTimers::disconnect_grace`], with an ICE restart after
+//! [`ICE_RESTART_AFTER`]), retrying with a backoff (1 s, 2 s, 4 s … up
 //! to [`RETRY_MAX`], reset once media flows), ignoring reports from an older negotiation (its
 //! *generation*), and the first-frame timing.
 
@@ -28,6 +29,16 @@ pub const STREAM_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// The default [`SessionTimers::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection disconnected this long gets an ICE restart (fresh credentials on the same
+/// connection, answered by the relay) before it can count as lost; from the first restart it
+/// has the connect timeout to come back.
+pub const ICE_RESTART_AFTER: Duration = Duration::from_millis(1500);
+
+/// While it stays disconnected, the restart is tried again this often: a restart made while
+/// the path is still down spends its connectivity checks (about 2 s of them) and then waits for
+/// nothing, so a later one must find the path when it is back.
+pub const ICE_RESTART_EVERY: Duration = Duration::from_secs(3);
 
 /// The default [`SessionTimers::disconnect_grace`].
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
@@ -84,6 +95,12 @@ pub enum Action {
         generation: u64,
         /// The relay's SDP answer.
         sdp: String,
+    },
+    /// Restart ICE on the peer connection of `generation` (a restart offer to the relay, its
+    /// answer applied); nothing to report back: the connection's state tells.
+    RestartIce {
+        /// The negotiation whose connection restarts.
+        generation: u64,
     },
     /// Close the peer connection and stop its media threads.
     DropPeer,
@@ -152,6 +169,10 @@ struct Core<S> {
     deadline: Option<Instant>,
     /// Failures in a row since media last flowed (the backoff's exponent).
     failures: u32,
+    /// When a disconnected connection gets its next ICE restart.
+    restart_at: Option<Instant>,
+    /// ICE restarts during the current disconnection.
+    restarts: u32,
 }
 
 impl<S: Copy + PartialEq> Core<S> {
@@ -164,6 +185,8 @@ impl<S: Copy + PartialEq> Core<S> {
             timers,
             deadline: None,
             failures: 0,
+            restart_at: None,
+            restarts: 0,
         }
     }
 
@@ -189,10 +212,13 @@ impl<S: Copy + PartialEq> Core<S> {
             }
             (Phase::Up, PeerLink::Disconnected) => {
                 self.phase = Phase::Disconnected(now + self.timers.disconnect_grace);
+                self.restart_at = Some(now + ICE_RESTART_AFTER);
+                self.restarts = 0;
                 PeerChange::Nothing
             }
             (Phase::Disconnected(_), PeerLink::Up) => {
                 self.phase = Phase::Up;
+                self.restart_at = None;
                 PeerChange::Nothing
             }
             (Phase::Connecting | Phase::Up | Phase::Disconnected(_), PeerLink::Down) => {
@@ -200,6 +226,27 @@ impl<S: Copy + PartialEq> Core<S> {
             }
             _ => PeerChange::Nothing,
         }
+    }
+
+    /// A connection disconnected for [`ICE_RESTART_AFTER`]: restart ICE, again every
+    /// [`ICE_RESTART_EVERY`] while it stays disconnected; from the first restart on, the
+    /// connection has the connect timeout before it counts as lost.
+    fn restart_due(&mut self, now: Instant) -> Option<Action> {
+        let Phase::Disconnected(at) = self.phase else {
+            return None;
+        };
+        // Past the deadline the connection is lost, not restarted once more.
+        if now >= at || !self.restart_at.is_some_and(|r| now >= r) {
+            return None;
+        }
+        self.restart_at = Some(now + ICE_RESTART_EVERY);
+        if self.restarts == 0 {
+            self.phase = Phase::Disconnected(at.max(now + self.timers.connect_timeout));
+        }
+        self.restarts += 1;
+        Some(Action::RestartIce {
+            generation: self.generation,
+        })
     }
 
     /// Packets still arrived (by `now`) on a connection ICE calls disconnected: it is not
@@ -262,7 +309,8 @@ impl<S: Copy + PartialEq> Core<S> {
 
     fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::RetryAt(at) | Phase::Disconnected(at) => Some(at),
+            Phase::Disconnected(at) => Some(self.restart_at.map_or(at, |r| r.min(at))),
+            Phase::RetryAt(at) => Some(at),
             Phase::Offering | Phase::Requested | Phase::Connecting => self.deadline,
             Phase::Idle | Phase::Up | Phase::Ended => None,
         }
@@ -271,6 +319,7 @@ impl<S: Copy + PartialEq> Core<S> {
     /// The attempt failed at `now`: try again after the backoff, which doubles for the next
     /// failure in a row.
     fn retry(&mut self, now: Instant) {
+        self.restart_at = None;
         self.phase = Phase::RetryAt(now + backoff(self.failures));
         self.deadline = None;
         self.failures = self.failures.saturating_add(1);
@@ -385,6 +434,9 @@ impl PublishSession {
     /// both are retried.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        if let Some(restart) = self.core.restart_due(now) {
+            return vec![restart];
+        }
         let Some(expired) = self.core.handle_timeout(now) else {
             return out;
         };
@@ -649,6 +701,9 @@ impl PlaySession {
     /// PlayConnectTimeout, and a connection disconnected for longer than the grace is lost;
     /// both are retried.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        if let Some(restart) = self.core.restart_due(now) {
+            return vec![restart];
+        }
         let Some(expired) = self.core.handle_timeout(now) else {
             return Vec::new();
         };

@@ -439,7 +439,11 @@ fn a_disconnect_within_the_grace_then_up_emits_nothing() {
     assert!(q.on_peer(2, PeerLink::Disconnected, t1).is_empty());
     let grace_over = t1 + DEFAULT_DISCONNECT_GRACE;
     assert_eq!(p.phase(), Phase::Disconnected(grace_over));
-    assert_eq!(q.poll_timeout(), Some(grace_over));
+    assert_eq!(
+        q.poll_timeout(),
+        Some(t1 + ICE_RESTART_AFTER),
+        "the restart is due first"
+    );
     assert_eq!(p.state(), PublisherState::Publishing, "a hiccup is no news");
     assert_eq!(q.state(), PlayerState::Playing);
     // Disconnected again does not move the deadline; time within the grace changes nothing.
@@ -447,9 +451,9 @@ fn a_disconnect_within_the_grace_then_up_emits_nothing() {
         p.on_peer(1, PeerLink::Disconnected, t1 + Duration::from_secs(1))
             .is_empty()
     );
-    assert_eq!(p.poll_timeout(), Some(grace_over));
-    assert!(p.handle_timeout(t1 + Duration::from_secs(2)).is_empty());
-    let back = t1 + Duration::from_secs(4);
+    assert_eq!(p.poll_timeout(), Some(t1 + ICE_RESTART_AFTER));
+    assert!(p.handle_timeout(t1 + Duration::from_secs(1)).is_empty());
+    let back = t1 + Duration::from_secs(1);
     assert!(p.on_peer(1, PeerLink::Up, back).is_empty());
     assert!(q.on_peer(2, PeerLink::Up, back).is_empty());
     assert_eq!((p.phase(), q.phase()), (Phase::Up, Phase::Up));
@@ -457,6 +461,58 @@ fn a_disconnect_within_the_grace_then_up_emits_nothing() {
     assert!(p.handle_timeout(grace_over).is_empty());
     assert!(q.handle_timeout(grace_over).is_empty());
     assert_eq!(p.state(), PublisherState::Publishing);
+}
+
+#[test]
+fn a_disconnect_gets_one_ice_restart_and_up_again_ends_it() {
+    let t0 = Instant::now();
+    let mut gens = 0;
+    let mut q = playing(&mut gens, t0);
+    q.on_peer(1, PeerLink::Disconnected, t0);
+    assert!(
+        q.handle_timeout(t0 + ICE_RESTART_AFTER - Duration::from_millis(1))
+            .is_empty()
+    );
+    let at = t0 + ICE_RESTART_AFTER;
+    assert_eq!(q.handle_timeout(at), [Action::RestartIce { generation: 1 }]);
+    assert_eq!(
+        q.state(),
+        PlayerState::Playing,
+        "a restart is no news either"
+    );
+    // Again every few seconds while it stays disconnected (a restart during the outage
+    // spends its checks), within the one deadline the first restart set.
+    assert!(q.handle_timeout(at + Duration::from_secs(2)).is_empty());
+    assert_eq!(q.poll_timeout(), Some(at + ICE_RESTART_EVERY));
+    assert_eq!(
+        q.handle_timeout(at + ICE_RESTART_EVERY),
+        [Action::RestartIce { generation: 1 }]
+    );
+    assert_eq!(
+        q.phase(),
+        Phase::Disconnected(at + DEFAULT_CONNECT_TIMEOUT),
+        "later restarts do not extend the deadline"
+    );
+    // The restart brought it back; a later disconnection gets its own restart.
+    let up = at + Duration::from_secs(3);
+    assert!(q.on_peer(1, PeerLink::Up, up).is_empty());
+    assert_eq!(q.poll_timeout(), None);
+    let again = up + Duration::from_secs(30);
+    q.on_peer(1, PeerLink::Disconnected, again);
+    assert_eq!(
+        q.handle_timeout(again + ICE_RESTART_AFTER),
+        [Action::RestartIce { generation: 1 }]
+    );
+    // A connection that goes down for good is renegotiated, not restarted.
+    let mut p = publishing(&mut gens, t0);
+    p.on_peer(2, PeerLink::Disconnected, t0);
+    let out = p.on_peer(2, PeerLink::Down, t0 + Duration::from_secs(1));
+    assert!(has(&out, &Action::DropPeer));
+    assert!(!has(&out, &Action::RestartIce { generation: 2 }));
+    assert!(!has(
+        &p.handle_timeout(t0 + ICE_RESTART_AFTER),
+        &Action::RestartIce { generation: 2 }
+    ));
 }
 
 #[test]
@@ -471,7 +527,7 @@ fn a_disconnect_through_which_packets_still_arrive_is_not_a_loss() {
         now += DEFAULT_DISCONNECT_GRACE;
         q.on_traffic(now - Duration::from_millis(1));
         assert!(
-            q.handle_timeout(now).is_empty(),
+            states(&q.handle_timeout(now)).is_empty(),
             "still receiving: not lost"
         );
     }
@@ -499,7 +555,27 @@ fn a_disconnect_past_the_grace_fails_like_a_lost_connection() {
     let mut q = playing(&mut gens, t0);
     p.on_peer(1, PeerLink::Disconnected, t0);
     q.on_peer(2, PeerLink::Disconnected, t0);
-    let over = t0 + DEFAULT_DISCONNECT_GRACE;
+    // The ICE restart comes first and has the connect timeout to bring the connection back.
+    let restart = t0 + ICE_RESTART_AFTER;
+    assert_eq!(
+        p.handle_timeout(restart),
+        [Action::RestartIce { generation: 1 }]
+    );
+    assert_eq!(
+        q.handle_timeout(restart),
+        [Action::RestartIce { generation: 2 }]
+    );
+    let over = restart + DEFAULT_CONNECT_TIMEOUT;
+    let mut now = restart;
+    while now + ICE_RESTART_EVERY < over {
+        now += ICE_RESTART_EVERY;
+        assert_eq!(
+            p.handle_timeout(now),
+            [Action::RestartIce { generation: 1 }]
+        );
+        q.handle_timeout(now);
+    }
+    assert_eq!(p.poll_timeout(), Some(over));
     assert!(p.handle_timeout(over - Duration::from_millis(1)).is_empty());
     let out = p.handle_timeout(over);
     assert_eq!(

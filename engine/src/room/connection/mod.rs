@@ -8,6 +8,7 @@
 //! It never blocks: joining capture or codec threads happens on the blocking pool.
 
 mod command;
+mod ice_restart;
 mod play;
 mod publish;
 mod report;
@@ -877,6 +878,15 @@ impl Connection {
                     let actions = p.session.on_answer(generation, answer, now);
                     self.run_publish(&stream_id, actions).await;
                 }
+            }
+            (Pending::IceRestart(stream_id, publish, generation), result, error) => {
+                let answer = match (result, error) {
+                    (_, Some(e)) => Err(e.message),
+                    (Some(ResponseBody::IceRestarted { sdp }), None) => Ok(sdp),
+                    _ => Err("unexpected answer".to_string()),
+                };
+                self.ice_restart_answered(&stream_id, publish, generation, answer)
+                    .await;
             }
             (Pending::Play(stream_id, generation), result, error) => {
                 let answer = match (result, error) {

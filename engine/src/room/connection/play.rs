@@ -119,6 +119,9 @@ impl Connection {
                         self.send(body, Pending::Other).await;
                     }
                 }
+                Action::RestartIce { generation } => {
+                    self.restart_ice(stream_id, false, generation).await;
+                }
                 Action::DropPeer => {
                     p.relay_has_play = false;
                     p.peer = None;

@@ -225,6 +225,9 @@ impl Connection {
                         }
                     }
                 }
+                Action::RestartIce { generation } => {
+                    self.restart_ice(stream_id, true, generation).await;
+                }
                 Action::DropPeer => {
                     p.media = None;
                     p.peer = None;
