@@ -624,7 +624,7 @@ mod tests {
     }
 
     fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+        s.parse().expect("a socket address")
     }
 
     #[test]
@@ -685,9 +685,9 @@ mod tests {
 
     #[test]
     fn wildcards_expand_to_interfaces_and_given_addresses_stay() {
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(expand_bind(&[lo]), vec![lo]);
-        let any = expand_bind(&["0.0.0.0".parse().unwrap()]);
+        let any = expand_bind(&[IpAddr::from([0, 0, 0, 0])]);
         assert!(!any.is_empty());
         assert!(any.iter().all(|ip| ip.is_ipv4() && !ip.is_loopback()));
     }

@@ -425,6 +425,7 @@ fn sent(outputs: &[Output]) -> Vec<(ConnId, String)> {
             }
             Output::Close { conn, .. } => v.push((*conn, "close".into())),
             Output::Negotiate { conn, .. } => v.push((*conn, "negotiate".into())),
+            Output::RestartIce { conn, .. } => v.push((*conn, "restart_ice".into())),
             Output::EndMedia { .. } => v.push((0, "end_media".into())),
             Output::EndPlay { .. } => v.push((0, "end_play".into())),
             Output::SetLayer { .. } => v.push((0, "set_layer".into())),
@@ -432,6 +433,75 @@ fn sent(outputs: &[Output]) -> Vec<(ConnId, String)> {
         }
     }
     v
+}
+
+#[test]
+fn an_ice_restart_is_for_the_sessions_own_publish_or_play_only() {
+    let mut h = Harness::new(Limits::default());
+    let host = h.client();
+    h.login(host, "r", "host");
+    h.publish_flowing(host, "r", "cam");
+    let viewer = h.client();
+    h.login(viewer, "r", "viewer");
+    let restart = |h: &mut Harness, c: Client, publish: bool| {
+        h.request(
+            c,
+            json!({"type":"restart_ice","stream_id":"cam","publish":publish,"sdp":"offer"}),
+        )
+    };
+    let not_found = Some(ErrorCode::StreamNotFound.code());
+    let out = restart(&mut h, viewer, false);
+    assert_eq!(
+        error_code(&out, viewer.conn),
+        not_found,
+        "not playing it yet"
+    );
+    let out = restart(&mut h, viewer, true);
+    assert_eq!(
+        error_code(&out, viewer.conn),
+        not_found,
+        "someone else's publish"
+    );
+    h.play_answered(viewer, "cam");
+    for (c, publish, code) in [
+        (viewer, false, ErrorCode::PlayNegotiationFailed),
+        (host, true, ErrorCode::MediaNegotiationFailed),
+    ] {
+        let out = restart(&mut h, c, publish);
+        assert!(
+            response(&out, c.conn).is_none(),
+            "answered once the SFU has"
+        );
+        let (conn, request_id) = out
+            .iter()
+            .find_map(|o| match o {
+                Output::RestartIce {
+                    conn,
+                    request_id,
+                    session,
+                    stream_id,
+                    publish: p,
+                    ..
+                } if *session == c.sid && stream_id == "cam" && *p == publish => {
+                    Some((*conn, *request_id))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no restart for the SFU: {out:?}"));
+        let out = h
+            .state
+            .ice_restarted(conn, request_id, publish, Ok("answer".into()));
+        assert_eq!(
+            response(&out, c.conn),
+            Some(Ok(ResponseBody::IceRestarted {
+                sdp: "answer".into()
+            }))
+        );
+        let out = h
+            .state
+            .ice_restarted(conn, request_id, publish, Err("gone".into()));
+        assert_eq!(error_code(&out, c.conn), Some(code.code()));
+    }
 }
 
 #[test]

@@ -236,7 +236,7 @@ impl<S: Copy + PartialEq> Core<S> {
             return None;
         };
         // Past the deadline the connection is lost, not restarted once more.
-        if now >= at || !self.restart_at.is_some_and(|r| now >= r) {
+        if now >= at || self.restart_at.is_none_or(|r| now < r) {
             return None;
         }
         self.restart_at = Some(now + ICE_RESTART_EVERY);
