@@ -130,6 +130,7 @@ impl ClusterHost for Host {
                     session,
                     offer,
                     onair_protocol::messages::VideoLayer::Big,
+                    false,
                     events,
                 )
                 .await
@@ -288,12 +289,20 @@ impl Shared {
                     let answer = if publish {
                         shared
                             .sfu
-                            .ingest(app_id, stream_id.clone(), sdp, events)
+                            .ingest(app_id, stream_id.clone(), sdp, true, events)
                             .await
                     } else {
                         shared
                             .sfu
-                            .subscribe(app_id, stream_id.clone(), session, sdp, video_layer, events)
+                            .subscribe(
+                                app_id,
+                                stream_id.clone(),
+                                session,
+                                sdp,
+                                video_layer,
+                                true,
+                                events,
+                            )
                             .await
                     };
                     if let Err(e) = &answer {
@@ -575,6 +584,14 @@ impl Server {
             // make a quiet second look like a vanished peer.
             silence: Duration::from_millis(config.limits.heartbeat_timeout_ms).max(RESTART_WINDOW),
         };
+        // WHIP and WHEP clients (and other nodes' pulls) do not restart ICE through our
+        // signaling: a disconnection over 5 s, or 10 s of silence, ends them.
+        let fixed_rules = onair_transport::peer::WatchRules {
+            grace: Duration::from_secs(5),
+            silence: Duration::from_millis(config.limits.heartbeat_timeout_ms)
+                .max(Duration::from_secs(10)),
+            ..watch_rules
+        };
         let turn_urls = config.rtc.turn.as_ref().map(|t| t.urls.clone());
         let cluster_config = config.cluster.clone();
         let mut state = RelayState::new(config);
@@ -587,7 +604,7 @@ impl Server {
             closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
-            sfu: Arc::new(Sfu::new(network, watch_rules)),
+            sfu: Arc::new(Sfu::new(network, watch_rules, fixed_rules)),
             limiter: Mutex::new(limiter),
             max_sdp_bytes,
             cluster: std::sync::OnceLock::new(),
@@ -1036,7 +1053,7 @@ async fn http_negotiate(
     let answer = if publish {
         shared
             .sfu
-            .ingest(app_id, stream_id.clone(), offer, events)
+            .ingest(app_id, stream_id.clone(), offer, false, events)
             .await
     } else {
         shared
@@ -1047,6 +1064,7 @@ async fn http_negotiate(
                 session,
                 offer,
                 onair_protocol::messages::VideoLayer::Auto,
+                false,
                 events,
             )
             .await

@@ -47,8 +47,9 @@ const REPAIR_PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Where an ingest's media comes from.
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    /// A publisher (an engine, a WHIP client); `layered` when it sends simulcast.
-    Publisher { layered: bool },
+    /// A publisher (an engine, a WHIP client); `layered` when it sends simulcast,
+    /// `restartable` when it restarts ICE through signaling (an engine).
+    Publisher { layered: bool, restartable: bool },
     /// Another cluster node (the stream's origin), pulled by this one.
     Pulled,
 }
@@ -201,8 +202,11 @@ async fn send_keyframe_requests(
 /// The forwarding plane.
 pub struct Sfu {
     network: MediaNetwork,
-    /// When a publisher's or player's connection is given up on.
+    /// When an engine's connection is given up on (it restarts ICE through signaling, so it
+    /// gets longer).
     rules: WatchRules,
+    /// When any other connection (WHIP, WHEP, a cluster pull) is given up on.
+    fixed_rules: WatchRules,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
     players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
     /// Each player's video control (layer requests).
@@ -215,14 +219,24 @@ impl Sfu {
         &self.network
     }
 
-    /// An SFU whose peer connections bind and advertise as `network` says.
-    pub fn new(network: MediaNetwork, rules: WatchRules) -> Sfu {
+    /// An SFU whose peer connections bind and advertise as `network` says, giving up on an
+    /// engine's connection by `rules` and on any other by `fixed_rules`.
+    pub fn new(network: MediaNetwork, rules: WatchRules, fixed_rules: WatchRules) -> Sfu {
         Sfu {
             network,
             rules,
+            fixed_rules,
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
             player_video: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rules(&self, restartable: bool) -> WatchRules {
+        if restartable {
+            self.rules
+        } else {
+            self.fixed_rules
         }
     }
 
@@ -242,6 +256,7 @@ impl Sfu {
         app_id: u32,
         stream_id: String,
         offer: String,
+        restartable: bool,
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let layered = offer.matches("m=video").count() > 1 || offer.contains("a=simulcast");
@@ -258,7 +273,10 @@ impl Sfu {
             stream_id,
             pc,
             ev,
-            Source::Publisher { layered },
+            Source::Publisher {
+                layered,
+                restartable,
+            },
             events,
         );
         Ok(sdp)
@@ -334,9 +352,12 @@ impl Sfu {
         source: Source,
         events: Arc<dyn SfuEvents>,
     ) {
-        let (layered, pulled) = match source {
-            Source::Publisher { layered } => (layered, false),
-            Source::Pulled => (false, true),
+        let (layered, pulled, restartable) = match source {
+            Source::Publisher {
+                layered,
+                restartable,
+            } => (layered, false, restartable),
+            Source::Pulled => (false, true, false),
         };
         let mut ev = ev;
         let (keyframe_tx, keyframe_rx) = mpsc::channel::<(KeyframeWhy, usize)>(16);
@@ -442,7 +463,7 @@ impl Sfu {
         });
         // The publisher's connection: gone means the stream is over.
         let watch_ingest = ingest.clone();
-        let rules = self.rules;
+        let rules = self.rules(restartable);
         tokio::spawn(async move {
             if let Some(s) = watch_connection(ev.state.clone(), ev.received.clone(), rules).await
                 && !watch_ingest.closing.load(Ordering::SeqCst)
@@ -472,6 +493,7 @@ impl Sfu {
         session: SessionId,
         offer: String,
         video_layer: VideoLayer,
+        restartable: bool,
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let ingest = self
@@ -600,7 +622,7 @@ impl Sfu {
         // unregisters before it closes one itself), the player is gone: tell the state machine.
         let (state, received) = (ev.state.clone(), ev.received.clone());
         let sfu = Arc::downgrade(self);
-        let rules = self.rules;
+        let rules = self.rules(restartable);
         tokio::spawn(async move {
             let Some(s) = watch_connection(state, received, rules).await else {
                 return;
