@@ -486,6 +486,7 @@ impl Sfu {
     }
 
     /// Answers a player's offer and starts forwarding the stream to it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         self: &Arc<Self>,
         app_id: u32,
