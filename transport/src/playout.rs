@@ -8,8 +8,7 @@
 //! not cost every frame its delay — and at least the median lateness. On a clean link that is
 //! a fraction of a millisecond (frames go on the moment they complete, nothing held "just in
 //! case"); on a lossy link about as long as the repairs most frames need. It grows as soon as
-//! late frames appear and shrinks once they have left the window (ten seconds), or once none
-//! of the last three seconds' frames was that late (a jam that has drained). The base is
+//! late frames appear and shrinks once they have left the window (ten seconds). The base is
 //! the fastest transit of the last two seconds, so a path that becomes slower (a new route, a
 //! queue that builds) is the new normal within two seconds rather than lateness for ten. Sans-I/O: the caller passes the
 //! arrival time and holds the frame until the returned instant.
@@ -23,10 +22,6 @@ const WINDOW: usize = 300;
 const BASE_WINDOW: usize = 60;
 /// The share of recent frames the delay covers (less [`LATE_OK`]).
 const QUANTILE: f64 = 0.99;
-/// Frames of the last three seconds: the delay never covers more than the latest of them
-/// was late, so one jam (a queue that built and drained) costs its delay for three seconds,
-/// not for the whole window, while a link that repairs every second keeps it.
-const RECENT_WINDOW: usize = 90;
 /// How late past its slot a frame may show: a gap of one frame interval plus this is a
 /// hitch, well under the 2 × 33 ms + 50 ms that counts as a stall.
 pub const LATE_OK: Duration = Duration::from_millis(30);
@@ -101,14 +96,7 @@ impl Playout {
         late.sort_by(f64::total_cmp);
         let quantile =
             |q: f64| late[((late.len() as f64 * q).ceil() as usize).clamp(1, late.len()) - 1];
-        let latest_late = self
-            .transits
-            .iter()
-            .rev()
-            .take(RECENT_WINDOW)
-            .map(|t| (t - base).max(0.0))
-            .fold(0.0, f64::max);
-        self.target = (quantile(QUANTILE).min(latest_late) - LATE_OK.as_secs_f64())
+        self.target = (quantile(QUANTILE) - LATE_OK.as_secs_f64())
             .max(quantile(0.5))
             .clamp(0.0, self.max.as_secs_f64());
         let due = self.epoch + Duration::from_secs_f64((rtp + base + self.target).max(0.0));
@@ -178,37 +166,6 @@ mod tests {
             p.schedule(i * 2970, t + ms(u64::from(i) * 33));
         }
         assert!(p.delay() < ms(1), "{:?}", p.delay());
-    }
-
-    #[test]
-    fn one_jam_costs_its_delay_for_three_seconds_and_steady_repairs_keep_theirs() {
-        let t = Instant::now();
-        let mut p = Playout::new(90_000, ms(1000));
-        // A second of frames 600 ms late (a queue that built up, then drained) among clean
-        // ones.
-        for i in 0..150u32 {
-            let late = if (60..90).contains(&i) { 600 } else { 0 };
-            p.schedule(i * 2970, t + ms(u64::from(i) * 33 + late));
-        }
-        // 60 frames (2 s) after the jam: still covered.
-        assert!(p.delay() >= ms(500), "{:?}", p.delay());
-        for i in 150..190u32 {
-            p.schedule(i * 2970, t + ms(u64::from(i) * 33));
-        }
-        // 100 frames (3.3 s) after it: drained, though the jam is still in the window.
-        assert!(p.delay() < ms(1), "{:?}", p.delay());
-        // A link that repairs a frame every second keeps the delay it needs.
-        let mut q = Playout::new(90_000, ms(1000));
-        for i in 0..300u32 {
-            let late = if i % 30 == 0 { 200 } else { 0 };
-            q.schedule(i * 2970, t + ms(u64::from(i) * 33 + late));
-        }
-        let want = ms(200) - LATE_OK;
-        assert!(
-            q.delay() >= want - ms(1) && q.delay() <= want + ms(1),
-            "{:?}",
-            q.delay()
-        );
     }
 
     #[test]
