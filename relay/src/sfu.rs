@@ -211,6 +211,9 @@ pub struct Sfu {
     players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
     /// Each player's video control (layer requests).
     player_video: Mutex<HashMap<PlayerKey, PlayerVideo>>,
+    /// Connections restarting ICE now ((app, stream, session), publishing), one restart at
+    /// a time each.
+    restarting: Mutex<std::collections::HashSet<(PlayerKey, bool)>>,
 }
 
 impl Sfu {
@@ -229,6 +232,7 @@ impl Sfu {
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
             player_video: Mutex::new(HashMap::new()),
+            restarting: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -709,10 +713,13 @@ impl Sfu {
                 .cloned()
         };
         let pc = pc.ok_or_else(|| "no such connection".to_string())?;
-        let sdp = peer::restart_answer(&pc, offer)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(self.network.advertise(&sdp))
+        let key = ((app_id, stream_id.to_string(), session), publish);
+        if !self.restarting.lock().insert(key.clone()) {
+            return Err("a restart of this connection is already running".into());
+        }
+        let sdp = peer::restart_answer(&pc, offer).await;
+        self.restarting.lock().remove(&key);
+        Ok(self.network.advertise(&sdp.map_err(|e| e.to_string())?))
     }
 
     /// Closes one player's connection.

@@ -38,11 +38,17 @@ const SOCKET_BUFFER: usize = 8 << 20;
 /// A connection on a shared socket.
 pub type SlotId = u64;
 
+/// Remote addresses a connection holds at most (its peer's candidates, and a new one after
+/// a move); the oldest goes first.
+const ADDRESSES_PER_CONNECTION: usize = 8;
+
 /// Which connection a datagram on the shared port belongs to (sans-I/O).
 #[derive(Debug, Default)]
 pub struct MuxTable {
     by_ufrag: HashMap<String, SlotId>,
     by_addr: HashMap<SocketAddr, SlotId>,
+    /// Each connection's addresses, oldest first.
+    addrs_of: HashMap<SlotId, std::collections::VecDeque<SocketAddr>>,
 }
 
 impl MuxTable {
@@ -54,27 +60,52 @@ impl MuxTable {
     /// Forgets a connection: its ufrag and every address learned for it.
     pub fn remove(&mut self, slot: SlotId) {
         self.by_ufrag.retain(|_, s| *s != slot);
-        self.by_addr.retain(|_, s| *s != slot);
+        for addr in self.addrs_of.remove(&slot).unwrap_or_default() {
+            if self.by_addr.get(&addr) == Some(&slot) {
+                self.by_addr.remove(&addr);
+            }
+        }
     }
 
-    /// The connection `datagram` from `from` is for. A binding request names its connection
-    /// by ufrag and (re)binds `from` to it (a peer that moved, or an ICE restart); a request
-    /// for an unknown ufrag is dropped, and does not steal the address. Anything else (STUN
-    /// answers, DTLS, SRTP) goes by address.
+    /// The connection `datagram` from `from` is for. A binding request goes by the ufrag it
+    /// names (an unknown one is dropped) and binds nothing: anyone who knows a ufrag can send
+    /// one, from any address. Anything else (STUN answers, DTLS, SRTP) goes by address.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<SlotId> {
         if let Some(ufrag) = stun_local_ufrag(datagram) {
-            let slot = *self.by_ufrag.get(ufrag)?;
-            self.by_addr.insert(from, slot);
-            return Some(slot);
+            return self.by_ufrag.get(ufrag).copied();
         }
         self.by_addr.get(&from).copied()
     }
 
-    /// `slot` sends to `to`: answers from there are its own (our checks may be answered
-    /// before the peer's first request arrives). An address another connection holds is
-    /// left to it.
-    pub fn learn(&mut self, to: SocketAddr, slot: SlotId) {
-        self.by_addr.entry(to).or_insert(slot);
+    /// `slot` sends `datagram` to `to`. A binding success response means its ICE agent
+    /// checked the request's integrity: `to` is its peer's now (a peer that moved, or an ICE
+    /// restart), whoever held it. Anything else it sends claims `to` only if nobody holds it
+    /// (our checks may be answered before the peer's first request arrives).
+    pub fn on_send(&mut self, to: SocketAddr, datagram: &[u8], slot: SlotId) {
+        let answered = is_binding_success(datagram);
+        match self.by_addr.get(&to) {
+            Some(s) if *s == slot => return,
+            Some(_) if !answered => return,
+            _ => {}
+        }
+        if let Some(previous) = self.by_addr.insert(to, slot)
+            && let Some(list) = self.addrs_of.get_mut(&previous)
+        {
+            list.retain(|a| *a != to);
+        }
+        let list = self.addrs_of.entry(slot).or_default();
+        list.push_back(to);
+        if list.len() > ADDRESSES_PER_CONNECTION
+            && let Some(oldest) = list.pop_front()
+            && self.by_addr.get(&oldest) == Some(&slot)
+        {
+            self.by_addr.remove(&oldest);
+        }
+    }
+
+    /// Remote addresses held, over all connections.
+    pub fn addresses(&self) -> usize {
+        self.by_addr.len()
     }
 
     /// Connections registered.
@@ -86,6 +117,14 @@ impl MuxTable {
     pub fn is_empty(&self) -> bool {
         self.by_ufrag.is_empty()
     }
+}
+
+/// A STUN binding success response (what an ICE agent sends only to a request that passed
+/// its integrity check).
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram[0..2] == [0x01, 0x01]
+        && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// The local ufrag of a STUN binding request: the part of its USERNAME before the colon
@@ -133,9 +172,11 @@ pub struct UdpMux {
 
 impl fmt::Debug for UdpMux {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let port = *self.port.lock();
+        let addresses: Vec<IpAddr> = self.sockets.lock().keys().copied().collect();
         f.debug_struct("UdpMux")
-            .field("port", &*self.port.lock())
-            .field("addresses", &self.sockets.lock().keys().collect::<Vec<_>>())
+            .field("port", &port)
+            .field("addresses", &addresses)
             .finish()
     }
 }
@@ -399,17 +440,28 @@ impl AsyncUdpSocket for MuxSocket {
 
     fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         let to = transmit.destination;
-        {
+        let contents = transmit.contents;
+        if is_binding_success(contents) {
+            // A few a second per connection (its peer's checks): each (re)binds `to`.
+            self.shared
+                .routes
+                .lock()
+                .table
+                .on_send(to, contents, self.slot);
+        } else {
             let mut known = self.known.lock();
             if !known.contains(&to) {
                 if known.len() >= 32 {
                     known.clear();
                 }
                 known.push(to);
-                self.shared.routes.lock().table.learn(to, self.slot);
+                self.shared
+                    .routes
+                    .lock()
+                    .table
+                    .on_send(to, contents, self.slot);
             }
         }
-        let contents = transmit.contents;
         let result = match transmit.segment_size {
             Some(size) if size > 0 && size < contents.len() => contents
                 .chunks(size)
@@ -648,27 +700,45 @@ mod tests {
         assert_eq!(stun_local_ufrag(&lying), None);
     }
 
+    /// What a connection's agent sends back to a request it authenticated.
+    fn binding_success() -> Vec<u8> {
+        let mut out = binding_request("x:y");
+        out[0] = 0x01;
+        out
+    }
+
     #[test]
-    fn requests_bind_addresses_and_the_rest_follows_them() {
+    fn answered_requests_bind_addresses_and_the_rest_follows_them() {
         let mut t = MuxTable::default();
         t.register("aaaa", 1);
         t.register("bbbb", 2);
         let (p, q) = (addr("10.0.0.5:5000"), addr("10.0.0.6:6000"));
         assert_eq!(t.route(p, b"\x80\x60media"), None, "unknown address");
         assert_eq!(t.route(p, &binding_request("aaaa:x")), Some(1));
+        assert_eq!(
+            t.route(p, b"\x80\x60media"),
+            None,
+            "a request alone binds nothing (anyone knowing the ufrag may send one)"
+        );
+        t.on_send(p, &binding_success(), 1);
         assert_eq!(t.route(q, &binding_request("bbbb:y")), Some(2));
+        t.on_send(q, &binding_success(), 2);
         assert_eq!(t.route(p, b"\x80\x60media"), Some(1));
         assert_eq!(t.route(q, b"\x17\xfe\xfddtls"), Some(2));
         // An unknown ufrag from a known address does not steal it.
         assert_eq!(t.route(p, &binding_request("zzzz:y")), None);
         assert_eq!(t.route(p, b"\x80\x60media"), Some(1));
-        // An ICE restart on the peer's side from the same address, now for connection 2.
+        // A request for connection 2 from p, unanswered (a spoofed source): p stays 1's.
         assert_eq!(t.route(p, &binding_request("bbbb:y2")), Some(2));
+        assert_eq!(t.route(p, b"\x80\x60media"), Some(1));
+        // Answered (the peer moved there, or restarted ICE): p is 2's now.
+        t.on_send(p, &binding_success(), 2);
         assert_eq!(t.route(p, b"\x80\x60media"), Some(2));
         t.remove(2);
         assert_eq!(t.route(p, b"\x80\x60media"), None);
         assert_eq!(t.route(q, &binding_request("bbbb:y")), None);
         assert_eq!(t.len(), 1);
+        assert_eq!(t.addresses(), 0);
     }
 
     #[test]
@@ -677,10 +747,27 @@ mod tests {
         t.register("aaaa", 1);
         t.register("bbbb", 2);
         let p = addr("10.0.0.5:5000");
-        t.learn(p, 1);
+        t.on_send(p, b"\x00\x01check", 1);
         assert_eq!(t.route(p, b"\x80answer"), Some(1));
-        t.learn(p, 2);
+        t.on_send(p, b"\x00\x01check", 2);
         assert_eq!(t.route(p, b"\x80answer"), Some(1));
+    }
+
+    #[test]
+    fn a_connection_holds_a_bounded_number_of_addresses() {
+        let mut t = MuxTable::default();
+        t.register("aaaa", 1);
+        for port in 0..100u16 {
+            t.on_send(
+                SocketAddr::from(([10, 0, 0, 5], 5000 + port)),
+                &binding_success(),
+                1,
+            );
+        }
+        assert_eq!(t.addresses(), ADDRESSES_PER_CONNECTION);
+        // The newest stay.
+        assert_eq!(t.route(addr("10.0.0.5:5099"), b"\x80media"), Some(1));
+        assert_eq!(t.route(addr("10.0.0.5:5000"), b"\x80media"), None);
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub enum Pending {
     Publish(String, u64),
     /// A play offer (stream, generation).
     Play(String, u64),
-    /// An ICE restart offer (stream, publishing, generation).
-    IceRestart(String, bool, u64),
+    /// An ICE restart offer (stream, publishing, generation, its number).
+    IceRestart(String, bool, u64, u64),
     /// A token renewal: a refusal is reported.
     RenewToken,
     /// A room message (room, sequence number, kind).

@@ -173,6 +173,8 @@ struct Core<S> {
     restart_at: Option<Instant>,
     /// ICE restarts during the current disconnection.
     restarts: u32,
+    /// When packets last arrived while disconnected (see `on_traffic`).
+    last_traffic: Option<Instant>,
 }
 
 impl<S: Copy + PartialEq> Core<S> {
@@ -187,6 +189,7 @@ impl<S: Copy + PartialEq> Core<S> {
             failures: 0,
             restart_at: None,
             restarts: 0,
+            last_traffic: None,
         }
     }
 
@@ -239,6 +242,14 @@ impl<S: Copy + PartialEq> Core<S> {
         if now >= at || self.restart_at.is_none_or(|r| now < r) {
             return None;
         }
+        // Media still arrives (ICE judges by its checks alone, which a very lossy link fails):
+        // a restart would drop the working pair until new checks pass. Later, if it stops.
+        if let Some(t) = self.last_traffic
+            && now.saturating_duration_since(t) < ICE_RESTART_AFTER
+        {
+            self.restart_at = Some(t + ICE_RESTART_AFTER);
+            return None;
+        }
         self.restart_at = Some(now + ICE_RESTART_EVERY);
         if self.restarts == 0 {
             self.phase = Phase::Disconnected(at.max(now + self.timers.connect_timeout));
@@ -253,6 +264,7 @@ impl<S: Copy + PartialEq> Core<S> {
     /// lost, and the grace runs again from now.
     fn on_traffic(&mut self, now: Instant) {
         if let Phase::Disconnected(at) = self.phase {
+            self.last_traffic = Some(now);
             self.phase = Phase::Disconnected(at.max(now + self.timers.disconnect_grace));
         }
     }

@@ -4,12 +4,16 @@
 //! disconnected); whether it worked, the connection's own state tells them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use webrtc::peer_connection::PeerConnection;
 
 use super::Connection;
 use crate::room::link::Pending;
 use onair_protocol::messages::RequestBody;
+
+/// An unanswered restart offer is given up on after this long (a new one may go then).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 impl Connection {
     /// The peer connection of `stream_id`'s publish (or play) session, if it is still the one
@@ -36,9 +40,18 @@ impl Connection {
     }
 
     /// Sends a restart offer for the connection of `generation`. Without signaling there is
-    /// nobody to answer: the session's grace decides, as without a restart.
+    /// nobody to answer: the session's grace decides, as without a restart. One offer at a
+    /// time: a new one only once the last was answered or [`ANSWER_WITHIN`] passed.
     pub(super) async fn restart_ice(&mut self, stream_id: &str, publish: bool, generation: u64) {
         if self.client.is_none() {
+            return;
+        }
+        let key = (stream_id.to_string(), publish);
+        if self
+            .ice_restarts
+            .get(&key)
+            .is_some_and(|(_, sent)| sent.elapsed() < ANSWER_WITHIN)
+        {
             return;
         }
         let Some(pc) = self.session_peer(stream_id, publish, generation) else {
@@ -52,7 +65,11 @@ impl Connection {
                     publish,
                     sdp,
                 };
-                let pending = Pending::IceRestart(stream_id.to_string(), publish, generation);
+                self.next_ice_restart += 1;
+                let number = self.next_ice_restart;
+                self.ice_restarts.insert(key, (number, Instant::now()));
+                let pending =
+                    Pending::IceRestart(stream_id.to_string(), publish, generation, number);
                 self.send(body, pending).await;
             }
             Err(e) => tracing::warn!(stream_id, publish, error = %e, "no ICE restart offer"),
@@ -66,8 +83,15 @@ impl Connection {
         stream_id: &str,
         publish: bool,
         generation: u64,
+        number: u64,
         answer: Result<String, String>,
     ) {
+        // Only the answer to the latest offer applies (a late one would meet a newer offer).
+        let key = (stream_id.to_string(), publish);
+        if self.ice_restarts.get(&key).map(|(n, _)| *n) != Some(number) {
+            return;
+        }
+        self.ice_restarts.remove(&key);
         let Some(pc) = self.session_peer(stream_id, publish, generation) else {
             return;
         };

@@ -72,6 +72,10 @@ pub struct Connection {
     players: HashMap<String, Player>,
     /// Engine-wide negotiation counter: no two negotiations share a generation.
     generation: u64,
+    /// ICE restart offers in flight, per (stream, publishing): their number and when sent.
+    ice_restarts: HashMap<(String, bool), (u64, Instant)>,
+    /// Numbers ICE restart offers (an answer applies only to the offer it answers).
+    next_ice_restart: u64,
     /// This engine's network quality over the current interval.
     net_quality: crate::room::network_quality::NetworkQualityMeter,
     /// STUN/TURN servers the relay handed out in its last hello (TURN credentials minted for
@@ -120,6 +124,8 @@ impl Connection {
             stream_extra: HashMap::new(),
             players: HashMap::new(),
             generation: 0,
+            ice_restarts: HashMap::new(),
+            next_ice_restart: 0,
             relay_ice_servers: Vec::new(),
             server_index: 0,
             net_quality: Default::default(),
@@ -879,13 +885,13 @@ impl Connection {
                     self.run_publish(&stream_id, actions).await;
                 }
             }
-            (Pending::IceRestart(stream_id, publish, generation), result, error) => {
+            (Pending::IceRestart(stream_id, publish, generation, number), result, error) => {
                 let answer = match (result, error) {
                     (_, Some(e)) => Err(e.message),
                     (Some(ResponseBody::IceRestarted { sdp }), None) => Ok(sdp),
                     _ => Err("unexpected answer".to_string()),
                 };
-                self.ice_restart_answered(&stream_id, publish, generation, answer)
+                self.ice_restart_answered(&stream_id, publish, generation, number, answer)
                     .await;
             }
             (Pending::Play(stream_id, generation), result, error) => {
