@@ -32,7 +32,9 @@ use onair_transport::peer::{
     self, Lost, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with,
     opus_codec, watch_connection,
 };
-use onair_transport::simulcast::{LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of};
+use onair_transport::simulcast::{
+    CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of,
+};
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
 /// keyframe is requested): about a second of 720p video.
@@ -841,6 +843,11 @@ struct VideoLeg {
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
 /// small layer may open after the player subscribed).
 const LAYER_CHECK: Duration = Duration::from_millis(500);
+/// Between layer checks, an Auto player's losses are looked at this often (two counters, no
+/// stats report): a link that fills up runs the check at once instead of at the next tick.
+const CONGESTION_PEEK: Duration = Duration::from_millis(125);
+/// An early check at most this often (each reads the connection's stats).
+const EARLY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// At most this many copies of each packet while probing for a better layer.
 const MAX_PROBE_COPIES: usize = 6;
@@ -878,6 +885,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut rx: [Option<broadcast::Receiver<rtp::Packet>>; MAX_LAYERS] = Default::default();
     let mut check = tokio::time::interval(LAYER_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peek = tokio::time::interval(CONGESTION_PEEK);
+    peek.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut early_at: Option<Instant> = None;
     let mut reason = LayerChangeReason::Requested;
     let mut chooser = LayerChooser::default();
     let mut rates = LayerRates::default();
@@ -922,6 +932,19 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
                 } else {
                     retarget(&leg, &mut forwarder, wanted);
+                }
+                continue;
+            }
+            _ = peek.tick(), if leg.estimating.is_some() && wanted.is_auto() => {
+                let now = Instant::now();
+                let settled = forwarder.current() == Some(forwarder.target());
+                let due = early_at.is_none_or(|t| now.saturating_duration_since(t) >= EARLY_CHECK_EVERY);
+                if settled
+                    && due
+                    && sampler.congested_since_last(sent, leg.nacked.load(Ordering::Relaxed), now)
+                {
+                    early_at = Some(now);
+                    check.reset_immediately();
                 }
                 continue;
             }
@@ -1057,6 +1080,19 @@ struct LinkSampler {
 }
 
 impl LinkSampler {
+    /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
+    /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
+    fn congested_since_last(&self, sent: Sent, nacked: u64, now: Instant) -> bool {
+        let Some((before, nacked_before, at)) = self.last else {
+            return false;
+        };
+        let packets = sent.packets.saturating_sub(before.packets);
+        let lost = nacked.saturating_sub(nacked_before);
+        now.saturating_duration_since(at) >= Duration::from_millis(200)
+            && packets >= 20
+            && lost as f64 >= packets as f64 * CONGESTED_LOSS
+    }
+
     fn sample(&mut self, estimate_bps: f64, sent: Sent, nacked: u64, now: Instant) -> LinkSample {
         let (sent_bps, loss) = match self.last {
             Some((before, nacked_before, at)) => {
@@ -1131,6 +1167,32 @@ fn retarget(leg: &VideoLeg, forwarder: &mut LayerForwarder, wanted: VideoLayer) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn congestion_between_samples_is_seen_early_but_not_from_one_loss() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = LinkSampler::default();
+        let sent = |packets| Sent {
+            packets,
+            bytes: packets * 1_000,
+        };
+        assert!(!s.congested_since_last(sent(100), 50, t0), "no sample yet");
+        s.sample(0.0, sent(100), 0, t0);
+        assert!(
+            !s.congested_since_last(sent(140), 20, t0 + ms(150)),
+            "too soon"
+        );
+        assert!(s.congested_since_last(sent(140), 20, t0 + ms(250)));
+        assert!(
+            !s.congested_since_last(sent(140), 3, t0 + ms(250)),
+            "a few losses"
+        );
+        assert!(
+            !s.congested_since_last(sent(110), 5, t0 + ms(250)),
+            "too few packets"
+        );
+    }
 
     #[test]
     fn repair_requests_are_limited_harder_than_a_new_players() {
