@@ -29,14 +29,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A free loopback TCP port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A `redis-server` of our own, gone with the value.
 struct Redis {
     child: Option<Child>,
@@ -47,7 +39,7 @@ impl Redis {
     fn start() -> Redis {
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port: common::free_port(),
         };
         r.spawn();
         r
@@ -331,33 +323,9 @@ fn measure(
 
 /// `onair serve` as a cluster node in its own process (to be killed with SIGKILL).
 fn node_process(redis: &Redis, id: &str, sign: &AppSign) -> (Child, String) {
-    let dir = std::env::temp_dir().join(format!("onair-cluster-{}-{id}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[apps]]\napp_id = {APP_ID}\napp_sign = \"{}\"\nallow_app_sign = true\n",
-            sign.to_hex()
-        ),
-    )
-    .expect("config");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis", &redis.url(), "--node-id", id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("onair serve");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "node {id} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let config = common::app_config_file(&format!("cluster-{id}"), sign);
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let child = common::serve_process(&config, addr, &["--redis", &redis.url(), "--node-id", id]);
     (child, format!("ws://{addr}"))
 }
 

@@ -336,54 +336,14 @@ fn after_a_relay_restart_media_is_back_at_once_not_after_an_ice_timeout() {
     );
 }
 
-/// `onair serve` on `addr` in its own process, serving one app with `sign`.
-fn relay_process(addr: std::net::SocketAddr, config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", &addr.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("onair serve")
-}
-
-/// Waits until `addr` accepts TCP connections; when it did.
-fn answering(addr: std::net::SocketAddr) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the relay on {addr} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Instant::now()
-}
-
 #[test]
 fn a_relay_killed_with_sigkill_and_restarted_has_media_back_within_two_seconds() {
     // A relay process killed outright (no goodbye to anyone) and started again on the same
     // address, shared media port included (the listen port + 2, bound again at once).
     let sign = onair_engine::token::AppSign::random();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let dir = std::env::temp_dir().join(format!("onair-sigkill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[apps]]\napp_id = {APP_ID}\napp_sign = \"{}\"\nallow_app_sign = true\n",
-            sign.to_hex()
-        ),
-    )
-    .expect("config");
-    let mut relay = relay_process(addr, &config);
-    answering(addr);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = app_config_file("sigkill", &sign);
+    let mut relay = serve_process(&config, addr, &[]);
     let engine = |name: &str| {
         let e = Engine::create(onair_engine::EngineProfile {
             app_id: APP_ID,
@@ -407,8 +367,8 @@ fn a_relay_killed_with_sigkill_and_restarted_has_media_back_within_two_seconds()
 
     relay.kill().expect("SIGKILL");
     let _ = relay.wait();
-    let mut relay = relay_process(addr, &config);
-    let answered = answering(addr);
+    let mut relay = serve_process(&config, addr, &[]);
+    let answered = Instant::now();
     let restart_us = onair_engine::media::frame::wall_clock_us();
     let seen = until_within(&host, "publisher cam Publishing", Duration::from_secs(10));
     let publishing = answered.elapsed();
@@ -428,7 +388,9 @@ fn a_relay_killed_with_sigkill_and_restarted_has_media_back_within_two_seconds()
     };
     let _ = relay.kill();
     let _ = relay.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = config.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     eprintln!(
         "relay SIGKILLed and restarted: host Publishing {} ms and viewer decoding {} ms after \
          the relay answered",

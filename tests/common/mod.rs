@@ -435,3 +435,61 @@ pub fn two_app_config() -> (RelayConfig, AppSign, AppSign) {
     };
     (config, a, b)
 }
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A relay config serving app [`APP_ID`] with `sign` (the app sign allowed), written to a
+/// fresh temporary directory named after `tag`; the file's path.
+pub fn app_config_file(tag: &str, sign: &AppSign) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("onair-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[apps]]\napp_id = {APP_ID}\napp_sign = \"{}\"\nallow_app_sign = true\n",
+            sign.to_hex()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// `onair serve --config CONFIG --listen LISTEN EXTRA…` in its own process (to be killed with
+/// SIGKILL), its output discarded; returns once it accepts connections.
+pub fn serve_process(
+    config: &std::path::Path,
+    listen: SocketAddr,
+    extra: &[&str],
+) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &listen.to_string()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("onair serve");
+    answering(listen);
+    child
+}
+
+/// Waits until `addr` accepts TCP connections (at most 10 s); when it did.
+pub fn answering(addr: SocketAddr) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay on {addr} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Instant::now()
+}
