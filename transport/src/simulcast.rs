@@ -219,12 +219,6 @@ pub const TRIAL: Duration = Duration::from_secs(15);
 /// After a step down, the time the switch takes to show in the link's figures (the new
 /// layer starts at its next keyframe; until then the old one's losses still come in).
 pub const SETTLE: Duration = Duration::from_millis(2500);
-/// …but once the player gets the layer stepped down to, its losses show within this: a link
-/// still losing heavily then steps down again without waiting out [`SETTLE`].
-pub const SWITCHED_SETTLE: Duration = Duration::from_millis(700);
-/// A loss this heavy after the switch is not the old layer's tail: the new one does not fit
-/// either.
-pub const HEAVY_LOSS: f64 = 0.3;
 /// A link losing this share of what it is sent is full: what arrives is its capacity.
 pub const CONGESTED_LOSS: f64 = 0.10;
 /// Up-steps only while the link loses less than this.
@@ -266,8 +260,6 @@ pub struct LayerChooser {
     entered: Option<(usize, Instant)>,
     /// The last step down.
     stepped_down: Option<Instant>,
-    /// The layer of the last step down, and when the player got it (the switch done).
-    stepped_to: Option<(usize, Option<Instant>)>,
     /// The lowest round trip seen, ms.
     min_rtt_ms: Option<f64>,
     /// A probe for a better layer running: the layer, when it started, and the worst loss
@@ -391,20 +383,9 @@ impl LayerChooser {
                 current
             };
         };
-        // The switch of the last step down is done once `current` is its layer.
-        if let Some((layer, None)) = self.stepped_to
-            && layer == current
-        {
-            self.stepped_to = Some((layer, Some(now)));
-        }
-        let switched_long_enough = self.stepped_to.is_some_and(|(layer, at)| {
-            layer == current
-                && at.is_some_and(|t| now.saturating_duration_since(t) >= SWITCHED_SETTLE)
-        });
         let settling = self
             .stepped_down
-            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE)
-            && !(switched_long_enough && link.loss >= HEAVY_LOSS);
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
         let queued = self
             .min_rtt_ms
             .is_some_and(|m| link.rtt_ms > m + QUEUE_RTT_MS);
@@ -437,7 +418,6 @@ impl LayerChooser {
                 self.left = Some((current, now + wait, wait));
                 self.entered = None;
                 self.stepped_down = Some(now);
-                self.stepped_to = Some((best, None));
                 return best;
             }
         }
@@ -576,40 +556,6 @@ mod tests {
             loss,
             rtt_ms: 20.0,
         }
-    }
-
-    #[test]
-    fn heavy_loss_once_the_switch_is_done_steps_down_again_without_waiting_out_the_settle() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let rates = [Some(900_000.0), Some(300_000.0), Some(100_000.0)];
-        // A 250 kbit/s link: the first step (measured while the keyframe burst inflated what
-        // was sent) lands on 360p, which does not fit either.
-        let mut c = LayerChooser::default();
-        assert_eq!(c.choose(0, full(2_000_000.0, 0.6), rates, t0), 1);
-        // Still the old layer (its keyframe not there yet): its losses change nothing.
-        assert_eq!(c.choose(0, full(900_000.0, 0.7), rates, t0 + ms(300)), 0);
-        // The player gets 360p from here; its losses show after SWITCHED_SETTLE.
-        let switched = t0 + ms(600);
-        assert_eq!(c.choose(1, full(400_000.0, 0.5), rates, switched), 1);
-        assert_eq!(
-            c.choose(1, full(400_000.0, 0.5), rates, switched + ms(400)),
-            1
-        );
-        assert_eq!(
-            c.choose(1, full(400_000.0, 0.5), rates, switched + SWITCHED_SETTLE),
-            2,
-            "down again before SETTLE ran out"
-        );
-        // A moderate loss after the switch (the old layer's tail, resends) waits out SETTLE.
-        let mut d = LayerChooser::default();
-        assert_eq!(d.choose(0, full(2_000_000.0, 0.6), rates, t0), 1);
-        assert_eq!(d.choose(1, full(300_000.0, 0.15), rates, switched), 1);
-        assert_eq!(
-            d.choose(1, full(300_000.0, 0.15), rates, switched + SWITCHED_SETTLE),
-            1
-        );
-        assert_eq!(d.choose(1, full(300_000.0, 0.15), rates, t0 + SETTLE), 2);
     }
 
     #[test]
