@@ -343,7 +343,11 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
         .map(|h| spawn_viewer(&mut lab, h, &dir, &live))
         .collect();
     let mut viewers: Vec<Viewer> = (0..3).map(|_| Viewer::default()).collect();
-    let end = Instant::now() + Duration::from_secs(16);
+    // 20 s: in about one run in three the 600 kbit/s viewer overshoots to 180p (a keyframe
+    // burst on its thin link reads as congestion) and a probe brings it back 6-7 s later; the
+    // last 3 s must show where it settles (the overshoot is counted in `changes` below and
+    // described in the notes).
+    let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
         for (v, r) in viewers.iter_mut().zip(&rx) {
             v.read(r);
