@@ -161,7 +161,7 @@ pub struct MediaNetwork {
     pub bind: Vec<IpAddr>,
     /// 1:1 NAT: the addresses the world reaches this host at. When set, the host candidates in
     /// the SDP this side hands out carry these instead of the bound addresses (LiveKit's
-    /// `node_ip`; see [`advertise_public_ips`]).
+    /// `node_ip`; see [`MediaNetwork::advertise`]).
     pub public_ips: Vec<IpAddr>,
     /// Take part in mDNS (accept `.local` candidates from the other side). Needs a multicast
     /// route; off, no multicast socket is opened at all.
@@ -479,19 +479,6 @@ pub async fn finish_local(
         .ok_or_else(|| PeerError("no local description".into()))
 }
 
-/// Rewrites the host candidates in `sdp` to carry `public_ips` (one per address family)
-/// instead of the addresses they were gathered on: a 1:1 NAT, where the world reaches this
-/// host at another address. Loopback candidates are left as they are (same-machine peers).
-/// webrtc-rs 0.21 stores `nat_1to1_ips` but never applies it when gathering, so the relay does
-/// it here, on the SDP it hands out.
-pub fn advertise_public_ips(sdp: &str, public_ips: &[IpAddr]) -> String {
-    MediaNetwork {
-        public_ips: public_ips.to_vec(),
-        ..Default::default()
-    }
-    .advertise(sdp)
-}
-
 /// `a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ host …`:
 /// the shared port where `mux` has one on that address, and the public address for a
 /// non-loopback one.
@@ -720,6 +707,40 @@ pub async fn add_receivers(
 mod tests {
     use super::*;
     use RTCPeerConnectionState as S;
+
+    /// 1:1 NAT: the host candidates in the SDP handed out carry the public address
+    /// (webrtc-rs 0.21 stores `nat_1to1_ips` but never applies it).
+    fn advertise_public_ips(sdp: &str, public_ips: &[IpAddr]) -> String {
+        MediaNetwork {
+            public_ips: public_ips.to_vec(),
+            ..Default::default()
+        }
+        .advertise(sdp)
+    }
+
+    #[tokio::test]
+    async fn host_candidates_on_a_shared_port_carry_it() {
+        let mux = UdpMux::new(0);
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let port = mux.bind(lo).expect("bind loopback").port();
+        let net = MediaNetwork {
+            udp_mux: Some(SharedPort(mux)),
+            public_ips: vec!["203.0.113.7".parse().expect("ip")],
+            ..MediaNetwork::on(lo)
+        };
+        let sdp = "a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=candidate:2 1 udp 2130706431 10.77.9.129 58850 typ host\r\n";
+        let out = net.advertise(sdp);
+        assert!(
+            out.contains(&format!(" 127.0.0.1 {port} typ host")),
+            "the shared port, loopback kept: {out}"
+        );
+        assert!(
+            out.contains(" 203.0.113.7 58850 typ host"),
+            "an address without the shared port keeps its own, gets the public address: {out}"
+        );
+        // Without the port shared, only the public address changes.
+        assert_eq!(net.without_mux().advertise(sdp).matches("40000").count(), 1);
+    }
 
     #[test]
     fn host_candidates_carry_the_public_address() {

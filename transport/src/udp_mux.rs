@@ -235,12 +235,6 @@ impl UdpMux {
         self.shared_for(ip).map(|s| s.local)
     }
 
-    /// The shared port, once bound.
-    pub fn port(&self) -> Option<u16> {
-        let port = *self.port.lock();
-        (port != 0).then_some(port)
-    }
-
     /// The shared port of `ip`, if it is bound there (host candidates on other addresses
     /// keep their own port).
     pub fn port_on(&self, ip: IpAddr) -> Option<u16> {
