@@ -28,12 +28,15 @@ use crate::state::SessionId;
 use onair_protocol::error::ErrorCode;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::keyframe_requests::is_keyframe_request;
+use onair_transport::link_meter::{LinkMeter, Metered};
+use onair_transport::nack_budget::{FULL_SHARE, ResendControl};
+use onair_transport::pacer::Pacer;
 use onair_transport::peer::{
     self, Lost, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with,
     opus_codec, watch_connection,
 };
 use onair_transport::simulcast::{
-    CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of,
+    CLEAN_LOSS, CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -600,6 +603,8 @@ impl Sfu {
                     who: (app_id, stream_id.clone(), session),
                     estimating: layered.then(|| pc.clone()),
                     nacked: ev.nacked.clone(),
+                    link: ev.link.clone(),
+                    resends: ev.resends.clone(),
                 },
                 video_layer,
                 control_rx,
@@ -838,6 +843,10 @@ struct VideoLeg {
     estimating: Option<Arc<dyn PeerConnection>>,
     /// Packets the player reported missing so far (its NACKs).
     nacked: Arc<std::sync::atomic::AtomicU64>,
+    /// What the player's transport-wide feedback acknowledged.
+    link: Arc<LinkMeter>,
+    /// The player connection's retransmission budget.
+    resends: Arc<ResendControl>,
 }
 
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
@@ -903,6 +912,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     // Extra copies of each packet sent while probing (0: not probing).
     let mut copies = 0usize;
     let mut ticks = 0u64;
+    let mut switch_since: Option<(usize, Instant)> = None;
+    let mut pacer = Pacer::default();
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -922,6 +933,10 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 let was_off = wanted == VideoLayer::Off;
                 wanted = asked;
                 reason = LayerChangeReason::Requested;
+                if !wanted.is_auto() {
+                    // A layer asked for by name is sent as it comes.
+                    set_pace(&leg, &mut pacer, None);
+                }
                 if wanted == VideoLayer::Off {
                     // No video until asked again (its channels are dropped above).
                     forwarder.pause();
@@ -939,9 +954,22 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 let now = Instant::now();
                 let settled = forwarder.current() == Some(forwarder.target());
                 let due = early_at.is_none_or(|t| now.saturating_duration_since(t) >= EARLY_CHECK_EVERY);
+                // A probe that loses ends at once (it is what fills the link); otherwise a
+                // congested share of losses.
+                let (due, threshold) = if copies > 0 {
+                    (true, CLEAN_LOSS * 2.0)
+                } else {
+                    (due, CONGESTED_LOSS)
+                };
                 if settled
                     && due
-                    && sampler.congested_since_last(sent, leg.nacked.load(Ordering::Relaxed), now)
+                    && sampler.congested_since_last(
+                        sent,
+                        leg.nacked.load(Ordering::Relaxed),
+                        leg.link.read(),
+                        now,
+                        threshold,
+                    )
                 {
                     early_at = Some(now);
                     check.reset_immediately();
@@ -965,7 +993,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 match (&leg.estimating, wanted.is_auto()) {
                     // Auto on a layered stream: the layer the link's estimate fits, checked
                     // each tick (each layer's rate measured over a second).
-                    (Some(pc), true) => {
+                    (Some(pc), true) if !waiting_keyframe(&forwarder, &mut switch_since) => {
                         let now = Instant::now();
                         if ticks.is_multiple_of(2) || per_layer.iter().all(Option::is_none) {
                             per_layer = rates.step(&leg.ingest, now);
@@ -974,6 +1002,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                             player_estimate(pc).await,
                             sent,
                             leg.nacked.load(Ordering::Relaxed),
+                            leg.link.read(),
                             now,
                         );
                         let current = forwarder.current().unwrap_or(forwarder.target());
@@ -986,16 +1015,24 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                                 .min(MAX_PROBE_COPIES),
                             _ => 0,
                         };
-                        tracing::debug!(?link, ?per_layer, current, ?choice, copies, "auto layer");
+                        tracing::debug!(player = ?leg.who.2, ?link, ?per_layer, current, ?choice, copies, pace = ?pacer.rate_bps(), "auto layer");
                         if layer != forwarder.target() && forwarder.set_target(layer) {
                             reason = LayerChangeReason::Bandwidth;
                             let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
                             tracing::debug!(layer, ?link, "layer by bandwidth");
                         }
+                        // Paced for the layer it gets (a switch sets the new layer's pace
+                        // when it happens: the old layer's packets paced at the new one's
+                        // rate would hold the new keyframe back behind them).
+                        set_pace(&leg, &mut pacer, pace_rate(current, choice.probe, per_layer));
                         if report {
                             leg.report_link(current, link.estimate_bps);
                         }
                     }
+                    // Auto, switching: the choice was made and waits for the target's
+                    // keyframe (deciding again now would weigh the old layer's figures and
+                    // could call the switch off).
+                    (Some(_), true) => {}
                     (Some(pc), false) => {
                         retarget(&leg, &mut forwarder, wanted);
                         if report {
@@ -1021,6 +1058,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let out = forwarder.push(layer, packet, Instant::now());
+        let switch_seq = out.packets.first().map(|p| p.header.sequence_number);
         for mut p in out.packets {
             sent.packets += 1;
             sent.bytes += p.payload.len() as u64;
@@ -1030,14 +1068,34 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             }
             // While probing, duplicates (the player drops them) fill the link up to the
             // better layer's rate.
-            for _ in 0..copies {
-                if leg.writer.write_rtp(p.clone()).await.is_err() {
-                    return;
-                }
-            }
+            // The packet goes before its copies (a queue the probe overruns drops what comes
+            // last).
+            let bytes = p.payload.len() + RTP_OVERHEAD;
+            let copy = (copies > 0).then(|| p.clone());
+            pace(&mut pacer, bytes).await;
             if leg.writer.write_rtp(p).await.is_err() {
                 return;
             }
+            if let Some(copy) = copy {
+                for _ in 0..copies {
+                    pace(&mut pacer, bytes).await;
+                    if leg.writer.write_rtp(copy.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if out.switched_to.is_some()
+            && let Some(first) = switch_seq
+        {
+            // The player starts over at this keyframe: what it lost before it is not resent.
+            leg.resends.set_floor(leg.ssrc, first);
+        }
+        if let Some(now) = out.switched_to
+            && leg.estimating.is_some()
+            && wanted.is_auto()
+        {
+            set_pace(&leg, &mut pacer, pace_rate(now, None, per_layer));
         }
         if let Some(now) = out.switched_to {
             // Resuming after Off on the same layer is no change to tell.
@@ -1076,27 +1134,50 @@ struct Sent {
 /// fraction lost: resends arrive as duplicates and hide the loss there.
 #[derive(Default)]
 struct LinkSampler {
-    last: Option<(Sent, u64, Instant)>,
+    last: Option<(Sent, u64, Metered, Instant)>,
 }
 
 impl LinkSampler {
     /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
     /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
-    fn congested_since_last(&self, sent: Sent, nacked: u64, now: Instant) -> bool {
-        let Some((before, nacked_before, at)) = self.last else {
+    fn congested_since_last(
+        &self,
+        sent: Sent,
+        nacked: u64,
+        metered: Metered,
+        now: Instant,
+        threshold: f64,
+    ) -> bool {
+        let Some((before, nacked_before, metered_before, at)) = self.last else {
             return false;
         };
+        if now.saturating_duration_since(at) < Duration::from_millis(200) {
+            return false;
+        }
         let packets = sent.packets.saturating_sub(before.packets);
         let lost = nacked.saturating_sub(nacked_before);
-        now.saturating_duration_since(at) >= Duration::from_millis(200)
-            && packets >= 20
-            && lost as f64 >= packets as f64 * CONGESTED_LOSS
+        let (_, arrived, missing) = metered.since(metered_before);
+        (packets >= 20 && lost as f64 >= packets as f64 * threshold)
+            || (arrived + missing >= 20 && missing as f64 >= (arrived + missing) as f64 * threshold)
     }
 
-    fn sample(&mut self, estimate_bps: f64, sent: Sent, nacked: u64, now: Instant) -> LinkSample {
+    fn sample(
+        &mut self,
+        estimate_bps: f64,
+        sent: Sent,
+        nacked: u64,
+        metered: Metered,
+        now: Instant,
+    ) -> LinkSample {
+        let (mut delivered_bps, mut wire_loss) = (0.0, 0.0);
         let (sent_bps, loss) = match self.last {
-            Some((before, nacked_before, at)) => {
+            Some((before, nacked_before, metered_before, at)) => {
                 let secs = now.saturating_duration_since(at).as_secs_f64().max(0.05);
+                let (bytes, arrived, missing) = metered.since(metered_before);
+                if arrived + missing > 0 {
+                    delivered_bps = bytes as f64 * 8.0 / secs;
+                    wire_loss = missing as f64 / (arrived + missing) as f64;
+                }
                 let packets = sent.packets.saturating_sub(before.packets);
                 let lost = nacked.saturating_sub(nacked_before);
                 (
@@ -1110,12 +1191,14 @@ impl LinkSampler {
             }
             None => (0.0, 0.0),
         };
-        self.last = Some((sent, nacked, now));
+        self.last = Some((sent, nacked, metered, now));
         LinkSample {
             estimate_bps,
             sent_bps,
             loss,
             rtt_ms: 0.0,
+            delivered_bps,
+            wire_loss,
         }
     }
 }
@@ -1152,6 +1235,83 @@ impl LayerRates {
     }
 }
 
+/// An Auto player below the best layer sent is on a link known to be thin: its packets are
+/// paced at this many times its layer's rate (libwebrtc's factor), so a keyframe is spread
+/// over a few frame intervals instead of overrunning the link's queue.
+const PACE_FACTOR: f64 = 2.5;
+/// While probing, packets and their copies are paced at this many times the better layer's
+/// rate.
+const PROBE_PACE_FACTOR: f64 = 1.25;
+/// The retransmission budget's share (thousandths of the full one) for an Auto player below
+/// the best layer: a quarter of a resend per packet sent. With the full budget, a link kept
+/// full by resends of its own losses stayed congested at a layer that fits it (the 250 kbit/s
+/// viewer of `tests/weaknet` lost 30-50 % on 180p for seconds on end).
+const THIN_LINK_RESEND_SHARE: u32 = 250;
+/// Bytes an RTP packet carries besides its payload (header, extensions, SRTP tag, UDP/IP).
+const RTP_OVERHEAD: usize = 60;
+
+/// The pacing rate for an Auto player sending `current` (and probing for `probe`): None on
+/// the best layer sent (nothing says its link is thin; a keyframe there goes at once).
+fn pace_rate(
+    current: usize,
+    probe: Option<usize>,
+    per_layer: [Option<f64>; MAX_LAYERS],
+) -> Option<f64> {
+    let best = per_layer.iter().position(Option::is_some)?;
+    if current <= best {
+        return None;
+    }
+    match probe {
+        // A probe tests whether the link carries the better layer's rate: it is sent at
+        // about that rate, not in bursts above it (they overran the thin link's queue and
+        // froze the picture for a second even when the probe was cut short).
+        Some(up) => per_layer[up].map(|r| r * PROBE_PACE_FACTOR),
+        None => per_layer[current].map(|r| r * PACE_FACTOR),
+    }
+}
+
+/// Paces an Auto player at `rate` (None: not at all). Below the best layer the link is known
+/// to be thin: resends compete with the media there, and a full budget keeps it congested.
+fn set_pace(leg: &VideoLeg, pacer: &mut Pacer, rate: Option<f64>) {
+    pacer.set_rate(rate);
+    leg.resends.share.store(
+        if rate.is_some() {
+            THIN_LINK_RESEND_SHARE
+        } else {
+            FULL_SHARE
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Waits until the pacer lets a packet of `bytes` go.
+async fn pace(pacer: &mut Pacer, bytes: usize) {
+    let now = Instant::now();
+    let at = pacer.admit(bytes, now);
+    if at > now {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// The longest an Auto player's switch waits for the target layer's keyframe before its layer
+/// is chosen again (the layer may have stopped).
+const SWITCH_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `forwarder` is between two layers, waiting for the target's keyframe (not for
+/// longer than [`SWITCH_WAIT`]); `since` keeps when that wait began.
+fn waiting_keyframe(forwarder: &LayerForwarder, since: &mut Option<(usize, Instant)>) -> bool {
+    let target = forwarder.target();
+    if forwarder.current().is_none_or(|c| c == target) {
+        *since = None;
+        return false;
+    }
+    let (_, started) = match *since {
+        Some((t, at)) if t == target => (t, at),
+        _ => *since.insert((target, Instant::now())),
+    };
+    started.elapsed() < SWITCH_WAIT
+}
+
 /// Points `forwarder` at the layer to send for `wanted`; a change asks the publisher for a
 /// keyframe of it.
 fn retarget(leg: &VideoLeg, forwarder: &mut LayerForwarder, wanted: VideoLayer) {
@@ -1177,20 +1337,41 @@ mod tests {
             packets,
             bytes: packets * 1_000,
         };
-        assert!(!s.congested_since_last(sent(100), 50, t0), "no sample yet");
-        s.sample(0.0, sent(100), 0, t0);
+        let none = Metered::default();
+        let c = CONGESTED_LOSS;
         assert!(
-            !s.congested_since_last(sent(140), 20, t0 + ms(150)),
+            !s.congested_since_last(sent(100), 50, none, t0, c),
+            "no sample yet"
+        );
+        s.sample(0.0, sent(100), 0, none, t0);
+        assert!(
+            !s.congested_since_last(sent(140), 20, none, t0 + ms(150), c),
             "too soon"
         );
-        assert!(s.congested_since_last(sent(140), 20, t0 + ms(250)));
+        assert!(s.congested_since_last(sent(140), 20, none, t0 + ms(250), c));
         assert!(
-            !s.congested_since_last(sent(140), 3, t0 + ms(250)),
+            !s.congested_since_last(sent(140), 3, none, t0 + ms(250), c),
             "a few losses"
         );
         assert!(
-            !s.congested_since_last(sent(110), 5, t0 + ms(250)),
+            !s.congested_since_last(sent(110), 5, none, t0 + ms(250), c),
             "too few packets"
+        );
+        // The transport-wide feedback tells it before any NACK does.
+        let fed = |arrived, missing| Metered {
+            acked_bytes: arrived * 1_000,
+            acked_packets: arrived,
+            lost_packets: missing,
+        };
+        assert!(s.congested_since_last(sent(140), 0, fed(30, 10), t0 + ms(250), c));
+        assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c));
+        assert!(
+            s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), CLEAN_LOSS * 2.0),
+            "a probe's threshold is lower"
+        );
+        assert!(
+            !s.congested_since_last(sent(140), 0, fed(8, 4), t0 + ms(250), c),
+            "too few reported"
         );
     }
 

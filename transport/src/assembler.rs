@@ -185,6 +185,36 @@ impl Assembler {
 
 /// Whether a payload is not a STAP-A, or is one whose size fields all fit: each NAL unit's
 /// two-byte size is whole and within the packet.
+/// The sequence parameter set an Annex-B access unit carries, if any (its NAL unit without the
+/// start code): a keyframe whose SPS differs from the last one starts a new encoding (another
+/// simulcast layer, a new resolution).
+pub fn sps_of(annex_b: &[u8]) -> Option<&[u8]> {
+    let mut i = 0;
+    let mut start = None;
+    while i + 3 <= annex_b.len() {
+        if annex_b[i] == 0 && annex_b[i + 1] == 0 && annex_b[i + 2] == 1 {
+            if let Some(s) = start {
+                // The NAL unit ends where the next start code (3 or 4 bytes) begins.
+                let end = if i > 0 && annex_b[i - 1] == 0 {
+                    i - 1
+                } else {
+                    i
+                };
+                if end > s && annex_b[s] & 0x1f == 7 {
+                    return Some(&annex_b[s..end]);
+                }
+            }
+            start = Some(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    start
+        .filter(|s| *s < annex_b.len() && annex_b[*s] & 0x1f == 7)
+        .map(|s| &annex_b[s..])
+}
+
 fn stap_a_well_formed(payload: &[u8]) -> bool {
     if payload.first().map(|h| h & 0x1f) != Some(24) {
         return true;
@@ -205,6 +235,29 @@ fn stap_a_well_formed(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sps_is_found_in_an_access_unit() {
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9];
+        let pps = [0x68, 0xce, 0x3c];
+        let idr = [0x65, 0x88, 0x84];
+        let mut au = vec![0, 0, 0, 1];
+        au.extend_from_slice(&sps);
+        au.extend_from_slice(&[0, 0, 0, 1]);
+        au.extend_from_slice(&pps);
+        au.extend_from_slice(&[0, 0, 1]);
+        au.extend_from_slice(&idr);
+        assert_eq!(sps_of(&au), Some(&sps[..]));
+        // Last in the unit, and absent.
+        let mut tail = vec![0, 0, 1];
+        tail.extend_from_slice(&idr);
+        tail.extend_from_slice(&[0, 0, 1]);
+        tail.extend_from_slice(&sps);
+        assert_eq!(sps_of(&tail), Some(&sps[..]));
+        assert_eq!(sps_of(&[0, 0, 1, 0x41, 1, 2]), None);
+        assert_eq!(sps_of(&[]), None);
+        assert_eq!(sps_of(&[0, 0, 1]), None);
+    }
 
     #[test]
     fn a_stap_a_cut_short_is_broken_not_a_panic() {

@@ -115,6 +115,7 @@ proptest! {
                 timestamp: u32::from(seq).wrapping_mul(3000),
                 marker: true,
                 payload: Bytes::new(),
+                starts_keyframe: offset % 7 == 0,
             };
             taken(jb.push(p, now))?;
             if let Some(d) = jb.deadline() {
@@ -136,7 +137,13 @@ proptest! {
         for (seq, timestamp, dt_ms) in arrivals {
             now += Duration::from_millis(dt_ms);
             pushed += 1;
-            let p = Buffered { seq, timestamp, marker: false, payload: Bytes::new() };
+            let p = Buffered {
+                seq,
+                timestamp,
+                marker: dt_ms % 3 == 0,
+                payload: Bytes::new(),
+                starts_keyframe: dt_ms % 5 == 0,
+            };
             released += jb.push(p, now).len();
             released += jb.release(now).len();
             prop_assert!(released <= pushed);

@@ -23,6 +23,9 @@ pub struct Buffered {
     pub marker: bool,
     /// Payload.
     pub payload: Bytes,
+    /// The first packet of a keyframe (the caller knows the codec): a complete keyframe held
+    /// behind a gap ends the wait for it, since nothing before it is needed any more.
+    pub starts_keyframe: bool,
 }
 
 /// Reorders one RTP stream.
@@ -130,7 +133,16 @@ impl JitterBuffer {
                 self.next = Some(next + 1);
                 continue;
             }
-            // A gap: give up on it once the oldest packet behind it has waited long enough.
+            // A gap: give up on it once the oldest packet behind it has waited long enough,
+            // or at once when a whole keyframe waits behind it.
+            if let Some(key) = self.complete_keyframe() {
+                // What came before it is dropped with the gaps among it.
+                let kept = self.held.split_off(&key);
+                let dropped = std::mem::replace(&mut self.held, kept).len() as u64;
+                self.lost += (key - next).saturating_sub(dropped);
+                self.next = Some(key);
+                continue;
+            }
             match self.held.iter().next() {
                 Some((&first, (_, since))) if now.saturating_duration_since(*since) >= wait => {
                     self.lost += first - next;
@@ -140,6 +152,26 @@ impl JitterBuffer {
             }
         }
         out
+    }
+
+    /// The latest held keyframe whose packets are all here, from its first to its marker.
+    fn complete_keyframe(&self) -> Option<u64> {
+        let mut found = None;
+        let mut run: Option<(u64, u64)> = None; // (keyframe start, last contiguous)
+        for (&ext, (p, _)) in &self.held {
+            run = match run {
+                Some((start, last)) if ext == last + 1 => Some((start, ext)),
+                _ if p.starts_keyframe => Some((ext, ext)),
+                _ => None,
+            };
+            if let Some((start, _)) = run
+                && p.marker
+            {
+                found = Some(start);
+                run = None;
+            }
+        }
+        found
     }
 
     /// When [`Self::release`] should be called next (a gap's wait ends), if anything is held.
@@ -157,6 +189,7 @@ mod tests {
 
     fn pkt(seq: u16, ts: u32) -> Buffered {
         Buffered {
+            starts_keyframe: false,
             seq,
             timestamp: ts,
             marker: false,
@@ -210,6 +243,29 @@ mod tests {
             jb.push(pkt(2, 0), deadline + Duration::from_millis(1))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_whole_keyframe_behind_a_gap_ends_the_wait() {
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
+        let t = Instant::now();
+        assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
+        // 2 and 3 lost; a keyframe 4..=6 arrives, its last packet with the marker.
+        let key = |seq, marker| Buffered {
+            starts_keyframe: seq == 4,
+            marker,
+            ..pkt(seq, 3000)
+        };
+        assert!(jb.push(key(4, false), t).is_empty());
+        assert!(jb.push(key(5, false), t).is_empty(), "not whole yet");
+        assert_eq!(seqs(&jb.push(key(6, true), t)), vec![4, 5, 6]);
+        assert_eq!(jb.lost, 2);
+        // A keyframe with a hole in it does not end the wait.
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
+        assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
+        assert!(jb.push(key(4, false), t).is_empty());
+        assert!(jb.push(key(6, true), t).is_empty());
+        assert_eq!(jb.lost, 0);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! every request multiplied what the relay sent eight times over and kept the link jammed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtc::interceptor::{Attribute, Packet, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
@@ -23,32 +25,94 @@ pub const BURST: f64 = 200.0;
 /// The budget interceptor.
 pub type NackBudget = Tap<NackBudgetHooks>;
 
+/// The share in thousandths of [`RESEND_SHARE`] when nobody lowered it.
+pub const FULL_SHARE: u32 = 1000;
+
+/// What the connection's owner tells the budget (shared; atomics, read per packet).
+#[derive(Debug)]
+pub struct ResendControl {
+    /// The share of [`RESEND_SHARE`] (and of [`BURST`]) allowed now, in thousandths: the
+    /// owner lowers it on a link it knows to be full, where resends compete with the media
+    /// for the same capacity and keep the link congested.
+    pub share: AtomicU32,
+    /// No resends of a stream's packets sent before this one: `1 << 48 | ssrc << 16 | seq`
+    /// (0: none). The owner sets it where a stream became another encoding (a simulcast
+    /// switch): the receiver starts over at the new keyframe, and the old packets it still
+    /// asks for would only fill the link.
+    floor: AtomicU64,
+}
+
+impl Default for ResendControl {
+    fn default() -> Self {
+        ResendControl {
+            share: AtomicU32::new(FULL_SHARE),
+            floor: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ResendControl {
+    /// No resends of `ssrc`'s packets before `seq` from now on.
+    pub fn set_floor(&self, ssrc: u32, seq: u16) {
+        self.floor.store(
+            1 << 48 | u64::from(ssrc) << 16 | u64::from(seq),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether a resend of `ssrc`'s `seq` is below the floor.
+    fn below_floor(&self, ssrc: u32, seq: u16) -> bool {
+        let floor = self.floor.load(Ordering::Relaxed);
+        if floor == 0 || (floor >> 16) as u32 != ssrc {
+            return false;
+        }
+        let behind = (floor as u16).wrapping_sub(seq);
+        behind != 0 && behind < 0x8000
+    }
+}
+
 /// The hooks of [`NackBudget`]: per media SSRC, the resends it may still send.
 #[derive(Default)]
 pub struct NackBudgetHooks {
     tokens: HashMap<u32, f64>,
+    control: Arc<ResendControl>,
     /// Sequence numbers left unanswered so far (for the logs and tests).
     pub trimmed: u64,
 }
 
-/// A budget with no stream known yet.
-pub fn nack_budget() -> NackBudget {
-    Tap::new(NackBudgetHooks::default())
+/// A budget with no stream known yet, told by `control`.
+pub fn nack_budget(control: Arc<ResendControl>) -> NackBudget {
+    Tap::new(NackBudgetHooks {
+        control,
+        ..NackBudgetHooks::default()
+    })
 }
 
 impl NackBudgetHooks {
+    /// The resends per packet sent allowed now, and the most that may be owed.
+    fn allowance(&self) -> (f64, f64) {
+        let share = f64::from(self.control.share.load(Ordering::Relaxed).min(FULL_SHARE))
+            / f64::from(FULL_SHARE);
+        (RESEND_SHARE * share, (BURST * share).max(4.0))
+    }
+
     /// A packet of `ssrc` sent for the first time.
     fn sent(&mut self, ssrc: u32) {
-        let t = self.tokens.entry(ssrc).or_insert(BURST);
-        *t = (*t + RESEND_SHARE).min(BURST);
+        let (per_packet, most) = self.allowance();
+        let t = self.tokens.entry(ssrc).or_insert(most);
+        *t = (*t + per_packet).min(most);
     }
 
     /// The NACK with only what the budget allows (None: nothing).
     fn trim(&mut self, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
-        let tokens = self.tokens.entry(nack.media_ssrc).or_insert(BURST);
+        let (_, most) = self.allowance();
+        let tokens = self.tokens.entry(nack.media_ssrc).or_insert(most);
+        *tokens = tokens.min(most);
         let mut kept = Vec::new();
         for seq in nacked_seqs(nack) {
-            if *tokens >= 1.0 {
+            if self.control.below_floor(nack.media_ssrc, seq) {
+                self.trimmed += 1;
+            } else if *tokens >= 1.0 {
                 *tokens -= 1.0;
                 kept.push(seq);
             } else {
@@ -117,6 +181,32 @@ mod tests {
             media_ssrc: 7,
             nacks: nack_pairs_from_sequence_numbers(seqs),
         }
+    }
+
+    #[test]
+    fn nothing_before_the_floor_is_resent_and_a_lower_share_owes_less() {
+        let control = Arc::new(ResendControl::default());
+        let mut h = NackBudgetHooks {
+            control: control.clone(),
+            ..NackBudgetHooks::default()
+        };
+        control.set_floor(7, 100);
+        let kept = h.trim(&nack(&[97, 98, 99, 100, 101])).expect("some kept");
+        assert_eq!(nacked_seqs(&kept).collect::<Vec<_>>(), vec![100, 101]);
+        // Another stream is not affected; the floor wraps with the numbers.
+        let other = TransportLayerNack {
+            media_ssrc: 8,
+            ..nack(&[5])
+        };
+        assert!(h.trim(&other).is_some());
+        control.set_floor(7, 2);
+        let kept = h.trim(&nack(&[65_534, 65_535, 2, 3])).expect("kept");
+        assert_eq!(nacked_seqs(&kept).collect::<Vec<_>>(), vec![2, 3]);
+        // A quarter share: at most a quarter of the burst owed.
+        control.share.store(250, Ordering::Relaxed);
+        let all: Vec<u16> = (1000..1250).collect();
+        let kept = h.trim(&nack(&all)).expect("kept");
+        assert_eq!(nacked_seqs(&kept).count(), (BURST / 4.0) as usize);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackResponderBuilder, Registry, Slot, TwccSenderBuilder,
+    CongestionControlBuilder, NackResponderBuilder, Registry, Slot, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
@@ -117,6 +117,11 @@ pub struct PeerEvents {
     pub nack: Arc<NackStats>,
     /// Packets received so far (RTP and RTCP): see [`connection_lost`].
     pub received: Arc<std::sync::atomic::AtomicU64>,
+    /// What the remote's transport-wide feedback acknowledged (counted only where the
+    /// connection estimates its send rate).
+    pub link: Arc<crate::link_meter::LinkMeter>,
+    /// What the retransmission budget allows (see `nack_budget`).
+    pub resends: Arc<crate::nack_budget::ResendControl>,
 }
 
 struct Handler {
@@ -287,6 +292,7 @@ pub async fn new_peer_with(
             .with(Slot::NackResponder, NackResponderBuilder::new().build())
             .with(Slot::NackGenerator, NackRequester::new(nack.clone()));
     let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let resends = Arc::new(crate::nack_budget::ResendControl::default());
     // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
     // answered.
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -295,17 +301,27 @@ pub async fn new_peer_with(
         .with(Slot::from(3_500), nack_count(nacked.clone()))
         // Between the count (which sees every request) and the responder: resends at most
         // one per packet sent (see `nack_budget`).
-        .with(Slot::from(3_600), crate::nack_budget::nack_budget())
+        .with(
+            Slot::from(3_600),
+            crate::nack_budget::nack_budget(resends.clone()),
+        )
         .with(
             Slot::from(3_400),
             crate::received::received_count(received.clone()),
         );
+    let link = Arc::new(crate::link_meter::LinkMeter::default());
     if let Some((initial, min, max)) = send.estimate {
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(
                 Slot::CongestionControl,
-                CongestionControlBuilder::new(Gcc::new(initial, min, max)).build(),
+                CongestionControlBuilder::new(crate::link_meter::MeteredGcc::new(
+                    initial,
+                    min,
+                    max,
+                    link.clone(),
+                ))
+                .build(),
             );
     }
     if send.simulated_loss > 0.0 {
@@ -369,6 +385,8 @@ pub async fn new_peer_with(
             nacked,
             nack,
             received,
+            link,
+            resends,
         },
     ))
 }

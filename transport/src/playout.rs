@@ -69,6 +69,15 @@ impl Playout {
         ext
     }
 
+    /// Forgets the lateness seen so far: the stream became another encoding (a simulcast
+    /// layer switch), and the queue or the repairs that delayed the old one say nothing about
+    /// the new one. Without it a jam before a switch to a smaller layer kept every frame of
+    /// the new layer a second late for the ten seconds of the window.
+    pub fn restart(&mut self) {
+        self.transits.clear();
+        self.target = 0.0;
+    }
+
     /// A frame with RTP timestamp `ts` is complete at `now`: when it should go on.
     pub fn schedule(&mut self, ts: u32, now: Instant) -> Instant {
         let rtp = self.extend(ts) as f64 / self.clock_rate;
@@ -175,6 +184,23 @@ mod tests {
         for i in 0..300u32 {
             let extra = if i < 150 { 0 } else { 100 };
             p.schedule(i * 2970, t + ms(u64::from(i) * 33 + extra));
+        }
+        assert!(p.delay() < ms(1), "{:?}", p.delay());
+    }
+
+    #[test]
+    fn a_restart_forgets_the_lateness_of_the_old_encoding() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        for i in 0..60u32 {
+            let late = if i % 2 == 0 { 800 } else { 0 };
+            p.schedule(i * 2970, t + ms(u64::from(i) * 33 + late));
+        }
+        assert!(p.delay() > ms(500), "{:?}", p.delay());
+        p.restart();
+        for i in 60..90u32 {
+            let at = t + ms(u64::from(i) * 33 + 900);
+            assert!(p.schedule(i * 2970, at) - at < ms(1));
         }
         assert!(p.delay() < ms(1), "{:?}", p.delay());
     }

@@ -34,10 +34,20 @@ pub fn layer_of(rid: Option<&str>, track_id: &str) -> usize {
 /// Whether an H.264 RTP payload carries the start of a keyframe: an SPS or IDR slice as a single
 /// NAL unit, inside a STAP-A, or at the start of an FU-A.
 pub fn starts_keyframe(payload: &[u8]) -> bool {
+    carries_nal(payload, |nal_type| nal_type == 5 || nal_type == 7)
+}
+
+/// Whether an H.264 RTP payload carries a sequence parameter set (what a keyframe's access
+/// unit begins with).
+pub fn carries_sps(payload: &[u8]) -> bool {
+    carries_nal(payload, |nal_type| nal_type == 7)
+}
+
+/// Whether an H.264 RTP payload carries (or begins a fragment of) a NAL unit `key` accepts.
+fn carries_nal(payload: &[u8], key: impl Fn(u8) -> bool) -> bool {
     let Some(&head) = payload.first() else {
         return false;
     };
-    let key = |nal_type: u8| nal_type == 5 || nal_type == 7;
     match head & 0x1f {
         // STAP-A: 16-bit sizes, then NAL units.
         24 => {
@@ -227,6 +237,28 @@ pub const CLEAN_LOSS: f64 = 0.02;
 pub const QUEUE_RTT_MS: f64 = 100.0;
 /// What arrives over a full link, shared out: a layer must fit in this share of it.
 const DELIVERED_SHARE: f64 = 0.9;
+/// How long a full link's measured capacity keeps probes for layers above it away (a link
+/// that gets better is found once it has passed).
+pub const CAPACITY_MEMORY: Duration = Duration::from_secs(8);
+
+impl LinkSample {
+    /// The share lost: the larger of what the player NACKed and what its transport-wide
+    /// feedback reported missing (the feedback comes a round trip after sending; NACKs only
+    /// after a gap shows and the player's repair timer ran, and cover video only).
+    pub fn worst_loss(&self) -> f64 {
+        self.loss.max(self.wire_loss)
+    }
+
+    /// What the link carries when it is full: what the feedback said arrived, else what was
+    /// sent less what was lost.
+    pub fn full_capacity(&self) -> f64 {
+        if self.delivered_bps > 0.0 {
+            self.delivered_bps
+        } else {
+            self.sent_bps * (1.0 - self.loss)
+        }
+    }
+}
 
 /// What the relay knows of a player's link at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -239,6 +271,12 @@ pub struct LinkSample {
     pub loss: f64,
     /// Round trip from the receiver reports, ms (0: not measured).
     pub rtt_ms: f64,
+    /// What the player's transport-wide feedback acknowledged, bits/s (audio, resends and
+    /// probe copies included; 0: no feedback).
+    pub delivered_bps: f64,
+    /// Share of the packets that feedback covered reported missing (on the wire, before
+    /// any repair; 0 without feedback).
+    pub wire_loss: f64,
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows
@@ -267,6 +305,9 @@ pub struct LayerChooser {
     probe: Option<(usize, Instant, f64)>,
     /// After a failed probe: not before this, and the wait that gave.
     reprobe: Option<(Instant, Duration)>,
+    /// What the link delivered the last time it was full (bits/s), and when: no probe for a
+    /// layer that does not fit in it for [`CAPACITY_MEMORY`].
+    capacity: Option<(f64, Instant)>,
 }
 
 /// The chooser's answer for one moment.
@@ -294,10 +335,14 @@ impl LayerChooser {
         // carried the better layer (the estimate, now measured at that rate, holds it and
         // nothing was lost), else back off.
         if let Some((up, started, worst)) = self.probe {
-            let worst = worst.max(link.loss);
+            let worst = worst.max(link.worst_loss());
             let failed = worst >= CLEAN_LOSS * 2.0 || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
+                if link.worst_loss() >= CONGESTED_LOSS && link.full_capacity() > 0.0 {
+                    // The probe filled the link: what arrived is its capacity.
+                    self.capacity = Some((link.full_capacity(), now));
+                }
                 let wait = self
                     .reprobe
                     .map_or(REPROBE_AFTER, |(_, w)| (w * 2).min(MAX_RETRY_AFTER));
@@ -329,8 +374,13 @@ impl LayerChooser {
         }
         let layer = self.choose(current, link, rates_bps, now);
         if layer < current {
-            // Up-steps go through a probe first.
-            if self.reprobe.is_some_and(|(until, _)| now < until) {
+            // Up-steps go through a probe first, and not into a layer the link was just
+            // measured too thin for.
+            let too_thin = self.capacity.is_some_and(|(c, at)| {
+                now.saturating_duration_since(at) < CAPACITY_MEMORY
+                    && rates_bps[layer].is_some_and(|r| r > c * DELIVERED_SHARE)
+            });
+            if too_thin || self.reprobe.is_some_and(|(until, _)| now < until) {
                 return Choice {
                     layer: current,
                     probe: None,
@@ -389,8 +439,11 @@ impl LayerChooser {
         let queued = self
             .min_rtt_ms
             .is_some_and(|m| link.rtt_ms > m + QUEUE_RTT_MS);
-        let capacity = if link.loss >= CONGESTED_LOSS {
-            Some(link.sent_bps * (1.0 - link.loss) * DELIVERED_SHARE)
+        let capacity = if link.worst_loss() >= CONGESTED_LOSS {
+            if link.full_capacity() > 0.0 {
+                self.capacity = Some((link.full_capacity(), now));
+            }
+            Some(link.full_capacity() * DELIVERED_SHARE)
         } else if link.estimate_bps > 0.0 && link.estimate_bps < rate && queued {
             Some(link.estimate_bps)
         } else {
@@ -424,7 +477,7 @@ impl LayerChooser {
         // Up: one layer at a time, once it has fitted on a clean link for UP_HOLD, and not
         // into a layer still backing off.
         let up = sent.iter().copied().filter(|l| *l < current).max();
-        let clean = link.loss < CLEAN_LOSS && !queued && !settling;
+        let clean = link.worst_loss() < CLEAN_LOSS && !queued && !settling;
         // The estimate is no guide here: GCC climbs far above a link it is not filling, and
         // after a lossy spell it sits far below one for many seconds. A clean link is the
         // cue; the probe (see [`Self::decide`]) is the test.
@@ -545,6 +598,7 @@ mod tests {
             sent_bps: 0.0,
             loss: 0.0,
             rtt_ms: 20.0,
+            ..LinkSample::default()
         }
     }
 
@@ -555,6 +609,7 @@ mod tests {
             sent_bps: sent,
             loss,
             rtt_ms: 20.0,
+            ..LinkSample::default()
         }
     }
 
@@ -583,6 +638,7 @@ mod tests {
             sent_bps: 500_000.0,
             loss: 0.0,
             rtt_ms: 200.0,
+            ..LinkSample::default()
         };
         assert_eq!(c.choose(1, queued, rates, t0 + s(3)), 2);
         assert_eq!(
@@ -678,6 +734,38 @@ mod tests {
                 probe: None
             }
         );
+    }
+
+    #[test]
+    fn what_a_full_link_delivered_picks_the_layer_and_keeps_probes_above_it_away() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        let mut c = LayerChooser::default();
+        // The full layer sent at 1.5 Mbps; the feedback says 250 kbit/s arrived and a third
+        // went missing, before any NACK told of it: straight to the layer that fits.
+        let jammed = LinkSample {
+            estimate_bps: 5_000_000.0,
+            sent_bps: 1_500_000.0,
+            loss: 0.0,
+            rtt_ms: 0.0,
+            delivered_bps: 250_000.0,
+            wire_loss: 0.33,
+        };
+        assert_eq!(c.decide(0, jammed, rates, t0).layer, 2);
+        // Clean on the small layer: no probe for the middle one while the measurement is
+        // fresh (it would fill the link again), one once it is old.
+        let mut t = t0 + SETTLE;
+        while t < t0 + CAPACITY_MEMORY - ms(100) {
+            assert_eq!(c.decide(2, est(0.0), rates, t).probe, None, "{t:?}");
+            t += ms(500);
+        }
+        let probed = (0..10).any(|i| {
+            c.decide(2, est(0.0), rates, t0 + CAPACITY_MEMORY + ms(500 * i))
+                .probe
+                == Some(1)
+        });
+        assert!(probed);
     }
 
     #[test]

@@ -364,6 +364,7 @@ async fn receive_video(
     let mut jitter = JitterBuffer::new(90_000, MAX_REORDER_WAIT);
     let mut assembler = Assembler::default();
     let mut playout = Playout::new(90_000, MAX_PLAYOUT_DELAY);
+    let mut last_sps: Option<Vec<u8>> = None;
     let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
     let mut last_pli: Option<Instant> = None;
     let mut last_log = Instant::now();
@@ -389,6 +390,7 @@ async fn receive_video(
                         seq: p.header.sequence_number,
                         timestamp: p.header.timestamp,
                         marker: p.header.marker,
+                        starts_keyframe: onair_transport::simulcast::carries_sps(&p.payload),
                         payload: p.payload,
                     };
                     jitter.push(packet, std::time::Instant::now())
@@ -425,6 +427,21 @@ async fn receive_video(
             if let Some(unit) = fed.unit {
                 if unit.keyframe {
                     counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                    // Another encoding (the relay switched simulcast layers): the old one's
+                    // lateness is no guide.
+                    if let Some(sps) = onair_transport::assembler::sps_of(&unit.data)
+                        && last_sps.as_deref() != Some(sps)
+                    {
+                        if last_sps.is_some() {
+                            playout.restart();
+                            // What the old encoding still holds goes now, not after its
+                            // delay: the new keyframe is due at once and follows it.
+                            while let Some((_, old)) = held.pop_front() {
+                                let _ = units.try_send(old);
+                            }
+                        }
+                        last_sps = Some(sps.to_vec());
+                    }
                 }
                 let now = Instant::now();
                 let due = playout.schedule(unit.rtp_timestamp, now);
@@ -534,6 +551,7 @@ async fn receive_audio(
                         timestamp: p.header.timestamp,
                         marker: p.header.marker,
                         payload: p.payload,
+                        starts_keyframe: false,
                     },
                     Instant::now(),
                     )
