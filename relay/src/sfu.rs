@@ -30,7 +30,7 @@ use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::link_meter::{LinkMeter, Metered};
 use onair_transport::nack_budget::{FULL_SHARE, ResendControl};
-use onair_transport::pacer::Pacer;
+use onair_transport::pacer::{Pacer, Padding};
 use onair_transport::peer::{
     self, Lost, MediaNetwork, SendOptions, WatchRules, h264_codec, new_peer, new_peer_with,
     opus_codec, watch_connection,
@@ -909,8 +909,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         ingest: leg.ingest.clone(),
         held: [false; MAX_LAYERS],
     };
-    // Extra copies of each packet sent while probing (0: not probing).
-    let mut copies = 0usize;
+    // Copies of each packet sent while probing.
+    let mut padding = Padding::default();
     let mut ticks = 0u64;
     let mut switch_since: Option<(usize, Instant)> = None;
     let mut pacer = Pacer::default();
@@ -956,7 +956,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 let due = early_at.is_none_or(|t| now.saturating_duration_since(t) >= EARLY_CHECK_EVERY);
                 // A probe that loses ends at once (it is what fills the link); otherwise a
                 // congested share of losses.
-                let (due, threshold) = if copies > 0 {
+                let (due, threshold) = if padding.probing() {
                     (true, CLEAN_LOSS * 2.0)
                 } else {
                     (due, CONGESTED_LOSS)
@@ -1008,14 +1008,16 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                         let current = forwarder.current().unwrap_or(forwarder.target());
                         let choice = chooser.decide(current, link, per_layer, now);
                         let layer = choice.layer;
-                        // A probe: copies of each packet up to the better layer's rate.
-                        copies = match (choice.probe, per_layer[current]) {
+                        // A probe: copies of each packet up to the better layer's rate,
+                        // ramped up (see `Padding`).
+                        let extra = match (choice.probe, per_layer[current]) {
                             (Some(up), Some(rate)) if rate > 0.0 => per_layer[up]
-                                .map_or(0, |r| ((r / rate).ceil() as usize).saturating_sub(1))
-                                .min(MAX_PROBE_COPIES),
-                            _ => 0,
+                                .map_or(0.0, |r| (r / rate - 1.0).max(0.0))
+                                .min(MAX_PROBE_COPIES as f64),
+                            _ => 0.0,
                         };
-                        tracing::debug!(player = ?leg.who.2, ?link, ?per_layer, current, ?choice, copies, pace = ?pacer.rate_bps(), "auto layer");
+                        padding.set(extra, now);
+                        tracing::debug!(player = ?leg.who.2, ?link, ?per_layer, current, ?choice, extra, pace = ?pacer.rate_bps(), "auto layer");
                         if layer != forwarder.target() && forwarder.set_target(layer) {
                             reason = LayerChangeReason::Bandwidth;
                             let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
@@ -1071,6 +1073,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             // The packet goes before its copies (a queue the probe overruns drops what comes
             // last).
             let bytes = p.payload.len() + RTP_OVERHEAD;
+            let copies = padding.copies(Instant::now());
             let copy = (copies > 0).then(|| p.clone());
             pace(&mut pacer, bytes).await;
             if leg.writer.write_rtp(p).await.is_err() {
@@ -1239,6 +1242,8 @@ impl LayerRates {
 /// paced at this many times its layer's rate (libwebrtc's factor), so a keyframe is spread
 /// over a few frame intervals instead of overrunning the link's queue.
 const PACE_FACTOR: f64 = 2.5;
+/// Never paced slower than this (a layer's rate measured over a moment it barely sent).
+const PACE_FLOOR_BPS: f64 = 200_000.0;
 /// While probing, packets and their copies are paced at this many times the better layer's
 /// rate.
 const PROBE_PACE_FACTOR: f64 = 1.25;
@@ -1268,6 +1273,7 @@ fn pace_rate(
         Some(up) => per_layer[up].map(|r| r * PROBE_PACE_FACTOR),
         None => per_layer[current].map(|r| r * PACE_FACTOR),
     }
+    .map(|r| r.max(PACE_FLOOR_BPS))
 }
 
 /// Paces an Auto player at `rate` (None: not at all). Below the best layer the link is known

@@ -52,9 +52,79 @@ impl Pacer {
     }
 }
 
+/// A probe's padding ramps up over this long: the losses it causes show a feedback round
+/// (half a second and more on a thin link) after they happen, so a probe that jumps to the
+/// better layer's rate has overrun the link's queue for that long before it is stopped.
+pub const PROBE_RAMP: Duration = Duration::from_millis(800);
+
+/// Copies of each packet sent while probing (sans-I/O): `extra` copies per packet at full
+/// strength (fractional: 1.5 is one copy, then two, in turn), reached after [`PROBE_RAMP`].
+#[derive(Debug, Default)]
+pub struct Padding {
+    /// Copies per packet at full strength, and when the probe began (None: not probing).
+    probe: Option<(f64, Instant)>,
+    credit: f64,
+}
+
+impl Padding {
+    /// Probes with `extra` copies per packet at full strength (0 or less: stops). A probe
+    /// already running keeps its start.
+    pub fn set(&mut self, extra: f64, now: Instant) {
+        if extra <= 0.0 {
+            self.probe = None;
+            self.credit = 0.0;
+            return;
+        }
+        let started = self.probe.map_or(now, |(_, at)| at);
+        self.probe = Some((extra, started));
+    }
+
+    /// Whether a probe runs.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// How many copies to send after a packet sent at `now`.
+    pub fn copies(&mut self, now: Instant) -> usize {
+        let Some((extra, started)) = self.probe else {
+            return 0;
+        };
+        let ramp = (now.saturating_duration_since(started).as_secs_f64()
+            / PROBE_RAMP.as_secs_f64())
+        .min(1.0);
+        self.credit += extra * ramp;
+        let whole = self.credit.floor();
+        self.credit -= whole;
+        whole as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_ramps_up_to_its_strength_and_stops() {
+        let mut pad = Padding::default();
+        let t0 = Instant::now();
+        assert_eq!(pad.copies(t0), 0);
+        pad.set(2.5, t0);
+        // 100 packets in the first tenth of the ramp: few copies.
+        let early: usize = (0..100)
+            .map(|i| pad.copies(t0 + PROBE_RAMP / 10 * i / 100))
+            .sum();
+        assert!(early <= 15, "{early}");
+        // Past the ramp: 2.5 copies a packet on average.
+        let late: usize = (0..100).map(|_| pad.copies(t0 + PROBE_RAMP * 2)).sum();
+        assert!((249..=251).contains(&late), "{late}");
+        // Setting it again keeps the start; zero stops it.
+        pad.set(1.0, t0 + PROBE_RAMP * 3);
+        assert!(pad.probing());
+        assert_eq!(pad.copies(t0 + PROBE_RAMP * 3), 1);
+        pad.set(0.0, t0);
+        assert!(!pad.probing());
+        assert_eq!(pad.copies(t0 + PROBE_RAMP * 4), 0);
+    }
 
     #[test]
     fn without_a_rate_everything_goes_at_once() {

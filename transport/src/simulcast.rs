@@ -206,7 +206,7 @@ impl LayerForwarder {
 /// A layer fits a link when its bitrate times this is within the estimate.
 const FIT_HEADROOM: f64 = 1.15;
 /// How long the link must lose nothing before a probe for the next layer up.
-pub const UP_HOLD: Duration = Duration::from_secs(2);
+pub const UP_HOLD: Duration = Duration::from_millis(1500);
 
 /// After a failed trial of a layer (left within [`TRIAL`] of stepping up to it), the wait
 /// before trying it again (doubling each time it fails again, up to [`MAX_RETRY_AFTER`]): the
@@ -221,8 +221,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(240);
 /// doubling up to [`MAX_RETRY_AFTER`].
 pub const REPROBE_AFTER: Duration = Duration::from_secs(4);
 /// How long a probe runs: the link carries the better layer's rate in duplicates of the
-/// packets it gets, and the estimate and the losses show whether it fits.
-pub const PROBE_TIME: Duration = Duration::from_millis(1200);
+/// packets it gets (ramped up over the first 0.8 s, `pacer::PROBE_RAMP`), and the losses show
+/// whether it fits; what is judged at the end was sent up to a feedback round before.
+pub const PROBE_TIME: Duration = Duration::from_millis(1600);
 /// A layer left this soon after stepping up to it was a failed trial (and backs off); one
 /// held longer was left because the link changed, and may come back as soon as it fits.
 pub const TRIAL: Duration = Duration::from_secs(15);
