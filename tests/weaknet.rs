@@ -343,10 +343,8 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
         .map(|h| spawn_viewer(&mut lab, h, &dir, &live))
         .collect();
     let mut viewers: Vec<Viewer> = (0..3).map(|_| Viewer::default()).collect();
-    // 20 s: in about one run in three the 600 kbit/s viewer overshoots to 180p (a keyframe
-    // burst on its thin link reads as congestion) and a probe brings it back 6-7 s later; the
-    // last 3 s must show where it settles (the overshoot is counted in `changes` below and
-    // described in the issue's notes).
+    // 20 s: long enough for the capped viewers' probes for the next layer (8 s after their
+    // link was measured full) to come and go, and for the last 3 s to show where they settle.
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
         for (v, r) in viewers.iter_mut().zip(&rx) {
@@ -364,13 +362,19 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
     }
     for (v, want) in viewers.iter().zip([1usize, 2, 0]) {
         let first = v.first_frame.unwrap_or_else(|| panic!("no frame: {v:?}"));
-        let settled = first + 2.0;
+        // When it got the layer that fits (its own clock, from the start of `play`).
+        let fitted = v
+            .layers
+            .iter()
+            .find(|(_, l)| *l == want)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("never on layer {want}: {v:?}"));
         if want > 0 {
-            // A capped viewer ends on the layer that fits (the picture it gets is that
-            // layer's size: 1280, 640 or 320 wide) and keeps it for the last 3 s. How fast it
-            // gets there is in the note, not asserted: its link is jammed by the full layer
-            // until the relay sees the losses, and the relay's word on the switch crosses
-            // the same link.
+            // A capped viewer is switched to the layer that fits from the first congested
+            // sample (0.8-1.6 s in the runs of the closing note; the issue asks for 2 s, the
+            // bound leaves room for a loaded machine) and ends on it: the picture it gets is
+            // that layer's size (1280, 640 or 320 wide) for the last 3 s.
+            assert!(fitted <= 2.5, "layer {want} after {fitted} s: {v:?}");
             let fitting = 1280 >> want;
             let tail = &v.widths[v.widths.len().saturating_sub(3)..];
             assert!(
@@ -378,31 +382,20 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
                 "ends on {fitting} wide: {:?} {v:?}",
                 v.widths
             );
-            let changes = v.layers.iter().filter(|(t, _)| *t > settled).count();
-            assert!(
-                changes <= 2,
-                "{changes} layer changes after settling: {v:?}"
-            );
+            let changes = v.layers.iter().filter(|(t, _)| *t > fitted).count();
+            assert!(changes <= 2, "{changes} layer changes after fitting: {v:?}");
         }
-        // After that, no freeze over 500 ms for the clean viewer. A capped one, once its
-        // layer plays, keeps playing (15 fps on average at least); freezes of one to two seconds
-        // remain there and are not asserted away: a failed probe for the next layer and the
-        // small layers' keyframe bursts overrun its queue (no pacing yet; see the note).
-        let skip = settled.ceil() as usize + 1;
-        if want == 0 {
-            let worst = v.seconds.iter().skip(skip).map(|s| s.2).fold(0.0, f64::max);
-            assert!(worst < 500.0, "a freeze of {worst} ms: {v:?}");
-        } else {
-            let running = v
-                .seconds
-                .iter()
-                .skip(skip)
-                .position(|s| s.1 >= 20)
-                .unwrap_or_else(|| panic!("the fitting layer never played: {v:?}"));
-            let fps: Vec<u32> = v.seconds.iter().skip(skip + running).map(|s| s.1).collect();
-            let mean = f64::from(fps.iter().sum::<u32>()) / fps.len().max(1) as f64;
-            assert!(mean >= 15.0, "{mean:.1} fps on average: {v:?}");
-        }
+        // From 2 s after it plays the layer that fits (the new layer's keyframe crosses a link
+        // still holding the old one's queue), no freeze: the longest gap between frames in
+        // each second stays under 700 ms (the runs of the closing note: at most 476 ms, a
+        // probe for the next layer that the link could not carry).
+        let from = (first.max(fitted) + 2.0).ceil() as usize + 1;
+        let worst = v.seconds.iter().skip(from).map(|s| s.2).fold(0.0, f64::max);
+        let bound = if want == 0 { 500.0 } else { 700.0 };
+        assert!(worst < bound, "a freeze of {worst} ms: {v:?}");
+        let fps: Vec<u32> = v.seconds.iter().skip(from).map(|s| s.1).collect();
+        let mean = f64::from(fps.iter().sum::<u32>()) / fps.len().max(1) as f64;
+        assert!(mean >= 25.0, "{mean:.1} fps on average: {v:?}");
     }
     // The clean viewer: the full picture all along, keyframes only at the GOP's pace (one
     // every 2 s at most, whatever the others asked of the smaller layers).

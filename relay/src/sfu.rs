@@ -1026,7 +1026,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                         // Paced for the layer it gets (a switch sets the new layer's pace
                         // when it happens: the old layer's packets paced at the new one's
                         // rate would hold the new keyframe back behind them).
-                        set_pace(&leg, &mut pacer, pace_rate(current, choice.probe, per_layer));
+                        set_pace(
+                            &leg,
+                            &mut pacer,
+                            pace_rate(current, choice.probe, per_layer, chooser.capacity_bps(now)),
+                        );
                         if report {
                             leg.report_link(current, link.estimate_bps);
                         }
@@ -1098,7 +1102,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             && leg.estimating.is_some()
             && wanted.is_auto()
         {
-            set_pace(&leg, &mut pacer, pace_rate(now, None, per_layer));
+            set_pace(
+                &leg,
+                &mut pacer,
+                pace_rate(now, None, per_layer, chooser.capacity_bps(Instant::now())),
+            );
         }
         if let Some(now) = out.switched_to {
             // Resuming after Off on the same layer is no change to tell.
@@ -1242,8 +1250,10 @@ impl LayerRates {
 /// paced at this many times its layer's rate (libwebrtc's factor), so a keyframe is spread
 /// over a few frame intervals instead of overrunning the link's queue.
 const PACE_FACTOR: f64 = 2.5;
+/// A thin player's video is paced within this share of the link's measured capacity.
+const PACE_CAPACITY_SHARE: f64 = 0.75;
 /// Never paced slower than this (a layer's rate measured over a moment it barely sent).
-const PACE_FLOOR_BPS: f64 = 200_000.0;
+const PACE_FLOOR_BPS: f64 = 150_000.0;
 /// While probing, packets and their copies are paced at this many times the better layer's
 /// rate.
 const PROBE_PACE_FACTOR: f64 = 1.25;
@@ -1261,6 +1271,7 @@ fn pace_rate(
     current: usize,
     probe: Option<usize>,
     per_layer: [Option<f64>; MAX_LAYERS],
+    capacity: Option<f64>,
 ) -> Option<f64> {
     let best = per_layer.iter().position(Option::is_some)?;
     if current <= best {
@@ -1271,7 +1282,13 @@ fn pace_rate(
         // about that rate, not in bursts above it (they overran the thin link's queue and
         // froze the picture for a second even when the probe was cut short).
         Some(up) => per_layer[up].map(|r| r * PROBE_PACE_FACTOR),
-        None => per_layer[current].map(|r| r * PACE_FACTOR),
+        // Within what the link was measured to carry when full, less room for the audio and
+        // resends beside the video (a keyframe paced above the link only fills its queue),
+        // but never so slow that the layer itself queues.
+        None => per_layer[current].map(|r| {
+            let most = r * PACE_FACTOR;
+            capacity.map_or(most, |c| (c * PACE_CAPACITY_SHARE).clamp(r * 1.2, most))
+        }),
     }
     .map(|r| r.max(PACE_FLOOR_BPS))
 }
@@ -1378,6 +1395,28 @@ mod tests {
         assert!(
             !s.congested_since_last(sent(140), 0, fed(8, 4), t0 + ms(250), c),
             "too few reported"
+        );
+    }
+
+    #[test]
+    fn a_thin_player_is_paced_within_its_link_and_the_best_layer_is_not() {
+        let rates = [Some(1_000_000.0), Some(340_000.0), Some(100_000.0)];
+        assert_eq!(pace_rate(0, None, rates, Some(250_000.0)), None);
+        // No measurement: 2.5x the layer.
+        assert_eq!(pace_rate(1, None, rates, None), Some(850_000.0));
+        // A 600 kbit/s link: within three quarters of it, never under 1.2x the layer.
+        assert_eq!(pace_rate(1, None, rates, Some(600_000.0)), Some(450_000.0));
+        assert_eq!(pace_rate(1, None, rates, Some(300_000.0)), Some(408_000.0));
+        // A 250 kbit/s link on the small layer: the floor.
+        assert_eq!(pace_rate(2, None, rates, Some(250_000.0)), Some(187_500.0));
+        assert_eq!(
+            pace_rate(2, None, rates, Some(150_000.0)),
+            Some(PACE_FLOOR_BPS)
+        );
+        // A probe goes at about the better layer's rate.
+        assert_eq!(
+            pace_rate(2, Some(1), rates, Some(250_000.0)),
+            Some(425_000.0)
         );
     }
 

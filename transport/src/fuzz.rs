@@ -115,7 +115,7 @@ proptest! {
                 timestamp: u32::from(seq).wrapping_mul(3000),
                 marker: true,
                 payload: Bytes::new(),
-                starts_keyframe: offset % 7 == 0,
+                new_encoding: offset % 7 == 0,
             };
             taken(jb.push(p, now))?;
             if let Some(d) = jb.deadline() {
@@ -142,7 +142,7 @@ proptest! {
                 timestamp,
                 marker: dt_ms % 3 == 0,
                 payload: Bytes::new(),
-                starts_keyframe: dt_ms % 5 == 0,
+                new_encoding: dt_ms % 5 == 0,
             };
             released += jb.push(p, now).len();
             released += jb.release(now).len();

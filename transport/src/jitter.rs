@@ -23,9 +23,12 @@ pub struct Buffered {
     pub marker: bool,
     /// Payload.
     pub payload: Bytes,
-    /// The first packet of a keyframe (the caller knows the codec): a complete keyframe held
-    /// behind a gap ends the wait for it, since nothing before it is needed any more.
-    pub starts_keyframe: bool,
+    /// The first packet of a keyframe that starts a new encoding (the caller knows the codec;
+    /// for H.264 a new SPS: another simulcast layer). Held whole behind a gap, it ends the
+    /// wait: nothing before it is needed, and what the old encoding lost is not resent. A
+    /// keyframe of the same encoding does not: the frames before it are still repaired and
+    /// shown.
+    pub new_encoding: bool,
 }
 
 /// Reorders one RTP stream.
@@ -134,7 +137,7 @@ impl JitterBuffer {
                 continue;
             }
             // A gap: give up on it once the oldest packet behind it has waited long enough,
-            // or at once when a whole keyframe waits behind it.
+            // or at once when a whole keyframe of a new encoding waits behind it.
             if let Some(key) = self.complete_keyframe() {
                 // What came before it is dropped with the gaps among it.
                 let kept = self.held.split_off(&key);
@@ -161,7 +164,7 @@ impl JitterBuffer {
         for (&ext, (p, _)) in &self.held {
             run = match run {
                 Some((start, last)) if ext == last + 1 => Some((start, ext)),
-                _ if p.starts_keyframe => Some((ext, ext)),
+                _ if p.new_encoding => Some((ext, ext)),
                 _ => None,
             };
             if let Some((start, _)) = run
@@ -189,7 +192,7 @@ mod tests {
 
     fn pkt(seq: u16, ts: u32) -> Buffered {
         Buffered {
-            starts_keyframe: false,
+            new_encoding: false,
             seq,
             timestamp: ts,
             marker: false,
@@ -252,7 +255,7 @@ mod tests {
         assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
         // 2 and 3 lost; a keyframe 4..=6 arrives, its last packet with the marker.
         let key = |seq, marker| Buffered {
-            starts_keyframe: seq == 4,
+            new_encoding: seq == 4,
             marker,
             ..pkt(seq, 3000)
         };

@@ -37,10 +37,26 @@ pub fn starts_keyframe(payload: &[u8]) -> bool {
     carries_nal(payload, |nal_type| nal_type == 5 || nal_type == 7)
 }
 
-/// Whether an H.264 RTP payload carries a sequence parameter set (what a keyframe's access
-/// unit begins with).
-pub fn carries_sps(payload: &[u8]) -> bool {
-    carries_nal(payload, |nal_type| nal_type == 7)
+/// The sequence parameter set an H.264 RTP payload carries whole (a single NAL unit or inside
+/// a STAP-A), without its size prefix.
+pub fn rtp_sps(payload: &[u8]) -> Option<&[u8]> {
+    let head = *payload.first()?;
+    match head & 0x1f {
+        7 => Some(payload),
+        24 => {
+            let mut i = 1;
+            while i + 2 < payload.len() {
+                let size = usize::from(u16::from_be_bytes([payload[i], payload[i + 1]]));
+                let nal = payload.get(i + 2..i + 2 + size)?;
+                if nal.first().is_some_and(|h| h & 0x1f == 7) {
+                    return Some(nal);
+                }
+                i += 2 + size;
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// Whether an H.264 RTP payload carries (or begins a fragment of) a NAL unit `key` accepts.
@@ -322,6 +338,14 @@ pub struct Choice {
 }
 
 impl LayerChooser {
+    /// What the link delivered the last time it was full (bits/s), while that is fresh
+    /// ([`CAPACITY_MEMORY`]).
+    pub fn capacity_bps(&self, now: Instant) -> Option<f64> {
+        self.capacity
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_MEMORY)
+            .map(|(c, _)| c)
+    }
+
     /// The layer to send now and whether to probe for a better one, given the one being sent,
     /// what is known of the link and each layer's bitrate as it arrives from the publisher
     /// (None: not sent).
@@ -544,6 +568,16 @@ mod tests {
         assert_eq!(layer_of(None, "cam-video"), 0);
         assert_eq!(layer_of(None, "cam-video-1"), 1);
         assert_eq!(layer_of(Some(""), "cam-video-2"), 2);
+    }
+
+    #[test]
+    fn the_sps_is_read_from_a_single_nal_or_a_stap_a() {
+        assert_eq!(rtp_sps(&[0x67, 0x42, 0, 2]), Some(&[0x67, 0x42, 0, 2][..]));
+        assert_eq!(rtp_sps(STAP_SPS_PPS), Some(&[0x67, 0x42][..]));
+        assert_eq!(rtp_sps(IDR_START), None);
+        assert_eq!(rtp_sps(&[]), None);
+        // A STAP-A whose size runs past its end.
+        assert_eq!(rtp_sps(&[0x78, 0, 9, 0x67, 1]), None);
     }
 
     #[test]

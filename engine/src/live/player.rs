@@ -365,6 +365,8 @@ async fn receive_video(
     let mut assembler = Assembler::default();
     let mut playout = Playout::new(90_000, MAX_PLAYOUT_DELAY);
     let mut last_sps: Option<Vec<u8>> = None;
+    // The last SPS seen in the packets (the jitter buffer's `new_encoding`).
+    let mut rtp_sps: Option<Vec<u8>> = None;
     let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
     let mut last_pli: Option<Instant> = None;
     let mut last_log = Instant::now();
@@ -386,11 +388,20 @@ async fn receive_video(
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
                     counters.packets.fetch_add(1, Ordering::Relaxed);
                     counters.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    // A new SPS: another encoding (the relay switched simulcast layers).
+                    let new_encoding = match onair_transport::simulcast::rtp_sps(&p.payload) {
+                        Some(sps) if rtp_sps.as_deref() != Some(sps) => {
+                            let new = rtp_sps.is_some();
+                            rtp_sps = Some(sps.to_vec());
+                            new
+                        }
+                        _ => false,
+                    };
                     let packet = Buffered {
                         seq: p.header.sequence_number,
                         timestamp: p.header.timestamp,
                         marker: p.header.marker,
-                        starts_keyframe: onair_transport::simulcast::carries_sps(&p.payload),
+                        new_encoding,
                         payload: p.payload,
                     };
                     jitter.push(packet, std::time::Instant::now())
@@ -551,7 +562,7 @@ async fn receive_audio(
                         timestamp: p.header.timestamp,
                         marker: p.header.marker,
                         payload: p.payload,
-                        starts_keyframe: false,
+                        new_encoding: false,
                     },
                     Instant::now(),
                     )
