@@ -36,7 +36,8 @@ use onair_transport::peer::{
     opus_codec, watch_connection,
 };
 use onair_transport::simulcast::{
-    CLEAN_LOSS, CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS, layer_of,
+    CLEAN_LOSS, CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS,
+    PROBE_QUEUE_MS, layer_of,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -961,15 +962,18 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 } else {
                     (due, CONGESTED_LOSS)
                 };
+                let metered = leg.link.read();
+                let probe_queued =
+                    padding.probing() && metered.queue_us as f64 / 1e3 >= PROBE_QUEUE_MS;
                 if settled
                     && due
-                    && sampler.congested_since_last(
+                    && (probe_queued || sampler.congested_since_last(
                         sent,
                         leg.nacked.load(Ordering::Relaxed),
-                        leg.link.read(),
+                        metered,
                         now,
                         threshold,
-                    )
+                    ))
                 {
                     early_at = Some(now);
                     check.reset_immediately();
@@ -1210,6 +1214,7 @@ impl LinkSampler {
             rtt_ms: 0.0,
             delivered_bps,
             wire_loss,
+            queue_ms: metered.queue_us as f64 / 1e3,
         }
     }
 }

@@ -21,6 +21,11 @@ pub struct LinkMeter {
     pub acked_packets: AtomicU64,
     /// Packets reported missing.
     pub lost_packets: AtomicU64,
+    /// How much longer than the fastest of the last batches the latest batch's packets took
+    /// from here to the receiver, µs: the queue building on the path (one-way delays on two
+    /// clocks, so only their differences mean anything). A link filled past its capacity
+    /// shows it a queue's length before it drops anything.
+    pub queue_us: AtomicU64,
 }
 
 /// The totals at one moment.
@@ -32,6 +37,8 @@ pub struct Metered {
     pub acked_packets: u64,
     /// Packets reported missing.
     pub lost_packets: u64,
+    /// The queue the latest feedback showed, µs (see [`LinkMeter::queue_us`]).
+    pub queue_us: u64,
 }
 
 impl LinkMeter {
@@ -41,6 +48,7 @@ impl LinkMeter {
             acked_bytes: self.acked_bytes.load(Ordering::Relaxed),
             acked_packets: self.acked_packets.load(Ordering::Relaxed),
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
+            queue_us: self.queue_us.load(Ordering::Relaxed),
         }
     }
 
@@ -108,6 +116,59 @@ pub struct MeteredGcc {
     gcc: Gcc,
     meter: Arc<LinkMeter>,
     arrived: Recent,
+    delays: OneWay,
+}
+
+/// The path's one-way delay (up to a clock offset) from each batch of reports.
+#[derive(Default)]
+struct OneWay {
+    /// A fixed instant one-way delays are measured from.
+    epoch: Option<Instant>,
+    /// The fastest packet of each of the last [`BASE_BATCHES`] batches, s.
+    fastest: VecDeque<f64>,
+}
+
+/// Batches the base delay is the fastest of (a few seconds of feedback).
+const BASE_BATCHES: usize = 40;
+
+impl OneWay {
+    /// The queue (s) the batch's packets met over the base, if any arrived with a time.
+    fn queue(&mut self, reports: &[PacketReport]) -> Option<f64> {
+        let epoch = *self
+            .epoch
+            .get_or_insert_with(|| reports.first().map_or_else(Instant::now, |r| r.departure));
+        let delays: Vec<f64> = reports
+            .iter()
+            .filter_map(|r| {
+                let arrival = r.arrival?.as_secs_f64();
+                let departure = if r.departure >= epoch {
+                    r.departure.duration_since(epoch).as_secs_f64()
+                } else {
+                    -epoch.duration_since(r.departure).as_secs_f64()
+                };
+                Some(arrival - departure)
+            })
+            .collect();
+        let fastest = delays.iter().copied().fold(f64::INFINITY, f64::min);
+        if !fastest.is_finite() {
+            return None;
+        }
+        if self
+            .fastest
+            .back()
+            .is_some_and(|last| (fastest - last).abs() > 30.0)
+        {
+            // The receiver's clock jumped (a restart): start over.
+            self.fastest.clear();
+        }
+        self.fastest.push_back(fastest);
+        if self.fastest.len() > BASE_BATCHES {
+            self.fastest.pop_front();
+        }
+        let base = self.fastest.iter().copied().fold(f64::INFINITY, f64::min);
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        Some((mean - base).max(0.0))
+    }
 }
 
 impl MeteredGcc {
@@ -117,6 +178,7 @@ impl MeteredGcc {
             gcc: Gcc::new(initial, min, max),
             meter,
             arrived: Recent::default(),
+            delays: OneWay::default(),
         }
     }
 }
@@ -124,6 +186,11 @@ impl MeteredGcc {
 impl BandwidthEstimator for MeteredGcc {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.meter.add(reports, &mut self.arrived);
+        if let Some(queue) = self.delays.queue(reports) {
+            self.meter
+                .queue_us
+                .store((queue * 1e6) as u64, Ordering::Relaxed);
+        }
         self.gcc.on_reports(now, reports);
     }
 
@@ -166,6 +233,32 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_building_shows_in_the_one_way_delay() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut one = OneWay::default();
+        // Batches of packets 5 ms apart; the receiver's clock is 1000 s off ours.
+        let batch = |start: u64, extra: u64| -> Vec<PacketReport> {
+            (0..10)
+                .map(|i| PacketReport {
+                    departure: t0 + ms(start + i * 5),
+                    arrival: Some(Duration::from_secs(1000) + ms(start + i * 5 + 20 + extra * i)),
+                    ..report(i as u16, true)
+                })
+                .collect()
+        };
+        for b in 0..5 {
+            let q = one.queue(&batch(b * 50, 0)).expect("a queue figure");
+            assert!(q < 0.001, "{q}");
+        }
+        // Each packet 10 ms later than the one before: a queue growing by 10 ms a packet.
+        let q = one.queue(&batch(250, 10)).expect("a queue figure");
+        assert!((0.040..0.050).contains(&q), "{q}");
+        // Nothing arrived: no figure.
+        assert_eq!(one.queue(&[report(1, false)]), None);
+    }
+
+    #[test]
     fn arrivals_and_losses_are_counted_and_a_dropped_copy_is_no_loss() {
         let meter = LinkMeter::default();
         let mut recent = Recent::default();
@@ -188,6 +281,7 @@ mod tests {
                 acked_bytes: 2_000,
                 acked_packets: 2,
                 lost_packets: 2,
+                queue_us: 0,
             }
         );
         let before = Metered::default();

@@ -248,6 +248,8 @@ pub const TRIAL: Duration = Duration::from_secs(15);
 pub const SETTLE: Duration = Duration::from_millis(2500);
 /// A link losing this share of what it is sent is full: what arrives is its capacity.
 pub const CONGESTED_LOSS: f64 = 0.10;
+/// A probe that makes the path queue this much (ms) has found the link's capacity.
+pub const PROBE_QUEUE_MS: f64 = 60.0;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much above the lowest seen means a queue is building.
@@ -294,6 +296,9 @@ pub struct LinkSample {
     /// Share of the packets that feedback covered reported missing (on the wire, before
     /// any repair; 0 without feedback).
     pub wire_loss: f64,
+    /// The queue the latest feedback showed on the path, ms (one-way delay over the fastest
+    /// lately; 0 without feedback).
+    pub queue_ms: f64,
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows
@@ -361,7 +366,10 @@ impl LayerChooser {
         // nothing was lost), else back off.
         if let Some((up, started, worst)) = self.probe {
             let worst = worst.max(link.worst_loss());
-            let failed = worst >= CLEAN_LOSS * 2.0 || rates_bps[up].is_none();
+            // A queue building fails it too, before the link drops anything.
+            let failed = worst >= CLEAN_LOSS * 2.0
+                || link.queue_ms >= PROBE_QUEUE_MS
+                || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
                 if link.worst_loss() >= CONGESTED_LOSS && link.full_capacity() > 0.0 {
@@ -757,6 +765,18 @@ mod tests {
         );
         let later = at + REPROBE_AFTER - ms(100);
         assert_eq!(c.decide(2, est(0.0), rates, later).probe, None);
+        // A probe that builds a queue fails too.
+        let mut q = LayerChooser::default();
+        assert_eq!(q.decide(2, est(0.0), rates, t0).probe, None);
+        assert_eq!(q.decide(2, est(0.0), rates, t0 + UP_HOLD).probe, Some(1));
+        let queued = LinkSample {
+            queue_ms: PROBE_QUEUE_MS,
+            ..est(0.0)
+        };
+        assert_eq!(
+            q.decide(2, queued, rates, t0 + UP_HOLD + ms(300)).probe,
+            None
+        );
         // Then clean again for UP_HOLD, a probe that holds for PROBE_TIME: up.
         let start = at + REPROBE_AFTER + UP_HOLD;
         assert_eq!(c.decide(2, est(0.0), rates, at + REPROBE_AFTER).probe, None);
@@ -786,6 +806,7 @@ mod tests {
             rtt_ms: 0.0,
             delivered_bps: 250_000.0,
             wire_loss: 0.33,
+            queue_ms: 0.0,
         };
         assert_eq!(c.decide(0, jammed, rates, t0).layer, 2);
         // Clean on the small layer: no probe for the middle one while the measurement is
