@@ -1390,6 +1390,7 @@ mod tests {
             acked_bytes: arrived * 1_000,
             acked_packets: arrived,
             lost_packets: missing,
+            queue_us: 0,
         };
         assert!(s.congested_since_last(sent(140), 0, fed(30, 10), t0 + ms(250), c));
         assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c));
