@@ -324,7 +324,13 @@ fn spawn_viewer(
         &["play", "--stats", "--layer", "auto", "--duration", "90"],
     );
     c.args(live);
-    lab.spawn(c)
+    // ONAIR_TEST_VIEWER_LOG=FILTER keeps each viewer's log as onair-viewer-HOST.log in the
+    // temp dir.
+    let log = std::env::var("ONAIR_TEST_VIEWER_LOG").ok().map(|filter| {
+        c.env("RUST_LOG", filter);
+        std::env::temp_dir().join(format!("onair-viewer-{host}.log"))
+    });
+    lab.spawn_logged(c, log.as_deref())
 }
 
 #[test]

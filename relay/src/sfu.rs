@@ -1026,6 +1026,13 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                             reason = LayerChangeReason::Bandwidth;
                             let _ = leg.ingest.keyframe.try_send((KeyframeWhy::NewPlayer, layer));
                             tracing::debug!(layer, ?link, "layer by bandwidth");
+                            if layer > current {
+                                // Down for lack of bandwidth: the old layer stops now. Its
+                                // packets would only keep the full link's queue full for the
+                                // new layer's keyframe to wait behind (the picture holds its
+                                // last frame until that keyframe, numbered on without a gap).
+                                forwarder.pause();
+                            }
                         }
                         // Paced for the layer it gets (a switch sets the new layer's pace
                         // when it happens: the old layer's packets paced at the new one's
