@@ -914,6 +914,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut padding = Padding::default();
     let mut ticks = 0u64;
     let mut switch_since: Option<(usize, Instant)> = None;
+    // The old layer was stopped for a switch down (nothing is sent until the target's
+    // keyframe).
+    let mut dropped_old = false;
     let mut pacer = Pacer::default();
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
@@ -935,8 +938,12 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 wanted = asked;
                 reason = LayerChangeReason::Requested;
                 if !wanted.is_auto() {
-                    // A layer asked for by name is sent as it comes.
+                    // A layer asked for by name is sent as it comes: no pacing, no probe, and
+                    // a return to Auto starts its choice afresh.
                     set_pace(&leg, &mut pacer, None);
+                    padding.set(0.0, Instant::now());
+                    chooser = LayerChooser::default();
+                    dropped_old = false;
                 }
                 if wanted == VideoLayer::Off {
                     // No video until asked again (its channels are dropped above).
@@ -997,7 +1004,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 match (&leg.estimating, wanted.is_auto()) {
                     // Auto on a layered stream: the layer the link's estimate fits, checked
                     // each tick (each layer's rate measured over a second).
-                    (Some(pc), true) if !waiting_keyframe(&forwarder, &mut switch_since) => {
+                    (Some(pc), true)
+                        if !waiting_keyframe(&forwarder, dropped_old, &mut switch_since) =>
+                    {
                         let now = Instant::now();
                         if ticks.is_multiple_of(2) || per_layer.iter().all(Option::is_none) {
                             per_layer = rates.step(&leg.ingest, now);
@@ -1032,6 +1041,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                                 // new layer's keyframe to wait behind (the picture holds its
                                 // last frame until that keyframe, numbered on without a gap).
                                 forwarder.pause();
+                                dropped_old = true;
                             }
                         }
                         // Paced for the layer it gets (a switch sets the new layer's pace
@@ -1076,6 +1086,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         };
         let out = forwarder.push(layer, packet, Instant::now());
         let switch_seq = out.packets.first().map(|p| p.header.sequence_number);
+        let backlog = rx[layer].as_ref().map_or(0, |r| r.len());
         for mut p in out.packets {
             sent.packets += 1;
             sent.bytes += p.payload.len() as u64;
@@ -1090,6 +1101,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             let bytes = p.payload.len() + RTP_OVERHEAD;
             let copies = padding.copies(Instant::now());
             let copy = (copies > 0).then(|| p.clone());
+            if backlog > MAX_PACED_BACKLOG {
+                // Pacing let packets pile up in the channel (the layer grew past its
+                // measured rate): catch up at once rather than add seconds of delay.
+                pacer.restart();
+            }
             pace(&mut pacer, bytes).await;
             if leg.writer.write_rtp(p).await.is_err() {
                 return;
@@ -1118,6 +1134,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 &mut pacer,
                 pace_rate(now, None, per_layer, chooser.capacity_bps(Instant::now())),
             );
+        }
+        if out.switched_to.is_some() {
+            dropped_old = false;
         }
         if let Some(now) = out.switched_to {
             // Resuming after Off on the same layer is no change to tell.
@@ -1264,6 +1283,9 @@ impl LayerRates {
 const PACE_FACTOR: f64 = 2.5;
 /// A thin player's video is paced within this share of the link's measured capacity.
 const PACE_CAPACITY_SHARE: f64 = 0.75;
+/// Packets waiting in a paced player's channel beyond which pacing stops holding them (about
+/// a second of a small layer).
+const MAX_PACED_BACKLOG: usize = 32;
 /// Never paced slower than this (a layer's rate measured over a moment it barely sent).
 const PACE_FLOOR_BPS: f64 = 150_000.0;
 /// While probing, packets and their copies are paced at this many times the better layer's
@@ -1333,10 +1355,20 @@ async fn pace(pacer: &mut Pacer, bytes: usize) {
 const SWITCH_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether `forwarder` is between two layers, waiting for the target's keyframe (not for
-/// longer than [`SWITCH_WAIT`]); `since` keeps when that wait began.
-fn waiting_keyframe(forwarder: &LayerForwarder, since: &mut Option<(usize, Instant)>) -> bool {
+/// longer than [`SWITCH_WAIT`]; then the layer is chosen again, from the target); `since`
+/// keeps when that wait began.
+fn waiting_keyframe(
+    forwarder: &LayerForwarder,
+    dropped_old: bool,
+    since: &mut Option<(usize, Instant)>,
+) -> bool {
     let target = forwarder.target();
-    if forwarder.current().is_none_or(|c| c == target) {
+    // Stopped the old layer for the switch (`dropped_old`), or still sending it.
+    let switching = match forwarder.current() {
+        None => dropped_old,
+        Some(c) => c != target,
+    };
+    if !switching {
         *since = None;
         return false;
     }

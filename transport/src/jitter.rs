@@ -48,6 +48,9 @@ pub struct JitterBuffer {
     repair: Duration,
     /// Packets given up on.
     pub lost: u64,
+    /// Held packets flagged [`Buffered::new_encoding`] (the scan for a whole keyframe runs
+    /// only while there is one).
+    new_encodings: usize,
 }
 
 impl JitterBuffer {
@@ -64,6 +67,7 @@ impl JitterBuffer {
             max_wait,
             repair: Duration::ZERO,
             lost: 0,
+            new_encodings: 0,
         }
     }
 
@@ -121,6 +125,7 @@ impl JitterBuffer {
             return Vec::new(); // late (already given up on) or a duplicate
         }
         self.highest = self.highest.max(ext);
+        self.new_encodings += usize::from(packet.new_encoding);
         self.held.insert(ext, (packet, now));
         self.release(now)
     }
@@ -132,6 +137,9 @@ impl JitterBuffer {
         let wait = self.wait();
         while let Some(next) = self.next {
             if let Some((packet, _)) = self.held.remove(&next) {
+                self.new_encodings = self
+                    .new_encodings
+                    .saturating_sub(usize::from(packet.new_encoding));
                 out.push(packet);
                 self.next = Some(next + 1);
                 continue;
@@ -141,7 +149,10 @@ impl JitterBuffer {
             if let Some(key) = self.complete_keyframe() {
                 // What came before it is dropped with the gaps among it.
                 let kept = self.held.split_off(&key);
-                let dropped = std::mem::replace(&mut self.held, kept).len() as u64;
+                let before = std::mem::replace(&mut self.held, kept);
+                let flagged = before.values().filter(|(p, _)| p.new_encoding).count();
+                self.new_encodings = self.new_encodings.saturating_sub(flagged);
+                let dropped = before.len() as u64;
                 self.lost += (key - next).saturating_sub(dropped);
                 self.next = Some(key);
                 continue;
@@ -159,6 +170,9 @@ impl JitterBuffer {
 
     /// The latest held keyframe whose packets are all here, from its first to its marker.
     fn complete_keyframe(&self) -> Option<u64> {
+        if self.new_encodings == 0 {
+            return None;
+        }
         let mut found = None;
         let mut run: Option<(u64, u64)> = None; // (keyframe start, last contiguous)
         for (&ext, (p, _)) in &self.held {

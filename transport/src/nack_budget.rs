@@ -60,16 +60,35 @@ impl ResendControl {
         );
     }
 
-    /// Whether a resend of `ssrc`'s `seq` is below the floor.
+    /// Whether a resend of `ssrc`'s `seq` is below the floor (at most [`FLOOR_REACH`] below:
+    /// sequence numbers wrap, and further back than that nothing is asked for any more).
     fn below_floor(&self, ssrc: u32, seq: u16) -> bool {
         let floor = self.floor.load(Ordering::Relaxed);
         if floor == 0 || (floor >> 16) as u32 != ssrc {
             return false;
         }
         let behind = (floor as u16).wrapping_sub(seq);
-        behind != 0 && behind < 0x8000
+        behind != 0 && behind <= FLOOR_REACH
+    }
+
+    /// `ssrc` sent `seq` for the first time: a floor [`FLOOR_REACH`] packets behind is done
+    /// with (its stream's numbers would come round to it again).
+    fn sent(&self, ssrc: u32, seq: u16) {
+        let floor = self.floor.load(Ordering::Relaxed);
+        if floor != 0 && (floor >> 16) as u32 == ssrc {
+            let ahead = seq.wrapping_sub(floor as u16);
+            if (FLOOR_REACH..0x8000).contains(&ahead) {
+                let _ = self
+                    .floor
+                    .compare_exchange(floor, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
 }
+
+/// How far below a floor resends are refused, and how far past it the floor lasts (packets):
+/// seconds of any layer, longer than a receiver asks for a packet.
+const FLOOR_REACH: u16 = 3_000;
 
 /// The hooks of [`NackBudget`]: per media SSRC, the resends it may still send.
 #[derive(Default)]
@@ -137,6 +156,7 @@ impl TapHooks for NackBudgetHooks {
                 .any(|a| matches!(a, Attribute::Retransmission))
         {
             self.sent(p.header.ssrc);
+            self.control.sent(p.header.ssrc, p.header.sequence_number);
         }
         Some(msg)
     }
@@ -202,6 +222,14 @@ mod tests {
         control.set_floor(7, 2);
         let kept = h.trim(&nack(&[65_534, 65_535, 2, 3])).expect("kept");
         assert_eq!(nacked_seqs(&kept).collect::<Vec<_>>(), vec![2, 3]);
+        // Far ahead of the floor (the numbers come round again) nothing is refused, and once
+        // the stream is FLOOR_REACH past it the floor is gone.
+        assert!(!control.below_floor(7, 2u16.wrapping_add(40_000)));
+        assert!(!control.below_floor(7, 2u16.wrapping_sub(FLOOR_REACH + 1)));
+        control.sent(7, 2 + 100);
+        assert!(control.below_floor(7, 1), "still there");
+        control.sent(7, 2 + FLOOR_REACH);
+        assert!(!control.below_floor(7, 1), "expired");
         // A quarter share: at most a quarter of the burst owed.
         control.share.store(250, Ordering::Relaxed);
         let all: Vec<u16> = (1000..1250).collect();

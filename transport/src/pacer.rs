@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 /// Packets may go out together up to this much ahead of the paced schedule (after a quiet
 /// spell a frame's packets leave at once; a keyframe is spread).
 pub const BURST: Duration = Duration::from_millis(20);
-/// A packet is never held longer than this: beyond it the rate is wrong (the layer grew) and
-/// the schedule starts again from now.
+/// A packet is never scheduled further out than this: beyond it the rate is wrong (the layer
+/// grew) and the schedule starts again from now. (A caller that waits for each packet before
+/// handing over the next keeps the schedule short; the backlog then sits before it, which the
+/// caller bounds itself, see [`Pacer::restart`].)
 pub const MAX_HOLD: Duration = Duration::from_millis(400);
 
 /// A token-bucket schedule: each packet takes its size at the rate; a packet waits until the
@@ -29,6 +31,12 @@ impl Pacer {
         if self.rate_bps.is_none() {
             self.next = None;
         }
+    }
+
+    /// Forgets the schedule: the next packet goes at once (the caller found packets piling
+    /// up behind the pacer).
+    pub fn restart(&mut self) {
+        self.next = None;
     }
 
     /// The rate paced at (None: not pacing).

@@ -367,6 +367,7 @@ async fn receive_video(
     let mut last_sps: Option<Vec<u8>> = None;
     // The last SPS seen in the packets (the jitter buffer's `new_encoding`).
     let mut rtp_sps: Option<Vec<u8>> = None;
+    let mut newest_seq: Option<u16> = None;
     let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
     let mut last_pli: Option<Instant> = None;
     let mut last_log = Instant::now();
@@ -389,8 +390,16 @@ async fn receive_video(
                     counters.packets.fetch_add(1, Ordering::Relaxed);
                     counters.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                     // A new SPS: another encoding (the relay switched simulcast layers).
+                    // Only a packet newer than any before counts (a late resend of the old
+                    // encoding's SPS is not a switch back).
+                    let seq = p.header.sequence_number;
+                    let newest = newest_seq
+                        .is_none_or(|n: u16| seq != n && seq.wrapping_sub(n) < 0x8000);
+                    if newest {
+                        newest_seq = Some(seq);
+                    }
                     let new_encoding = match onair_transport::simulcast::rtp_sps(&p.payload) {
-                        Some(sps) if rtp_sps.as_deref() != Some(sps) => {
+                        Some(sps) if newest && rtp_sps.as_deref() != Some(sps) => {
                             let new = rtp_sps.is_some();
                             rtp_sps = Some(sps.to_vec());
                             new
