@@ -258,7 +258,7 @@ pub const QUEUE_RTT_MS: f64 = 100.0;
 const DELIVERED_SHARE: f64 = 0.9;
 /// How long a full link's measured capacity keeps probes for layers above it away (a link
 /// that gets better is found once it has passed).
-pub const CAPACITY_MEMORY: Duration = Duration::from_secs(8);
+pub const CAPACITY_MEMORY: Duration = Duration::from_secs(6);
 
 impl LinkSample {
     /// The share lost: the larger of what the player NACKed and what its transport-wide
