@@ -1086,7 +1086,12 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
         };
         let out = forwarder.push(layer, packet, Instant::now());
         let switch_seq = out.packets.first().map(|p| p.header.sequence_number);
-        let backlog = rx[layer].as_ref().map_or(0, |r| r.len());
+        // Only a paced player can fall behind its channel this way (reading the channel's
+        // length takes its lock: not for every player's every packet).
+        let backlog = match pacer.rate_bps() {
+            Some(_) => rx[layer].as_ref().map_or(0, |r| r.len()),
+            None => 0,
+        };
         for mut p in out.packets {
             sent.packets += 1;
             sent.bytes += p.payload.len() as u64;
@@ -1099,7 +1104,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
             // The packet goes before its copies (a queue the probe overruns drops what comes
             // last).
             let bytes = p.payload.len() + RTP_OVERHEAD;
-            let copies = padding.copies(Instant::now());
+            let copies = if padding.probing() {
+                padding.copies(Instant::now())
+            } else {
+                0
+            };
             let copy = (copies > 0).then(|| p.clone());
             if backlog > MAX_PACED_BACKLOG {
                 // Pacing let packets pile up in the channel (the layer grew past its
@@ -1343,6 +1352,9 @@ fn set_pace(leg: &VideoLeg, pacer: &mut Pacer, rate: Option<f64>) {
 
 /// Waits until the pacer lets a packet of `bytes` go.
 async fn pace(pacer: &mut Pacer, bytes: usize) {
+    if pacer.rate_bps().is_none() {
+        return;
+    }
     let now = Instant::now();
     let at = pacer.admit(bytes, now);
     if at > now {
