@@ -18,5 +18,6 @@ pub mod received;
 pub mod sei;
 pub mod send_loss;
 pub mod simulcast;
+pub mod stap;
 pub mod tap;
 pub mod udp_mux;

@@ -30,7 +30,7 @@ use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::peer::{
     self, MediaNetwork, PeerError, SendOptions, h264_codec, new_peer_with, opus_codec,
 };
-use onair_transport::sei;
+use onair_transport::{sei, stap};
 
 /// One simulcast layer's track, its sender, and the flag its keyframe requests set.
 type VideoTrack = (
@@ -359,6 +359,8 @@ impl PublisherPeer {
                                     data.extend(sei::user_data_nal(user));
                                 }
                                 data.extend_from_slice(&packet.data);
+                                // The stamp and small slices share a packet (see `stap`).
+                                let data = stap::aggregate(&data, stap::MAX_PAYLOAD);
                                 if i == 0 {
                                     counters.frames.fetch_add(1, Ordering::Relaxed);
                                 }
