@@ -243,6 +243,11 @@ pub fn brief(e: &Event) -> String {
             layer,
             reason,
         } => format!("layer {stream_id} {layer} {reason:?}"),
+        Event::PlayerVideoSizeChanged {
+            stream_id,
+            width,
+            height,
+        } => format!("size {stream_id} {width}x{height}"),
         Event::RemoteCameraStateUpdate { stream_id, state } => {
             format!("camera {stream_id} {state}")
         }

@@ -143,6 +143,8 @@ pub struct PlayerModel {
     pub level: Option<f32>,
     /// The simulcast layer it arrives in (0: full picture), once the relay said.
     pub layer: Option<usize>,
+    /// The decoded picture's size, once a frame was decoded.
+    pub size: Option<(u32, u32)>,
 }
 
 /// SEI data as the studio shows it.
@@ -689,6 +691,13 @@ impl StudioModel {
             } => {
                 self.players.entry(stream_id.clone()).or_default().layer = Some(*layer);
             }
+            Event::PlayerVideoSizeChanged {
+                stream_id,
+                width,
+                height,
+            } => {
+                self.players.entry(stream_id.clone()).or_default().size = Some((*width, *height));
+            }
             Event::RemoteMicStateUpdate { stream_id, state }
             | Event::RemoteCameraStateUpdate { stream_id, state } => {
                 let mic = matches!(event, Event::RemoteMicStateUpdate { .. });
@@ -840,6 +849,7 @@ pub fn stream_of(event: &Event) -> Option<&str> {
         | Event::PublisherQualityUpdate { stream_id, .. }
         | Event::PlayerSyncRecvSEI { stream_id, .. }
         | Event::PlayerVideoLayerChanged { stream_id, .. }
+        | Event::PlayerVideoSizeChanged { stream_id, .. }
         | Event::RemoteMicStateUpdate { stream_id, .. }
         | Event::RemoteCameraStateUpdate { stream_id, .. }
         | Event::PlayerQualityUpdate { stream_id, .. } => Some(stream_id),

@@ -176,6 +176,7 @@ impl PlayerPeer {
                         return;
                     };
                     let mut first = true;
+                    let mut size = (0, 0);
                     let mut last_decoded: Option<std::time::Instant> = None;
                     while !stop.load(Ordering::Relaxed) {
                         let Ok(unit) = video_rx.recv_timeout(Duration::from_millis(50)) else {
@@ -218,6 +219,14 @@ impl PlayerPeer {
                                     .stutter_us
                                     .fetch_add(gap.as_micros() as u64, Ordering::Relaxed);
                             }
+                        }
+                        if (frame.width, frame.height) != size {
+                            size = (frame.width, frame.height);
+                            sink.emit(Event::PlayerVideoSizeChanged {
+                                stream_id: stream.clone(),
+                                width: size.0,
+                                height: size.1,
+                            });
                         }
                         if !muted {
                             video_out.send(&Arc::new(frame));
@@ -398,11 +407,13 @@ async fn receive_video(
                     if newest {
                         newest_seq = Some(seq);
                     }
+                    // The first SPS counts too: nothing before it can be decoded (on a thin
+                    // link the first layer's keyframe may never arrive whole, and the gaps it
+                    // left must not hold the layer the relay switched to).
                     let new_encoding = match onair_transport::simulcast::rtp_sps(&p.payload) {
                         Some(sps) if newest && rtp_sps.as_deref() != Some(sps) => {
-                            let new = rtp_sps.is_some();
                             rtp_sps = Some(sps.to_vec());
-                            new
+                            true
                         }
                         _ => false,
                     };

@@ -369,6 +369,17 @@ pub enum Event {
         /// unknown).
         capture_time_us: u64,
     },
+    /// The size of a played stream's decoded picture changed, the first frame included (ZEGO's
+    /// `onPlayerVideoSizeChanged`): a simulcast layer switch, or the publisher's new
+    /// resolution, shows here when the player actually decodes it.
+    PlayerVideoSizeChanged {
+        /// The stream.
+        stream_id: String,
+        /// Pixels.
+        width: u32,
+        /// Pixels.
+        height: u32,
+    },
     /// The video layer a played stream arrives in changed (at a keyframe of the new layer).
     PlayerVideoLayerChanged {
         /// The stream.
@@ -478,6 +489,7 @@ impl Event {
             Event::RoomSetExtraInfoResult { .. } => "room_set_extra_info_result",
             Event::RoomStreamExtraInfoUpdate { .. } => "room_stream_extra_info",
             Event::PlayerSyncRecvSEI { .. } => "player_sei",
+            Event::PlayerVideoSizeChanged { .. } => "player_video_size",
             Event::PlayerVideoLayerChanged { .. } => "player_video_layer",
             Event::RemoteMicStateUpdate { .. } => "remote_mic_state",
             Event::RemoteCameraStateUpdate { .. } => "remote_camera_state",
@@ -639,6 +651,14 @@ impl fmt::Display for Event {
             Event::RemoteMicStateUpdate { stream_id, state } => {
                 write!(f, "remote_mic_state stream={stream_id} state={state}")
             }
+            Event::PlayerVideoSizeChanged {
+                stream_id,
+                width,
+                height,
+            } => write!(
+                f,
+                "player_video_size stream={stream_id} width={width} height={height}"
+            ),
             Event::PlayerVideoLayerChanged {
                 stream_id,
                 layer,
