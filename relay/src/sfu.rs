@@ -36,8 +36,8 @@ use onair_transport::peer::{
     opus_codec, watch_connection,
 };
 use onair_transport::simulcast::{
-    CLEAN_LOSS, CONGESTED_LOSS, LayerChooser, LayerForwarder, LinkSample, MAX_LAYERS,
-    PROBE_QUEUE_MS, layer_of,
+    CLEAN_LOSS, CONGESTED_LOSS, FULL_QUEUE_MS, LayerChooser, LayerForwarder, LinkSample,
+    MAX_LAYERS, PROBE_QUEUE_MS, layer_of,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -918,6 +918,10 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     // keyframe).
     let mut dropped_old = false;
     let mut pacer = Pacer::default();
+    // The link holds a standing queue: only the picture's packets are resent while it does
+    // (see `ResendControl::resend_only`; the 250 kbit/s viewer's link stayed full for two
+    // seconds after its switch to 180p, its sound's resends a third of what crossed it).
+    let mut jammed = false;
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -941,6 +945,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     // A layer asked for by name is sent as it comes: no pacing, no probe, and
                     // a return to Auto starts its choice afresh.
                     set_pace(&leg, &mut pacer, None);
+                    jammed = false;
+                    leg.resends.resend_only(None);
                     padding.set(0.0, Instant::now());
                     chooser = LayerChooser::default();
                     dropped_old = false;
@@ -972,9 +978,18 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 let metered = leg.link.read();
                 let probe_queued =
                     padding.probing() && metered.queue_us as f64 / 1e3 >= PROBE_QUEUE_MS;
+                // A queue standing on the path: the link is full before it drops a tenth.
+                let standing = metered.standing_us as f64 / 1e3 >= FULL_QUEUE_MS;
+                if standing != jammed {
+                    jammed = standing;
+                    leg.resends.resend_only(jammed.then_some(leg.ssrc));
+                }
+                // (Measured over a quarter second at least: what a shorter spell delivered
+                // says little of the link's rate.)
+                let standing = standing && sampler.older_than(now, STANDING_SAMPLE);
                 if settled
                     && due
-                    && (probe_queued || sampler.congested_since_last(
+                    && (probe_queued || standing || sampler.congested_since_last(
                         sent,
                         leg.nacked.load(Ordering::Relaxed),
                         metered,
@@ -1044,14 +1059,22 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                                 dropped_old = true;
                             }
                         }
-                        // Paced for the layer it gets (a switch sets the new layer's pace
-                        // when it happens: the old layer's packets paced at the new one's
-                        // rate would hold the new keyframe back behind them).
+                        // Paced for the layer it gets; a step down is paced for the new layer
+                        // at once (nothing of the old one flows), and the new keyframe waits
+                        // until the queue the link was last seen holding has drained: sent into
+                        // it, its tail is dropped and must be repaired across that queue. A
+                        // switch up sets the new layer's pace when it happens (the old layer's
+                        // packets paced at the new one's rate would hold its keyframe back).
+                        let paced = if dropped_old { forwarder.target() } else { current };
                         set_pace(
                             &leg,
                             &mut pacer,
-                            pace_rate(current, choice.probe, per_layer, chooser.capacity_bps(now)),
+                            pace_rate(paced, choice.probe, per_layer, chooser.capacity_bps(now)),
                         );
+                        if dropped_old && paced != current {
+                            let queue = Duration::from_micros(leg.link.read().queue_us);
+                            pacer.hold(now + queue, now);
+                        }
                         if report {
                             leg.report_link(current, link.estimate_bps);
                         }
@@ -1190,6 +1213,12 @@ struct LinkSampler {
 impl LinkSampler {
     /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
     /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
+    /// Whether the last sample was taken longer than `age` before `now` (or none was).
+    fn older_than(&self, now: Instant, age: Duration) -> bool {
+        self.last
+            .is_none_or(|(.., at)| now.saturating_duration_since(at) >= age)
+    }
+
     fn congested_since_last(
         &self,
         sent: Sent,
@@ -1250,6 +1279,7 @@ impl LinkSampler {
             delivered_bps,
             wire_loss,
             queue_ms: metered.queue_us as f64 / 1e3,
+            standing_queue_ms: metered.standing_us as f64 / 1e3,
         }
     }
 }
@@ -1305,6 +1335,8 @@ const PROBE_PACE_FACTOR: f64 = 1.25;
 /// full by resends of its own losses stayed congested at a layer that fits it (the 250 kbit/s
 /// viewer of `tests/weaknet` lost 30-50 % on 180p for seconds on end).
 const THIN_LINK_RESEND_SHARE: u32 = 250;
+/// A standing queue runs an early layer check once the last sample is this old.
+const STANDING_SAMPLE: Duration = Duration::from_millis(250);
 /// Bytes an RTP packet carries besides its payload (header, extensions, SRTP tag, UDP/IP).
 const RTP_OVERHEAD: usize = 60;
 
@@ -1442,6 +1474,7 @@ mod tests {
             acked_packets: arrived,
             lost_packets: missing,
             queue_us: 0,
+            standing_us: 0,
         };
         assert!(s.congested_since_last(sent(140), 0, fed(30, 10), t0 + ms(250), c));
         assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c));

@@ -24,10 +24,11 @@ pub struct Buffered {
     /// Payload.
     pub payload: Bytes,
     /// The first packet of a keyframe that starts a new encoding (the caller knows the codec;
-    /// for H.264 a new SPS: another simulcast layer). Held whole behind a gap, it ends the
-    /// wait: nothing before it is needed, and what the old encoding lost is not resent. A
-    /// keyframe of the same encoding does not: the frames before it are still repaired and
-    /// shown.
+    /// for H.264 a new SPS: another simulcast layer). Held behind a gap, it ends the wait on
+    /// every gap before it: nothing before it is needed, and what the old encoding lost is
+    /// not resent (the relay starts the player over at the switch). Gaps inside the new
+    /// keyframe are waited for as any. A keyframe of the same encoding does not: the frames
+    /// before it are still repaired and shown.
     pub new_encoding: bool,
 }
 
@@ -48,7 +49,7 @@ pub struct JitterBuffer {
     repair: Duration,
     /// Packets given up on.
     pub lost: u64,
-    /// Held packets flagged [`Buffered::new_encoding`] (the scan for a whole keyframe runs
+    /// Held packets flagged [`Buffered::new_encoding`] (the scan for one runs
     /// only while there is one).
     new_encodings: usize,
 }
@@ -145,8 +146,8 @@ impl JitterBuffer {
                 continue;
             }
             // A gap: give up on it once the oldest packet behind it has waited long enough,
-            // or at once when a whole keyframe of a new encoding waits behind it.
-            if let Some(key) = self.complete_keyframe() {
+            // or at once when a new encoding has begun behind it.
+            if let Some(key) = self.new_encoding_start() {
                 // What came before it is dropped with the gaps among it.
                 let kept = self.held.split_off(&key);
                 let before = std::mem::replace(&mut self.held, kept);
@@ -168,27 +169,16 @@ impl JitterBuffer {
         out
     }
 
-    /// The latest held keyframe whose packets are all here, from its first to its marker.
-    fn complete_keyframe(&self) -> Option<u64> {
+    /// The latest held packet that starts a new encoding.
+    fn new_encoding_start(&self) -> Option<u64> {
         if self.new_encodings == 0 {
             return None;
         }
-        let mut found = None;
-        let mut run: Option<(u64, u64)> = None; // (keyframe start, last contiguous)
-        for (&ext, (p, _)) in &self.held {
-            run = match run {
-                Some((start, last)) if ext == last + 1 => Some((start, ext)),
-                _ if p.new_encoding => Some((ext, ext)),
-                _ => None,
-            };
-            if let Some((start, _)) = run
-                && p.marker
-            {
-                found = Some(start);
-                run = None;
-            }
-        }
-        found
+        self.held
+            .iter()
+            .rev()
+            .find(|(_, (p, _))| p.new_encoding)
+            .map(|(&ext, _)| ext)
     }
 
     /// When [`Self::release`] should be called next (a gap's wait ends), if anything is held.
@@ -263,25 +253,31 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_keyframe_behind_a_gap_ends_the_wait() {
+    fn a_new_encoding_behind_a_gap_ends_the_wait_on_what_came_before() {
         let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
         let t = Instant::now();
         assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
-        // 2 and 3 lost; a keyframe 4..=6 arrives, its last packet with the marker.
+        // 2 and 3 (the old layer) lost; a new layer's keyframe 4..=7 arrives, 6 lost.
         let key = |seq, marker| Buffered {
             new_encoding: seq == 4,
             marker,
             ..pkt(seq, 3000)
         };
-        assert!(jb.push(key(4, false), t).is_empty());
-        assert!(jb.push(key(5, false), t).is_empty(), "not whole yet");
-        assert_eq!(seqs(&jb.push(key(6, true), t)), vec![4, 5, 6]);
+        assert_eq!(seqs(&jb.push(key(4, false), t)), vec![4]);
         assert_eq!(jb.lost, 2);
-        // A keyframe with a hole in it does not end the wait.
+        assert_eq!(seqs(&jb.push(key(5, false), t)), vec![5]);
+        // The hole inside the keyframe is waited for like any: its resend completes it.
+        assert!(jb.push(key(7, true), t).is_empty());
+        assert_eq!(seqs(&jb.push(key(6, false), t)), vec![6, 7]);
+        assert_eq!(jb.lost, 2);
+        // A keyframe of the same encoding behind a gap does not end the wait.
         let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
         assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
-        assert!(jb.push(key(4, false), t).is_empty());
-        assert!(jb.push(key(6, true), t).is_empty());
+        let same = Buffered {
+            marker: true,
+            ..pkt(4, 3000)
+        };
+        assert!(jb.push(same, t).is_empty());
         assert_eq!(jb.lost, 0);
     }
 

@@ -26,6 +26,10 @@ pub struct LinkMeter {
     /// clocks, so only their differences mean anything). A link filled past its capacity
     /// shows it a queue's length before it drops anything.
     pub queue_us: AtomicU64,
+    /// The least queue any packet met over the last [`STANDING_BATCHES`] batches, µs: a
+    /// burst (a keyframe) queues its own tail for a moment, but only a link kept fuller than
+    /// its capacity delays every packet, the first of each batch included, batch after batch.
+    pub standing_us: AtomicU64,
 }
 
 /// The totals at one moment.
@@ -39,6 +43,8 @@ pub struct Metered {
     pub lost_packets: u64,
     /// The queue the latest feedback showed, µs (see [`LinkMeter::queue_us`]).
     pub queue_us: u64,
+    /// The standing queue, µs (see [`LinkMeter::standing_us`]).
+    pub standing_us: u64,
 }
 
 impl LinkMeter {
@@ -49,6 +55,7 @@ impl LinkMeter {
             acked_packets: self.acked_packets.load(Ordering::Relaxed),
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
             queue_us: self.queue_us.load(Ordering::Relaxed),
+            standing_us: self.standing_us.load(Ordering::Relaxed),
         }
     }
 
@@ -117,6 +124,8 @@ pub struct MeteredGcc {
     meter: Arc<LinkMeter>,
     arrived: Recent,
     delays: OneWay,
+    /// The least queue of each of the last [`STANDING_BATCHES`] batches, s.
+    least: VecDeque<f64>,
 }
 
 /// The path's one-way delay (up to a clock offset) from each batch of reports.
@@ -130,10 +139,22 @@ struct OneWay {
 
 /// Batches the base delay is the fastest of (a few seconds of feedback).
 const BASE_BATCHES: usize = 40;
+/// Batches a standing queue must hold through (feedback comes every 100 ms or so: 300 ms,
+/// longer than a keyframe burst's queue lasts on a link that carries the layer).
+pub const STANDING_BATCHES: usize = 3;
+
+/// What one batch of feedback showed of the path's queue, s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Queue {
+    /// The batch's packets' mean delay over the base.
+    mean: f64,
+    /// The least delay over the base any of them met.
+    least: f64,
+}
 
 impl OneWay {
-    /// The queue (s) the batch's packets met over the base, if any arrived with a time.
-    fn queue(&mut self, reports: &[PacketReport]) -> Option<f64> {
+    /// The queue the batch's packets met over the base, if any arrived with a time.
+    fn queue(&mut self, reports: &[PacketReport]) -> Option<Queue> {
         let epoch = *self
             .epoch
             .get_or_insert_with(|| reports.first().map_or_else(Instant::now, |r| r.departure));
@@ -167,7 +188,10 @@ impl OneWay {
         }
         let base = self.fastest.iter().copied().fold(f64::INFINITY, f64::min);
         let mean = delays.iter().sum::<f64>() / delays.len() as f64;
-        Some((mean - base).max(0.0))
+        Some(Queue {
+            mean: (mean - base).max(0.0),
+            least: (fastest - base).max(0.0),
+        })
     }
 }
 
@@ -179,6 +203,7 @@ impl MeteredGcc {
             meter,
             arrived: Recent::default(),
             delays: OneWay::default(),
+            least: VecDeque::with_capacity(STANDING_BATCHES + 1),
         }
     }
 }
@@ -189,7 +214,19 @@ impl BandwidthEstimator for MeteredGcc {
         if let Some(queue) = self.delays.queue(reports) {
             self.meter
                 .queue_us
-                .store((queue * 1e6) as u64, Ordering::Relaxed);
+                .store((queue.mean * 1e6) as u64, Ordering::Relaxed);
+            self.least.push_back(queue.least);
+            if self.least.len() > STANDING_BATCHES {
+                self.least.pop_front();
+            }
+            let standing = if self.least.len() == STANDING_BATCHES {
+                self.least.iter().copied().fold(f64::INFINITY, f64::min)
+            } else {
+                0.0
+            };
+            self.meter
+                .standing_us
+                .store((standing * 1e6) as u64, Ordering::Relaxed);
         }
         self.gcc.on_reports(now, reports);
     }
@@ -249,13 +286,53 @@ mod tests {
         };
         for b in 0..5 {
             let q = one.queue(&batch(b * 50, 0)).expect("a queue figure");
-            assert!(q < 0.001, "{q}");
+            assert!(q.mean < 0.001, "{q:?}");
         }
-        // Each packet 10 ms later than the one before: a queue growing by 10 ms a packet.
+        // Each packet 10 ms later than the one before: a queue growing by 10 ms a packet,
+        // which the batch's first packet did not meet.
         let q = one.queue(&batch(250, 10)).expect("a queue figure");
-        assert!((0.040..0.050).contains(&q), "{q}");
+        assert!((0.040..0.050).contains(&q.mean), "{q:?}");
+        assert!(q.least < 0.001, "{q:?}");
         // Nothing arrived: no figure.
         assert_eq!(one.queue(&[report(1, false)]), None);
+    }
+
+    #[test]
+    fn only_a_queue_every_packet_meets_batch_after_batch_is_standing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let meter = Arc::new(LinkMeter::default());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone());
+        // Batch `b`: ten packets 10 ms apart, each `wait(i)` ms in a queue.
+        let mut feed = |b: u64, wait: &dyn Fn(u64) -> u64| {
+            let reports: Vec<PacketReport> = (0..10)
+                .map(|i| PacketReport {
+                    departure: t0 + ms(b * 100 + i * 10),
+                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait(i))),
+                    ..report((b * 10 + i) as u16, true)
+                })
+                .collect();
+            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
+            meter.read()
+        };
+        for b in 0..4 {
+            assert_eq!(feed(b, &|_| 0).standing_us, 0);
+        }
+        // A keyframe's burst: its tail waits up to 180 ms, its head did not.
+        for b in 4..8 {
+            let m = feed(b, &|i| i * 20);
+            assert!(m.queue_us > 80_000, "{m:?}");
+            assert_eq!(m.standing_us, 0, "{m:?}");
+        }
+        // A full link: every packet waits 200 ms or more. Standing from the third batch.
+        let m = feed(8, &|i| 200 + i);
+        assert_eq!(m.standing_us, 0, "{m:?}");
+        let m = feed(9, &|i| 200 + i);
+        assert_eq!(m.standing_us, 0, "{m:?}");
+        let m = feed(10, &|i| 210 + i);
+        assert!((199_000..=201_000).contains(&m.standing_us), "{m:?}");
+        // Drained: gone at the next batch.
+        assert_eq!(feed(11, &|_| 0).standing_us, 0);
     }
 
     #[test]
@@ -282,6 +359,7 @@ mod tests {
                 acked_packets: 2,
                 lost_packets: 2,
                 queue_us: 0,
+                standing_us: 0,
             }
         );
         let before = Metered::default();

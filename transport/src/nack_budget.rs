@@ -40,6 +40,12 @@ pub struct ResendControl {
     /// switch): the receiver starts over at the new keyframe, and the old packets it still
     /// asks for would only fill the link.
     floor: AtomicU64,
+    /// While set (`1 << 32 | ssrc`), no resends of any stream but `ssrc` (0: all may be
+    /// resent). The owner sets it while the link holds a standing queue: a resend joins the
+    /// back of it, and the sound's resends come too late for its short buffer while they keep
+    /// the queue standing; the picture's are still needed (a lost packet of the new layer's
+    /// keyframe costs everything up to the next one).
+    only: AtomicU64,
 }
 
 impl Default for ResendControl {
@@ -47,11 +53,26 @@ impl Default for ResendControl {
         ResendControl {
             share: AtomicU32::new(FULL_SHARE),
             floor: AtomicU64::new(0),
+            only: AtomicU64::new(0),
         }
     }
 }
 
 impl ResendControl {
+    /// Resends of `ssrc` only (None: of every stream) from now on.
+    pub fn resend_only(&self, ssrc: Option<u32>) {
+        self.only.store(
+            ssrc.map_or(0, |s| 1 << 32 | u64::from(s)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether resends of `ssrc` are refused by [`Self::resend_only`].
+    fn refused(&self, ssrc: u32) -> bool {
+        let only = self.only.load(Ordering::Relaxed);
+        only != 0 && only as u32 != ssrc
+    }
+
     /// No resends of `ssrc`'s packets before `seq` from now on.
     pub fn set_floor(&self, ssrc: u32, seq: u16) {
         self.floor.store(
@@ -129,7 +150,9 @@ impl NackBudgetHooks {
         *tokens = tokens.min(most);
         let mut kept = Vec::new();
         for seq in nacked_seqs(nack) {
-            if self.control.below_floor(nack.media_ssrc, seq) {
+            if self.control.below_floor(nack.media_ssrc, seq)
+                || self.control.refused(nack.media_ssrc)
+            {
                 self.trimmed += 1;
             } else if *tokens >= 1.0 {
                 *tokens -= 1.0;
@@ -235,6 +258,25 @@ mod tests {
         let all: Vec<u16> = (1000..1250).collect();
         let kept = h.trim(&nack(&all)).expect("kept");
         assert_eq!(nacked_seqs(&kept).count(), (BURST / 4.0) as usize);
+    }
+
+    #[test]
+    fn resends_of_one_stream_only_while_told() {
+        let control = Arc::new(ResendControl::default());
+        let mut h = NackBudgetHooks {
+            control: control.clone(),
+            ..NackBudgetHooks::default()
+        };
+        let sound = TransportLayerNack {
+            media_ssrc: 8,
+            ..nack(&[5, 6])
+        };
+        control.resend_only(Some(7));
+        assert!(h.trim(&sound).is_none());
+        assert_eq!(h.trimmed, 2);
+        assert!(h.trim(&nack(&[5])).is_some(), "the picture's still go");
+        control.resend_only(None);
+        assert!(h.trim(&sound).is_some());
     }
 
     #[test]

@@ -39,6 +39,16 @@ impl Pacer {
         self.next = None;
     }
 
+    /// Sends nothing before `until` (at most [`MAX_HOLD`] after `now`; only while pacing): a
+    /// link known to hold a queue lets it drain before what comes next.
+    pub fn hold(&mut self, until: Instant, now: Instant) {
+        if self.rate_bps.is_none() {
+            return;
+        }
+        let until = until.min(now + MAX_HOLD);
+        self.next = Some(self.next.map_or(until, |n| n.max(until)));
+    }
+
     /// The rate paced at (None: not pacing).
     pub fn rate_bps(&self) -> Option<f64> {
         self.rate_bps
@@ -159,6 +169,25 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(p.admit(1200, t1), t1);
         assert_eq!(p.admit(1200, t1), t1);
+    }
+
+    #[test]
+    fn a_hold_keeps_what_comes_next_back_for_a_while_and_never_past_the_cap() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut unpaced = Pacer::default();
+        unpaced.hold(t0 + ms(200), t0);
+        assert_eq!(unpaced.admit(1200, t0), t0, "no rate, no hold");
+        let mut p = Pacer::default();
+        p.set_rate(Some(960_000.0)); // 1200 bytes take 10 ms
+        p.hold(t0 + ms(200), t0);
+        assert_eq!(p.admit(1200, t0 + ms(50)), t0 + ms(200));
+        assert_eq!(p.admit(1200, t0 + ms(50)), t0 + ms(210));
+        // A hold past the cap is cut to it.
+        let mut p = Pacer::default();
+        p.set_rate(Some(960_000.0));
+        p.hold(t0 + ms(2_000), t0);
+        assert_eq!(p.admit(1200, t0), t0 + MAX_HOLD);
     }
 
     #[test]

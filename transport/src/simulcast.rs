@@ -250,6 +250,10 @@ pub const SETTLE: Duration = Duration::from_millis(2500);
 pub const CONGESTED_LOSS: f64 = 0.10;
 /// A probe that makes the path queue this much (ms) has found the link's capacity.
 pub const PROBE_QUEUE_MS: f64 = 60.0;
+/// A standing queue this long (ms) means the link is full, before it loses a tenth: what
+/// arrives is its capacity. Jitter on a path moves single packets, not every packet of a
+/// batch, so it does not stand; a link this far behind is.
+pub const FULL_QUEUE_MS: f64 = 100.0;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much above the lowest seen means a queue is building.
@@ -261,6 +265,13 @@ const DELIVERED_SHARE: f64 = 0.9;
 pub const CAPACITY_MEMORY: Duration = Duration::from_secs(6);
 
 impl LinkSample {
+    /// Whether the link shows it is full: a tenth lost, or a standing queue with the
+    /// feedback saying what arrives.
+    pub fn full(&self) -> bool {
+        self.worst_loss() >= CONGESTED_LOSS
+            || (self.standing_queue_ms >= FULL_QUEUE_MS && self.delivered_bps > 0.0)
+    }
+
     /// The share lost: the larger of what the player NACKed and what its transport-wide
     /// feedback reported missing (the feedback comes a round trip after sending; NACKs only
     /// after a gap shows and the player's repair timer ran, and cover video only).
@@ -299,6 +310,9 @@ pub struct LinkSample {
     /// The queue the latest feedback showed on the path, ms (one-way delay over the fastest
     /// lately; 0 without feedback).
     pub queue_ms: f64,
+    /// The queue every packet met over the last few feedback batches, ms (see
+    /// `link_meter::LinkMeter::standing_us`; 0 without feedback).
+    pub standing_queue_ms: f64,
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows
@@ -372,7 +386,7 @@ impl LayerChooser {
                 || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
-                if link.worst_loss() >= CONGESTED_LOSS && link.full_capacity() > 0.0 {
+                if link.full() && link.full_capacity() > 0.0 {
                     // The probe filled the link: what arrived is its capacity.
                     self.capacity = Some((link.full_capacity(), now));
                 }
@@ -472,7 +486,7 @@ impl LayerChooser {
         let queued = self
             .min_rtt_ms
             .is_some_and(|m| link.rtt_ms > m + QUEUE_RTT_MS);
-        let capacity = if link.worst_loss() >= CONGESTED_LOSS {
+        let capacity = if link.full() {
             if link.full_capacity() > 0.0 {
                 self.capacity = Some((link.full_capacity(), now));
             }
@@ -510,7 +524,10 @@ impl LayerChooser {
         // Up: one layer at a time, once it has fitted on a clean link for UP_HOLD, and not
         // into a layer still backing off.
         let up = sent.iter().copied().filter(|l| *l < current).max();
-        let clean = link.worst_loss() < CLEAN_LOSS && !queued && !settling;
+        let clean = link.worst_loss() < CLEAN_LOSS
+            && link.standing_queue_ms < FULL_QUEUE_MS
+            && !queued
+            && !settling;
         // The estimate is no guide here: GCC climbs far above a link it is not filling, and
         // after a lossy spell it sits far below one for many seconds. A clean link is the
         // cue; the probe (see [`Self::decide`]) is the test.
@@ -807,6 +824,7 @@ mod tests {
             delivered_bps: 250_000.0,
             wire_loss: 0.33,
             queue_ms: 0.0,
+            standing_queue_ms: 0.0,
         };
         assert_eq!(c.decide(0, jammed, rates, t0).layer, 2);
         // Clean on the small layer: no probe for the middle one while the measurement is
@@ -822,6 +840,49 @@ mod tests {
                 == Some(1)
         });
         assert!(probed);
+    }
+
+    #[test]
+    fn a_standing_queue_is_a_full_link_before_it_loses_a_tenth() {
+        let t0 = Instant::now();
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        // 600 kbit/s arrive of 1.5 Mbps sent, 5 % lost so far, every packet 200 ms queued.
+        let queued = LinkSample {
+            estimate_bps: 5_000_000.0,
+            sent_bps: 1_500_000.0,
+            delivered_bps: 600_000.0,
+            wire_loss: 0.05,
+            queue_ms: 220.0,
+            standing_queue_ms: 200.0,
+            ..LinkSample::default()
+        };
+        assert!(queued.full());
+        assert_eq!(
+            LayerChooser::default().decide(0, queued, rates, t0).layer,
+            1
+        );
+        // A keyframe's burst queues its tail only: no standing queue, nothing moves.
+        let burst = LinkSample {
+            standing_queue_ms: 0.0,
+            ..queued
+        };
+        assert!(!burst.full());
+        assert_eq!(LayerChooser::default().decide(0, burst, rates, t0).layer, 0);
+        // A standing queue on a link that carries the layer (what arrives fits it): stays.
+        let carried = LinkSample {
+            delivered_bps: 1_900_000.0,
+            ..queued
+        };
+        assert_eq!(
+            LayerChooser::default().decide(0, carried, rates, t0).layer,
+            0
+        );
+        // Without feedback a queue says nothing of the capacity.
+        let blind = LinkSample {
+            delivered_bps: 0.0,
+            ..queued
+        };
+        assert!(!blind.full());
     }
 
     #[test]
