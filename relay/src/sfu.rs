@@ -922,6 +922,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     // (see `ResendControl::resend_only`; the 250 kbit/s viewer's link stayed full for two
     // seconds after its switch to 180p, its sound's resends a third of what crossed it).
     let mut jammed = false;
+    // However this task ends, the sound's resends are not left refused.
+    let _resend_all = ResendAll(leg.resends.clone());
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -1183,6 +1185,15 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     }
 }
 
+/// Lifts [`ResendControl::resend_only`] when dropped.
+struct ResendAll(Arc<ResendControl>);
+
+impl Drop for ResendAll {
+    fn drop(&mut self) {
+        self.0.resend_only(None);
+    }
+}
+
 /// Reads a player connection's send-side estimate (bits/s; 0 until there is one).
 async fn player_estimate(pc: &Arc<dyn PeerConnection>) -> f64 {
     let report = pc
@@ -1211,14 +1222,14 @@ struct LinkSampler {
 }
 
 impl LinkSampler {
-    /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
-    /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
     /// Whether the last sample was taken longer than `age` before `now` (or none was).
     fn older_than(&self, now: Instant, age: Duration) -> bool {
         self.last
             .is_none_or(|(.., at)| now.saturating_duration_since(at) >= age)
     }
 
+    /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
+    /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
     fn congested_since_last(
         &self,
         sent: Sent,

@@ -52,6 +52,8 @@ pub struct JitterBuffer {
     /// Held packets flagged [`Buffered::new_encoding`] (the scan for one runs
     /// only while there is one).
     new_encodings: usize,
+    /// The RTP timestamp of the last packet released.
+    released_ts: Option<u32>,
 }
 
 impl JitterBuffer {
@@ -69,6 +71,7 @@ impl JitterBuffer {
             repair: Duration::ZERO,
             lost: 0,
             new_encodings: 0,
+            released_ts: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl JitterBuffer {
                 self.new_encodings = self
                     .new_encodings
                     .saturating_sub(usize::from(packet.new_encoding));
+                self.released_ts = Some(packet.timestamp);
                 out.push(packet);
                 self.next = Some(next + 1);
                 continue;
@@ -169,15 +173,23 @@ impl JitterBuffer {
         out
     }
 
-    /// The latest held packet that starts a new encoding.
+    /// Where the latest held new encoding starts: the first held packet of the frame whose
+    /// packet is flagged (the frame's SEI may go in a packet before its SPS). None once part of
+    /// that frame went out: a gap inside it is waited for like any.
     fn new_encoding_start(&self) -> Option<u64> {
         if self.new_encodings == 0 {
             return None;
         }
+        let (&flagged, (packet, _)) = self.held.iter().rev().find(|(_, (p, _))| p.new_encoding)?;
+        let ts = packet.timestamp;
+        if self.released_ts == Some(ts) {
+            return None;
+        }
         self.held
-            .iter()
+            .range(..=flagged)
             .rev()
-            .find(|(_, (p, _))| p.new_encoding)
+            .take_while(|(_, (p, _))| p.timestamp == ts)
+            .last()
             .map(|(&ext, _)| ext)
     }
 
@@ -270,6 +282,21 @@ mod tests {
         assert!(jb.push(key(7, true), t).is_empty());
         assert_eq!(seqs(&jb.push(key(6, false), t)), vec![6, 7]);
         assert_eq!(jb.lost, 2);
+        // The frame's packets before the flagged one (its SEI) are kept, and a gap inside the
+        // frame, once part of it went out, is waited for.
+        let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
+        assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);
+        let frame = |seq: u16| Buffered {
+            new_encoding: seq == 5,
+            marker: seq == 8,
+            ..pkt(seq, 6000)
+        };
+        assert!(jb.push(frame(4), t).is_empty(), "the SEI, behind the gap");
+        assert_eq!(seqs(&jb.push(frame(5), t)), vec![4, 5]);
+        assert!(jb.push(frame(7), t).is_empty());
+        assert!(jb.push(frame(8), t).is_empty());
+        assert_eq!(jb.lost, 2);
+        assert_eq!(seqs(&jb.push(frame(6), t)), vec![6, 7, 8]);
         // A keyframe of the same encoding behind a gap does not end the wait.
         let mut jb = JitterBuffer::new(90_000, Duration::from_millis(500));
         assert_eq!(seqs(&jb.push(pkt(1, 0), t)), vec![1]);

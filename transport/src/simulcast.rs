@@ -254,6 +254,8 @@ pub const PROBE_QUEUE_MS: f64 = 60.0;
 /// arrives is its capacity. Jitter on a path moves single packets, not every packet of a
 /// batch, so it does not stand; a link this far behind is.
 pub const FULL_QUEUE_MS: f64 = 100.0;
+/// With a standing queue, a link delivering less than this share of the video sent is full.
+const STANDING_SHORTFALL: f64 = 0.8;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much above the lowest seen means a queue is building.
@@ -265,11 +267,14 @@ const DELIVERED_SHARE: f64 = 0.9;
 pub const CAPACITY_MEMORY: Duration = Duration::from_secs(6);
 
 impl LinkSample {
-    /// Whether the link shows it is full: a tenth lost, or a standing queue with the
-    /// feedback saying what arrives.
+    /// Whether the link shows it is full: a tenth lost, or a standing queue while what the
+    /// feedback says arrived falls well short of the video sent (a queue another flow
+    /// fills, or a keyframe's draining on a link that carries the layer, arrives as sent).
     pub fn full(&self) -> bool {
         self.worst_loss() >= CONGESTED_LOSS
-            || (self.standing_queue_ms >= FULL_QUEUE_MS && self.delivered_bps > 0.0)
+            || (self.standing_queue_ms >= FULL_QUEUE_MS
+                && self.delivered_bps > 0.0
+                && self.delivered_bps < self.sent_bps * STANDING_SHORTFALL)
     }
 
     /// The share lost: the larger of what the player NACKed and what its transport-wide
@@ -868,11 +873,13 @@ mod tests {
         };
         assert!(!burst.full());
         assert_eq!(LayerChooser::default().decide(0, burst, rates, t0).layer, 0);
-        // A standing queue on a link that carries the layer (what arrives fits it): stays.
+        // A standing queue on a link that delivers what it is sent (another flow fills the
+        // queue, or a keyframe drains): not full.
         let carried = LinkSample {
-            delivered_bps: 1_900_000.0,
+            delivered_bps: 1_450_000.0,
             ..queued
         };
+        assert!(!carried.full());
         assert_eq!(
             LayerChooser::default().decide(0, carried, rates, t0).layer,
             0

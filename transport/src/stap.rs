@@ -9,6 +9,8 @@
 //! access unit so that each run of units that fits one packet is a single STAP-A unit; the
 //! payloader then sends it whole as it sends any unit that fits.
 
+use crate::sei::nal_units;
+
 /// Payload bytes one RTP packet carries in webrtc-rs's sample writer (1200 − the RTP header).
 pub const MAX_PAYLOAD: usize = 1188;
 
@@ -17,46 +19,21 @@ const STAP_A: u8 = 24;
 /// Types the payloader drops: access unit delimiter, filler.
 const DROPPED: [u8; 2] = [9, 12];
 
-/// The NAL units of an Annex-B stream (start codes of three or four bytes), without their start
-/// codes. Empty units are skipped.
-pub fn nal_units(annex_b: &[u8]) -> Vec<&[u8]> {
-    let mut units = Vec::new();
-    let mut start = None;
-    let mut i = 0;
-    while i + 2 < annex_b.len() {
-        if annex_b[i] == 0 && annex_b[i + 1] == 0 && annex_b[i + 2] == 1 {
-            if let Some(s) = start {
-                // A four-byte start code's leading zero belongs to it, not the unit before.
-                let end = if i > s && annex_b[i - 1] == 0 {
-                    i - 1
-                } else {
-                    i
-                };
-                units.push(&annex_b[s..end.max(s)]);
-            }
-            i += 3;
-            start = Some(i);
-        } else {
-            i += 1;
-        }
-    }
-    match start {
-        Some(s) => units.push(&annex_b[s..]),
-        // No start code: the whole buffer is one unit.
-        None => units.push(annex_b),
-    }
-    units.retain(|u| !u.is_empty());
-    units
-}
-
 /// The access unit `annex_b` with each run of consecutive NAL units that fits `max` payload
 /// bytes together packed into one STAP-A unit, in order. Units too big to share a packet (the
 /// payloader cuts them into FU-A fragments) and runs of one stay as they were; AUD and filler
 /// units, which the payloader drops, are dropped here.
 pub fn aggregate(annex_b: &[u8], max: usize) -> Vec<u8> {
-    let units: Vec<&[u8]> = nal_units(annex_b)
+    // Sizes are 16-bit.
+    let max = max.min(usize::from(u16::MAX));
+    let units = nal_units(annex_b);
+    if units.is_empty() {
+        // Not Annex-B: nothing to pack.
+        return annex_b.to_vec();
+    }
+    let units: Vec<&[u8]> = units
         .into_iter()
-        .filter(|u| !DROPPED.contains(&(u[0] & 0x1f)))
+        .filter(|u| u.first().is_some_and(|h| !DROPPED.contains(&(h & 0x1f))))
         .collect();
     let mut out = Vec::with_capacity(annex_b.len() + 4 * units.len());
     let mut run: Vec<&[u8]> = Vec::new();
@@ -84,7 +61,7 @@ fn flush(run: &[&[u8]], out: &mut Vec<u8>) {
         let mut stap = Vec::with_capacity(1 + run.iter().map(|u| 2 + u.len()).sum::<usize>());
         stap.push(forbidden | nri | STAP_A);
         for unit in run {
-            // A run never exceeds `max` (≤ 1188), so each size fits 16 bits.
+            // A run never exceeds `max` (≤ 65,535), so each size fits 16 bits.
             stap.extend_from_slice(&(unit.len() as u16).to_be_bytes());
             stap.extend_from_slice(unit);
         }
@@ -100,13 +77,13 @@ fn flush(run: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
-/// Whether `unit`, written after a start code, reads back whole: no start code inside it
-/// (the size fields are not emulation-protected: a size of 1-3 after a zero byte, or 256-259
-/// ending a unit in 0x00, would look like one) and no zero byte at its end, which would be read
-/// as the next start code's.
+/// Whether `unit`, written after a start code, reads back whole: no `00 00 01` inside it, the
+/// only pattern the payloader splits on (the size fields are not emulation-protected: a size
+/// of 1 after a unit ending in 0x00 would make one; `00 00 03`, the emulation-prevention byte
+/// every NAL unit may carry, is not one), and no zero byte at its end, which would be read as
+/// the next start code's.
 fn survives_annex_b(unit: &[u8]) -> bool {
-    unit.last().is_some_and(|b| *b != 0)
-        && !unit.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 3)
+    unit.last().is_some_and(|b| *b != 0) && !unit.windows(3).any(|w| w == [0, 0, 1])
 }
 
 #[cfg(test)]
@@ -192,28 +169,30 @@ mod tests {
 
     #[test]
     fn an_aggregate_that_would_read_as_a_start_code_is_not_made() {
-        // A unit ending in 0x00 (the stop bit is in it, but a broken or hand-made stream can
-        // do this) followed by a two-byte unit: the size field 00 02 makes 00 00 02.
-        let odd: &[u8] = &[0x41, 0x00];
-        let au = annex_b(&[SEI, odd, &[0x41, 0x9a]]);
-        let packed = aggregate(&au, MAX_PAYLOAD);
-        assert_eq!(nal_units(&packed), vec![SEI, odd, &[0x41, 0x9a][..]]);
         assert!(!survives_annex_b(&[
-            0x78, 0x00, 0x02, 0x41, 0x00, 0x00, 0x02
+            0x78, 0x00, 0x02, 0x41, 0x00, 0x00, 0x01, 0x09
         ]));
-        assert!(survives_annex_b(&[0x78, 0x00, 0x02, 0x41, 0x9a]));
+        assert!(!survives_annex_b(&[0x78, 0x00, 0x02, 0x41, 0x00]));
+        // (Units split from Annex-B never end in 0x00 — trailing zeros are padding — nor hold
+        // 00 00 01, so this guards broken input only.)
+        // An emulation-prevention byte (00 00 03) inside a unit is no start code: packed.
+        let sps: &[u8] = &[0x67, 0x42, 0x00, 0x00, 0x03, 0x01, 0x80];
+        let packed = aggregate(&annex_b(&[SEI, sps, PPS]), MAX_PAYLOAD);
+        assert_eq!(nal_units(&packed).len(), 1);
+        assert_eq!(nal_units(&round_trip(&packed).1), vec![SEI, sps, PPS]);
     }
 
     #[test]
-    fn three_byte_start_codes_and_no_start_code_are_read() {
+    fn three_byte_start_codes_are_read_and_what_is_not_annex_b_is_left_alone() {
         let au = [
             0, 0, 1, 0x41, 0x9a, 0, 0, 0, 1, 0x41, 0x9b, 0, 0, 1, 0x06, 0x05,
         ];
+        let packed = aggregate(&au, MAX_PAYLOAD);
         assert_eq!(
-            nal_units(&au),
+            nal_units(&round_trip(&packed).1),
             vec![&[0x41, 0x9a][..], &[0x41, 0x9b][..], &[0x06, 0x05][..]]
         );
-        assert_eq!(nal_units(&[0x41, 0x9a]), vec![&[0x41, 0x9a][..]]);
+        assert_eq!(aggregate(&[0x41, 0x9a], MAX_PAYLOAD), vec![0x41, 0x9a]);
         assert!(aggregate(&[], MAX_PAYLOAD).is_empty());
     }
 }

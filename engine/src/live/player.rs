@@ -374,8 +374,9 @@ async fn receive_video(
     let mut assembler = Assembler::default();
     let mut playout = Playout::new(90_000, MAX_PLAYOUT_DELAY);
     let mut last_sps: Option<Vec<u8>> = None;
-    // The last SPS seen in the packets (the jitter buffer's `new_encoding`).
-    let mut rtp_sps: Option<Vec<u8>> = None;
+    // The last SPS seen in the packets, and the packet's sequence number (the jitter buffer's
+    // `new_encoding`).
+    let mut rtp_sps: Option<(Vec<u8>, u16)> = None;
     let mut newest_seq: Option<u16> = None;
     let mut held: VecDeque<(Instant, AccessUnit)> = VecDeque::new();
     let mut last_pli: Option<Instant> = None;
@@ -410,10 +411,19 @@ async fn receive_video(
                     // The first SPS counts too: nothing before it can be decoded (on a thin
                     // link the first layer's keyframe may never arrive whole, and the gaps it
                     // left must not hold the layer the relay switched to).
+                    // An SPS is recorded from any packet newer than the one it was last
+                    // recorded from (the new layer's may arrive only as a resend); only the
+                    // newest packet marks a new encoding.
                     let new_encoding = match onair_transport::simulcast::rtp_sps(&p.payload) {
-                        Some(sps) if newest && rtp_sps.as_deref() != Some(sps) => {
-                            rtp_sps = Some(sps.to_vec());
-                            true
+                        Some(sps)
+                            if rtp_sps.as_ref().is_none_or(|(known, at)| {
+                                known.as_slice() != sps
+                                    && seq != *at
+                                    && seq.wrapping_sub(*at) < 0x8000
+                            }) =>
+                        {
+                            rtp_sps = Some((sps.to_vec(), seq));
+                            newest
                         }
                         _ => false,
                     };
