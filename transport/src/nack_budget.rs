@@ -149,10 +149,9 @@ impl NackBudgetHooks {
         let tokens = self.tokens.entry(nack.media_ssrc).or_insert(most);
         *tokens = tokens.min(most);
         let mut kept = Vec::new();
+        let refused = self.control.refused(nack.media_ssrc);
         for seq in nacked_seqs(nack) {
-            if self.control.below_floor(nack.media_ssrc, seq)
-                || self.control.refused(nack.media_ssrc)
-            {
+            if refused || self.control.below_floor(nack.media_ssrc, seq) {
                 self.trimmed += 1;
             } else if *tokens >= 1.0 {
                 *tokens -= 1.0;

@@ -26,15 +26,12 @@ const DROPPED: [u8; 2] = [9, 12];
 pub fn aggregate(annex_b: &[u8], max: usize) -> Vec<u8> {
     // Sizes are 16-bit.
     let max = max.min(usize::from(u16::MAX));
-    let units = nal_units(annex_b);
+    let mut units = nal_units(annex_b);
     if units.is_empty() {
         // Not Annex-B: nothing to pack.
         return annex_b.to_vec();
     }
-    let units: Vec<&[u8]> = units
-        .into_iter()
-        .filter(|u| u.first().is_some_and(|h| !DROPPED.contains(&(h & 0x1f))))
-        .collect();
+    units.retain(|u| u.first().is_some_and(|h| !DROPPED.contains(&(h & 0x1f))));
     let mut out = Vec::with_capacity(annex_b.len() + 4 * units.len());
     let mut run: Vec<&[u8]> = Vec::new();
     // A STAP-A's size: its header byte, then a 16-bit size before each unit.
@@ -56,20 +53,20 @@ pub fn aggregate(annex_b: &[u8], max: usize) -> Vec<u8> {
 /// aggregate would not survive the trip through Annex-B.
 fn flush(run: &[&[u8]], out: &mut Vec<u8>) {
     if let [_, _, ..] = run {
+        // Written in place; taken back if it would not read back whole.
+        let start = out.len();
         let nri = run.iter().map(|u| u[0] & 0x60).max().unwrap_or(0);
         let forbidden = run.iter().fold(0, |f, u| f | (u[0] & 0x80));
-        let mut stap = Vec::with_capacity(1 + run.iter().map(|u| 2 + u.len()).sum::<usize>());
-        stap.push(forbidden | nri | STAP_A);
+        out.extend_from_slice(&[0, 0, 0, 1, forbidden | nri | STAP_A]);
         for unit in run {
             // A run never exceeds `max` (≤ 65,535), so each size fits 16 bits.
-            stap.extend_from_slice(&(unit.len() as u16).to_be_bytes());
-            stap.extend_from_slice(unit);
+            out.extend_from_slice(&(unit.len() as u16).to_be_bytes());
+            out.extend_from_slice(unit);
         }
-        if survives_annex_b(&stap) {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(&stap);
+        if survives_annex_b(&out[start + 4..]) {
             return;
         }
+        out.truncate(start);
     }
     for unit in run {
         out.extend_from_slice(&[0, 0, 0, 1]);
