@@ -6,7 +6,7 @@
 //! It is driven by the relay's state machine ([`crate::state::Output::Negotiate`],
 //! `EndMedia`, `EndPlay`) and reports back through [`SfuEvents`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -924,6 +924,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut jammed = false;
     // However this task ends, the sound's resends are not left refused.
     let _resend_all = ResendAll(leg.resends.clone());
+    // What the link delivers beside this track (its audio) is told apart from the video.
+    leg.link.video_ssrc.store(leg.ssrc, Ordering::Relaxed);
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -1259,13 +1261,19 @@ impl LinkSampler {
         metered: Metered,
         now: Instant,
     ) -> LinkSample {
-        let (mut delivered_bps, mut wire_loss) = (0.0, 0.0);
+        let (mut delivered_bps, mut other_bps, mut wire_loss) = (0.0, 0.0, 0.0);
         let (sent_bps, loss) = match self.last {
             Some((before, nacked_before, metered_before, at)) => {
                 let secs = now.saturating_duration_since(at).as_secs_f64().max(0.05);
                 let (bytes, arrived, missing) = metered.since(metered_before);
                 if arrived + missing > 0 {
                     delivered_bps = bytes as f64 * 8.0 / secs;
+                    other_bps = metered
+                        .other_bytes
+                        .saturating_sub(metered_before.other_bytes)
+                        as f64
+                        * 8.0
+                        / secs;
                     wire_loss = missing as f64 / (arrived + missing) as f64;
                 }
                 let packets = sent.packets.saturating_sub(before.packets);
@@ -1288,6 +1296,7 @@ impl LinkSampler {
             loss,
             rtt_ms: 0.0,
             delivered_bps,
+            other_bps,
             wire_loss,
             queue_ms: metered.queue_us as f64 / 1e3,
             standing_queue_ms: metered.standing_us as f64 / 1e3,
@@ -1295,30 +1304,63 @@ impl LinkSampler {
     }
 }
 
-/// Each layer's bitrate as it arrives, from the ingest's byte counters between two calls.
+/// Each layer's bitrate as it arrives, from the ingest's byte counters between two calls: the
+/// mean of its last [`RATE_WINDOWS`] measurements (a keyframe's window among them), and for a
+/// paused layer the mean of its windows before the one it paused in (a paused 360p layer was
+/// offered at what arrived in its last, partial window, 92 kbit/s, a third of what it sends,
+/// and chosen for a 400 kbit/s link it then filled).
 #[derive(Default)]
 struct LayerRates {
     last: Option<([u64; MAX_LAYERS], Instant)>,
-    /// Each layer's last measured rate.
-    known: [Option<f64>; MAX_LAYERS],
+    /// Each layer's rate over its last windows with data (newest last).
+    recent: [VecDeque<f64>; MAX_LAYERS],
+    /// Whether each layer sent anything in the last window.
+    last_sent: [bool; MAX_LAYERS],
 }
+
+/// Windows (about a second each) a layer's rate is the mean of: one holds a keyframe at a
+/// two-second keyframe interval.
+const RATE_WINDOWS: usize = 3;
 
 impl LayerRates {
     /// Bits/s per layer since the previous call (None: the layer is not sent).
     fn step(&mut self, ingest: &Ingest, now: Instant) -> [Option<f64>; MAX_LAYERS] {
         let bytes: [u64; MAX_LAYERS] =
             std::array::from_fn(|l| ingest.bytes[l].load(Ordering::Relaxed));
+        let available: [bool; MAX_LAYERS] =
+            std::array::from_fn(|l| ingest.available[l].load(Ordering::Relaxed));
+        self.step_with(bytes, available, now)
+    }
+
+    /// [`Self::step`] given each layer's byte counter and whether it is offered.
+    fn step_with(
+        &mut self,
+        bytes: [u64; MAX_LAYERS],
+        available: [bool; MAX_LAYERS],
+        now: Instant,
+    ) -> [Option<f64>; MAX_LAYERS] {
         let mut out = [None; MAX_LAYERS];
         if let Some((before, at)) = self.last {
             let secs = now.saturating_duration_since(at).as_secs_f64().max(0.1);
             for l in 0..MAX_LAYERS {
                 let delta = bytes[l].saturating_sub(before[l]);
+                let recent = &mut self.recent[l];
                 if delta > 0 {
-                    out[l] = Some(delta as f64 * 8.0 / secs);
-                    self.known[l] = out[l];
-                } else if ingest.available[l].load(Ordering::Relaxed) {
-                    // Paused at the publisher (nobody needed it): offered at its last rate.
-                    out[l] = self.known[l];
+                    recent.push_back(delta as f64 * 8.0 / secs);
+                    if recent.len() > RATE_WINDOWS {
+                        recent.pop_front();
+                    }
+                } else if !available[l] {
+                    continue;
+                } else if self.last_sent[l] && recent.len() > 1 {
+                    // Just paused: the window it paused in was partial.
+                    recent.pop_back();
+                }
+                self.last_sent[l] = delta > 0;
+                // Sent, or paused at the publisher (nobody needed it): offered at what it
+                // sent last.
+                if !recent.is_empty() {
+                    out[l] = Some(recent.iter().sum::<f64>() / recent.len() as f64);
                 }
             }
         }
@@ -1451,6 +1493,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_layers_rate_is_its_recent_mean_and_a_paused_layer_keeps_its_full_windows() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut r = LayerRates::default();
+        let on = [true, true, false];
+        assert_eq!(r.step_with([0; MAX_LAYERS], on, s(0)), [None; MAX_LAYERS]);
+        // 720p: a keyframe's second at 1.6 Mbit/s among seconds of 800 kbit/s; 360p: 300
+        // kbit/s, then paused part way through a second.
+        let kb = |k: u64| k * 1_000 / 8;
+        let mut total = [0u64; MAX_LAYERS];
+        let mut step = |r: &mut LayerRates, add: [u64; MAX_LAYERS], at| {
+            for l in 0..MAX_LAYERS {
+                total[l] += add[l];
+            }
+            r.step_with(total, on, at)
+        };
+        assert_eq!(
+            step(&mut r, [kb(1_600), kb(300), 0], s(1)),
+            [Some(1_600_000.0), Some(300_000.0), None]
+        );
+        assert_eq!(
+            step(&mut r, [kb(800), kb(300), 0], s(2)),
+            [Some(1_200_000.0), Some(300_000.0), None]
+        );
+        assert_eq!(
+            step(&mut r, [kb(800), kb(60), 0], s(3))[1],
+            Some(220_000.0),
+            "the partial window counts while it is not known to be one"
+        );
+        assert_eq!(
+            step(&mut r, [kb(800), 0, 0], s(4))[1],
+            Some(300_000.0),
+            "paused: offered at what it sent in whole windows"
+        );
+        assert_eq!(
+            step(&mut r, [kb(800), 0, 0], s(5)),
+            [Some(800_000.0), Some(300_000.0), None]
+        );
+    }
+
+    #[test]
     fn congestion_between_samples_is_seen_early_but_not_from_one_loss() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -1482,6 +1565,7 @@ mod tests {
         // The transport-wide feedback tells it before any NACK does.
         let fed = |arrived, missing| Metered {
             acked_bytes: arrived * 1_000,
+            other_bytes: 0,
             acked_packets: arrived,
             lost_packets: missing,
             queue_us: 0,

@@ -223,6 +223,13 @@ impl LayerForwarder {
 const FIT_HEADROOM: f64 = 1.15;
 /// How long the link must lose nothing before a probe for the next layer up.
 pub const UP_HOLD: Duration = Duration::from_millis(1500);
+/// Just after a probe stepped up, the hold before probing for the next layer: the link has
+/// just carried the new layer's rate without loss, and a viewer whose cap was lifted should
+/// not wait out a full [`UP_HOLD`] per layer.
+pub const UP_HOLD_AFTER_UP: Duration = Duration::from_millis(500);
+/// While a step down settles, a standing queue at least [`FULL_QUEUE_MS`] that grew this
+/// much (ms) from the least since the step is the new layer's own: the link is full again.
+pub const REGROW_MS: f64 = 80.0;
 
 /// After a failed trial of a layer (left within [`TRIAL`] of stepping up to it), the wait
 /// before trying it again (doubling each time it fails again, up to [`MAX_RETRY_AFTER`]): the
@@ -284,6 +291,14 @@ impl LinkSample {
         self.loss.max(self.wire_loss)
     }
 
+    /// What a full link leaves for the video: its share of the capacity less what the other
+    /// streams beside it (the audio) took. On a 400 kbit/s link the 360p layer measured at
+    /// 330 kbit/s fitted the capacity but not beside the sound, and the link stayed full until
+    /// a second step down 3–5 s later.
+    pub fn video_capacity(&self) -> f64 {
+        (self.full_capacity() * DELIVERED_SHARE - self.other_bps).max(0.0)
+    }
+
     /// What the link carries when it is full: what the feedback said arrived, else what was
     /// sent less what was lost.
     pub fn full_capacity(&self) -> f64 {
@@ -309,6 +324,9 @@ pub struct LinkSample {
     /// What the player's transport-wide feedback acknowledged, bits/s (audio, resends and
     /// probe copies included; 0: no feedback).
     pub delivered_bps: f64,
+    /// Of that, what the player's other streams (its audio) took, bits/s: a layer must fit
+    /// in what is left of a full link's capacity.
+    pub other_bps: f64,
     /// Share of the packets that feedback covered reported missing (on the wire, before
     /// any repair; 0 without feedback).
     pub wire_loss: f64,
@@ -339,6 +357,9 @@ pub struct LayerChooser {
     entered: Option<(usize, Instant)>,
     /// The last step down.
     stepped_down: Option<Instant>,
+    /// The least standing queue seen since the last step down, ms: a queue that grows back
+    /// from it while the switch settles says the new layer does not fit either.
+    settle_low: Option<f64>,
     /// The lowest round trip seen, ms.
     min_rtt_ms: Option<f64>,
     /// A probe for a better layer running: the layer, when it started, and the worst loss
@@ -403,6 +424,9 @@ impl LayerChooser {
                 // The losses the probe caused are not the layer's: they pass before any
                 // step down.
                 self.stepped_down = Some(now);
+                // The queue the probe built may go on growing for a round after it: that is
+                // not the layer's.
+                self.settle_low = None;
                 return Choice {
                     layer: current,
                     probe: None,
@@ -424,15 +448,19 @@ impl LayerChooser {
                 };
             }
         }
+        let held = (self.better_since, self.entered);
         let layer = self.choose(current, link, rates_bps, now);
         if layer < current {
             // Up-steps go through a probe first, and not into a layer the link was just
             // measured too thin for.
             let too_thin = self.capacity.is_some_and(|(c, at)| {
                 now.saturating_duration_since(at) < CAPACITY_MEMORY
-                    && rates_bps[layer].is_some_and(|r| r > c * DELIVERED_SHARE)
+                    && rates_bps[layer].is_some_and(|r| r > c * DELIVERED_SHARE - link.other_bps)
             });
             if too_thin || self.reprobe.is_some_and(|(until, _)| now < until) {
+                // The link has held clean: the probe starts once nothing stands in its way,
+                // not a further hold after that.
+                (self.better_since, self.entered) = held;
                 return Choice {
                     layer: current,
                     probe: None,
@@ -488,21 +516,32 @@ impl LayerChooser {
         let settling = self
             .stepped_down
             .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
+        let low = self.settle_low.map(|l| l.min(link.standing_queue_ms));
+        self.settle_low = low;
+        // A queue that drains after a step down and then builds again, batch after batch, is
+        // the new layer overrunning the link (on a 400 kbit/s link the 360p layer and its
+        // sound arrived at nine tenths of what was sent, losing nothing, while the queue grew
+        // from 50 to 220 ms over two seconds).
+        let regrowing = settling
+            && link.delivered_bps > 0.0
+            && low.is_some_and(|low| {
+                link.standing_queue_ms >= FULL_QUEUE_MS && link.standing_queue_ms >= low + REGROW_MS
+            });
         let queued = self
             .min_rtt_ms
             .is_some_and(|m| link.rtt_ms > m + QUEUE_RTT_MS);
-        let capacity = if link.full() {
+        let capacity = if link.full() || regrowing {
             if link.full_capacity() > 0.0 {
                 self.capacity = Some((link.full_capacity(), now));
             }
-            Some(link.full_capacity() * DELIVERED_SHARE)
+            Some(link.video_capacity())
         } else if link.estimate_bps > 0.0 && link.estimate_bps < rate && queued {
             Some(link.estimate_bps)
         } else {
             None
         };
         if let Some(capacity) = capacity
-            && !settling
+            && (!settling || regrowing)
         {
             let best = fits(capacity);
             if best > current {
@@ -523,6 +562,7 @@ impl LayerChooser {
                 self.left = Some((current, now + wait, wait));
                 self.entered = None;
                 self.stepped_down = Some(now);
+                self.settle_low = Some(link.standing_queue_ms);
                 return best;
             }
         }
@@ -547,10 +587,16 @@ impl LayerChooser {
             self.better_since = None;
             return current;
         }
+        let hold = if self
+            .entered
+            .is_some_and(|(l, at)| l == current && now.saturating_duration_since(at) < TRIAL)
+        {
+            UP_HOLD_AFTER_UP
+        } else {
+            UP_HOLD
+        };
         match self.better_since {
-            Some((layer, since))
-                if layer == up && now.saturating_duration_since(since) >= UP_HOLD =>
-            {
+            Some((layer, since)) if layer == up && now.saturating_duration_since(since) >= hold => {
                 self.better_since = None;
                 self.entered = Some((up, now));
                 up
@@ -811,6 +857,13 @@ mod tests {
                 probe: None
             }
         );
+        // Just stepped up on a clean probe: the next probe after the shorter hold.
+        let up = start + PROBE_TIME + ms(100);
+        assert_eq!(c.decide(1, est(0.0), rates, up).probe, None);
+        assert_eq!(
+            c.decide(1, est(0.0), rates, up + UP_HOLD_AFTER_UP).probe,
+            Some(0)
+        );
     }
 
     #[test]
@@ -827,6 +880,7 @@ mod tests {
             loss: 0.0,
             rtt_ms: 0.0,
             delivered_bps: 250_000.0,
+            other_bps: 0.0,
             wire_loss: 0.33,
             queue_ms: 0.0,
             standing_queue_ms: 0.0,
@@ -845,6 +899,105 @@ mod tests {
                 == Some(1)
         });
         assert!(probed);
+    }
+
+    #[test]
+    fn a_full_link_leaves_the_video_what_the_sound_does_not_take() {
+        let t0 = Instant::now();
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        // 600 kbit/s arrive of 1.5 Mbps sent: nine tenths of it holds the middle layer...
+        let full = LinkSample {
+            estimate_bps: 5_000_000.0,
+            sent_bps: 1_500_000.0,
+            delivered_bps: 600_000.0,
+            wire_loss: 0.2,
+            ..LinkSample::default()
+        };
+        assert_eq!(LayerChooser::default().decide(0, full, rates, t0).layer, 1);
+        // ...but not beside 100 kbit/s of sound.
+        let with_sound = LinkSample {
+            other_bps: 100_000.0,
+            ..full
+        };
+        assert!((with_sound.video_capacity() - 440_000.0).abs() < 1.0);
+        let mut c = LayerChooser::default();
+        assert_eq!(c.decide(0, with_sound, rates, t0).layer, 2);
+        // Nor is the middle layer probed for while that measurement is fresh.
+        let quiet = LinkSample {
+            other_bps: 100_000.0,
+            ..LinkSample::default()
+        };
+        let mut t = t0 + SETTLE;
+        while t < t0 + CAPACITY_MEMORY - Duration::from_millis(100) {
+            assert_eq!(c.decide(2, quiet, rates, t).probe, None, "{t:?}");
+            t += Duration::from_millis(250);
+        }
+        // The link held clean all along: the probe starts as soon as the measurement is old.
+        assert_eq!(
+            c.decide(2, quiet, rates, t0 + CAPACITY_MEMORY).probe,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_queue_that_builds_again_after_a_step_down_steps_down_again() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rates = [Some(1_500_000.0), Some(300_000.0), Some(100_000.0)];
+        // A 400 kbit/s link the full layer overran: 430 kbit/s arrived in a short window, and
+        // the middle layer seems to fit beside the sound.
+        let full = LinkSample {
+            estimate_bps: 5_000_000.0,
+            sent_bps: 1_000_000.0,
+            delivered_bps: 430_000.0,
+            other_bps: 40_000.0,
+            wire_loss: 0.3,
+            queue_ms: 230.0,
+            standing_queue_ms: 150.0,
+            ..LinkSample::default()
+        };
+        let on = |standing: f64| LinkSample {
+            estimate_bps: 5_000_000.0,
+            sent_bps: 330_000.0,
+            delivered_bps: 300_000.0,
+            other_bps: 40_000.0,
+            queue_ms: standing + 20.0,
+            standing_queue_ms: standing,
+            ..LinkSample::default()
+        };
+        let mut c = LayerChooser::default();
+        assert_eq!(c.decide(0, full, rates, t0).layer, 1);
+        // On it the queue drains to 50 ms, then builds again, nothing lost and nine tenths
+        // of what is sent arriving: down again while the first step still settles.
+        assert_eq!(c.decide(1, on(50.0), rates, t0 + ms(500)).layer, 1);
+        assert_eq!(
+            c.decide(1, on(100.0), rates, t0 + ms(1_000)).layer,
+            1,
+            "grown 50 ms"
+        );
+        assert_eq!(c.decide(1, on(145.0), rates, t0 + ms(1_300)).layer, 2);
+        // A queue that only drains after the step: the layer stays.
+        let mut d = LayerChooser::default();
+        assert_eq!(d.decide(0, full, rates, t0).layer, 1);
+        for (i, standing) in [140.0, 120.0, 90.0, 40.0].into_iter().enumerate() {
+            let at = t0 + ms(500 * (i as u64 + 1));
+            assert_eq!(d.decide(1, on(standing), rates, at).layer, 1, "{standing}");
+        }
+        // The queue a failed probe leaves grows on for a round after it: not the layer's.
+        let mut p = LayerChooser::default();
+        assert_eq!(p.decide(1, est(0.0), rates, t0).probe, None);
+        assert_eq!(p.decide(1, est(0.0), rates, t0 + UP_HOLD).probe, Some(0));
+        let ended = LinkSample {
+            queue_ms: PROBE_QUEUE_MS,
+            standing_queue_ms: 20.0,
+            ..on(20.0)
+        };
+        assert_eq!(
+            p.decide(1, ended, rates, t0 + UP_HOLD + ms(250)).probe,
+            None
+        );
+        let after = t0 + UP_HOLD + ms(750);
+        assert_eq!(p.decide(1, on(150.0), rates, after).layer, 1);
     }
 
     #[test]
