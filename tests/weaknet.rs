@@ -355,7 +355,7 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
         .map(|h| spawn_viewer(&mut lab, h, &dir, &live))
         .collect();
     let mut viewers: Vec<Viewer> = (0..3).map(|_| Viewer::default()).collect();
-    // 20 s: long enough for the capped viewers' probes for the next layer (6 s after their
+    // 20 s: long enough for the capped viewers' probes for the next layer (4 s after their
     // link was measured full) to come and go, and for the last 3 s to show where they settle.
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {

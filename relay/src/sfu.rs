@@ -924,8 +924,6 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut jammed = false;
     // However this task ends, the sound's resends are not left refused.
     let _resend_all = ResendAll(leg.resends.clone());
-    // What the link delivers beside this track (its audio) is told apart from the video.
-    leg.link.video_ssrc.store(leg.ssrc, Ordering::Relaxed);
     loop {
         // Listen to the layer being sent and the one being switched to, and no other.
         for (layer, slot) in rx.iter_mut().enumerate() {
@@ -1261,19 +1259,13 @@ impl LinkSampler {
         metered: Metered,
         now: Instant,
     ) -> LinkSample {
-        let (mut delivered_bps, mut other_bps, mut wire_loss) = (0.0, 0.0, 0.0);
+        let (mut delivered_bps, mut wire_loss) = (0.0, 0.0);
         let (sent_bps, loss) = match self.last {
             Some((before, nacked_before, metered_before, at)) => {
                 let secs = now.saturating_duration_since(at).as_secs_f64().max(0.05);
                 let (bytes, arrived, missing) = metered.since(metered_before);
                 if arrived + missing > 0 {
                     delivered_bps = bytes as f64 * 8.0 / secs;
-                    other_bps = metered
-                        .other_bytes
-                        .saturating_sub(metered_before.other_bytes)
-                        as f64
-                        * 8.0
-                        / secs;
                     wire_loss = missing as f64 / (arrived + missing) as f64;
                 }
                 let packets = sent.packets.saturating_sub(before.packets);
@@ -1296,7 +1288,6 @@ impl LinkSampler {
             loss,
             rtt_ms: 0.0,
             delivered_bps,
-            other_bps,
             wire_loss,
             queue_ms: metered.queue_us as f64 / 1e3,
             standing_queue_ms: metered.standing_us as f64 / 1e3,
@@ -1565,7 +1556,6 @@ mod tests {
         // The transport-wide feedback tells it before any NACK does.
         let fed = |arrived, missing| Metered {
             acked_bytes: arrived * 1_000,
-            other_bytes: 0,
             acked_packets: arrived,
             lost_packets: missing,
             queue_us: 0,

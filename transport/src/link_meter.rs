@@ -7,7 +7,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
@@ -17,10 +17,6 @@ use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 pub struct LinkMeter {
     /// Bytes reported arrived.
     pub acked_bytes: AtomicU64,
-    /// Of those, the bytes of streams other than [`Self::video_ssrc`] (the audio beside it).
-    pub other_bytes: AtomicU64,
-    /// The SSRC whose bytes are not counted in [`Self::other_bytes`] (0: none set, all are).
-    pub video_ssrc: AtomicU32,
     /// Packets reported arrived.
     pub acked_packets: AtomicU64,
     /// Packets reported missing.
@@ -41,8 +37,6 @@ pub struct LinkMeter {
 pub struct Metered {
     /// Bytes reported arrived.
     pub acked_bytes: u64,
-    /// Of those, the bytes of streams other than the video (see [`LinkMeter::other_bytes`]).
-    pub other_bytes: u64,
     /// Packets reported arrived.
     pub acked_packets: u64,
     /// Packets reported missing.
@@ -58,7 +52,6 @@ impl LinkMeter {
     pub fn read(&self) -> Metered {
         Metered {
             acked_bytes: self.acked_bytes.load(Ordering::Relaxed),
-            other_bytes: self.other_bytes.load(Ordering::Relaxed),
             acked_packets: self.acked_packets.load(Ordering::Relaxed),
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
             queue_us: self.queue_us.load(Ordering::Relaxed),
@@ -67,15 +60,11 @@ impl LinkMeter {
     }
 
     fn add(&self, reports: &[PacketReport], arrived_recently: &mut Recent) {
-        let (mut bytes, mut other, mut arrived, mut lost) = (0u64, 0u64, 0u64, 0u64);
-        let video = self.video_ssrc.load(Ordering::Relaxed);
+        let (mut bytes, mut arrived, mut lost) = (0u64, 0u64, 0u64);
         for r in reports {
             let key = (r.ssrc, r.rtp_sequence_number);
             if r.arrived {
                 bytes += r.size as u64;
-                if r.ssrc != video {
-                    other += r.size as u64;
-                }
                 arrived += 1;
                 arrived_recently.insert(key);
             } else if !arrived_recently.contains(key) {
@@ -83,7 +72,6 @@ impl LinkMeter {
             }
         }
         self.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.other_bytes.fetch_add(other, Ordering::Relaxed);
         self.acked_packets.fetch_add(arrived, Ordering::Relaxed);
         self.lost_packets.fetch_add(lost, Ordering::Relaxed);
     }
@@ -350,20 +338,12 @@ mod tests {
     #[test]
     fn arrivals_and_losses_are_counted_and_a_dropped_copy_is_no_loss() {
         let meter = LinkMeter::default();
-        meter.video_ssrc.store(7, Ordering::Relaxed);
         let mut recent = Recent::default();
-        let audio = |seq| PacketReport {
-            ssrc: 9,
-            size: 100,
-            ..report(seq, true)
-        };
-        // 1 arrives, 2 is lost, 3 arrives and its two copies are dropped as duplicates; one
-        // audio packet arrives beside them.
+        // 1 arrives, 2 is lost, 3 arrives and its two copies are dropped as duplicates.
         meter.add(
             &[
                 report(1, true),
                 report(2, false),
-                audio(1),
                 report(3, true),
                 report(3, false),
                 report(3, false),
@@ -375,15 +355,14 @@ mod tests {
         assert_eq!(
             meter.read(),
             Metered {
-                acked_bytes: 2_100,
-                other_bytes: 100,
-                acked_packets: 3,
+                acked_bytes: 2_000,
+                acked_packets: 2,
                 lost_packets: 2,
                 queue_us: 0,
                 standing_us: 0,
             }
         );
         let before = Metered::default();
-        assert_eq!(meter.read().since(before), (2_100, 3, 2));
+        assert_eq!(meter.read().since(before), (2_000, 2, 2));
     }
 }
