@@ -353,11 +353,15 @@ pub struct LayerChooser {
     entered: Option<(usize, Instant)>,
     /// The last step down.
     stepped_down: Option<Instant>,
-    /// The least standing queue seen since the last step down, ms: a queue that grows back
-    /// from it while the switch settles says the new layer does not fit either.
+    /// The least standing queue seen since the last step down (from [`REGROW_FROM`] after it),
+    /// ms: a queue that grows back from it within [`REGROW_WITHIN`] says the new layer does
+    /// not fit either.
     settle_low: Option<f64>,
     /// Whether the last settle was a step down's (a failed probe's is not watched).
     regrow_armed: bool,
+    /// A probe just stepped up and the link has stayed clean since: the next probe waits
+    /// only [`UP_HOLD_AFTER_UP`].
+    just_up: bool,
     /// The lowest round trip seen, ms.
     min_rtt_ms: Option<f64>,
     /// A probe for a better layer running: the layer, when it started, and the worst loss
@@ -435,6 +439,7 @@ impl LayerChooser {
                 self.reprobe = None;
                 self.better_since = None;
                 self.entered = Some((up, now));
+                self.just_up = true;
                 return Choice {
                     layer: up,
                     probe: None,
@@ -459,13 +464,19 @@ impl LayerChooser {
             if too_thin || self.reprobe.is_some_and(|(until, _)| now < until) {
                 // The link has held clean: the probe starts once nothing stands in its way,
                 // not a further hold after that.
-                (self.better_since, self.entered) = held;
+                if held.0.is_some_and(|(l, _)| l == layer) {
+                    self.better_since = held.0;
+                }
+                self.entered = held.1;
                 return Choice {
                     layer: current,
                     probe: None,
                 };
             }
-            self.entered = None;
+            // The layer being sent keeps its record of when it was stepped up to (a probe
+            // that fails does not make its own failure later look like a changed link).
+            self.entered = held.1;
+            self.just_up = false;
             self.probe = Some((layer, now, 0.0));
             return Choice {
                 layer: current,
@@ -568,6 +579,7 @@ impl LayerChooser {
                     _ => RETRY_AFTER,
                 };
                 self.left = Some((current, now + wait, wait));
+                self.just_up = false;
                 self.entered = None;
                 self.stepped_down = Some(now);
                 self.settle_low = None;
@@ -587,6 +599,7 @@ impl LayerChooser {
         // cue; the probe (see [`Self::decide`]) is the test.
         let Some(up) = up.filter(|_| clean) else {
             self.better_since = None;
+            self.just_up = false;
             return current;
         };
         if self
@@ -596,10 +609,7 @@ impl LayerChooser {
             self.better_since = None;
             return current;
         }
-        let hold = if self
-            .entered
-            .is_some_and(|(l, at)| l == current && now.saturating_duration_since(at) < TRIAL)
-        {
+        let hold = if self.just_up {
             UP_HOLD_AFTER_UP
         } else {
             UP_HOLD
@@ -876,6 +886,39 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_held_back_by_a_backoff_starts_when_it_ends() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        let lossy = LinkSample {
+            loss: 0.2,
+            ..est(0.0)
+        };
+        let mut c = LayerChooser::default();
+        let mut t = t0;
+        let mut failed = Vec::new();
+        // Every 250 ms a clean sample, but each probe meets a loss and fails: twice.
+        while failed.len() < 2 {
+            if c.decide(2, est(0.0), rates, t).probe == Some(1) {
+                t += ms(250);
+                assert_eq!(c.decide(2, lossy, rates, t).probe, None);
+                failed.push(t);
+            }
+            t += ms(250);
+            assert!(t < t0 + Duration::from_secs(30));
+        }
+        // The second failure doubled the wait; the link stays clean, its hold runs out during
+        // the wait, and the probe starts the moment the wait ends.
+        let until = failed[1] + REPROBE_AFTER * 2;
+        while t < until {
+            assert_eq!(c.decide(2, est(0.0), rates, t).probe, None, "{t:?}");
+            t += ms(250);
+        }
+        assert_eq!(t, until);
+        assert_eq!(c.decide(2, est(0.0), rates, t).probe, Some(1));
+    }
+
+    #[test]
     fn what_a_full_link_delivered_picks_the_layer_and_keeps_probes_above_it_away() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -960,21 +1003,22 @@ mod tests {
             let at = t0 + ms(500 * (i as u64 + 1));
             assert_eq!(d.decide(1, on(standing), rates, at).layer, 1, "{standing}");
         }
-        // The queue a failed probe leaves grows on for a round after it: not the layer's.
+        // The queue a failed probe leaves grows on for a round after it: not the layer's,
+        // even within REGROW_WITHIN of a step down.
         let mut p = LayerChooser::default();
-        assert_eq!(p.decide(1, est(0.0), rates, t0).probe, None);
-        assert_eq!(p.decide(1, est(0.0), rates, t0 + UP_HOLD).probe, Some(0));
+        assert_eq!(p.decide(0, full, rates, t0).layer, 1);
+        let mut t = t0 + ms(500);
+        while p.decide(1, est(0.0), rates, t).probe != Some(0) {
+            t += ms(250);
+            assert!(t < t0 + ms(4_500), "no probe");
+        }
         let ended = LinkSample {
             queue_ms: PROBE_QUEUE_MS,
-            standing_queue_ms: 20.0,
             ..on(20.0)
         };
-        assert_eq!(
-            p.decide(1, ended, rates, t0 + UP_HOLD + ms(250)).probe,
-            None
-        );
-        let after = t0 + UP_HOLD + ms(750);
-        assert_eq!(p.decide(1, on(150.0), rates, after).layer, 1);
+        assert_eq!(p.decide(1, ended, rates, t + ms(250)).probe, None);
+        assert_eq!(p.decide(1, on(20.0), rates, t + ms(750)).layer, 1);
+        assert_eq!(p.decide(1, on(150.0), rates, t + ms(1_250)).layer, 1);
     }
 
     #[test]
