@@ -270,6 +270,13 @@ pub const PROBE_QUEUE_MS: f64 = 60.0;
 pub const FULL_QUEUE_MS: f64 = 100.0;
 /// With a standing queue, a link delivering less than this share of the video sent is full.
 const STANDING_SHORTFALL: f64 = 0.8;
+/// A link delivering less than this share of the video sent while every packet queues at
+/// least [`SHORT_QUEUE_MS`] and some are lost is full before its queue stands for
+/// [`FULL_QUEUE_MS`]: a 600 kbit/s link sent 720p (1.07 Mbit/s) delivered 519 kbit/s, lost
+/// 7 % and had an 88 ms standing queue half a second after the start.
+const HALF_DELIVERED: f64 = 0.6;
+/// See [`HALF_DELIVERED`] (ms).
+const SHORT_QUEUE_MS: f64 = 50.0;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much above the lowest seen means a queue is building.
@@ -283,12 +290,16 @@ pub const CAPACITY_MEMORY: Duration = Duration::from_secs(4);
 impl LinkSample {
     /// Whether the link shows it is full: a tenth lost, or a standing queue while what the
     /// feedback says arrived falls well short of the video sent (a queue another flow
-    /// fills, or a keyframe's draining on a link that carries the layer, arrives as sent).
+    /// fills, or a keyframe's draining on a link that carries the layer, arrives as sent),
+    /// or a shorter standing queue with losses while not even [`HALF_DELIVERED`] arrives.
     pub fn full(&self) -> bool {
+        let short =
+            |share: f64| self.delivered_bps > 0.0 && self.delivered_bps < self.sent_bps * share;
         self.worst_loss() >= CONGESTED_LOSS
-            || (self.standing_queue_ms >= FULL_QUEUE_MS
-                && self.delivered_bps > 0.0
-                && self.delivered_bps < self.sent_bps * STANDING_SHORTFALL)
+            || (self.standing_queue_ms >= FULL_QUEUE_MS && short(STANDING_SHORTFALL))
+            || (self.standing_queue_ms >= SHORT_QUEUE_MS
+                && self.wire_loss >= CLEAN_LOSS
+                && short(HALF_DELIVERED))
     }
 
     /// The share lost: the larger of what the player NACKed and what its transport-wide
@@ -1064,6 +1075,41 @@ mod tests {
             ..queued
         };
         assert!(!blind.full());
+        // A shorter standing queue (88 ms) with 7 % lost: full only while less than 60 % of
+        // what was sent arrives (a 600 kbit/s link sent 720p, at the start of a run).
+        let starting = LinkSample {
+            sent_bps: 1_066_000.0,
+            delivered_bps: 519_000.0,
+            wire_loss: 0.07,
+            loss: 0.07,
+            queue_ms: 208.0,
+            standing_queue_ms: 88.0,
+            ..queued
+        };
+        assert!(starting.full());
+        // That run's layer rates: 360p fits in what arrived.
+        let run = [Some(1_066_000.0), Some(336_000.0), Some(107_000.0)];
+        assert_eq!(
+            LayerChooser::default().decide(0, starting, run, t0).layer,
+            1
+        );
+        for not_full in [
+            LinkSample {
+                delivered_bps: 700_000.0,
+                ..starting
+            },
+            LinkSample {
+                wire_loss: 0.01,
+                loss: 0.01,
+                ..starting
+            },
+            LinkSample {
+                standing_queue_ms: 40.0,
+                ..starting
+            },
+        ] {
+            assert!(!not_full.full(), "{not_full:?}");
+        }
     }
 
     #[test]
