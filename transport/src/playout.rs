@@ -22,6 +22,12 @@ const WINDOW: usize = 300;
 const BASE_WINDOW: usize = 60;
 /// The share of recent frames the delay covers (less [`LATE_OK`]).
 const QUANTILE: f64 = 0.99;
+/// Frames after a [`Playout::restart`] that go on at once and are not remembered (1.5 s at
+/// 30 fps): the first frames of a new encoding come out of the jam the switch ended (the old
+/// layer's queue draining, the new keyframe paced and repaired, what waited behind it
+/// released in a burst). Remembered, their lateness (up to the one-second cap) held every
+/// frame of the new layer that late for the ten seconds of the window.
+const SETTLE_FRAMES: u32 = 45;
 /// How late past its slot a frame may show: a gap of one frame interval plus this is a
 /// hitch, well under the 2 × 33 ms + 50 ms that counts as a stall.
 pub const LATE_OK: Duration = Duration::from_millis(30);
@@ -37,6 +43,8 @@ pub struct Playout {
     transits: VecDeque<f64>,
     /// Current playout delay over the base, s.
     target: f64,
+    /// Frames still to settle after a restart (see [`SETTLE_FRAMES`]).
+    settling: u32,
 }
 
 impl Playout {
@@ -49,6 +57,7 @@ impl Playout {
             last_ts: None,
             transits: VecDeque::with_capacity(WINDOW + 1),
             target: 0.0,
+            settling: 0,
         }
     }
 
@@ -76,11 +85,16 @@ impl Playout {
     pub fn restart(&mut self) {
         self.transits.clear();
         self.target = 0.0;
+        self.settling = SETTLE_FRAMES;
     }
 
     /// A frame with RTP timestamp `ts` is complete at `now`: when it should go on.
     pub fn schedule(&mut self, ts: u32, now: Instant) -> Instant {
         let rtp = self.extend(ts) as f64 / self.clock_rate;
+        if self.settling > 0 {
+            self.settling -= 1;
+            return now;
+        }
         let transit = now.saturating_duration_since(self.epoch).as_secs_f64() - rtp;
         if self
             .transits
@@ -203,6 +217,37 @@ mod tests {
             assert!(p.schedule(i * 2970, at) - at < ms(1));
         }
         assert!(p.delay() < ms(1), "{:?}", p.delay());
+    }
+
+    #[test]
+    fn the_jam_a_switch_ends_is_not_remembered() {
+        let t = Instant::now();
+        let mut p = Playout::new(90_000, ms(1000));
+        p.restart();
+        // The new layer's first second: its keyframe 900 ms late, what waited behind it
+        // released with it, then the queue drains (each frame a little less late).
+        let late = |i: u32| match i {
+            0..=10 => 900,
+            11..=40 => 900 - (i - 10) * 30,
+            _ => 0,
+        };
+        for i in 0..400u32 {
+            let at = t + ms(u64::from(i * 33 + late(i)));
+            let due = p.schedule(i * 2970, at);
+            if i < SETTLE_FRAMES {
+                assert_eq!(due, at, "late frames of the jam go on at once");
+            }
+            if i > 60 {
+                assert!(p.delay() < ms(1), "frame {i}: {:?}", p.delay());
+            }
+        }
+        // The same jam without a restart (a single encoding's own stall) is covered as
+        // before: a stall the link made is lateness like any.
+        let mut q = Playout::new(90_000, ms(1000));
+        for i in 0..100u32 {
+            q.schedule(i * 2970, t + ms(u64::from(i * 33 + late(i))));
+        }
+        assert!(q.delay() > ms(500), "{:?}", q.delay());
     }
 
     #[test]
