@@ -248,8 +248,12 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait before trying a layer again.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(240);
 /// After a failed probe (cheap: the picture never changed), the wait before the next one,
-/// doubling up to [`MAX_RETRY_AFTER`].
+/// doubling up to [`MAX_REPROBE_AFTER`].
 pub const REPROBE_AFTER: Duration = Duration::from_secs(4);
+/// The longest wait between probes: a link capped for minutes is tried every half minute
+/// (a probe it cannot carry costs a hitch at most), so the picture comes back within that
+/// once the cap is lifted (with [`MAX_RETRY_AFTER`], four minutes).
+pub const MAX_REPROBE_AFTER: Duration = Duration::from_secs(32);
 /// How long a probe runs: the link carries the better layer's rate in duplicates of the
 /// packets it gets (ramped up over the first 0.8 s, `pacer::PROBE_RAMP`), and the losses show
 /// whether it fits; what is judged at the end was sent up to a feedback round before.
@@ -431,7 +435,7 @@ impl LayerChooser {
                 }
                 let wait = self
                     .reprobe
-                    .map_or(REPROBE_AFTER, |(_, w)| (w * 2).min(MAX_RETRY_AFTER));
+                    .map_or(REPROBE_AFTER, |(_, w)| (w * 2).min(MAX_REPROBE_AFTER));
                 self.reprobe = Some((now + wait, wait));
                 self.better_since = None;
                 // The losses the probe caused are not the layer's: they pass before any
@@ -894,6 +898,34 @@ mod tests {
             c.decide(1, est(0.0), rates, up + UP_HOLD_AFTER_UP).probe,
             Some(0)
         );
+    }
+
+    #[test]
+    fn probes_on_a_link_capped_for_minutes_come_every_half_minute() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rates = [Some(1_500_000.0), Some(500_000.0), Some(150_000.0)];
+        let lossy = LinkSample {
+            loss: 0.2,
+            ..est(0.0)
+        };
+        let mut c = LayerChooser::default();
+        let mut t = t0;
+        let mut probes = Vec::new();
+        // Ten minutes of a link that loses whatever the probe adds.
+        while t < t0 + Duration::from_secs(600) {
+            if c.decide(2, est(0.0), rates, t).probe == Some(1) {
+                probes.push(t);
+                t += ms(250);
+                assert_eq!(c.decide(2, lossy, rates, t).probe, None);
+            }
+            t += ms(250);
+        }
+        let gaps: Vec<u64> = probes.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        // 4, 8, 16, then 32 s apart (plus the hold and the probe's own quarter second).
+        assert!(gaps.len() >= 15, "{gaps:?}");
+        assert!(gaps[..3].iter().all(|g| *g < 32), "{gaps:?}");
+        assert!(gaps[4..].iter().all(|g| (32..=34).contains(g)), "{gaps:?}");
     }
 
     #[test]
