@@ -210,6 +210,7 @@ fn scripted_app(rs: &eframe::egui_wgpu::RenderState) -> StudioApp {
                 stutter_ms: 0.0,
                 keyframe_requests: u64::from(second >= 20),
                 packets_repaired: u64::from(second) * 2,
+                packets_fec_recovered: u64::from(second),
                 playout_delay_ms: 0.5,
                 audio_frames_played: u64::from(second) * 50,
                 audio_frames_concealed: 0,

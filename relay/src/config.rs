@@ -136,6 +136,9 @@ pub struct RtcConfig {
     /// 1:1 NAT: the addresses the world reaches this relay at. Host candidates carry them
     /// instead of the bound addresses (`onair serve --public-ip`).
     pub public_ips: Vec<std::net::IpAddr>,
+    /// No FEC repair packets to players (`no_fec = true`, `onair serve --no-fec`): losses
+    /// are repaired by NACK alone, and a lossy player's link carries no extra packets.
+    pub no_fec: bool,
     /// Media sockets bind only ports in this range (`udp_port_range = [50000, 60000]`,
     /// `--udp-port-range 50000-60000`): one firewall rule opens the relay's media. Given
     /// without `udp_port`, every connection gets its own port of the range (no shared port).

@@ -574,6 +574,7 @@ impl Server {
             config.limits.http_request_burst,
         );
         let max_sdp_bytes = config.limits.max_sdp_bytes;
+        let fec = !config.rtc.no_fec;
         let watch_rules = onair_transport::peer::WatchRules {
             connect_within: Duration::from_millis(config.limits.connect_timeout_ms),
             // A client notices a dead path after ICE's 5 s, restarts ICE 1.5 s later (again
@@ -604,7 +605,7 @@ impl Server {
             closing: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown_rx.clone(),
             transport_limit,
-            sfu: Arc::new(Sfu::new(network, watch_rules, fixed_rules)),
+            sfu: Arc::new(Sfu::new(network, watch_rules, fixed_rules).with_fec(fec)),
             limiter: Mutex::new(limiter),
             max_sdp_bytes,
             cluster: std::sync::OnceLock::new(),

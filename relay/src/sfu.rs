@@ -27,6 +27,7 @@ use webrtc::peer_connection::PeerConnection;
 use crate::state::SessionId;
 use onair_protocol::error::ErrorCode;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
+use onair_transport::fec::FecControl;
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::link_meter::{LinkMeter, Metered};
 use onair_transport::nack_budget::{FULL_SHARE, ResendControl};
@@ -220,6 +221,8 @@ pub struct Sfu {
     /// Connections restarting ICE now ((app, stream, session), publishing), one restart at
     /// a time each.
     restarting: Mutex<std::collections::HashSet<(PlayerKey, bool)>>,
+    /// Whether engine players get FEC repair packets (`transport::fec`).
+    fec: bool,
 }
 
 impl Sfu {
@@ -239,7 +242,14 @@ impl Sfu {
             players: Mutex::new(HashMap::new()),
             player_video: Mutex::new(HashMap::new()),
             restarting: Mutex::new(std::collections::HashSet::new()),
+            fec: true,
         }
+    }
+
+    /// The SFU sending engine players FEC repair packets (`fec`, the default) or not.
+    pub fn with_fec(mut self, fec: bool) -> Sfu {
+        self.fec = fec;
+        self
     }
 
     fn rules(&self, restartable: bool) -> WatchRules {
@@ -517,8 +527,12 @@ impl Sfu {
         // feedback) so Auto can pick the layer that fits. Single-layer streams skip the cost.
         let layered = ingest.layered;
         tracing::debug!(stream_id, layered, "player subscribes");
+        // Repair packets for players of our own engine (`restartable`: they play through our
+        // signaling), as many as their losses call for; a browser's WHEP player and another
+        // node's pull get NACK repair only.
         let send = SendOptions {
             estimate: layered.then_some((PLAYER_INITIAL_BPS, PLAYER_MIN_BPS, PLAYER_MAX_BPS)),
+            fec: restartable && self.fec,
             ..Default::default()
         };
         let (pc, mut ev) = new_peer_with(&self.network, send)
@@ -606,6 +620,7 @@ impl Sfu {
                     nacked: ev.nacked.clone(),
                     link: ev.link.clone(),
                     resends: ev.resends.clone(),
+                    fec: ev.fec.clone(),
                 },
                 video_layer,
                 control_rx,
@@ -848,6 +863,8 @@ struct VideoLeg {
     link: Arc<LinkMeter>,
     /// The player connection's retransmission budget.
     resends: Arc<ResendControl>,
+    /// The player connection's FEC sender (idle where the player did not negotiate it).
+    fec: Arc<FecControl>,
 }
 
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
@@ -1416,6 +1433,8 @@ fn pace_rate(
 /// to be thin: resends compete with the media there, and a full budget keeps it congested.
 fn set_pace(leg: &VideoLeg, pacer: &mut Pacer, rate: Option<f64>) {
     pacer.set_rate(rate);
+    // Nor are repair packets sent there: its losses are its capacity.
+    leg.fec.allow(rate.is_none());
     leg.resends.share.store(
         if rate.is_some() {
             THIN_LINK_RESEND_SHARE

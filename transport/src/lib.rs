@@ -3,6 +3,7 @@
 //! and RTP → access-unit assembly.
 
 pub mod assembler;
+pub mod fec;
 #[cfg(test)]
 mod fuzz;
 pub mod jitter;

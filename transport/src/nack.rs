@@ -53,6 +53,8 @@ pub struct NackStats {
     pub repaired: AtomicU64,
     /// Of those, the ones that were only late (filled unasked, or too soon to be a resend).
     pub reordered: AtomicU64,
+    /// Of those, the ones FEC rebuilt (lost on the link; neither late nor resent).
+    pub rebuilt: AtomicU64,
     /// Missing packets given up on (asked for [`MAX_NACKS`] times or older than [`MAX_AGE`]).
     pub abandoned: AtomicU64,
     /// Smoothed repair time (NACK sent → packet arrived), µs; 0 until measured.
@@ -178,6 +180,24 @@ impl NackState {
             }
             None if floor > 0.0 => Duration::from_secs_f64((floor * 1.5).min(2.0)),
             None => INITIAL_REPAIR,
+        }
+    }
+
+    /// A packet FEC rebuilt on `ssrc`: if it was missing it is not any more, and it says
+    /// nothing of reordering or of how long a resend takes.
+    pub fn on_rebuilt(&mut self, ssrc: u32, seq: u16, now: Instant) {
+        let Some(log) = self.streams.get_mut(&ssrc) else {
+            return;
+        };
+        let ext = log.extend(seq);
+        if log.highest.is_none_or(|h| ext > h) {
+            // Ahead of what arrived (the last packet of a frame, rebuilt before the next
+            // came): as an arrival, or the gap up to it would count it missing.
+            return self.on_packet(ssrc, seq, now);
+        }
+        if log.missing.remove(&ext).is_some() {
+            self.stats.repaired.fetch_add(1, Ordering::Relaxed);
+            self.stats.rebuilt.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -393,8 +413,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackRequester {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &msg.message.packet {
-            self.state
-                .on_packet(p.header.ssrc, p.header.sequence_number, msg.now);
+            if msg
+                .message
+                .attributes
+                .iter()
+                .any(|a| matches!(a, rtc::interceptor::Attribute::RecoveredByFec))
+            {
+                self.state
+                    .on_rebuilt(p.header.ssrc, p.header.sequence_number, msg.now);
+            } else {
+                self.state
+                    .on_packet(p.header.ssrc, p.header.sequence_number, msg.now);
+            }
             if self.next.is_none() {
                 self.next = Some(msg.now + TICK);
             }
@@ -509,6 +539,29 @@ mod tests {
         assert_eq!(stats.repair_time(), Some(ms(40)));
         assert!(s.retry_after() >= ms(40) && s.retry_after() < INITIAL_REPAIR);
         assert!(s.due(t + ms(500)).is_empty());
+    }
+
+    #[test]
+    fn a_packet_fec_rebuilt_ends_the_asking_and_measures_nothing() {
+        let (mut s, stats) = state();
+        let t = Instant::now();
+        s.on_packet(7, 1, t);
+        s.on_packet(7, 4, t);
+        assert_eq!(s.due(t), vec![(7, vec![2, 3])]);
+        // 2 rebuilt 5 ms after its ask: not a resend (no repair time), not a reordering.
+        s.on_rebuilt(7, 2, t + ms(5));
+        assert_eq!(stats.repair_time(), None);
+        assert_eq!(stats.reordered.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.repaired.load(Ordering::Relaxed), 1);
+        assert_eq!(s.due(t + INITIAL_REPAIR), vec![(7, vec![3]), (7, vec![3])]);
+        // 5 rebuilt before anything after it arrived: never missing.
+        s.on_rebuilt(7, 5, t + ms(6));
+        s.on_packet(7, 6, t + ms(7));
+        assert_eq!(stats.missing.load(Ordering::Relaxed), 2);
+        // A rebuilt copy of a packet that arrived changes nothing.
+        s.on_rebuilt(7, 6, t + ms(8));
+        assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, NackResponderBuilder, Registry, Slot, TwccSenderBuilder,
+    CongestionControlBuilder, FlexFec03ReceiveBuilder, NackResponderBuilder, Registry, Slot,
+    TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
     configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+    MIME_TYPE_FLEX_FEC03, MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::{
@@ -48,6 +49,9 @@ pub struct SendOptions {
     /// Share (0..1) of outgoing RTP packets to drop on the wire side, to try the recovery
     /// paths on a lossy link. 0 in normal use.
     pub simulated_loss: f64,
+    /// Send FlexFEC repair packets for the video, as many as the remote's NACKs call for
+    /// (`fec`), where the remote negotiated them. Every connection can receive them.
+    pub fec: bool,
 }
 
 /// How long a NACK resend takes to arrive after a loss over a link with round trip `rtt`:
@@ -65,6 +69,8 @@ pub const SRTP_REPLAY_WINDOW: usize = 8_192;
 pub const H264_PAYLOAD_TYPE: u8 = 102;
 /// The Opus payload type we offer.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// The FlexFEC-03 (video repair) payload type we offer.
+pub const FLEXFEC_PAYLOAD_TYPE: u8 = 118;
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     RTCPFeedback {
@@ -122,6 +128,10 @@ pub struct PeerEvents {
     pub link: Arc<crate::link_meter::LinkMeter>,
     /// What the retransmission budget allows (see `nack_budget`).
     pub resends: Arc<crate::nack_budget::ResendControl>,
+    /// The FEC sender's control and figures (see `fec`; idle unless `SendOptions::fec`).
+    pub fec: Arc<crate::fec::FecControl>,
+    /// Packets of ours the remote's FEC rebuilt so far.
+    pub fec_recovered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Handler {
@@ -280,6 +290,20 @@ pub async fn new_peer_with(
         },
         RtpCodecKind::Audio,
     )?;
+    // FlexFEC-03 repair packets for the video (sent where `send.fec` asks; always received).
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_FLEX_FEC03.into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: "repair-window=10000000".into(),
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type: FLEXFEC_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
     // The defaults (NACK, TWCC feedback, RTCP reports, simulcast headers), with our own NACK
     // requester in the generator's slot (asks again only after the measured repair time, a
     // bounded number of times: see `nack`).
@@ -287,10 +311,23 @@ pub async fn new_peer_with(
     let _ = configure_nack(Registry::new(), &mut media);
     configure_simulcast_extension_headers(&mut media)?;
     let nack = Arc::new(NackStats::default());
-    let registry =
-        configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media)?)
-            .with(Slot::NackResponder, NackResponderBuilder::new().build())
-            .with(Slot::NackGenerator, NackRequester::new(nack.clone()));
+    // The transport-wide feedback records arrivals below the FEC decoder (5_500, not its
+    // usual 8_000): it must see the repair packets (which the decoder swallows) and not the
+    // packets the decoder rebuilt, or the sender's view of the link's losses is wrong both
+    // ways. (configure_twcc_receiver_only's registry is dropped: it only registers the
+    // extension and feedback types here.)
+    let _ = configure_twcc_receiver_only(Registry::new(), &mut media)?;
+    let fec_recovered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let registry = configure_rtcp_reports(Registry::new())
+        .with(Slot::from(5_500), TwccReceiverBuilder::new().build())
+        .with(Slot::FecDecoder, FlexFec03ReceiveBuilder::new().build())
+        .with(
+            Slot::from(6_500),
+            crate::received::fec_recovered_count(fec_recovered.clone()),
+        )
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackGenerator, NackRequester::new(nack.clone()));
+    let fec = Arc::new(crate::fec::FecControl::default());
     let nacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let resends = Arc::new(crate::nack_budget::ResendControl::default());
     // Below the NACK responder (4_000) on the way in, so it sees each NACK before it is
@@ -323,6 +360,9 @@ pub async fn new_peer_with(
                 ))
                 .build(),
             );
+    }
+    if send.fec {
+        registry = registry.with(Slot::FecEncoder, crate::fec::fec_sender(fec.clone()));
     }
     if send.simulated_loss > 0.0 {
         // Below the send history (1_000): what is dropped was sent as far as the sender knows.
@@ -387,6 +427,8 @@ pub async fn new_peer_with(
             received,
             link,
             resends,
+            fec,
+            fec_recovered,
         },
     ))
 }

@@ -1,4 +1,4 @@
-//! An interceptor that counts every packet arriving on a connection (RTP and RTCP): proof of
+//! Interceptors that count arriving packets. [`ReceivedCount`] counts every packet arriving on a connection (RTP and RTCP): proof of
 //! life while ICE says "disconnected". ICE judges a path by its STUN checks alone; on a link
 //! losing most packets the checks fail for seconds on end while media still gets through, and
 //! a connection that still receives is not lost.
@@ -26,6 +26,34 @@ pub fn received_count(received: Arc<AtomicU64>) -> ReceivedCount {
 impl TapHooks for ReceivedHooks {
     fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         self.received.fetch_add(1, Ordering::Relaxed);
+        Some(msg)
+    }
+}
+
+/// Counts the inbound packets the FEC decoder rebuilt (above it in the chain); passes
+/// everything on.
+pub type FecRecoveredCount = Tap<FecRecoveredHooks>;
+
+/// The hooks of [`FecRecoveredCount`].
+pub struct FecRecoveredHooks {
+    recovered: Arc<AtomicU64>,
+}
+
+/// A counter adding to `recovered`.
+pub fn fec_recovered_count(recovered: Arc<AtomicU64>) -> FecRecoveredCount {
+    Tap::new(FecRecoveredHooks { recovered })
+}
+
+impl TapHooks for FecRecoveredHooks {
+    fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        if msg
+            .message
+            .attributes
+            .iter()
+            .any(|a| matches!(a, rtc::interceptor::Attribute::RecoveredByFec))
+        {
+            self.recovered.fetch_add(1, Ordering::Relaxed);
+        }
         Some(msg)
     }
 }

@@ -54,6 +54,10 @@ pub struct WeaknetArgs {
     /// relay picks the layer the player's link carries.
     #[arg(long)]
     simulcast: bool,
+    /// The relay sends no FEC repair packets (`onair serve --no-fec`): NACK repair alone,
+    /// to compare.
+    #[arg(long)]
+    no_fec: bool,
     /// Internal: play the relay at this http:// URL in Chromium and print its figures.
     #[arg(long, hide = true)]
     chromium_of: Option<String>,
@@ -202,6 +206,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
             args.logs.as_deref(),
             args.chromium,
             args.simulcast,
+            args.no_fec,
         ) {
             Ok(both) => both,
             Err(e) => (json!({ "error": format!("{e:#}") }), Value::Null),
@@ -223,6 +228,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         "cores": stats::cores(),
         "resolution": if args.simulcast { "720p30 simulcast (360p, 180p)" } else { "720p30" },
         "seconds": args.seconds,
+        "fec": !args.no_fec,
         "cells": results,
     });
     if args.json {
@@ -255,6 +261,7 @@ pub fn run_cell(
     logs: Option<&Path>,
     chromium: bool,
     simulcast: bool,
+    no_fec: bool,
 ) -> anyhow::Result<(Value, Value)> {
     let mut lab = Lab::try_new("wn", 3).map_err(anyhow::Error::msg)?;
     let dir = TempDir::new(&format!("weaknet-{}", cell.name))?;
@@ -264,6 +271,9 @@ pub fn run_cell(
     let log = |role: &str| logs.map(|d| d.join(format!("{}-{role}.log", cell.name)));
     let mut relay = onair(&lab, 0, exe, &dir.0, logs.is_some());
     relay.args(["serve", "--listen", &format!("{}:7880", lab.addr(0))]);
+    if no_fec {
+        relay.arg("--no-fec");
+    }
     let relay = lab.spawn_logged(relay, log("relay").as_deref());
     wait_line(&relay, "media:", Duration::from_secs(20))
         .map_err(|seen| anyhow::anyhow!("the relay did not start: {seen:?}"))?;
@@ -382,7 +392,7 @@ impl Smoothness {
     }
 }
 
-fn quality_counts(e: &Event) -> Option<[f64; 6]> {
+fn quality_counts(e: &Event) -> Option<[f64; 7]> {
     match e {
         Event::PlayerQualityUpdate {
             keyframe_requests,
@@ -391,6 +401,7 @@ fn quality_counts(e: &Event) -> Option<[f64; 6]> {
             audio_frames_lost,
             packets_repaired,
             playout_delay_ms,
+            packets_fec_recovered,
             ..
         } => Some([
             *keyframe_requests as f64,
@@ -399,6 +410,7 @@ fn quality_counts(e: &Event) -> Option<[f64; 6]> {
             *audio_frames_lost as f64,
             *packets_repaired as f64,
             *playout_delay_ms,
+            *packets_fec_recovered as f64,
         ]),
         _ => None,
     }
@@ -445,7 +457,7 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     println!("ready");
     // Let the impairment go on and the player settle into it.
     let settle = Instant::now() + Duration::from_secs(3);
-    let mut last_counts = [0.0; 6];
+    let mut last_counts = [0.0; 7];
     while Instant::now() < settle {
         let _ = frames.recv_timeout(Duration::from_millis(20));
         while let Ok(e) = engine.events().try_recv() {
@@ -529,6 +541,7 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
         "audio_frames_lost": d(3),
         "keyframes_requested": d(0),
         "packets_repaired": d(4),
+        "packets_fec_recovered": d(6),
         "playout_delay_ms": last_counts[5],
         "bitrate_kbps": (kbps.iter().sum::<f64>() / kbps.len().max(1) as f64).round(),
         "downstream_quality": most_common(&downstream).name(),

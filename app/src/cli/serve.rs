@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// candidates carry it instead of the local address.
     #[arg(long = "public-ip")]
     public_ips: Vec<std::net::IpAddr>,
+    /// No FEC repair packets to players: losses are repaired by NACK alone (`[rtc] no_fec`).
+    #[arg(long)]
+    no_fec: bool,
     /// Every client's media on this one UDP port (default: the listen port + 2, e.g. 7882;
     /// 0: one port chosen at start-up).
     #[arg(long)]
@@ -105,6 +108,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {listen:?}"))?;
     if !args.public_ips.is_empty() {
         config.rtc.public_ips = args.public_ips.clone();
+    }
+    if args.no_fec {
+        config.rtc.no_fec = true;
     }
     if let Some(at) = args.metrics_listen {
         config.metrics_listen = Some(at);

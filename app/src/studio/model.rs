@@ -181,6 +181,8 @@ pub struct PlayerQuality {
     pub playout_ms: f64,
     /// Packets repaired (NACK resends) so far.
     pub repaired: u64,
+    /// Lost packets rebuilt from the relay's FEC repair packets so far.
+    pub fec_recovered: u64,
     /// Keyframes asked for so far.
     pub keyframe_requests: u64,
     /// Audio frames concealed and lost so far.
@@ -595,6 +597,7 @@ impl StudioModel {
                 stutter_ms,
                 playout_delay_ms,
                 packets_repaired,
+                packets_fec_recovered,
                 keyframe_requests,
                 audio_frames_concealed,
                 audio_frames_lost,
@@ -616,6 +619,7 @@ impl StudioModel {
                     stutter_ms: *stutter_ms,
                     playout_ms: *playout_delay_ms,
                     repaired: *packets_repaired,
+                    fec_recovered: *packets_fec_recovered,
                     keyframe_requests: *keyframe_requests,
                     audio_concealed: *audio_frames_concealed,
                     audio_lost: *audio_frames_lost,
@@ -948,6 +952,7 @@ mod tests {
                     stutter_ms: 0.0,
                     keyframe_requests: 0,
                     packets_repaired: 0,
+                    packets_fec_recovered: 0,
                     playout_delay_ms: 0.0,
                     audio_frames_played: 0,
                     audio_frames_concealed: 0,

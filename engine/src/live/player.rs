@@ -86,6 +86,8 @@ pub struct PlayerPeer {
     pub counters: Arc<PlayerCounters>,
     /// What the NACK requester did (repairs, the measured repair time).
     pub nack: Arc<onair_transport::nack::NackStats>,
+    /// Packets the FEC decoder rebuilt (repair packets from the relay, `transport::fec`).
+    pub fec_recovered: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
     seen: u64,
 }
@@ -113,6 +115,7 @@ pub async fn offer(net: &MediaNetwork) -> Result<(PlayerPeer, String), PeerError
         PlayerPeer {
             pc,
             nack: ev.nack.clone(),
+            fec_recovered: ev.fec_recovered.clone(),
             received: ev.received.clone(),
             seen: 0,
             events: Some(ev),
@@ -307,6 +310,7 @@ impl PlayerPeer {
         // Tracks: RTP in.
         let counters = self.counters.clone();
         let nack = self.nack.clone();
+        let fec_recovered = self.fec_recovered.clone();
         tokio::spawn(async move {
             while let Some(track) = ev.tracks.recv().await {
                 let kind = track.kind().await;
@@ -316,6 +320,7 @@ impl PlayerPeer {
                         video_tx.clone(),
                         counters.clone(),
                         nack.clone(),
+                        fec_recovered.clone(),
                     ));
                 } else {
                     tokio::spawn(receive_audio(
@@ -368,6 +373,7 @@ async fn receive_video(
     units: crossbeam_channel::Sender<AccessUnit>,
     counters: Arc<PlayerCounters>,
     nack: Arc<onair_transport::nack::NackStats>,
+    fec_recovered: Arc<AtomicU64>,
 ) {
     use std::time::Instant;
     let mut jitter = JitterBuffer::new(90_000, MAX_REORDER_WAIT);
@@ -458,6 +464,7 @@ async fn receive_video(
                 playout_ms = playout.delay().as_secs_f64() * 1e3,
                 held = held.len(),
                 assembler_lost = assembler.stats.lost,
+                fec_recovered = fec_recovered.load(Ordering::Relaxed),
                 "video receive"
             );
         }

@@ -264,6 +264,8 @@ pub enum Event {
         keyframe_requests: u64,
         /// Missing packets that arrived after all (NACK resends, reordering) so far.
         packets_repaired: u64,
+        /// Lost packets rebuilt from the relay's FEC repair packets so far.
+        packets_fec_recovered: u64,
         /// Delay the player adds to play smoothly (jitter buffer and playout), ms.
         playout_delay_ms: f64,
         /// Audio frames (20 ms) decoded from their own packet so far.
@@ -755,6 +757,7 @@ impl fmt::Display for Event {
                 stutter_ms,
                 keyframe_requests,
                 packets_repaired,
+                packets_fec_recovered,
                 playout_delay_ms,
                 audio_frames_played,
                 audio_frames_concealed,
@@ -766,7 +769,7 @@ impl fmt::Display for Event {
             } => {
                 write!(
                     f,
-                    "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} keyframe_requests={keyframe_requests} keyframes_received={keyframes_received} repaired={packets_repaired} playout_ms={playout_delay_ms:.1} audio_played={audio_frames_played} audio_concealed={audio_frames_concealed} audio_lost={audio_frames_lost} path={path}"
+                    "player_quality stream={stream_id} fps={decode_fps:.1} video_kbps={video_kbps:.0} lost={packets_lost} delay_ms={delay_ms:.1} jitter_ms={jitter_ms:.2} rtt_ms={rtt_ms:.2} stutters={stutters} stutter_ms={stutter_ms:.0} keyframe_requests={keyframe_requests} keyframes_received={keyframes_received} repaired={packets_repaired} fec_recovered={packets_fec_recovered} playout_ms={playout_delay_ms:.1} audio_played={audio_frames_played} audio_concealed={audio_frames_concealed} audio_lost={audio_frames_lost} path={path}"
                 )?;
                 if let Some(layer) = video_layer {
                     write!(f, " layer={layer}")?;

@@ -97,6 +97,8 @@ pub struct PlayerCounts {
     pub keyframe_requests: u64,
     /// Missing packets that arrived after all (NACK resends, reordering) so far.
     pub repaired: u64,
+    /// Lost packets rebuilt from FEC repair packets so far.
+    pub fec_recovered: u64,
     /// Delay the player adds to smooth the picture (jitter buffer and playout), µs.
     pub playout_delay_us: u64,
     /// Audio frames (20 ms) played, concealed and lost so far.
@@ -131,6 +133,7 @@ pub fn player_report(stream_id: &str, deltas: &mut Deltas<2>, now: PlayerCounts)
         stutter_ms: now.stutter_us as f64 / 1000.0,
         keyframe_requests: now.keyframe_requests,
         packets_repaired: now.repaired,
+        packets_fec_recovered: now.fec_recovered,
         playout_delay_ms: now.playout_delay_us as f64 / 1000.0,
         audio_frames_played: now.audio.played,
         audio_frames_concealed: now.audio.concealed,

@@ -227,8 +227,8 @@ fn tile(
                 // On a weak link: what smoothing costs and what repair saved.
                 if q.playout_ms >= 1.0 || q.repaired > 0 || q.stutters > 0 {
                     lines.push(format!(
-                        "buffer {:.0} ms · repaired {} · freezes {}",
-                        q.playout_ms, q.repaired, q.stutters
+                        "buffer {:.0} ms · repaired {} · FEC {} · freezes {}",
+                        q.playout_ms, q.repaired, q.fec_recovered, q.stutters
                     ));
                 }
             } else if let Some(d) = view.delay_ms {

@@ -59,12 +59,13 @@ pub fn show(ui: &mut egui::Ui, session: &Session, state: &mut UiState) {
         .and_then(|p| p.quality)
     {
         ui.label(format!(
-            "freezes {} ({:.1} s) · buffer {:.0} ms · jitter {:.1} ms · repaired {} · keyframes asked {} · audio concealed {} lost {}",
+            "freezes {} ({:.1} s) · buffer {:.0} ms · jitter {:.1} ms · repaired {} · FEC rebuilt {} · keyframes asked {} · audio concealed {} lost {}",
             q.stutters,
             q.stutter_ms / 1000.0,
             q.playout_ms,
             q.jitter_ms,
             q.repaired,
+            q.fec_recovered,
             q.keyframe_requests,
             q.audio_concealed,
             q.audio_lost

@@ -138,6 +138,8 @@ impl Connection {
                 .bandwidth_estimation
                 .then(|| (max, (max / 10.0).max(100_000.0).min(max), max)),
             simulated_loss: self.settings.simulated_send_loss,
+            // Repair packets go relay → player only (`relay::sfu`).
+            fec: false,
         }
     }
     /// Carries out a publish session's actions (and those they lead to).

@@ -48,6 +48,7 @@ impl Connection {
                 stutter_us: c.stutter_us.load(Relaxed),
                 keyframe_requests: c.keyframe_requests.load(Relaxed),
                 repaired: peer.nack.repaired.load(Relaxed),
+                fec_recovered: peer.fec_recovered.load(Relaxed),
                 playout_delay_us: c.playout_delay_us.load(Relaxed),
                 audio: quality::AudioCounts {
                     played: c.audio_played.load(Relaxed),
@@ -132,9 +133,10 @@ impl Connection {
                             peer.nack.reordered.load(Relaxed),
                             peer.counters.packets.load(Relaxed),
                         ]);
-                        // Lost on the link: missing, less what was only late. Received
-                        // counts resends too: the packets sent were received + missing −
-                        // repaired.
+                        // Lost on the link: missing, less what was only late (a packet FEC
+                        // rebuilt was lost: the requester counts it repaired, not late).
+                        // Received counts resends too: the packets sent were received +
+                        // missing − repaired.
                         let lost = missing.saturating_sub(reordered);
                         let sent = (received + missing).saturating_sub(repaired);
                         self.net_quality.downstream(LinkSample {

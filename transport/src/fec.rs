@@ -1,0 +1,473 @@
+//! Forward error correction on a sending leg: FlexFEC-03 repair packets (interleaved XOR
+//! parity on a repair SSRC, `rtc`'s encoder; the receiver's `FlexFec03ReceiveInterceptor`
+//! rebuilds what they cover) after each frame, as many as the receiver's losses call for and
+//! none on a clean link.
+//!
+//! The amount follows what the receiver still asks for: each second, the share of the packets
+//! sent that its NACKs named. Above [`RAISE_ABOVE`] the repair share grows, below
+//! [`LOWER_BELOW`] it shrinks slowly back to nothing. What FEC rebuilt before the receiver's
+//! NACK timer ran is never asked for, so the share settles where the repairs leave little for
+//! NACK; a link that stops losing stops costing anything within seconds. The owner may forbid
+//! it ([`FecControl::allow`]): on a link known to be thin, the losses are the link's capacity
+//! and repair packets would only add to them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    AttributedPacket, FlexFec03Encoder, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+
+use crate::nack_count::nacked_seqs;
+
+/// How often the repair share is reconsidered.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// A window whose packets were asked for more than this share raises the repair share.
+pub const RAISE_ABOVE: f64 = 0.01;
+/// A window whose packets were asked for less than this share lowers it.
+pub const LOWER_BELOW: f64 = 0.003;
+/// The most repair packets per media packet (one for every two: 50 % more packets).
+pub const MAX_SHARE: f64 = 0.5;
+/// The least repair share once losses showed (one repair packet for every ten).
+const MIN_SHARE: f64 = 0.1;
+/// How much of the share a clean window takes off.
+const DECAY: f64 = 0.85;
+/// Media packets one repair block covers at most (a frame is one block; a larger one is
+/// split, each part with its own repair packets).
+const MAX_BLOCK: usize = 48;
+/// Windows with fewer packets sent than this say nothing (audio-only, a paused layer).
+const MIN_WINDOW_PACKETS: u32 = 20;
+
+/// What the owner of the leg tells the sender and reads back (shared; atomics).
+#[derive(Debug)]
+pub struct FecControl {
+    allowed: AtomicBool,
+    /// The repair share now, in thousandths.
+    share: AtomicU32,
+    /// Repair packets sent.
+    pub repair_packets: AtomicU64,
+}
+
+impl Default for FecControl {
+    fn default() -> Self {
+        FecControl {
+            allowed: AtomicBool::new(true),
+            share: AtomicU32::new(0),
+            repair_packets: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FecControl {
+    /// Whether repair packets may be sent (the owner forbids them on a link known to be
+    /// thin: there a loss is the link's capacity, and repairs would add to the load).
+    pub fn allow(&self, allowed: bool) {
+        self.allowed.store(allowed, Ordering::Relaxed);
+    }
+
+    /// The repair share now (repair packets per media packet).
+    pub fn share(&self) -> f64 {
+        f64::from(self.share.load(Ordering::Relaxed)) / 1000.0
+    }
+}
+
+/// The share of repair packets per media packet after a window in which `asked` of `sent`
+/// packets were asked for again, from `share`.
+pub fn next_share(share: f64, sent: u32, asked: usize) -> f64 {
+    if sent < MIN_WINDOW_PACKETS {
+        return share;
+    }
+    let residual = asked as f64 / f64::from(sent);
+    if residual > RAISE_ABOVE {
+        // Twice what still went missing, and at least a step up from where it was.
+        (residual * 2.0)
+            .max(share * 1.5)
+            .max(MIN_SHARE)
+            .min(MAX_SHARE)
+    } else if residual < LOWER_BELOW {
+        let lower = share * DECAY;
+        if lower < MIN_SHARE / 2.0 { 0.0 } else { lower }
+    } else {
+        share
+    }
+}
+
+/// Repair packets for a block of `n` media packets at `share`.
+pub fn repairs_for(n: usize, share: f64) -> u32 {
+    if share <= 0.0 || n == 0 {
+        return 0;
+    }
+    ((n as f64 * share).ceil() as u32).clamp(1, n as u32)
+}
+
+/// One protected media stream.
+struct Protected {
+    encoder: FlexFec03Encoder,
+    block: Vec<rtc::rtp::Packet>,
+    share: f64,
+    window_start: Option<Instant>,
+    sent: u32,
+    asked: HashSet<u16>,
+}
+
+impl Protected {
+    /// Repair packets for what the block holds (it is emptied).
+    fn flush(&mut self, allowed: bool) -> Vec<rtc::rtp::Packet> {
+        let k = if allowed {
+            repairs_for(self.block.len(), self.share)
+        } else {
+            0
+        };
+        let out = if k > 0 {
+            self.encoder.encode(&self.block, k)
+        } else {
+            Vec::new()
+        };
+        self.block.clear();
+        out
+    }
+}
+
+/// The send-side FEC interceptor (at `Slot::FecEncoder`, above the NACK responder: its
+/// resends do not pass here, and its history keeps the repair packets like any).
+pub struct FecSender {
+    control: Arc<FecControl>,
+    streams: HashMap<u32, Protected>,
+    inbound: VecDeque<TaggedPacket>,
+    outbound: VecDeque<TaggedPacket>,
+}
+
+/// A sender told by `control`.
+pub fn fec_sender(control: Arc<FecControl>) -> FecSender {
+    FecSender {
+        control,
+        streams: HashMap::new(),
+        inbound: VecDeque::new(),
+        outbound: VecDeque::new(),
+    }
+}
+
+impl FecSender {
+    fn write_media(&mut self, msg: TaggedPacket) {
+        let Packet::Rtp(p) = &msg.message.packet else {
+            self.outbound.push_back(msg);
+            return;
+        };
+        let allowed = self.control.allowed.load(Ordering::Relaxed);
+        let Some(s) = self.streams.get_mut(&p.header.ssrc) else {
+            self.outbound.push_back(msg);
+            return;
+        };
+        if !allowed {
+            // Forbidden: when allowed again it starts from nothing, not from the share the
+            // link had before.
+            s.share = 0.0;
+        }
+        let now = msg.now;
+        let seq = p.header.sequence_number;
+        let last = s.block.last().map(|l| l.header.sequence_number);
+        let mut repairs = Vec::new();
+        if last == Some(seq) {
+            // A copy of the packet just sent (a probe's padding): already covered.
+            self.outbound.push_back(msg);
+            return;
+        }
+        if last.is_some_and(|l| l.wrapping_add(1) != seq) {
+            // Not the next packet (a gap the forwarder kept from upstream): a block covers a
+            // consecutive run, so the one so far is closed here.
+            repairs.extend(s.flush(allowed));
+        }
+        s.sent += 1;
+        s.block.push(p.clone());
+        if p.header.marker || s.block.len() >= MAX_BLOCK {
+            repairs.extend(s.flush(allowed));
+        }
+        // The window: what was asked for of what was sent decides the share.
+        let start = *s.window_start.get_or_insert(now);
+        if now.saturating_duration_since(start) >= WINDOW {
+            s.share = next_share(s.share, s.sent, s.asked.len());
+            s.sent = 0;
+            s.asked.clear();
+            s.window_start = Some(now);
+            self.control
+                .share
+                .store((s.share * 1000.0).round() as u32, Ordering::Relaxed);
+        }
+        let transport = msg.transport;
+        self.outbound.push_back(msg);
+        self.control
+            .repair_packets
+            .fetch_add(repairs.len() as u64, Ordering::Relaxed);
+        for r in repairs {
+            self.outbound.push_back(TaggedPacket {
+                now,
+                transport,
+                message: AttributedPacket::new(Packet::Rtp(r)),
+            });
+        }
+    }
+
+    fn read_feedback(&mut self, msg: &TaggedPacket) {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            return;
+        };
+        for p in packets {
+            if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>()
+                && let Some(s) = self.streams.get_mut(&nack.media_ssrc)
+            {
+                // Bounded: at most the packets of one window are remembered.
+                for seq in nacked_seqs(nack) {
+                    if s.asked.len() as u32 <= s.sent {
+                        s.asked.insert(seq);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FecSender {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read_feedback(&msg);
+        self.inbound.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.inbound.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_media(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.outbound.pop_front()
+    }
+}
+
+impl Interceptor for FecSender {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        // Only a stream the answer gave a repair flow (SSRC and payload type).
+        if let (Some(ssrc_fec), Some(pt)) = (info.ssrc_fec, info.payload_type_fec) {
+            self.streams.insert(
+                info.ssrc,
+                Protected {
+                    encoder: FlexFec03Encoder::new(pt, ssrc_fec),
+                    block: Vec::new(),
+                    share: 0.0,
+                    window_start: None,
+                    sent: 0,
+                    asked: HashSet::new(),
+                },
+            );
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.remove(&info.ssrc);
+    }
+
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::FlexFec03Decoder;
+
+    #[test]
+    fn the_share_rises_with_what_is_still_asked_for_and_falls_back_to_nothing() {
+        // Nothing asked: nothing sent.
+        assert_eq!(next_share(0.0, 300, 0), 0.0);
+        // 5 % asked for: twice that.
+        let s = next_share(0.0, 300, 15);
+        assert!((s - 0.1).abs() < 1e-9, "{s}");
+        // Still 3 % asked with it on: up half again at least.
+        let s = next_share(s, 300, 9);
+        assert!((s - 0.15).abs() < 1e-9, "{s}");
+        // Heavy loss: capped.
+        assert_eq!(next_share(s, 300, 200), MAX_SHARE);
+        // Between the bounds: held.
+        assert_eq!(next_share(0.2, 1000, 5), 0.2);
+        // A clean link: down step by step, then off.
+        let mut s = MAX_SHARE;
+        let mut windows = 0;
+        while s > 0.0 {
+            s = next_share(s, 300, 0);
+            windows += 1;
+        }
+        assert!((5..=15).contains(&windows), "{windows}");
+        // Too few packets to judge (audio only, a paused layer): unchanged.
+        assert_eq!(next_share(0.3, 5, 5), 0.3);
+    }
+
+    #[test]
+    fn repair_packets_per_block() {
+        assert_eq!(repairs_for(6, 0.0), 0);
+        assert_eq!(repairs_for(6, 0.1), 1);
+        assert_eq!(repairs_for(6, 0.5), 3);
+        assert_eq!(repairs_for(1, 0.5), 1);
+        assert_eq!(repairs_for(0, 0.5), 0);
+    }
+
+    fn media(seq: u16, marker: bool) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 102,
+                sequence_number: seq,
+                timestamp: u32::from(seq / 6) * 3000,
+                ssrc: 7,
+                marker,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![seq as u8; 900 + usize::from(seq % 7) * 50]),
+        }
+    }
+
+    fn tagged(p: rtc::rtp::Packet, now: Instant) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtp(p)),
+        }
+    }
+
+    fn sender() -> (FecSender, Arc<FecControl>) {
+        let control = Arc::new(FecControl::default());
+        let mut s = fec_sender(control.clone());
+        s.bind_local_stream(&StreamInfo {
+            ssrc: 7,
+            ssrc_fec: Some(9),
+            payload_type_fec: Some(118),
+            ..Default::default()
+        });
+        (s, control)
+    }
+
+    fn nack(seqs: &[u16]) -> TaggedPacket {
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+            nacks: rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers(seqs),
+        };
+        TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(nack)])),
+        }
+    }
+
+    #[test]
+    fn a_lossy_receiver_gets_repairs_that_rebuild_its_losses_and_a_clean_one_none() {
+        let t0 = Instant::now();
+        let (mut s, control) = sender();
+        let mut out = Vec::new();
+        let mut seq = 0u16;
+        // 1.2 s of 30 frames a second, six packets each, nothing asked: no repairs.
+        for f in 0..36u64 {
+            for i in 0..6 {
+                s.handle_write(tagged(
+                    media(seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .unwrap();
+                seq += 1;
+            }
+        }
+        while let Some(p) = s.poll_write() {
+            out.push(p);
+        }
+        assert_eq!(out.len(), 216, "media only");
+        assert_eq!(control.share(), 0.0);
+        // The receiver asks for 5 % of the next second's packets.
+        let start = seq;
+        let mut media_sent = Vec::new();
+        for f in 36..72u64 {
+            for i in 0..6 {
+                if seq % 20 == 0 {
+                    s.handle_read(nack(&[seq.wrapping_sub(1)])).unwrap();
+                }
+                s.handle_write(tagged(
+                    media(seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .unwrap();
+                seq += 1;
+            }
+        }
+        assert!(control.share() > 0.0, "{}", control.share());
+        // The frames after: each followed by its repair packets, on the repair SSRC.
+        let mut repairs = Vec::new();
+        for f in 72..80u64 {
+            for i in 0..6 {
+                s.handle_write(tagged(
+                    media(seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .unwrap();
+                seq += 1;
+            }
+        }
+        while let Some(p) = s.poll_write() {
+            if let Packet::Rtp(r) = p.message.packet {
+                if r.header.ssrc == 9 {
+                    repairs.push(r);
+                } else if r.header.sequence_number >= start {
+                    media_sent.push(r);
+                }
+            }
+        }
+        assert!(!repairs.is_empty());
+        assert!(control.repair_packets.load(Ordering::Relaxed) as usize == repairs.len());
+        // A receiver that lost one packet of the last frame rebuilds it from the rest.
+        let last_frame: Vec<_> = media_sent[media_sent.len() - 6..].to_vec();
+        let lost = last_frame[2].clone();
+        let mut d = FlexFec03Decoder::new(9, 7);
+        let mut rebuilt = Vec::new();
+        for (i, p) in last_frame.into_iter().enumerate() {
+            if i != 2 {
+                rebuilt.extend(d.decode(p));
+            }
+        }
+        for r in repairs.iter().rev().take(3) {
+            rebuilt.extend(d.decode(r.clone()));
+        }
+        assert!(
+            rebuilt
+                .iter()
+                .any(|p| p.header.sequence_number == lost.header.sequence_number
+                    && p.payload == lost.payload),
+            "not rebuilt"
+        );
+        // Forbidden (a thin link): no more repairs.
+        control.allow(false);
+        for i in 0..6 {
+            s.handle_write(tagged(media(seq, i == 5), t0 + Duration::from_millis(2700)))
+                .unwrap();
+            seq += 1;
+        }
+        let mut after = 0;
+        while let Some(p) = s.poll_write() {
+            if let Packet::Rtp(r) = p.message.packet {
+                after += usize::from(r.header.ssrc == 9);
+            }
+        }
+        assert_eq!(after, 0);
+    }
+}
