@@ -908,6 +908,12 @@ async fn recv_layer(
 /// switches to) through its [`LayerForwarder`] to its track.
 async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Receiver<VideoLayer>) {
     let mut wanted = wanted;
+    // An Auto player of a layered stream gets repair packets only once a check found its link
+    // not full: on a thin link the first second's losses are its capacity, and repairs for
+    // them (up to half again as many packets) only delayed the step down.
+    if leg.estimating.is_some() && wanted.is_auto() {
+        leg.fec.allow(false);
+    }
     let mut forwarder = LayerForwarder::new(leg.ingest.effective(wanted.index()));
     let mut rx: [Option<broadcast::Receiver<rtp::Packet>>; MAX_LAYERS] = Default::default();
     let mut check = tokio::time::interval(LAYER_CHECK);
@@ -1090,6 +1096,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                             &mut pacer,
                             pace_rate(paced, choice.probe, per_layer, chooser.capacity_bps(now)),
                         );
+                        if link.full() || link.standing_queue_ms >= FULL_QUEUE_MS / 2.0 {
+                            leg.fec.allow(false);
+                        }
                         if dropped_old && paced != current {
                             let queue = Duration::from_micros(leg.link.read().queue_us);
                             pacer.hold(now + queue, now);

@@ -87,8 +87,7 @@ pub fn next_share(share: f64, sent: u32, asked: usize) -> f64 {
         // Twice what still went missing, and at least a step up from where it was.
         (residual * 2.0)
             .max(share * 1.5)
-            .max(MIN_SHARE)
-            .min(MAX_SHARE)
+            .clamp(MIN_SHARE, MAX_SHARE)
     } else if residual < LOWER_BELOW {
         let lower = share * DECAY;
         if lower < MIN_SHARE / 2.0 { 0.0 } else { lower }
@@ -164,9 +163,12 @@ impl FecSender {
             return;
         };
         if !allowed {
-            // Forbidden: when allowed again it starts from nothing, not from the share the
-            // link had before.
+            // Forbidden: when allowed again it starts from nothing, not from the share or
+            // the losses the link had before.
             s.share = 0.0;
+            s.sent = 0;
+            s.asked.clear();
+            s.window_start = None;
         }
         let now = msg.now;
         let seq = p.header.sequence_number;
@@ -189,8 +191,19 @@ impl FecSender {
         }
         // The window: what was asked for of what was sent decides the share.
         let start = *s.window_start.get_or_insert(now);
-        if now.saturating_duration_since(start) >= WINDOW {
+        if allowed && now.saturating_duration_since(start) >= WINDOW {
+            let before = s.share;
             s.share = next_share(s.share, s.sent, s.asked.len());
+            if s.share != before {
+                tracing::debug!(
+                    ssrc = p.header.ssrc,
+                    sent = s.sent,
+                    asked = s.asked.len(),
+                    share = s.share,
+                    repair_packets = self.control.repair_packets.load(Ordering::Relaxed),
+                    "fec share"
+                );
+            }
             s.sent = 0;
             s.asked.clear();
             s.window_start = Some(now);
@@ -386,7 +399,7 @@ mod tests {
                     media(seq, i == 5),
                     t0 + Duration::from_millis(f * 33),
                 ))
-                .unwrap();
+                .expect("the interceptor takes it");
                 seq += 1;
             }
         }
@@ -400,14 +413,15 @@ mod tests {
         let mut media_sent = Vec::new();
         for f in 36..72u64 {
             for i in 0..6 {
-                if seq % 20 == 0 {
-                    s.handle_read(nack(&[seq.wrapping_sub(1)])).unwrap();
+                if seq.is_multiple_of(20) {
+                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
+                        .expect("the interceptor takes it");
                 }
                 s.handle_write(tagged(
                     media(seq, i == 5),
                     t0 + Duration::from_millis(f * 33),
                 ))
-                .unwrap();
+                .expect("the interceptor takes it");
                 seq += 1;
             }
         }
@@ -420,7 +434,7 @@ mod tests {
                     media(seq, i == 5),
                     t0 + Duration::from_millis(f * 33),
                 ))
-                .unwrap();
+                .expect("the interceptor takes it");
                 seq += 1;
             }
         }
@@ -459,7 +473,7 @@ mod tests {
         control.allow(false);
         for i in 0..6 {
             s.handle_write(tagged(media(seq, i == 5), t0 + Duration::from_millis(2700)))
-                .unwrap();
+                .expect("the interceptor takes it");
             seq += 1;
         }
         let mut after = 0;

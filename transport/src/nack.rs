@@ -94,7 +94,13 @@ struct Missing {
 struct StreamLog {
     highest: Option<u64>,
     missing: BTreeMap<u64, Missing>,
+    /// Packets FEC rebuilt lately (oldest first, at most [`REBUILT_KEPT`]): if the packet
+    /// itself comes after all, it was only late.
+    rebuilt: std::collections::VecDeque<u64>,
 }
+
+/// Rebuilt packets remembered per stream (a second of 720p).
+const REBUILT_KEPT: usize = 256;
 
 impl StreamLog {
     fn extend(&self, seq: u16) -> u64 {
@@ -198,6 +204,10 @@ impl NackState {
         if log.missing.remove(&ext).is_some() {
             self.stats.repaired.fetch_add(1, Ordering::Relaxed);
             self.stats.rebuilt.fetch_add(1, Ordering::Relaxed);
+            log.rebuilt.push_back(ext);
+            if log.rebuilt.len() > REBUILT_KEPT {
+                log.rebuilt.pop_front();
+            }
         }
     }
 
@@ -232,6 +242,12 @@ impl NackState {
                     .fetch_add(ext - highest - 1, Ordering::Relaxed);
             }
             log.highest = Some(ext);
+            return;
+        }
+        if let Some(at) = log.rebuilt.iter().position(|r| *r == ext) {
+            // FEC rebuilt it before it came: it was reordered, not lost.
+            log.rebuilt.remove(at);
+            self.stats.reordered.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if let Some(m) = log.missing.remove(&ext) {
@@ -562,6 +578,10 @@ mod tests {
         // A rebuilt copy of a packet that arrived changes nothing.
         s.on_rebuilt(7, 6, t + ms(8));
         assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 1);
+        // 2 itself comes after all: it was late, not lost (the link's loss leaves it out).
+        s.on_packet(7, 2, t + ms(30));
+        assert_eq!(stats.reordered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.repaired.load(Ordering::Relaxed), 1);
     }
 
     #[test]
