@@ -69,6 +69,8 @@ fn on_a_clean_link_nothing_is_held() {
         "no playout delay added: {v}"
     );
     assert_eq!(f(&v, "keyframes_requested"), 0.0, "{v}");
+    // Nothing lost, so no FEC repair packets were sent (nothing rebuilt).
+    assert_eq!(f(&v, "packets_fec_recovered"), 0.0, "{v}");
     // The network quality the player reports for its own link.
     assert_eq!(v["downstream_quality"], "excellent", "{v}");
 }
@@ -83,6 +85,9 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     let v = cell(&["--cells", "bad", "--seconds", "12"]);
     // The impairment was real: packets were repaired and the delay is there.
     assert!(f(&v, "packets_repaired") > 200.0, "{v}");
+    // The relay's FEC rebuilt part of the losses before any NACK (in 12 s cells: 500-600
+    // of about 1,300 repaired).
+    assert!(f(&v, "packets_fec_recovered") > 100.0, "{v}");
     let p50 = f(&v["capture_to_decoded_ms"], "p50");
     assert!((100.0..1_000.0).contains(&p50), "{v}");
     // Smooth: (before this work: 1–9 fps, stall 0.96, 14 freezes over 500 ms).
