@@ -532,7 +532,9 @@ impl Sfu {
         // node's pull get NACK repair only.
         let send = SendOptions {
             estimate: layered.then_some((PLAYER_INITIAL_BPS, PLAYER_MIN_BPS, PLAYER_MAX_BPS)),
-            fec: restartable && self.fec,
+            // Not on a layered stream's leg: its transport-wide sequence numbers are added
+            // below the FEC sender, so what the player would rebuild is not what was sent.
+            fec: restartable && self.fec && !layered,
             ..Default::default()
         };
         let (pc, mut ev) = new_peer_with(&self.network, send)
@@ -975,6 +977,9 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     padding.set(0.0, Instant::now());
                     chooser = LayerChooser::default();
                     dropped_old = false;
+                } else if leg.estimating.is_some() {
+                    // Back to Auto: repair packets wait for a check of the link again.
+                    leg.fec.allow(false);
                 }
                 if wanted == VideoLayer::Off {
                     // No video until asked again (its channels are dropped above).

@@ -201,12 +201,16 @@ impl NackState {
             // came): as an arrival, or the gap up to it would count it missing.
             return self.on_packet(ssrc, seq, now);
         }
-        if log.missing.remove(&ext).is_some() {
+        if let Some(m) = log.missing.remove(&ext) {
             self.stats.repaired.fetch_add(1, Ordering::Relaxed);
             self.stats.rebuilt.fetch_add(1, Ordering::Relaxed);
-            log.rebuilt.push_back(ext);
-            if log.rebuilt.len() > REBUILT_KEPT {
-                log.rebuilt.pop_front();
+            // Unasked, the packet itself may still come (then it was only late); asked, what
+            // comes later may be the resend, which says nothing.
+            if m.nacks == 0 {
+                log.rebuilt.push_back(ext);
+                if log.rebuilt.len() > REBUILT_KEPT {
+                    log.rebuilt.pop_front();
+                }
             }
         }
     }
@@ -578,10 +582,17 @@ mod tests {
         // A rebuilt copy of a packet that arrived changes nothing.
         s.on_rebuilt(7, 6, t + ms(8));
         assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 1);
-        // 2 itself comes after all: it was late, not lost (the link's loss leaves it out).
+        // 2 was asked for: what comes for it later (the resend) changes nothing.
         s.on_packet(7, 2, t + ms(30));
-        assert_eq!(stats.reordered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.reordered.load(Ordering::Relaxed), 0);
         assert_eq!(stats.repaired.load(Ordering::Relaxed), 1);
+        // 8 rebuilt before it was asked for, and then it comes itself: it was late, not lost
+        // (the link's loss leaves it out).
+        s.on_packet(7, 9, t + ms(40));
+        s.on_rebuilt(7, 8, t + ms(41));
+        s.on_packet(7, 8, t + ms(45));
+        assert_eq!(stats.reordered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -312,10 +312,9 @@ pub async fn new_peer_with(
     configure_simulcast_extension_headers(&mut media)?;
     let nack = Arc::new(NackStats::default());
     // The transport-wide feedback records arrivals below the FEC decoder (5_500, not its
-    // usual 8_000): it must see the repair packets (which the decoder swallows) and not the
-    // packets the decoder rebuilt, or the sender's view of the link's losses is wrong both
-    // ways. (configure_twcc_receiver_only's registry is dropped: it only registers the
-    // extension and feedback types here.)
+    // usual 8_000): a packet the decoder rebuilt is not reported as arrived. (Repair packets
+    // carry no transport-wide number: rtc binds only the media SSRC. configure_twcc_receiver_
+    // only's registry is dropped: it only registers the extension and feedback types here.)
     let _ = configure_twcc_receiver_only(Registry::new(), &mut media)?;
     let fec_recovered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let registry = configure_rtcp_reports(Registry::new())
