@@ -185,7 +185,13 @@ impl FecSender {
             repairs.extend(s.flush(allowed));
         }
         s.sent += 1;
-        s.block.push(p.clone());
+        // Packets are kept for a block only while repairs are made (no copy per packet on
+        // a clean link).
+        if allowed && s.share > 0.0 {
+            s.block.push(p.clone());
+        } else {
+            s.block.clear();
+        }
         if p.header.marker || s.block.len() >= MAX_BLOCK {
             repairs.extend(s.flush(allowed));
         }
