@@ -532,9 +532,10 @@ impl Sfu {
         // node's pull get NACK repair only.
         let send = SendOptions {
             estimate: layered.then_some((PLAYER_INITIAL_BPS, PLAYER_MIN_BPS, PLAYER_MAX_BPS)),
-            // Not on a layered stream's leg: its transport-wide sequence numbers are added
-            // below the FEC sender, so what the player would rebuild is not what was sent.
-            fec: restartable && self.fec && !layered,
+            // On a layered stream's leg too: the transport-wide numbers added below the FEC
+            // sender are taken off again before the player's decoder (`fec_form`). An Auto
+            // player's repairs wait for a check of its link (`forward_video`).
+            fec: restartable && self.fec,
             ..Default::default()
         };
         let (pc, mut ev) = new_peer_with(&self.network, send)

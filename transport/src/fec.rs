@@ -108,6 +108,8 @@ pub fn repairs_for(n: usize, share: f64) -> u32 {
 struct Protected {
     encoder: FlexFec03Encoder,
     block: Vec<rtc::rtp::Packet>,
+    /// The transport-wide number's extension id (taken off the protected copies).
+    twcc: Option<u8>,
     share: f64,
     window_start: Option<Instant>,
     sent: u32,
@@ -133,7 +135,9 @@ impl Protected {
 }
 
 /// The send-side FEC interceptor (at `Slot::FecEncoder`, above the NACK responder: its
-/// resends do not pass here, and its history keeps the repair packets like any).
+/// resends do not pass here, and its history keeps the repair packets like any). Its repair
+/// packets cover the media without the transport-wide number the sender adds below it; the
+/// receiver takes that off before decoding (`fec_form`).
 pub struct FecSender {
     control: Arc<FecControl>,
     streams: HashMap<u32, Protected>,
@@ -188,7 +192,11 @@ impl FecSender {
         // Packets are kept for a block only while repairs are made (no copy per packet on
         // a clean link).
         if allowed && s.share > 0.0 {
-            s.block.push(p.clone());
+            // Protected as the receiver will hold it: without the transport-wide number
+            // (added below, see `fec_form`), in the one written form.
+            let mut copy = p.clone();
+            crate::fec_form::canonical(&mut copy.header, s.twcc);
+            s.block.push(copy);
         } else {
             s.block.clear();
         }
@@ -286,6 +294,7 @@ impl Interceptor for FecSender {
                 Protected {
                     encoder: FlexFec03Encoder::new(pt, ssrc_fec),
                     block: Vec::new(),
+                    twcc: crate::fec_form::twcc_id(info),
                     share: 0.0,
                     window_start: None,
                     sent: 0,
@@ -489,5 +498,140 @@ mod tests {
             }
         }
         assert_eq!(after, 0);
+    }
+
+    /// What `TwccSender` (below the FEC sender) and the wire do to a media packet: a
+    /// transport-wide number among its other extensions, then marshalled and parsed again.
+    fn numbered_on_the_wire(mut p: rtc::rtp::Packet, n: u16) -> rtc::rtp::Packet {
+        use rtc::shared::marshal::{Marshal, Unmarshal};
+        p.header
+            .set_extension(3, bytes::Bytes::from(n.to_be_bytes().to_vec()))
+            .expect("a one-byte extension");
+        let raw = p.marshal().expect("marshals");
+        rtc::rtp::Packet::unmarshal(&mut &raw[..]).expect("parses")
+    }
+
+    #[test]
+    fn repairs_rebuild_a_packet_that_left_with_a_transport_wide_number() {
+        let t0 = Instant::now();
+        let control = Arc::new(FecControl::default());
+        let mut s = fec_sender(control.clone());
+        let info = StreamInfo {
+            ssrc: 7,
+            ssrc_fec: Some(9),
+            payload_type_fec: Some(118),
+            rtp_header_extensions: vec![rtc::interceptor::RTPHeaderExtension {
+                uri: crate::fec_form::TRANSPORT_CC_URI.into(),
+                id: 3,
+            }],
+            ..Default::default()
+        };
+        s.bind_local_stream(&info);
+        // Media with an extension of its own (a mid, as the sender writes it); the receiver
+        // asks for 5 % of it until the share rises.
+        let with_mid = |seq: u16, marker: bool| {
+            let mut p = media(seq, marker);
+            p.header
+                .set_extension(1, bytes::Bytes::from_static(b"0"))
+                .expect("a one-byte extension");
+            p
+        };
+        let mut seq = 0u16;
+        for f in 0..40u64 {
+            for i in 0..6 {
+                if seq.is_multiple_of(20) {
+                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
+                        .expect("the interceptor takes it");
+                }
+                s.handle_write(tagged(
+                    with_mid(seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .expect("the interceptor takes it");
+                seq += 1;
+            }
+        }
+        while s.poll_write().is_some() {}
+        assert!(control.share() > 0.0, "{}", control.share());
+        let start = seq;
+        for i in 0..6 {
+            s.handle_write(tagged(
+                with_mid(seq, i == 5),
+                t0 + Duration::from_millis(1400),
+            ))
+            .expect("the interceptor takes it");
+            seq += 1;
+        }
+        let (mut frame, mut repairs) = (Vec::new(), Vec::new());
+        while let Some(p) = s.poll_write() {
+            if let Packet::Rtp(r) = p.message.packet {
+                if r.header.ssrc == 9 {
+                    repairs.push(r);
+                } else if r.header.sequence_number >= start {
+                    let n = 500 + r.header.sequence_number;
+                    frame.push(numbered_on_the_wire(r, n));
+                }
+            }
+        }
+        assert_eq!(frame.len(), 6);
+        assert!(!repairs.is_empty());
+        let lost = 2;
+        // The receiver, with and without the number taken off before decoding.
+        let rebuild = |strip: bool| {
+            let mut tap = crate::fec_form::twcc_strip();
+            tap.bind_remote_stream(&info);
+            let mut d = FlexFec03Decoder::new(9, 7);
+            let mut rebuilt = Vec::new();
+            for p in frame
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != lost)
+                .map(|(_, p)| p)
+            {
+                let mut p = p.clone();
+                if strip {
+                    tap.handle_read(tagged(p, t0)).expect("the tap takes it");
+                    let Some(TaggedPacket {
+                        message:
+                            AttributedPacket {
+                                packet: Packet::Rtp(q),
+                                ..
+                            },
+                        ..
+                    }) = tap.poll_read()
+                    else {
+                        panic!("the tap passes RTP on")
+                    };
+                    p = q;
+                }
+                rebuilt.extend(d.decode(p));
+            }
+            for r in &repairs {
+                rebuilt.extend(d.decode(r.clone()));
+            }
+            rebuilt
+        };
+        let want = &frame[lost];
+        let rebuilt = rebuild(true);
+        let got = rebuilt
+            .iter()
+            .find(|p| p.header.sequence_number == want.header.sequence_number)
+            .expect("rebuilt");
+        assert_eq!(got.payload, want.payload);
+        assert_eq!(got.header.timestamp, want.header.timestamp);
+        assert_eq!(got.header.marker, want.header.marker);
+        assert_eq!(
+            got.header.get_extension(1),
+            Some(bytes::Bytes::from_static(b"0"))
+        );
+        assert_eq!(got.header.get_extension(3), None);
+        // Left on, the number makes every rebuilt packet wrong.
+        assert!(
+            !rebuild(false)
+                .iter()
+                .any(|p| p.header.sequence_number == want.header.sequence_number
+                    && p.payload == want.payload),
+            "rebuilt right without taking the number off: the test proves nothing"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod assembler;
 pub mod fec;
+pub mod fec_form;
 #[cfg(test)]
 mod fuzz;
 pub mod jitter;

@@ -319,6 +319,9 @@ pub async fn new_peer_with(
     let fec_recovered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let registry = configure_rtcp_reports(Registry::new())
         .with(Slot::from(5_500), TwccReceiverBuilder::new().build())
+        // The transport-wide number off again before the FEC decoder: the sender's repair
+        // packets cover the media without it (see `fec_form`).
+        .with(Slot::from(5_800), crate::fec_form::twcc_strip())
         .with(Slot::FecDecoder, FlexFec03ReceiveBuilder::new().build())
         .with(
             Slot::from(6_500),

@@ -19,6 +19,8 @@ pub trait TapHooks: Send + Sync + 'static {
     fn on_write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         Some(msg)
     }
+    /// A stream the remote sends was bound (its SSRC and negotiated extensions).
+    fn on_bind_remote(&mut self, _info: &StreamInfo) {}
 }
 
 /// An interceptor running `H` on every packet.
@@ -74,6 +76,8 @@ impl<H: TapHooks> Protocol<TaggedPacket, TaggedPacket, ()> for Tap<H> {
 impl<H: TapHooks> Interceptor for Tap<H> {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.hooks.on_bind_remote(info);
+    }
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

@@ -58,6 +58,10 @@ pub struct WeaknetArgs {
     /// to compare.
     #[arg(long)]
     no_fec: bool,
+    /// The layer the player asks for (auto, big, small, smallest; with `--simulcast`): a
+    /// fixed one shows a layer's repair on a lossy link without the relay stepping down.
+    #[arg(long, default_value = "auto")]
+    layer: String,
     /// Internal: play the relay at this http:// URL in Chromium and print its figures.
     #[arg(long, hide = true)]
     chromium_of: Option<String>,
@@ -165,8 +169,11 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         println!("{}", super::chromium::measure(&url, args.seconds)?);
         return Ok(());
     }
+    let video_layer = onair_engine::VideoLayer::parse(&args.layer)
+        .filter(|l| *l != onair_engine::VideoLayer::Off)
+        .ok_or_else(|| anyhow::anyhow!("--layer is auto, big, small or smallest"))?;
     if let Some(server) = &args.player_of {
-        let figures = measure_player(server, args.seconds)?;
+        let figures = measure_player(server, args.seconds, video_layer)?;
         println!("{figures}");
         return Ok(());
     }
@@ -199,15 +206,15 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         if !args.json {
             eprintln!("cell {} ({} s)…", cell.name, args.seconds);
         }
-        let (figures, chromium) = match run_cell(
-            &exe,
-            cell,
-            args.seconds,
-            args.logs.as_deref(),
-            args.chromium,
-            args.simulcast,
-            args.no_fec,
-        ) {
+        let options = CellOptions {
+            seconds: args.seconds,
+            logs: args.logs.clone(),
+            chromium: args.chromium,
+            simulcast: args.simulcast,
+            no_fec: args.no_fec,
+            layer: args.layer.clone(),
+        };
+        let (figures, chromium) = match run_cell(&exe, cell, &options) {
             Ok(both) => both,
             Err(e) => (json!({ "error": format!("{e:#}") }), Value::Null),
         };
@@ -227,6 +234,7 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         "bench": "weaknet",
         "cores": stats::cores(),
         "resolution": if args.simulcast { "720p30 simulcast (360p, 180p)" } else { "720p30" },
+        "layer": args.layer,
         "seconds": args.seconds,
         "fec": !args.no_fec,
         "cells": results,
@@ -253,16 +261,33 @@ fn onair(lab: &Lab, host: usize, exe: &Path, dir: &Path, logs: bool) -> std::pro
     c
 }
 
+/// How a cell is run (besides its impairment).
+#[derive(Clone, Debug, Default)]
+pub struct CellOptions {
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Keep each process's log here.
+    pub logs: Option<PathBuf>,
+    /// Chromium plays the stream too.
+    pub chromium: bool,
+    /// The publisher sends three layers.
+    pub simulcast: bool,
+    /// The relay sends no FEC.
+    pub no_fec: bool,
+    /// The layer the player asks for (`VideoLayer::parse`).
+    pub layer: String,
+}
+
 /// Hosts: 0 the relay, 1 the publisher, 2 the player.
-pub fn run_cell(
-    exe: &Path,
-    cell: &Cell,
-    seconds: f64,
-    logs: Option<&Path>,
-    chromium: bool,
-    simulcast: bool,
-    no_fec: bool,
-) -> anyhow::Result<(Value, Value)> {
+pub fn run_cell(exe: &Path, cell: &Cell, options: &CellOptions) -> anyhow::Result<(Value, Value)> {
+    let CellOptions {
+        seconds,
+        chromium,
+        simulcast,
+        no_fec,
+        ..
+    } = *options;
+    let logs = options.logs.as_deref();
     let mut lab = Lab::try_new("wn", 3).map_err(anyhow::Error::msg)?;
     let dir = TempDir::new(&format!("weaknet-{}", cell.name))?;
     if let Some(logs) = logs {
@@ -292,6 +317,7 @@ pub fn run_cell(
     let mut player = onair(&lab, 2, exe, &dir.0, logs.is_some());
     player.args(["bench", "weaknet", "--player-of", &server]);
     player.args(["--seconds", &format!("{seconds}")]);
+    player.args(["--layer", &options.layer]);
     let player = lab.spawn_logged(player, log("player").as_deref());
     wait_line(&player, "ready", Duration::from_secs(40))
         .map_err(|seen| anyhow::anyhow!("the player never showed a frame: {seen:?}"))?;
@@ -429,7 +455,11 @@ fn most_common(levels: &[QualityLevel]) -> QualityLevel {
 }
 
 /// The player of one cell, inside the player's namespace.
-fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
+fn measure_player(
+    server: &str,
+    seconds: f64,
+    video_layer: onair_engine::VideoLayer,
+) -> anyhow::Result<Value> {
     let sign = dev_app::load().context("no development app (ONAIR_DEV_APP_FILE)")?;
     let engine = Engine::create(EngineProfile {
         app_id: dev_app::DEV_APP_ID,
@@ -439,7 +469,13 @@ fn measure_player(server: &str, seconds: f64) -> anyhow::Result<Value> {
     })?;
     engine.login_room("weak", User::new("weaknet-player"), RoomConfig::default());
     let frames = engine.play_frames("cam");
-    engine.start_playing_stream("cam", PlayerConfig::default());
+    engine.start_playing_stream(
+        "cam",
+        PlayerConfig {
+            video_layer,
+            ..Default::default()
+        },
+    );
     let deadline = Instant::now() + Duration::from_secs(35);
     // The layer the relay sent before the measured window (simulcast).
     let mut settled_layer = None::<usize>;
