@@ -82,6 +82,9 @@ pub struct EngineProfile {
     /// Share (0..1) of this engine's outgoing media packets to drop, to try a lossy link
     /// (NACK resends, keyframe requests, the estimate going down). 0 in normal use.
     pub simulated_send_loss: f64,
+    /// Send FlexFEC repair packets after each video frame of a publisher, as many as the
+    /// relay's NACKs call for (none on a clean link; `transport::fec`). On by default.
+    pub publish_fec: bool,
     /// Accept mDNS (`.local`) candidates on media connections. Off by default: the engine
     /// offers the address of the interface that reaches the relay, and joining the mDNS
     /// multicast group fails on hosts without a multicast route.
@@ -125,6 +128,7 @@ impl Default for EngineProfile {
             request_timeout: Duration::from_secs(5),
             bandwidth_estimation: true,
             simulated_send_loss: 0.0,
+            publish_fec: true,
             mdns: false,
             ca_cert: None,
             peer_connect_timeout: Duration::from_secs(10),
@@ -205,6 +209,7 @@ impl Engine {
             request_timeout: profile.request_timeout,
             bandwidth_estimation: profile.bandwidth_estimation,
             simulated_send_loss: profile.simulated_send_loss,
+            publish_fec: profile.publish_fec,
             mdns: profile.mdns,
             peer_connect_timeout: profile.peer_connect_timeout,
             peer_disconnect_grace: profile.peer_disconnect_grace,

@@ -38,7 +38,7 @@ use onair_transport::peer::{
 };
 use onair_transport::simulcast::{
     CLEAN_LOSS, CONGESTED_LOSS, FULL_QUEUE_MS, LayerChooser, LayerForwarder, LinkSample,
-    MAX_LAYERS, PROBE_QUEUE_MS, layer_of,
+    MAX_LAYERS, PROBE_QUEUE_MS, layer_of, surely_above,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -1026,6 +1026,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                         metered,
                         now,
                         threshold,
+                        !padding.probing(),
                     ))
                 {
                     early_at = Some(now);
@@ -1261,7 +1262,8 @@ impl LinkSampler {
     }
 
     /// Whether the player NACKed a congested share ([`CONGESTED_LOSS`]) of what it was sent
-    /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it.
+    /// since the last sample: at least 200 ms and 20 packets, so a single loss is not it;
+    /// `strict`: surely that share ([`surely_above`]), not a few unlucky packets.
     fn congested_since_last(
         &self,
         sent: Sent,
@@ -1269,6 +1271,7 @@ impl LinkSampler {
         metered: Metered,
         now: Instant,
         threshold: f64,
+        strict: bool,
     ) -> bool {
         let Some((before, nacked_before, metered_before, at)) = self.last else {
             return false;
@@ -1279,8 +1282,15 @@ impl LinkSampler {
         let packets = sent.packets.saturating_sub(before.packets);
         let lost = nacked.saturating_sub(nacked_before);
         let (_, arrived, missing) = metered.since(metered_before);
-        (packets >= 20 && lost as f64 >= packets as f64 * threshold)
-            || (arrived + missing >= 20 && missing as f64 >= (arrived + missing) as f64 * threshold)
+        let over = |lost: u64, n: u64| {
+            n >= 20
+                && if strict {
+                    surely_above(lost as f64 / n as f64, n, threshold)
+                } else {
+                    lost as f64 >= n as f64 * threshold
+                }
+        };
+        over(lost, packets) || over(missing, arrived + missing)
     }
 
     fn sample(
@@ -1292,6 +1302,7 @@ impl LinkSampler {
         now: Instant,
     ) -> LinkSample {
         let (mut delivered_bps, mut wire_loss) = (0.0, 0.0);
+        let (mut loss_packets, mut wire_packets) = (0, 0);
         let (sent_bps, loss) = match self.last {
             Some((before, nacked_before, metered_before, at)) => {
                 let secs = now.saturating_duration_since(at).as_secs_f64().max(0.05);
@@ -1300,7 +1311,9 @@ impl LinkSampler {
                     delivered_bps = bytes as f64 * 8.0 / secs;
                     wire_loss = missing as f64 / (arrived + missing) as f64;
                 }
+                wire_packets = arrived + missing;
                 let packets = sent.packets.saturating_sub(before.packets);
+                loss_packets = packets;
                 let lost = nacked.saturating_sub(nacked_before);
                 (
                     sent.bytes.saturating_sub(before.bytes) as f64 * 8.0 / secs,
@@ -1323,6 +1336,8 @@ impl LinkSampler {
             wire_loss,
             queue_ms: metered.queue_us as f64 / 1e3,
             standing_queue_ms: metered.standing_us as f64 / 1e3,
+            loss_packets,
+            wire_packets,
         }
     }
 }
@@ -1570,21 +1585,21 @@ mod tests {
         let none = Metered::default();
         let c = CONGESTED_LOSS;
         assert!(
-            !s.congested_since_last(sent(100), 50, none, t0, c),
+            !s.congested_since_last(sent(100), 50, none, t0, c, true),
             "no sample yet"
         );
         s.sample(0.0, sent(100), 0, none, t0);
         assert!(
-            !s.congested_since_last(sent(140), 20, none, t0 + ms(150), c),
+            !s.congested_since_last(sent(140), 20, none, t0 + ms(150), c, true),
             "too soon"
         );
-        assert!(s.congested_since_last(sent(140), 20, none, t0 + ms(250), c));
+        assert!(s.congested_since_last(sent(140), 20, none, t0 + ms(250), c, true));
         assert!(
-            !s.congested_since_last(sent(140), 3, none, t0 + ms(250), c),
+            !s.congested_since_last(sent(140), 3, none, t0 + ms(250), c, true),
             "a few losses"
         );
         assert!(
-            !s.congested_since_last(sent(110), 5, none, t0 + ms(250), c),
+            !s.congested_since_last(sent(110), 5, none, t0 + ms(250), c, true),
             "too few packets"
         );
         // The transport-wide feedback tells it before any NACK does.
@@ -1595,16 +1610,27 @@ mod tests {
             queue_us: 0,
             standing_us: 0,
         };
-        assert!(s.congested_since_last(sent(140), 0, fed(30, 10), t0 + ms(250), c));
-        assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c));
+        assert!(s.congested_since_last(sent(140), 0, fed(28, 12), t0 + ms(250), c, true));
+        assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c, true));
         assert!(
-            s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), CLEAN_LOSS * 2.0),
+            s.congested_since_last(
+                sent(140),
+                0,
+                fed(38, 2),
+                t0 + ms(250),
+                CLEAN_LOSS * 2.0,
+                false
+            ),
             "a probe's threshold is lower"
         );
         assert!(
-            !s.congested_since_last(sent(140), 0, fed(8, 4), t0 + ms(250), c),
+            !s.congested_since_last(sent(140), 0, fed(8, 4), t0 + ms(250), c, true),
             "too few reported"
         );
+        // 5 of 40 is over a tenth, but a link losing 5 % at random loses that many now and
+        // then: only a probe's lower threshold counts it as such.
+        assert!(!s.congested_since_last(sent(140), 0, fed(35, 5), t0 + ms(250), c, true));
+        assert!(s.congested_since_last(sent(140), 0, fed(35, 5), t0 + ms(250), c, false));
     }
 
     #[test]

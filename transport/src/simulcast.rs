@@ -299,11 +299,17 @@ impl LinkSample {
     pub fn full(&self) -> bool {
         let short =
             |share: f64| self.delivered_bps > 0.0 && self.delivered_bps < self.sent_bps * share;
-        self.worst_loss() >= CONGESTED_LOSS
+        self.congested_loss()
             || (self.standing_queue_ms >= FULL_QUEUE_MS && short(STANDING_SHORTFALL))
             || (self.standing_queue_ms >= SHORT_QUEUE_MS
                 && self.wire_loss >= CLEAN_LOSS
                 && short(HALF_DELIVERED))
+    }
+
+    /// Whether either loss figure is surely ([`surely_above`]) a congested share.
+    pub fn congested_loss(&self) -> bool {
+        surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)
+            || surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
     }
 
     /// The share lost: the larger of what the player NACKed and what its transport-wide
@@ -347,6 +353,23 @@ pub struct LinkSample {
     /// The queue every packet met over the last few feedback batches, ms (see
     /// `link_meter::LinkMeter::standing_us`; 0 without feedback).
     pub standing_queue_ms: f64,
+    /// The packets `loss` is a share of (0: not known, the share is taken as it is).
+    pub loss_packets: u64,
+    /// The packets `wire_loss` is a share of (0: not known).
+    pub wire_packets: u64,
+}
+
+/// Whether `share` of `packets` lost is surely above `threshold`, not a few unlucky packets of
+/// a link that loses less: the count less two standard deviations (Poisson) is still over it.
+/// Half a second of 720p is about 50 video packets; a link losing 5 % at random loses 2–3 of
+/// them and sometimes 5 or 6 (over a tenth), which stepped a player down to 180p.
+pub fn surely_above(share: f64, packets: u64, threshold: f64) -> bool {
+    if packets == 0 {
+        return share >= threshold;
+    }
+    let n = packets as f64;
+    let lost = share * n;
+    lost - 2.0 * lost.sqrt() >= threshold * n
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows
@@ -978,6 +1001,7 @@ mod tests {
             wire_loss: 0.33,
             queue_ms: 0.0,
             standing_queue_ms: 0.0,
+            ..Default::default()
         };
         assert_eq!(c.decide(0, jammed, rates, t0).layer, 2);
         // Clean on the small layer: no probe for the middle one while the measurement is
@@ -1153,5 +1177,31 @@ mod tests {
         // 0 was lost upstream: the player sees the same gap and asks for it.
         let out = f.push(1, packet(1, 3000, P_SLICE), t0);
         assert_eq!(out.packets[0].header.sequence_number, 1);
+    }
+
+    #[test]
+    fn a_link_losing_a_few_packets_at_random_is_not_full() {
+        // Half a second of 720p on a link losing 5 % at random: 6 of 50 video packets asked
+        // for (12 %) in an unlucky half second.
+        let unlucky = LinkSample {
+            sent_bps: 1_000_000.0,
+            loss: 0.12,
+            loss_packets: 50,
+            wire_loss: 0.08,
+            wire_packets: 75,
+            delivered_bps: 950_000.0,
+            ..Default::default()
+        };
+        assert!(!unlucky.full(), "{unlucky:?}");
+        // A link too thin for the layer: 20 of 50 lost.
+        let thin = LinkSample {
+            loss: 0.4,
+            ..unlucky
+        };
+        assert!(thin.full(), "{thin:?}");
+        assert!(surely_above(0.3, 75, CONGESTED_LOSS));
+        assert!(!surely_above(0.12, 50, CONGESTED_LOSS));
+        // Without a sample size the share is taken as it is.
+        assert!(surely_above(0.12, 0, CONGESTED_LOSS));
     }
 }

@@ -54,8 +54,8 @@ pub struct WeaknetArgs {
     /// relay picks the layer the player's link carries.
     #[arg(long)]
     simulcast: bool,
-    /// The relay sends no FEC repair packets (`onair serve --no-fec`): NACK repair alone,
-    /// to compare.
+    /// Neither the relay nor the publisher sends FEC repair packets (`onair serve --no-fec`,
+    /// `onair publish --no-fec`): NACK repair alone, to compare.
     #[arg(long)]
     no_fec: bool,
     /// The layer the player asks for (auto, big, small, smallest; with `--simulcast`): a
@@ -312,6 +312,9 @@ pub fn run_cell(exe: &Path, cell: &Cell, options: &CellOptions) -> anyhow::Resul
     publisher.args(["--preset", "720p", "--duration", &format!("{total}")]);
     if simulcast {
         publisher.arg("--simulcast");
+    }
+    if no_fec {
+        publisher.arg("--no-fec");
     }
     let _publisher = lab.spawn_logged(publisher, log("publisher").as_deref());
     let mut player = onair(&lab, 2, exe, &dir.0, logs.is_some());

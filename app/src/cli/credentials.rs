@@ -73,13 +73,14 @@ impl CredentialArgs {
 }
 
 impl Credentials {
-    /// An engine for these credentials.
-    pub fn engine(self) -> anyhow::Result<onair_engine::Engine> {
+    /// An engine for these credentials (its publishers send FEC when `publish_fec`).
+    pub fn engine(self, publish_fec: bool) -> anyhow::Result<onair_engine::Engine> {
         Ok(onair_engine::Engine::create(onair_engine::EngineProfile {
             app_id: self.app_id,
             app_sign: self.app_sign.unwrap_or_default(),
             server: self.server,
             ca_cert: self.ca_cert,
+            publish_fec,
             ice_transport_policy: if self.relay_only {
                 onair_engine::IceTransportPolicy::Relay
             } else {

@@ -64,6 +64,9 @@ pub struct PublishArgs {
     /// Publish with the camera muted (black pictures; the room sees it).
     #[arg(long)]
     mute_camera: bool,
+    /// Send no FEC repair packets to the relay: its losses are repaired by NACK alone.
+    #[arg(long)]
+    no_fec: bool,
 }
 
 /// `onair play` flags.
@@ -80,9 +83,9 @@ pub struct PlayArgs {
     layer: String,
 }
 
-fn start(live: &LiveArgs, role: &str) -> anyhow::Result<Engine> {
+fn start(live: &LiveArgs, role: &str, publish_fec: bool) -> anyhow::Result<Engine> {
     let creds = live.credentials.resolve()?;
-    let engine = creds.engine()?;
+    let engine = creds.engine(publish_fec)?;
     let user = live
         .user
         .clone()
@@ -155,7 +158,7 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let preset = VideoPreset::parse(&args.preset)
         .ok_or_else(|| anyhow::anyhow!("unknown preset {}", args.preset))?;
     let source = parse_source(&args.source)?;
-    let engine = start(&args.live, "host")?;
+    let engine = start(&args.live, "host", !args.no_fec)?;
     let ch = PublishChannel::Main;
     if let VideoSource::File(path) = &source {
         engine.set_audio_source(ch, AudioSource::File(path.clone()));
@@ -220,7 +223,7 @@ struct SecondStats {
 pub fn play(args: PlayArgs) -> anyhow::Result<()> {
     let video_layer = onair_engine::VideoLayer::parse(&args.layer)
         .ok_or_else(|| anyhow::anyhow!("--layer is auto, big, small, smallest or off"))?;
-    let engine = start(&args.live, "viewer")?;
+    let engine = start(&args.live, "viewer", true)?;
     let frames = engine.play_frames(&args.live.stream);
     engine.start_playing_stream(
         &args.live.stream,

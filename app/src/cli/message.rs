@@ -62,7 +62,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Logs into `room`; returns the engine and the room's extra info seen at login.
 fn join(room: &str, args: RoomArgs) -> anyhow::Result<(Engine, Vec<String>)> {
     let creds = args.credentials.resolve()?;
-    let engine = creds.engine()?;
+    let engine = creds.engine(true)?;
     let user = args
         .user
         .unwrap_or_else(|| format!("cli-{}", std::process::id()));

@@ -62,7 +62,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         user_name: args.user_name.unwrap_or_else(|| user_id.clone()),
         user_id,
     };
-    let engine = creds.engine()?;
+    let engine = creds.engine(true)?;
     for room in &args.rooms {
         engine.login_room(
             room,

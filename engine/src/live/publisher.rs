@@ -51,6 +51,8 @@ pub struct PublisherPeer {
     pub nacked: Arc<std::sync::atomic::AtomicU64>,
     received: Arc<std::sync::atomic::AtomicU64>,
     seen: u64,
+    /// The FEC sender's share (repair packets per media packet; 0 when it sends none).
+    pub fec: Arc<onair_transport::fec::FecControl>,
 }
 
 impl PublisherPeer {
@@ -146,6 +148,7 @@ pub async fn offer(
             nacked: ev.nacked.clone(),
             received: ev.received.clone(),
             seen: 0,
+            fec: ev.fec.clone(),
         },
         sdp,
     ))

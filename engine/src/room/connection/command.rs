@@ -31,6 +31,8 @@ pub struct ConnectionSettings {
     pub bandwidth_estimation: bool,
     /// Share of outgoing media packets to drop (testing).
     pub simulated_send_loss: f64,
+    /// Publishers send FEC repair packets.
+    pub publish_fec: bool,
     /// Take part in mDNS on media connections (needs a multicast route).
     pub mdns: bool,
     /// Certificate authorities trusted for `wss://`.

@@ -138,8 +138,9 @@ impl Connection {
                 .bandwidth_estimation
                 .then(|| (max, (max / 10.0).max(100_000.0).min(max), max)),
             simulated_loss: self.settings.simulated_send_loss,
-            // Repair packets go relay → player only (`relay::sfu`).
-            fec: false,
+            // Repair packets to the relay as its NACKs call for (its decoder rebuilds what
+            // they cover before it forwards; players get their own from the relay).
+            fec: self.settings.publish_fec,
         }
     }
     /// Carries out a publish session's actions (and those they lead to).

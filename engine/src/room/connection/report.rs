@@ -100,8 +100,11 @@ impl Connection {
                         // With simulcast the estimate covers every layer: the full one's share.
                         let total: u32 = p.config.layers().iter().map(|l| l.bitrate_kbps).sum();
                         let full = f64::from(p.config.bitrate_kbps) / f64::from(total.max(1));
+                        // Repair packets go beside the media, outside the estimate's count
+                        // (they carry no transport-wide number): the media leaves them room.
+                        let fec = p.peer.as_ref().map_or(0.0, |peer| peer.fec.share());
                         let kbps = quality::encoder_target_kbps(
-                            estimate_bps * full,
+                            estimate_bps * full / (1.0 + fec),
                             p.config.bitrate_kbps,
                         );
                         media.counters.target_kbps.store(kbps, Relaxed);
