@@ -435,11 +435,21 @@ impl Shared {
             load(0),
             load(1)
         );
+        let totals = self.sfu.fec_totals();
+        let fec = format!(
+            "# HELP onair_fec_repair_sent_total FEC repair packets sent to players.\n# TYPE onair_fec_repair_sent_total counter\nonair_fec_repair_sent_total {}\n\
+             # HELP onair_fec_rebuilt_total Packets lost on the way in (from publishers) that FEC repair packets rebuilt.\n# TYPE onair_fec_rebuilt_total counter\nonair_fec_rebuilt_total {}\n",
+            totals
+                .repair_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            totals.rebuilt.load(std::sync::atomic::Ordering::Relaxed),
+        );
         let Some(mux) = &self.sfu.network().udp_mux else {
-            return restarts;
+            return restarts + &fec;
         };
         let counters = mux.0.counters();
         restarts
+            + &fec
             + &format!(
                 "# HELP onair_media_port_connections Peer connections on the shared media port.\n# TYPE onair_media_port_connections gauge\nonair_media_port_connections {}\n\
              # HELP onair_media_port_unrouted_total Datagrams on the shared media port that matched no connection.\n# TYPE onair_media_port_unrouted_total counter\nonair_media_port_unrouted_total {}\n\

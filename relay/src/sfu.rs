@@ -27,7 +27,7 @@ use webrtc::peer_connection::PeerConnection;
 use crate::state::SessionId;
 use onair_protocol::error::ErrorCode;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
-use onair_transport::fec::FecControl;
+use onair_transport::fec::{FecControl, FecTotals};
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::link_meter::{LinkMeter, Metered};
 use onair_transport::nack_budget::{FULL_SHARE, ResendControl};
@@ -223,6 +223,8 @@ pub struct Sfu {
     restarting: Mutex<std::collections::HashSet<(PlayerKey, bool)>>,
     /// Whether engine players get FEC repair packets (`transport::fec`).
     fec: bool,
+    /// Repair packets sent and packets rebuilt over every connection (`/metrics`).
+    fec_totals: Arc<FecTotals>,
 }
 
 impl Sfu {
@@ -243,7 +245,14 @@ impl Sfu {
             player_video: Mutex::new(HashMap::new()),
             restarting: Mutex::new(std::collections::HashSet::new()),
             fec: true,
+            fec_totals: Arc::default(),
         }
+    }
+
+    /// Repair packets sent to players and packets rebuilt from publishers' (and other
+    /// nodes') repair packets, since the start.
+    pub fn fec_totals(&self) -> &FecTotals {
+        &self.fec_totals
     }
 
     /// The SFU sending engine players FEC repair packets (`fec`, the default) or not.
@@ -280,7 +289,13 @@ impl Sfu {
         events: Arc<dyn SfuEvents>,
     ) -> Result<String, String> {
         let layered = offer.matches("m=video").count() > 1 || offer.contains("a=simulcast");
-        let (pc, mut ev) = new_peer(&self.network).await.map_err(|e| e.to_string())?;
+        let receive = SendOptions {
+            fec_totals: Some(self.fec_totals.clone()),
+            ..Default::default()
+        };
+        let (pc, mut ev) = new_peer_with(&self.network, receive)
+            .await
+            .map_err(|e| e.to_string())?;
         peer::add_receivers(&pc, &[RtpCodecKind::Video, RtpCodecKind::Audio])
             .await
             .map_err(|e| e.to_string())?;
@@ -536,6 +551,7 @@ impl Sfu {
             // sender are taken off again before the player's decoder (`fec_form`). An Auto
             // player's repairs wait for a check of its link (`forward_video`).
             fec: restartable && self.fec,
+            fec_totals: Some(self.fec_totals.clone()),
             ..Default::default()
         };
         let (pc, mut ev) = new_peer_with(&self.network, send)

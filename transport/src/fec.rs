@@ -76,6 +76,15 @@ impl FecControl {
     }
 }
 
+/// What every connection of one owner (a relay) did with FEC, for its metrics.
+#[derive(Debug, Default)]
+pub struct FecTotals {
+    /// Repair packets sent.
+    pub repair_sent: AtomicU64,
+    /// Packets the FEC decoders rebuilt.
+    pub rebuilt: AtomicU64,
+}
+
 /// The share of repair packets per media packet after a window in which `asked` of `sent`
 /// packets were asked for again, from `share`.
 pub fn next_share(share: f64, sent: u32, asked: usize) -> f64 {
@@ -140,15 +149,17 @@ impl Protected {
 /// receiver takes that off before decoding (`fec_form`).
 pub struct FecSender {
     control: Arc<FecControl>,
+    totals: Option<Arc<FecTotals>>,
     streams: HashMap<u32, Protected>,
     inbound: VecDeque<TaggedPacket>,
     outbound: VecDeque<TaggedPacket>,
 }
 
-/// A sender told by `control`.
-pub fn fec_sender(control: Arc<FecControl>) -> FecSender {
+/// A sender told by `control` (its repair packets also counted into `totals`).
+pub fn fec_sender(control: Arc<FecControl>, totals: Option<Arc<FecTotals>>) -> FecSender {
     FecSender {
         control,
+        totals,
         streams: HashMap::new(),
         inbound: VecDeque::new(),
         outbound: VecDeque::new(),
@@ -230,6 +241,10 @@ impl FecSender {
         self.control
             .repair_packets
             .fetch_add(repairs.len() as u64, Ordering::Relaxed);
+        if let Some(t) = &self.totals {
+            t.repair_sent
+                .fetch_add(repairs.len() as u64, Ordering::Relaxed);
+        }
         for r in repairs {
             self.outbound.push_back(TaggedPacket {
                 now,
@@ -378,7 +393,7 @@ mod tests {
 
     fn sender() -> (FecSender, Arc<FecControl>) {
         let control = Arc::new(FecControl::default());
-        let mut s = fec_sender(control.clone());
+        let mut s = fec_sender(control.clone(), None);
         s.bind_local_stream(&StreamInfo {
             ssrc: 7,
             ssrc_fec: Some(9),
@@ -515,7 +530,7 @@ mod tests {
     fn repairs_rebuild_a_packet_that_left_with_a_transport_wide_number() {
         let t0 = Instant::now();
         let control = Arc::new(FecControl::default());
-        let mut s = fec_sender(control.clone());
+        let mut s = fec_sender(control.clone(), None);
         let info = StreamInfo {
             ssrc: 7,
             ssrc_fec: Some(9),

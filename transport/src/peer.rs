@@ -41,7 +41,7 @@ use crate::send_loss::send_loss;
 use crate::udp_mux::{MuxRuntime, UdpMux};
 
 /// Send-side options of a publishing peer.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct SendOptions {
     /// Bandwidth estimation (GCC over transport-wide CC feedback, no pacer): the start, floor
     /// and ceiling of the estimate in bits per second. None: no estimation.
@@ -52,6 +52,9 @@ pub struct SendOptions {
     /// Send FlexFEC repair packets for the video, as many as the remote's NACKs call for
     /// (`fec`), where the remote negotiated them. Every connection can receive them.
     pub fec: bool,
+    /// Also count the repair packets this connection sends and the packets its FEC decoder
+    /// rebuilds here (a relay's totals over its connections, for `/metrics`).
+    pub fec_totals: Option<Arc<crate::fec::FecTotals>>,
 }
 
 /// How long a NACK resend takes to arrive after a loss over a link with round trip `rtt`:
@@ -325,7 +328,7 @@ pub async fn new_peer_with(
         .with(Slot::FecDecoder, FlexFec03ReceiveBuilder::new().build())
         .with(
             Slot::from(6_500),
-            crate::received::fec_recovered_count(fec_recovered.clone()),
+            crate::received::fec_recovered_count(fec_recovered.clone(), send.fec_totals.clone()),
         )
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(Slot::NackGenerator, NackRequester::new(nack.clone()));
@@ -364,7 +367,10 @@ pub async fn new_peer_with(
             );
     }
     if send.fec {
-        registry = registry.with(Slot::FecEncoder, crate::fec::fec_sender(fec.clone()));
+        registry = registry.with(
+            Slot::FecEncoder,
+            crate::fec::fec_sender(fec.clone(), send.fec_totals.clone()),
+        );
     }
     if send.simulated_loss > 0.0 {
         // Below the send history (1_000): what is dropped was sent as far as the sender knows.

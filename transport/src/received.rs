@@ -37,11 +37,15 @@ pub type FecRecoveredCount = Tap<FecRecoveredHooks>;
 /// The hooks of [`FecRecoveredCount`].
 pub struct FecRecoveredHooks {
     recovered: Arc<AtomicU64>,
+    totals: Option<Arc<crate::fec::FecTotals>>,
 }
 
-/// A counter adding to `recovered`.
-pub fn fec_recovered_count(recovered: Arc<AtomicU64>) -> FecRecoveredCount {
-    Tap::new(FecRecoveredHooks { recovered })
+/// A counter adding to `recovered` (and to `totals`: the owner's, over its connections).
+pub fn fec_recovered_count(
+    recovered: Arc<AtomicU64>,
+    totals: Option<Arc<crate::fec::FecTotals>>,
+) -> FecRecoveredCount {
+    Tap::new(FecRecoveredHooks { recovered, totals })
 }
 
 impl TapHooks for FecRecoveredHooks {
@@ -53,6 +57,9 @@ impl TapHooks for FecRecoveredHooks {
             .any(|a| matches!(a, rtc::interceptor::Attribute::RecoveredByFec))
         {
             self.recovered.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = &self.totals {
+                t.rebuilt.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Some(msg)
     }

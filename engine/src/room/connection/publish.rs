@@ -141,6 +141,7 @@ impl Connection {
             // Repair packets to the relay as its NACKs call for (its decoder rebuilds what
             // they cover before it forwards; players get their own from the relay).
             fec: self.settings.publish_fec,
+            fec_totals: None,
         }
     }
     /// Carries out a publish session's actions (and those they lead to).
