@@ -249,8 +249,8 @@ impl Sfu {
         }
     }
 
-    /// Repair packets sent to players and packets rebuilt from publishers' (and other
-    /// nodes') repair packets, since the start.
+    /// Repair packets sent to players and packets rebuilt from publishers' repair packets,
+    /// since the start.
     pub fn fec_totals(&self) -> &FecTotals {
         &self.fec_totals
     }

@@ -22,6 +22,7 @@ use rtc::interceptor::{
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+use rtc::shared::marshal::MarshalSize;
 
 use crate::nack_count::nacked_seqs;
 
@@ -47,8 +48,11 @@ const MIN_WINDOW_PACKETS: u32 = 20;
 #[derive(Debug)]
 pub struct FecControl {
     allowed: AtomicBool,
-    /// The repair share now, in thousandths.
+    /// The repair share now, in thousandths (the most of any stream the sender protects).
     share: AtomicU32,
+    /// Repair bytes per media byte over the last window, in thousandths (the most of any
+    /// stream): what the repair packets cost beside the media.
+    overhead: AtomicU32,
     /// Repair packets sent.
     pub repair_packets: AtomicU64,
 }
@@ -58,6 +62,7 @@ impl Default for FecControl {
         FecControl {
             allowed: AtomicBool::new(true),
             share: AtomicU32::new(0),
+            overhead: AtomicU32::new(0),
             repair_packets: AtomicU64::new(0),
         }
     }
@@ -73,6 +78,12 @@ impl FecControl {
     /// The repair share now (repair packets per media packet).
     pub fn share(&self) -> f64 {
         f64::from(self.share.load(Ordering::Relaxed)) / 1000.0
+    }
+
+    /// Repair bytes per media byte over the last window: a block of one packet still gets a
+    /// whole repair packet, so at low rates this is well above [`Self::share`].
+    pub fn overhead(&self) -> f64 {
+        f64::from(self.overhead.load(Ordering::Relaxed)) / 1000.0
     }
 }
 
@@ -123,6 +134,11 @@ struct Protected {
     window_start: Option<Instant>,
     sent: u32,
     asked: HashSet<u16>,
+    /// Media and repair bytes sent in the window.
+    media_bytes: u64,
+    repair_bytes: u64,
+    /// Repair bytes per media byte in the last window.
+    overhead: f64,
 }
 
 impl Protected {
@@ -200,6 +216,7 @@ impl FecSender {
             repairs.extend(s.flush(allowed));
         }
         s.sent += 1;
+        s.media_bytes += (p.header.marshal_size() + p.payload.len()) as u64;
         // Packets are kept for a block only while repairs are made (no copy per packet on
         // a clean link).
         if allowed && s.share > 0.0 {
@@ -214,6 +231,10 @@ impl FecSender {
         if p.header.marker || s.block.len() >= MAX_BLOCK {
             repairs.extend(s.flush(allowed));
         }
+        s.repair_bytes += repairs
+            .iter()
+            .map(|r| (r.header.marshal_size() + r.payload.len()) as u64)
+            .sum::<u64>();
         // The window: what was asked for of what was sent decides the share.
         let start = *s.window_start.get_or_insert(now);
         if allowed && now.saturating_duration_since(start) >= WINDOW {
@@ -229,12 +250,27 @@ impl FecSender {
                     "fec share"
                 );
             }
+            s.overhead = if s.media_bytes > 0 {
+                s.repair_bytes as f64 / s.media_bytes as f64
+            } else {
+                0.0
+            };
             s.sent = 0;
+            s.media_bytes = 0;
+            s.repair_bytes = 0;
             s.asked.clear();
             s.window_start = Some(now);
+            // One control for every stream of the connection (a publisher's simulcast
+            // layers): the most any of them calls for.
+            let (share, overhead) = self.streams.values().fold((0.0f64, 0.0f64), |(a, b), p| {
+                (a.max(p.share), b.max(p.overhead))
+            });
             self.control
                 .share
-                .store((s.share * 1000.0).round() as u32, Ordering::Relaxed);
+                .store((share * 1000.0).round() as u32, Ordering::Relaxed);
+            self.control
+                .overhead
+                .store((overhead * 1000.0).round() as u32, Ordering::Relaxed);
         }
         let transport = msg.transport;
         self.outbound.push_back(msg);
@@ -314,6 +350,9 @@ impl Interceptor for FecSender {
                     window_start: None,
                     sent: 0,
                     asked: HashSet::new(),
+                    media_bytes: 0,
+                    repair_bytes: 0,
+                    overhead: 0.0,
                 },
             );
         }
@@ -648,5 +687,36 @@ mod tests {
                     && p.payload == want.payload),
             "rebuilt right without taking the number off: the test proves nothing"
         );
+    }
+
+    #[test]
+    fn the_overhead_counts_repair_bytes_and_is_at_least_the_share() {
+        let t0 = Instant::now();
+        let (mut s, control) = sender();
+        let mut seq = 0u16;
+        // Two seconds with 5 % asked for (the share rises after the first), then one more.
+        for f in 0..100u64 {
+            for i in 0..6 {
+                if f < 60 && seq.is_multiple_of(20) {
+                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
+                        .expect("the interceptor takes it");
+                }
+                s.handle_write(tagged(
+                    media(seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .expect("the interceptor takes it");
+                seq += 1;
+            }
+        }
+        while s.poll_write().is_some() {}
+        let (share, overhead) = (control.share(), control.overhead());
+        assert!(share > 0.0, "{share}");
+        // Whole repair packets per frame, each as large as the largest packet it covers.
+        assert!(
+            overhead >= share * 0.9,
+            "overhead {overhead}, share {share}"
+        );
+        assert!(overhead <= 1.1, "overhead {overhead}");
     }
 }

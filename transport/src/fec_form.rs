@@ -29,6 +29,10 @@ pub fn canonical(header: &mut Header, strip: Option<u8>) {
     if let Some(id) = strip {
         header.extensions.retain(|e| e.id != id);
     }
+    // An empty RFC 3550 block parses as one empty extension: none.
+    header
+        .extensions
+        .retain(|e| !(e.id == 0 && e.payload.is_empty()));
     if header.extensions.is_empty() {
         header.extension = false;
         header.extension_profile = 0;

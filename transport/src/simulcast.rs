@@ -360,16 +360,17 @@ pub struct LinkSample {
 }
 
 /// Whether `share` of `packets` lost is surely above `threshold`, not a few unlucky packets of
-/// a link that loses less: the count less two standard deviations (Poisson) is still over it.
-/// Half a second of 720p is about 50 video packets; a link losing 5 % at random loses 2–3 of
-/// them and sometimes 5 or 6 (over a tenth), which stepped a player down to 180p.
+/// a link that loses less: more than two standard deviations (Poisson) above what a link
+/// losing `threshold` would lose (10 of 50, 5 of 20). Half a second of 720p is about 50 video
+/// packets; a link losing 5 % at random loses 2–3 of them and sometimes 5 or 6 (over a tenth),
+/// which stepped a player down to 180p.
 pub fn surely_above(share: f64, packets: u64, threshold: f64) -> bool {
     if packets == 0 {
         return share >= threshold;
     }
     let n = packets as f64;
-    let lost = share * n;
-    lost - 2.0 * lost.sqrt() >= threshold * n
+    let expected = threshold * n;
+    share * n >= expected + 2.0 * expected.sqrt()
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows

@@ -272,7 +272,7 @@ pub struct CellOptions {
     pub chromium: bool,
     /// The publisher sends three layers.
     pub simulcast: bool,
-    /// The relay sends no FEC.
+    /// Neither the relay nor the publisher sends FEC.
     pub no_fec: bool,
     /// The layer the player asks for (`VideoLayer::parse`).
     pub layer: String,

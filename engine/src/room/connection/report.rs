@@ -101,8 +101,10 @@ impl Connection {
                         let total: u32 = p.config.layers().iter().map(|l| l.bitrate_kbps).sum();
                         let full = f64::from(p.config.bitrate_kbps) / f64::from(total.max(1));
                         // Repair packets go beside the media, outside the estimate's count
-                        // (they carry no transport-wide number): the media leaves them room.
-                        let fec = p.peer.as_ref().map_or(0.0, |peer| peer.fec.share());
+                        // (they carry no transport-wide number): the media leaves them room,
+                        // what they cost in bytes (a one-packet frame's repair packet is as
+                        // large as it).
+                        let fec = p.peer.as_ref().map_or(0.0, |peer| peer.fec.overhead());
                         let kbps = quality::encoder_target_kbps(
                             estimate_bps * full / (1.0 + fec),
                             p.config.bitrate_kbps,
