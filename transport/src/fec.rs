@@ -430,6 +430,33 @@ mod tests {
         }
     }
 
+    /// Frames `frames` (33 ms apart from `t0`, six packets each, numbered on from `seq`)
+    /// through `s`, made by `make`; while `ask(frame)`, the receiver asks for one packet in
+    /// 20 (5 %).
+    fn send_frames(
+        s: &mut FecSender,
+        t0: Instant,
+        frames: std::ops::Range<u64>,
+        seq: &mut u16,
+        ask: impl Fn(u64) -> bool,
+        make: impl Fn(u16, bool) -> rtc::rtp::Packet,
+    ) {
+        for f in frames {
+            for i in 0..6 {
+                if ask(f) && seq.is_multiple_of(20) {
+                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
+                        .expect("the interceptor takes it");
+                }
+                s.handle_write(tagged(
+                    make(*seq, i == 5),
+                    t0 + Duration::from_millis(f * 33),
+                ))
+                .expect("the interceptor takes it");
+                *seq += 1;
+            }
+        }
+    }
+
     fn sender() -> (FecSender, Arc<FecControl>) {
         let control = Arc::new(FecControl::default());
         let mut s = fec_sender(control.clone(), None);
@@ -462,16 +489,7 @@ mod tests {
         let mut out = Vec::new();
         let mut seq = 0u16;
         // 1.2 s of 30 frames a second, six packets each, nothing asked: no repairs.
-        for f in 0..36u64 {
-            for i in 0..6 {
-                s.handle_write(tagged(
-                    media(seq, i == 5),
-                    t0 + Duration::from_millis(f * 33),
-                ))
-                .expect("the interceptor takes it");
-                seq += 1;
-            }
-        }
+        send_frames(&mut s, t0, 0..36, &mut seq, |_| false, media);
         while let Some(p) = s.poll_write() {
             out.push(p);
         }
@@ -480,33 +498,11 @@ mod tests {
         // The receiver asks for 5 % of the next second's packets.
         let start = seq;
         let mut media_sent = Vec::new();
-        for f in 36..72u64 {
-            for i in 0..6 {
-                if seq.is_multiple_of(20) {
-                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
-                        .expect("the interceptor takes it");
-                }
-                s.handle_write(tagged(
-                    media(seq, i == 5),
-                    t0 + Duration::from_millis(f * 33),
-                ))
-                .expect("the interceptor takes it");
-                seq += 1;
-            }
-        }
+        send_frames(&mut s, t0, 36..72, &mut seq, |_| true, media);
         assert!(control.share() > 0.0, "{}", control.share());
         // The frames after: each followed by its repair packets, on the repair SSRC.
         let mut repairs = Vec::new();
-        for f in 72..80u64 {
-            for i in 0..6 {
-                s.handle_write(tagged(
-                    media(seq, i == 5),
-                    t0 + Duration::from_millis(f * 33),
-                ))
-                .expect("the interceptor takes it");
-                seq += 1;
-            }
-        }
+        send_frames(&mut s, t0, 72..80, &mut seq, |_| false, media);
         while let Some(p) = s.poll_write() {
             if let Packet::Rtp(r) = p.message.packet {
                 if r.header.ssrc == 9 {
@@ -591,20 +587,7 @@ mod tests {
             p
         };
         let mut seq = 0u16;
-        for f in 0..40u64 {
-            for i in 0..6 {
-                if seq.is_multiple_of(20) {
-                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
-                        .expect("the interceptor takes it");
-                }
-                s.handle_write(tagged(
-                    with_mid(seq, i == 5),
-                    t0 + Duration::from_millis(f * 33),
-                ))
-                .expect("the interceptor takes it");
-                seq += 1;
-            }
-        }
+        send_frames(&mut s, t0, 0..40, &mut seq, |_| true, with_mid);
         while s.poll_write().is_some() {}
         assert!(control.share() > 0.0, "{}", control.share());
         let start = seq;
@@ -695,20 +678,7 @@ mod tests {
         let (mut s, control) = sender();
         let mut seq = 0u16;
         // Two seconds with 5 % asked for (the share rises after the first), then one more.
-        for f in 0..100u64 {
-            for i in 0..6 {
-                if f < 60 && seq.is_multiple_of(20) {
-                    s.handle_read(nack(&[seq.wrapping_sub(1)]))
-                        .expect("the interceptor takes it");
-                }
-                s.handle_write(tagged(
-                    media(seq, i == 5),
-                    t0 + Duration::from_millis(f * 33),
-                ))
-                .expect("the interceptor takes it");
-                seq += 1;
-            }
-        }
+        send_frames(&mut s, t0, 0..100, &mut seq, |f| f < 60, media);
         while s.poll_write().is_some() {}
         let (share, overhead) = (control.share(), control.overhead());
         assert!(share > 0.0, "{share}");
