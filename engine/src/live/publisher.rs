@@ -51,7 +51,7 @@ pub struct PublisherPeer {
     pub nacked: Arc<std::sync::atomic::AtomicU64>,
     received: Arc<std::sync::atomic::AtomicU64>,
     seen: u64,
-    /// The FEC sender's share (repair packets per media packet; 0 when it sends none).
+    /// What the FEC sender calls for and costs (its share and its overhead in bytes).
     pub fec: Arc<onair_transport::fec::FecControl>,
 }
 
