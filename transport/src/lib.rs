@@ -9,6 +9,7 @@ pub mod fec_form;
 mod fuzz;
 pub mod jitter;
 pub mod keyframe_requests;
+pub mod late_acks;
 pub mod link_meter;
 pub mod nack;
 pub mod nack_budget;

@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
+use crate::late_acks::{FeedbackSaid, GRACE, Said};
+
 /// Running totals of what the remote's feedback reported (shared with the connection's owner).
 #[derive(Debug, Default)]
 pub struct LinkMeter {
@@ -59,18 +61,7 @@ impl LinkMeter {
         }
     }
 
-    fn add(&self, reports: &[PacketReport], arrived_recently: &mut Recent) {
-        let (mut bytes, mut arrived, mut lost) = (0u64, 0u64, 0u64);
-        for r in reports {
-            let key = (r.ssrc, r.rtp_sequence_number);
-            if r.arrived {
-                bytes += r.size as u64;
-                arrived += 1;
-                arrived_recently.insert(key);
-            } else if !arrived_recently.contains(key) {
-                lost += 1;
-            }
-        }
+    fn add(&self, bytes: u64, arrived: u64, lost: u64) {
         self.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.acked_packets.fetch_add(arrived, Ordering::Relaxed);
         self.lost_packets.fetch_add(lost, Ordering::Relaxed);
@@ -123,6 +114,11 @@ pub struct MeteredGcc {
     gcc: Gcc,
     meter: Arc<LinkMeter>,
     arrived: Recent,
+    /// What the raw feedback said of each packet (rtc's history writes off late and
+    /// unreported packets alike: see `late_acks`).
+    said: Arc<FeedbackSaid>,
+    /// Packets reported lost, each until [`GRACE`] after that report (oldest first).
+    pending: VecDeque<(Instant, PacketReport)>,
     delays: OneWay,
     /// The least queue of each of the last [`STANDING_BATCHES`] batches, s.
     least: VecDeque<f64>,
@@ -196,22 +192,98 @@ impl OneWay {
 }
 
 impl MeteredGcc {
-    /// GCC starting at `initial` bits/s within `min..=max`, counting into `meter`.
-    pub fn new(initial: f64, min: f64, max: f64, meter: Arc<LinkMeter>) -> Self {
+    /// GCC starting at `initial` bits/s within `min..=max`, counting into `meter`, with the
+    /// feedback a [`crate::late_acks::FeedbackTap`] nearer the wire reads into `said`.
+    pub fn new(
+        initial: f64,
+        min: f64,
+        max: f64,
+        meter: Arc<LinkMeter>,
+        said: Arc<FeedbackSaid>,
+    ) -> Self {
         MeteredGcc {
             gcc: Gcc::new(initial, min, max),
             meter,
             arrived: Recent::default(),
+            said,
+            pending: VecDeque::new(),
             delays: OneWay::default(),
             least: VecDeque::with_capacity(STANDING_BATCHES + 1),
         }
     }
 }
 
+impl MeteredGcc {
+    /// Decides the losses held back once their [`GRACE`] is over (or sooner, once a feedback
+    /// reported them arrived): one a feedback reported arrived counts as arrived (given to GCC
+    /// without an arrival time: counted in its rate, not its delays); one reported missing
+    /// counts as lost; one no feedback covered (its feedback was lost) counts as neither and
+    /// GCC does not hear of it. Appends what GCC is to hear to `given`.
+    fn settle(&mut self, now: Instant, given: &mut Vec<PacketReport>) {
+        let (mut bytes, mut arrived, mut lost, mut unknown) = (0u64, 0u64, 0u64, 0u64);
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        while let Some((deadline, r)) = self.pending.pop_front() {
+            let said = if r.is_twcc {
+                self.said.said(r.twcc_sequence_number)
+            } else {
+                Said::Missing
+            };
+            if self.arrived.contains((r.ssrc, r.rtp_sequence_number)) {
+                // A copy of a packet that arrived (see [`Recent`]).
+            } else if said == Said::Arrived {
+                bytes += r.size as u64;
+                arrived += 1;
+                self.arrived.insert((r.ssrc, r.rtp_sequence_number));
+                given.push(PacketReport {
+                    arrived: true,
+                    arrival: None,
+                    ..r
+                });
+            } else if now < deadline {
+                kept.push_back((deadline, r));
+            } else if said == Said::Missing {
+                lost += 1;
+                given.push(r);
+            } else {
+                unknown += 1;
+            }
+        }
+        self.pending = kept;
+        if arrived + lost + unknown > 0 {
+            tracing::trace!(
+                late = arrived,
+                lost,
+                unknown,
+                waiting = self.pending.len(),
+                "losses settled"
+            );
+        }
+        self.meter.add(bytes, arrived, lost);
+    }
+}
+
 impl BandwidthEstimator for MeteredGcc {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.meter.add(reports, &mut self.arrived);
-        if let Some(queue) = self.delays.queue(reports) {
+        let (mut bytes, mut arrived) = (0u64, 0u64);
+        let mut given = Vec::with_capacity(reports.len());
+        for r in reports {
+            let key = (r.ssrc, r.rtp_sequence_number);
+            if r.arrived {
+                bytes += r.size as u64;
+                arrived += 1;
+                self.arrived.insert(key);
+                given.push(r.clone());
+            } else if !self.arrived.contains(key) {
+                self.pending.push_back((now + GRACE, r.clone()));
+            }
+        }
+        self.meter.add(bytes, arrived, 0);
+        tracing::trace!(
+            arrived,
+            missing = reports.len() as u64 - arrived,
+            "transport-wide feedback"
+        );
+        if let Some(queue) = self.delays.queue(&given) {
             self.meter
                 .queue_us
                 .store((queue.mean * 1e6) as u64, Ordering::Relaxed);
@@ -228,7 +300,8 @@ impl BandwidthEstimator for MeteredGcc {
                 .standing_us
                 .store((standing * 1e6) as u64, Ordering::Relaxed);
         }
-        self.gcc.on_reports(now, reports);
+        self.settle(now, &mut given);
+        self.gcc.on_reports(now, &given);
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -236,6 +309,11 @@ impl BandwidthEstimator for MeteredGcc {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        let mut given = Vec::new();
+        self.settle(now, &mut given);
+        if !given.is_empty() {
+            self.gcc.on_reports(now, &given);
+        }
         self.gcc.handle_timeout(now);
     }
 
@@ -302,7 +380,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let meter = Arc::new(LinkMeter::default());
-        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
         // Batch `b`: ten packets 10 ms apart, each `wait(i)` ms in a queue.
         let mut feed = |b: u64, wait: &dyn Fn(u64) -> u64| {
             let reports: Vec<PacketReport> = (0..10)
@@ -337,10 +415,13 @@ mod tests {
 
     #[test]
     fn arrivals_and_losses_are_counted_and_a_dropped_copy_is_no_loss() {
-        let meter = LinkMeter::default();
-        let mut recent = Recent::default();
+        let meter = Arc::new(LinkMeter::default());
+        let said = Arc::new(FeedbackSaid::default());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), said.clone());
+        let t0 = Instant::now();
         // 1 arrives, 2 is lost, 3 arrives and its two copies are dropped as duplicates.
-        meter.add(
+        gcc.on_reports(
+            t0,
             &[
                 report(1, true),
                 report(2, false),
@@ -348,21 +429,28 @@ mod tests {
                 report(3, false),
                 report(3, false),
             ],
-            &mut recent,
         );
-        // A copy whose report comes in the next feedback is no loss either.
-        meter.add(&[report(3, false), report(4, false)], &mut recent);
+        // A copy whose report comes in the next feedback is no loss either; 4 is reported
+        // lost, and a later feedback reports it arrived; no feedback covered 6.
+        said.on_feedback([(1, true), (2, false), (3, true)]);
+        gcc.on_reports(t0, &[report(3, false), report(4, false), report(6, false)]);
+        said.on_feedback([(5, true)]);
+        said.on_feedback([(4, true)]);
+        // Nothing is counted lost before the grace is over.
+        gcc.handle_timeout(t0 + GRACE / 2);
+        assert_eq!(meter.read().lost_packets, 0);
+        gcc.handle_timeout(t0 + GRACE);
         assert_eq!(
             meter.read(),
             Metered {
-                acked_bytes: 2_000,
-                acked_packets: 2,
-                lost_packets: 2,
+                acked_bytes: 3_000,
+                acked_packets: 3,
+                lost_packets: 1,
                 queue_us: 0,
                 standing_us: 0,
             }
         );
         let before = Metered::default();
-        assert_eq!(meter.read().since(before), (2_000, 2, 2));
+        assert_eq!(meter.read().since(before), (3_000, 3, 1));
     }
 }

@@ -353,8 +353,15 @@ pub async fn new_peer_with(
         );
     let link = Arc::new(crate::link_meter::LinkMeter::default());
     if let Some((initial, min, max)) = send.estimate {
+        let said = Arc::new(crate::late_acks::FeedbackSaid::default());
         registry = registry
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            // Nearer the wire than the congestion controller (1_000): reads each feedback
+            // before rtc's send history does (see `late_acks`).
+            .with(
+                Slot::from(900),
+                crate::late_acks::feedback_tap(said.clone()),
+            )
             .with(
                 Slot::CongestionControl,
                 CongestionControlBuilder::new(crate::link_meter::MeteredGcc::new(
@@ -362,6 +369,7 @@ pub async fn new_peer_with(
                     min,
                     max,
                     link.clone(),
+                    said,
                 ))
                 .build(),
             );
