@@ -37,8 +37,8 @@ use onair_transport::peer::{
     opus_codec, watch_connection,
 };
 use onair_transport::simulcast::{
-    CLEAN_LOSS, CONGESTED_LOSS, FULL_QUEUE_MS, LayerChooser, LayerForwarder, LinkSample,
-    MAX_LAYERS, PROBE_QUEUE_MS, layer_of, surely_above,
+    CLEAN_LOSS, CONGESTED_LOSS, FED_BACK_PACKETS, FULL_QUEUE_MS, LayerChooser, LayerForwarder,
+    LinkSample, MAX_LAYERS, PROBE_QUEUE_MS, layer_of, surely_above,
 };
 
 /// Packets buffered per player before it counts as lagging (then it skips to the newest and a
@@ -1306,7 +1306,12 @@ impl LinkSampler {
                     lost as f64 >= n as f64 * threshold
                 }
         };
-        over(lost, packets) || over(missing, arrived + missing)
+        // The feedback's own count where it covers enough (see `LinkSample::worst_loss`).
+        if arrived + missing >= FED_BACK_PACKETS {
+            over(missing, arrived + missing)
+        } else {
+            over(lost, packets) || over(missing, arrived + missing)
+        }
     }
 
     fn sample(

@@ -25,12 +25,12 @@ use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 
 use crate::tap::{Tap, TapHooks};
 
-/// How long a packet reported lost waits for a feedback to say what became of it: two
-/// feedback intervals (the receiver reports every 100 ms) past the one that passed it.
-pub const GRACE: Duration = Duration::from_millis(250);
+/// How long a packet reported lost waits for a feedback to say what became of it: the
+/// receiver reports every 100 ms, and a packet that came late is in the next one.
+pub const GRACE: Duration = Duration::from_millis(150);
 
-/// Numbers remembered (a power of two): four seconds at 1 000 packets a second, longer than
-/// [`GRACE`] and a feedback's way back.
+/// Numbers remembered (a power of two): four seconds at 1 000 packets a second, far longer
+/// than [`GRACE`] and a feedback's way back.
 const RING: usize = 4_096;
 
 /// What feedback said of a packet.

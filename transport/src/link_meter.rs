@@ -119,6 +119,8 @@ pub struct MeteredGcc {
     said: Arc<FeedbackSaid>,
     /// Packets reported lost, each until [`GRACE`] after that report (oldest first).
     pending: VecDeque<(Instant, PacketReport)>,
+    /// Reports settled between feedbacks, for GCC with the next one.
+    unheard: Vec<PacketReport>,
     delays: OneWay,
     /// The least queue of each of the last [`STANDING_BATCHES`] batches, s.
     least: VecDeque<f64>,
@@ -207,6 +209,7 @@ impl MeteredGcc {
             arrived: Recent::default(),
             said,
             pending: VecDeque::new(),
+            unheard: Vec::new(),
             delays: OneWay::default(),
             least: VecDeque::with_capacity(STANDING_BATCHES + 1),
         }
@@ -228,9 +231,9 @@ impl MeteredGcc {
             } else {
                 Said::Missing
             };
-            if self.arrived.contains((r.ssrc, r.rtp_sequence_number)) {
-                // A copy of a packet that arrived (see [`Recent`]).
-            } else if said == Said::Arrived {
+            // (A packet whose resend arrived since was lost all the same: copies are
+            // told apart when their report comes, see `on_reports`.)
+            if said == Said::Arrived {
                 bytes += r.size as u64;
                 arrived += 1;
                 self.arrived.insert((r.ssrc, r.rtp_sequence_number));
@@ -265,7 +268,8 @@ impl MeteredGcc {
 impl BandwidthEstimator for MeteredGcc {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         let (mut bytes, mut arrived) = (0u64, 0u64);
-        let mut given = Vec::with_capacity(reports.len());
+        let mut given = Vec::with_capacity(reports.len() + self.unheard.len());
+        given.append(&mut self.unheard);
         for r in reports {
             let key = (r.ssrc, r.rtp_sequence_number);
             if r.arrived {
@@ -278,11 +282,6 @@ impl BandwidthEstimator for MeteredGcc {
             }
         }
         self.meter.add(bytes, arrived, 0);
-        tracing::trace!(
-            arrived,
-            missing = reports.len() as u64 - arrived,
-            "transport-wide feedback"
-        );
         if let Some(queue) = self.delays.queue(&given) {
             self.meter
                 .queue_us
@@ -302,6 +301,19 @@ impl BandwidthEstimator for MeteredGcc {
         }
         self.settle(now, &mut given);
         self.gcc.on_reports(now, &given);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let stats = self.gcc.stats();
+            tracing::trace!(
+                arrived,
+                missing = reports.len() as u64 - arrived,
+                given = given.len(),
+                target = self.gcc.target_bitrate(),
+                delay_based = ?stats.delay_based_bitrate,
+                loss_based = ?stats.loss_based_bitrate,
+                loss = ?stats.packet_loss,
+                "transport-wide feedback"
+            );
+        }
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -309,11 +321,11 @@ impl BandwidthEstimator for MeteredGcc {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let mut given = Vec::new();
+        // Settled for the meter now; GCC hears of them with the next feedback's arrivals (a
+        // batch of losses alone would read to it as a link losing everything).
+        let mut given = std::mem::take(&mut self.unheard);
         self.settle(now, &mut given);
-        if !given.is_empty() {
-            self.gcc.on_reports(now, &given);
-        }
+        self.unheard = given;
         self.gcc.handle_timeout(now);
     }
 
@@ -431,9 +443,17 @@ mod tests {
             ],
         );
         // A copy whose report comes in the next feedback is no loss either; 4 is reported
-        // lost, and a later feedback reports it arrived; no feedback covered 6.
+        // lost, and a later feedback reports it arrived; no feedback covered 6; 2's resend
+        // arrives (it was lost all the same).
         said.on_feedback([(1, true), (2, false), (3, true)]);
-        gcc.on_reports(t0, &[report(3, false), report(4, false), report(6, false)]);
+        let resend = PacketReport {
+            twcc_sequence_number: 7,
+            ..report(2, true)
+        };
+        gcc.on_reports(
+            t0,
+            &[report(3, false), report(4, false), report(6, false), resend],
+        );
         said.on_feedback([(5, true)]);
         said.on_feedback([(4, true)]);
         // Nothing is counted lost before the grace is over.
@@ -443,14 +463,14 @@ mod tests {
         assert_eq!(
             meter.read(),
             Metered {
-                acked_bytes: 3_000,
-                acked_packets: 3,
+                acked_bytes: 4_000,
+                acked_packets: 4,
                 lost_packets: 1,
                 queue_us: 0,
                 standing_us: 0,
             }
         );
         let before = Metered::default();
-        assert_eq!(meter.read().since(before), (3_000, 3, 1));
+        assert_eq!(meter.read().since(before), (4_000, 4, 1));
     }
 }

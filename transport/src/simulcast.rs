@@ -281,6 +281,8 @@ const STANDING_SHORTFALL: f64 = 0.8;
 const HALF_DELIVERED: f64 = 0.6;
 /// See [`HALF_DELIVERED`] (ms).
 const SHORT_QUEUE_MS: f64 = 50.0;
+/// Packets the transport-wide feedback must cover for its loss figure to stand alone.
+pub const FED_BACK_PACKETS: u64 = 20;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
 /// A round trip this much above the lowest seen means a queue is building.
@@ -306,17 +308,27 @@ impl LinkSample {
                 && short(HALF_DELIVERED))
     }
 
-    /// Whether either loss figure is surely ([`surely_above`]) a congested share.
+    /// Whether the loss figure is surely ([`surely_above`]) a congested share.
     pub fn congested_loss(&self) -> bool {
-        surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)
-            || surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
+        surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
+            || (!self.fed_back() && surely_above(self.loss, self.loss_packets, CONGESTED_LOSS))
     }
 
-    /// The share lost: the larger of what the player NACKed and what its transport-wide
-    /// feedback reported missing (the feedback comes a round trip after sending; NACKs only
-    /// after a gap shows and the player's repair timer ran, and cover video only).
+    /// The share lost: what the player's transport-wide feedback reported missing where it
+    /// covered the sample (it comes a round trip after sending, and counts each packet once,
+    /// audio included; a NACK may ask for a packet that was only late), else the larger of
+    /// that and what the player NACKed.
     pub fn worst_loss(&self) -> f64 {
-        self.loss.max(self.wire_loss)
+        if self.fed_back() {
+            self.wire_loss
+        } else {
+            self.loss.max(self.wire_loss)
+        }
+    }
+
+    /// Whether the transport-wide feedback covered enough packets to judge the loss by.
+    pub fn fed_back(&self) -> bool {
+        self.wire_packets >= FED_BACK_PACKETS
     }
 
     /// What the link carries when it is full: what the feedback said arrived, else what was
@@ -601,7 +613,15 @@ impl LayerChooser {
         if let Some(capacity) = capacity
             && (!settling || regrowing)
         {
-            let best = fits(capacity);
+            // A queue regrowing is the layer being sent overrunning the link, whatever the
+            // rates say (what arrived counts the sound and the packets' overhead beside it:
+            // 360p at 300 kbit/s "fit" the 341 kbit/s a 400 kbit/s link delivered while its
+            // queue grew by 90 ms): at least one layer down.
+            let below = sent.iter().copied().find(|l| *l > current);
+            let best = match below {
+                Some(below) if regrowing => fits(capacity).max(below),
+                _ => fits(capacity),
+            };
             if best > current {
                 // Down at once. A layer just stepped up to was a trial that failed: it
                 // waits before it is tried again (longer each time); one held for a while was
@@ -1064,6 +1084,17 @@ mod tests {
                 .layer,
             2
         );
+        // What arrives (the sound and the packets' overhead besides) says the layer fits:
+        // the regrowing queue says it does not.
+        let roomy = |standing: f64| LinkSample {
+            delivered_bps: 341_000.0,
+            ..on(standing)
+        };
+        let mut r = LayerChooser::default();
+        assert_eq!(r.decide(0, full, rates, t0).layer, 1);
+        assert_eq!(r.decide(1, roomy(123.0), rates, t0 + ms(1_000)).layer, 1);
+        assert_eq!(r.decide(1, roomy(159.0), rates, t0 + ms(2_000)).layer, 1);
+        assert_eq!(r.decide(1, roomy(210.0), rates, t0 + ms(3_000)).layer, 2);
         // A queue that only drains after the step: the layer stays.
         let mut d = LayerChooser::default();
         assert_eq!(d.decide(0, full, rates, t0).layer, 1);
@@ -1194,12 +1225,28 @@ mod tests {
             ..Default::default()
         };
         assert!(!unlucky.full(), "{unlucky:?}");
-        // A link too thin for the layer: 20 of 50 lost.
+        // A link too thin for the layer: 30 of 75 lost.
         let thin = LinkSample {
             loss: 0.4,
+            wire_loss: 0.4,
             ..unlucky
         };
         assert!(thin.full(), "{thin:?}");
+        // Many NACKs where the feedback saw few missing: packets that were only late (a NACK
+        // may ask for one; the feedback reports it arrived).
+        let late = LinkSample {
+            loss: 0.4,
+            ..unlucky
+        };
+        assert!(!late.full(), "{late:?}");
+        // Without feedback, the NACKs tell.
+        let unfed = LinkSample {
+            wire_loss: 0.0,
+            wire_packets: 0,
+            delivered_bps: 0.0,
+            ..late
+        };
+        assert!(unfed.full(), "{unfed:?}");
         assert!(surely_above(0.3, 75, CONGESTED_LOSS));
         assert!(!surely_above(0.12, 50, CONGESTED_LOSS));
         // Without a sample size the share is taken as it is.
