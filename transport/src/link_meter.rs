@@ -121,6 +121,9 @@ pub struct MeteredGcc {
     pending: VecDeque<(Instant, PacketReport)>,
     /// Reports settled between feedbacks, for GCC with the next one.
     unheard: Vec<PacketReport>,
+    /// Each feedback's arrivals (bytes, packets), counted into the meter at the instant
+    /// given, with the losses reported beside them.
+    arrivals: VecDeque<(Instant, u64, u64)>,
     delays: OneWay,
     /// The least queue of each of the last [`STANDING_BATCHES`] batches, s.
     least: VecDeque<f64>,
@@ -210,6 +213,7 @@ impl MeteredGcc {
             said,
             pending: VecDeque::new(),
             unheard: Vec::new(),
+            arrivals: VecDeque::new(),
             delays: OneWay::default(),
             least: VecDeque::with_capacity(STANDING_BATCHES + 1),
         }
@@ -252,6 +256,15 @@ impl MeteredGcc {
             }
         }
         self.pending = kept;
+        let (mut batch_bytes, mut batch_arrived) = (0u64, 0u64);
+        while let Some(&(deadline, b, n)) = self.arrivals.front()
+            && now >= deadline
+        {
+            batch_bytes += b;
+            batch_arrived += n;
+            self.arrivals.pop_front();
+        }
+        self.meter.add(batch_bytes, batch_arrived, 0);
         if arrived + lost + unknown > 0 {
             tracing::trace!(
                 late = arrived,
@@ -281,7 +294,9 @@ impl BandwidthEstimator for MeteredGcc {
                 self.pending.push_back((now + GRACE, r.clone()));
             }
         }
-        self.meter.add(bytes, arrived, 0);
+        // Counted when the losses reported with them are (after GRACE): a short window then
+        // holds the arrivals and the losses of the same packets.
+        self.arrivals.push_back((now + GRACE, bytes, arrived));
         if let Some(queue) = self.delays.queue(&given) {
             self.meter
                 .queue_us
