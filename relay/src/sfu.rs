@@ -1310,7 +1310,7 @@ impl LinkSampler {
         if arrived + missing >= FED_BACK_PACKETS {
             over(missing, arrived + missing)
         } else {
-            over(lost, packets) || over(missing, arrived + missing)
+            over(lost, packets)
         }
     }
 

@@ -29,9 +29,9 @@ use crate::tap::{Tap, TapHooks};
 /// receiver reports every 100 ms, and a packet that came late is in the next one.
 pub const GRACE: Duration = Duration::from_millis(150);
 
-/// Numbers remembered (a power of two): four seconds at 1 000 packets a second, far longer
-/// than [`GRACE`] and a feedback's way back.
-const RING: usize = 4_096;
+/// Numbers remembered (a power of two dividing 65 536): sixteen seconds at 1 000 packets a
+/// second, a second at 16 000, far longer than [`GRACE`] and a feedback's way back.
+const RING: usize = 16_384;
 
 /// What feedback said of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(said.said(17), Said::Missing);
         assert_eq!(said.said(17 + RING as u16), Said::Nothing);
         // Across the wrap.
-        said.on_feedback([(65_535, false), (0, true)]);
+        said.on_feedback([(65_534, true), (65_535, false), (0, true)]);
+        assert_eq!(said.said(65_535), Said::Missing);
+        assert_eq!(said.said(0), Said::Arrived);
+        assert_eq!(said.said(65_535 - RING as u16), Said::Nothing);
         said.on_feedback([(65_535, true)]);
         assert_eq!(said.said(65_535), Said::Arrived);
     }

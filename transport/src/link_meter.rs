@@ -230,10 +230,12 @@ impl MeteredGcc {
         let (mut bytes, mut arrived, mut lost, mut unknown) = (0u64, 0u64, 0u64, 0u64);
         let mut kept = VecDeque::with_capacity(self.pending.len());
         while let Some((deadline, r)) = self.pending.pop_front() {
+            // (A packet without a transport-wide number is never acknowledged by this
+            // feedback, so no feedback said anything of it.)
             let said = if r.is_twcc {
                 self.said.said(r.twcc_sequence_number)
             } else {
-                Said::Missing
+                Said::Nothing
             };
             // (A packet whose resend arrived since was lost all the same: copies are
             // told apart when their report comes, see `on_reports`.)
@@ -264,7 +266,6 @@ impl MeteredGcc {
             batch_arrived += n;
             self.arrivals.pop_front();
         }
-        self.meter.add(batch_bytes, batch_arrived, 0);
         if arrived + lost + unknown > 0 {
             tracing::trace!(
                 late = arrived,
@@ -274,7 +275,9 @@ impl MeteredGcc {
                 "losses settled"
             );
         }
-        self.meter.add(bytes, arrived, lost);
+        // One addition: a reader never sees the arrivals without the losses beside them.
+        self.meter
+            .add(bytes + batch_bytes, arrived + batch_arrived, lost);
     }
 }
 
@@ -315,6 +318,13 @@ impl BandwidthEstimator for MeteredGcc {
                 .store((standing * 1e6) as u64, Ordering::Relaxed);
         }
         self.settle(now, &mut given);
+        if arrived == 0 {
+            // A feedback that only re-reported packets rtc's history had written off (a late
+            // one alone): what settled waits for arrivals to go with it (a batch of losses
+            // alone reads to GCC as a link losing everything).
+            self.unheard = given;
+            return;
+        }
         self.gcc.on_reports(now, &given);
         if tracing::enabled!(tracing::Level::TRACE) {
             let stats = self.gcc.stats();
@@ -345,7 +355,15 @@ impl BandwidthEstimator for MeteredGcc {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.gcc.poll_timeout()
+        // The held losses and arrivals are settled on time even while no feedback comes.
+        [
+            self.gcc.poll_timeout(),
+            self.pending.front().map(|(at, _)| *at),
+            self.arrivals.front().map(|(at, _, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn stats(&self) -> EstimatorStats {
@@ -469,11 +487,13 @@ mod tests {
             t0,
             &[report(3, false), report(4, false), report(6, false), resend],
         );
-        said.on_feedback([(5, true)]);
         said.on_feedback([(4, true)]);
         // Nothing is counted lost before the grace is over.
         gcc.handle_timeout(t0 + GRACE / 2);
-        assert_eq!(meter.read().lost_packets, 0);
+        let early = meter.read();
+        assert_eq!(early.lost_packets, 0, "{early:?}");
+        assert_eq!(early.acked_packets, 1, "only 4, reported late: {early:?}");
+        assert_eq!(gcc.poll_timeout(), Some(t0 + GRACE));
         gcc.handle_timeout(t0 + GRACE);
         assert_eq!(
             meter.read(),

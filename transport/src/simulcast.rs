@@ -256,7 +256,8 @@ pub const REPROBE_AFTER: Duration = Duration::from_secs(4);
 pub const MAX_REPROBE_AFTER: Duration = Duration::from_secs(32);
 /// How long a probe runs: the link carries the better layer's rate in duplicates of the
 /// packets it gets (ramped up over the first 0.8 s, `pacer::PROBE_RAMP`), and the losses show
-/// whether it fits; what is judged at the end was sent up to a feedback round before.
+/// whether it fits; what is judged at the end was sent up to two or three feedback rounds
+/// before (losses are held for `late_acks::GRACE`).
 pub const PROBE_TIME: Duration = Duration::from_millis(1500);
 /// A layer left this soon after stepping up to it was a failed trial (and backs off); one
 /// held longer was left because the link changed, and may come back as soon as it fits.
