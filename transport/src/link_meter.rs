@@ -228,8 +228,12 @@ impl MeteredGcc {
     /// GCC does not hear of it. Appends what GCC is to hear to `given`.
     fn settle(&mut self, now: Instant, given: &mut Vec<PacketReport>) {
         let (mut bytes, mut arrived, mut lost, mut unknown) = (0u64, 0u64, 0u64, 0u64);
-        let mut kept = VecDeque::with_capacity(self.pending.len());
-        while let Some((deadline, r)) = self.pending.pop_front() {
+        // Each held report once round the queue, in place (no allocation per feedback): the
+        // ones still waiting go back in their order.
+        for _ in 0..self.pending.len() {
+            let Some((deadline, r)) = self.pending.pop_front() else {
+                break;
+            };
             // (A packet without a transport-wide number is never acknowledged by this
             // feedback, so no feedback said anything of it.)
             let said = if r.is_twcc {
@@ -249,7 +253,7 @@ impl MeteredGcc {
                     ..r
                 });
             } else if now < deadline {
-                kept.push_back((deadline, r));
+                self.pending.push_back((deadline, r));
             } else if said == Said::Missing {
                 lost += 1;
                 given.push(r);
@@ -257,7 +261,6 @@ impl MeteredGcc {
                 unknown += 1;
             }
         }
-        self.pending = kept;
         let (mut batch_bytes, mut batch_arrived) = (0u64, 0u64);
         while let Some(&(deadline, b, n)) = self.arrivals.front()
             && now >= deadline
@@ -299,7 +302,9 @@ impl BandwidthEstimator for MeteredGcc {
         }
         // Counted when the losses reported with them are (after GRACE): a short window then
         // holds the arrivals and the losses of the same packets.
-        self.arrivals.push_back((now + GRACE, bytes, arrived));
+        if arrived > 0 {
+            self.arrivals.push_back((now + GRACE, bytes, arrived));
+        }
         if let Some(queue) = self.delays.queue(&given) {
             self.meter
                 .queue_us
