@@ -394,10 +394,10 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
             .map(|(t, _)| *t)
             .unwrap_or_else(|| panic!("never {fitting} wide: {v:?}"));
         if want > 0 {
-            // Each capped viewer plays the layer that fits soon after the answer (the issue
-            // asks 2 s; in 22 runs before the closing note the median was 1.1 s, the slowest
-            // 2.40 s: the bound leaves room for a loaded machine) and ends on it: the picture
-            // it gets is that size for the last 3 s.
+            // Each capped viewer plays the layer that fits within 2 s of the answer (the
+            // issue's figure; 0.86-1.08 s in 12 runs once a step down stopped resending the
+            // old layer's losses, 2.2-2.4 s one run in three before) and ends on it: the
+            // picture it gets is that size for the last 3 s.
             assert!(
                 shown - answered <= SHOWN_WITHIN,
                 "{fitting} wide {:.2} s after the answer: {v:?}",
@@ -413,14 +413,14 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
             assert!(changes <= 2, "{changes} size changes after fitting: {v:?}");
         }
         // After that (SHOWN_WITHIN after the answer, or later if it showed that layer later)
-        // no freeze: the longest gap between frames stays under 500 ms (700 ms for a capped
-        // viewer: a probe for the next layer that its link cannot carry costs one, 498 ms in
-        // one of those runs, 1.6 s in another) in each second of the stats lines (line n
-        // covers n..n+1 s after `play`) from the first that starts then.
+        // no freeze: the longest gap between frames stays under 500 ms in each second of the
+        // stats lines (line n covers n..n+1 s after `play`) from the first that starts then.
+        // The capped viewers' probes for the next layer, which their links cannot carry,
+        // must end before they cost one (at a 60 ms queue they froze the picture for 1.2 s
+        // one run in ten; ended at 40 ms, the worst gap was 101 ms in 6 runs).
         let from = (answered + SHOWN_WITHIN).max(shown).ceil() as usize;
         let worst = v.seconds.iter().skip(from).map(|s| s.2).fold(0.0, f64::max);
-        let bound = if want == 0 { 500.0 } else { 700.0 };
-        assert!(worst < bound, "a freeze of {worst} ms: {v:?}");
+        assert!(worst < 500.0, "a freeze of {worst} ms: {v:?}");
         let fps: Vec<u32> = v.seconds.iter().skip(from).map(|s| s.1).collect();
         let mean = f64::from(fps.iter().sum::<u32>()) / fps.len().max(1) as f64;
         assert!(mean >= 25.0, "{mean:.1} fps on average: {v:?}");
@@ -444,7 +444,7 @@ fn three_viewers_on_three_links_each_get_the_layer_that_fits() {
 
 /// How soon after the relay's answer a capped viewer of the three-viewer test must decode the
 /// layer that fits (s).
-const SHOWN_WITHIN: f64 = 3.0;
+const SHOWN_WITHIN: f64 = 2.0;
 
 #[test]
 fn a_cap_mid_stream_steps_the_layer_down_and_its_end_steps_it_up() {

@@ -891,7 +891,9 @@ struct VideoLeg {
 const LAYER_CHECK: Duration = Duration::from_millis(500);
 /// Between layer checks, an Auto player's losses are looked at this often (two counters, no
 /// stats report): a link that fills up runs the check at once instead of at the next tick.
-const CONGESTION_PEEK: Duration = Duration::from_millis(125);
+/// (A probe's queue is looked at as often: the sooner it ends, the less of the queue it built
+/// is there when it does.)
+const CONGESTION_PEEK: Duration = Duration::from_millis(50);
 /// An early check at most this often (each reads the connection's stats).
 const EARLY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -1105,6 +1107,13 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                                 // last frame until that keyframe, numbered on without a gap).
                                 forwarder.pause();
                                 dropped_old = true;
+                                // Nor are its lost packets resent: the player starts over at
+                                // that keyframe, and their resends filled the thin link for a
+                                // second after the step (the budget owed up to 200 of them;
+                                // the 250 kbit/s viewer's 180p picture waited behind them).
+                                if let Some(next) = forwarder.next_seq() {
+                                    leg.resends.set_floor(leg.ssrc, next);
+                                }
                             }
                         }
                         // Paced for the layer it gets; a step down is paced for the new layer

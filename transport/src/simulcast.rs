@@ -153,6 +153,11 @@ impl LayerForwarder {
         self.pending_ts = None;
     }
 
+    /// The sequence number the next packet sent will carry (None before the first).
+    pub fn next_seq(&self) -> Option<u16> {
+        self.last_out.map(|(seq, ..)| seq.wrapping_add(1))
+    }
+
     /// Whether a switch waits for a keyframe of the target layer.
     pub fn switching(&self) -> bool {
         self.current != Some(self.target)
@@ -267,8 +272,10 @@ pub const TRIAL: Duration = Duration::from_secs(15);
 pub const SETTLE: Duration = Duration::from_millis(2500);
 /// A link losing this share of what it is sent is full: what arrives is its capacity.
 pub const CONGESTED_LOSS: f64 = 0.10;
-/// A probe that makes the path queue this much (ms) has found the link's capacity.
-pub const PROBE_QUEUE_MS: f64 = 60.0;
+/// A probe that makes the path queue this much (ms) has found the link's capacity (at 60 ms
+/// the relay heard of it when a 200 ms queue was already overflowing: the 600 kbit/s
+/// viewer's picture froze for a second one probe in ten).
+pub const PROBE_QUEUE_MS: f64 = 40.0;
 /// A standing queue this long (ms) means the link is full, before it loses a tenth: what
 /// arrives is its capacity. Jitter on a path moves single packets, not every packet of a
 /// batch, so it does not stand; a link this far behind is.
@@ -466,8 +473,10 @@ impl LayerChooser {
                 || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
-                if link.full() && link.full_capacity() > 0.0 {
-                    // The probe filled the link: what arrived is its capacity.
+                if (link.full() || link.queue_ms >= PROBE_QUEUE_MS) && link.full_capacity() > 0.0 {
+                    // The probe filled the link (lost or queued): what arrived is its capacity
+                    // (at most; the sample began before the probe reached its rate), and the
+                    // pace keeps within it while the queue drains.
                     self.capacity = Some((link.full_capacity(), now));
                 }
                 let wait = self
@@ -741,6 +750,7 @@ mod tests {
         let mut f = LayerForwarder::new(0);
         // Nothing before layer 0's first keyframe.
         assert!(f.push(0, packet(100, 9000, P_SLICE), t0).packets.is_empty());
+        assert_eq!(f.next_seq(), None);
         // A keyframe: SEI, SPS/PPS, IDR at one timestamp; the SEI is held, then all go.
         assert!(f.push(0, packet(101, 12000, SEI), t0).packets.is_empty());
         let out = f.push(0, packet(102, 12000, STAP_SPS_PPS), t0);
@@ -753,6 +763,7 @@ mod tests {
         assert_eq!(seqs, [101, 102]);
         assert_eq!(f.push(0, packet(103, 15000, P_SLICE), t0).packets.len(), 1);
         // Ask for layer 2: layer 0 goes on, layer 2's P-frames are dropped until its keyframe.
+        assert_eq!(f.next_seq(), Some(104));
         assert!(f.set_target(2));
         assert!(f.switching());
         assert_eq!(f.push(0, packet(104, 18000, P_SLICE), t0).packets.len(), 1);
@@ -918,12 +929,15 @@ mod tests {
         assert_eq!(q.decide(2, est(0.0), rates, t0 + UP_HOLD).probe, Some(1));
         let queued = LinkSample {
             queue_ms: PROBE_QUEUE_MS,
+            delivered_bps: 450_000.0,
             ..est(0.0)
         };
         assert_eq!(
             q.decide(2, queued, rates, t0 + UP_HOLD + ms(300)).probe,
             None
         );
+        // What the queued link delivered is its capacity (at most): the pace keeps within it.
+        assert_eq!(q.capacity_bps(t0 + UP_HOLD + ms(300)), Some(450_000.0));
         // Then clean again for UP_HOLD, a probe that holds for PROBE_TIME: up.
         let start = at + REPROBE_AFTER + UP_HOLD;
         assert_eq!(c.decide(2, est(0.0), rates, at + REPROBE_AFTER).probe, None);
