@@ -891,9 +891,10 @@ struct VideoLeg {
 const LAYER_CHECK: Duration = Duration::from_millis(500);
 /// Between layer checks, an Auto player's losses are looked at this often (two counters, no
 /// stats report): a link that fills up runs the check at once instead of at the next tick.
-/// (A probe's queue is looked at as often: the sooner it ends, the less of the queue it built
-/// is there when it does.)
-const CONGESTION_PEEK: Duration = Duration::from_millis(50);
+const CONGESTION_PEEK: Duration = Duration::from_millis(125);
+/// While a probe runs its queue is looked at this often: the sooner it ends, the less of the
+/// queue it built is there when it does.
+const PROBE_PEEK: Duration = Duration::from_millis(50);
 /// An early check at most this often (each reads the connection's stats).
 const EARLY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -939,8 +940,13 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut rx: [Option<broadcast::Receiver<rtp::Packet>>; MAX_LAYERS] = Default::default();
     let mut check = tokio::time::interval(LAYER_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut peek = tokio::time::interval(CONGESTION_PEEK);
-    peek.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let peek_every = |every: Duration| {
+        let mut peek = tokio::time::interval(every);
+        peek.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        peek
+    };
+    let mut peek = peek_every(CONGESTION_PEEK);
+    let mut peek_probing = false;
     let mut early_at: Option<Instant> = None;
     let mut reason = LayerChangeReason::Requested;
     let mut chooser = LayerChooser::default();
@@ -1095,6 +1101,10 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                             _ => 0.0,
                         };
                         padding.set(extra, now);
+                        if padding.probing() != peek_probing {
+                            peek_probing = padding.probing();
+                            peek = peek_every(if peek_probing { PROBE_PEEK } else { CONGESTION_PEEK });
+                        }
                         tracing::debug!(player = ?leg.who.2, ?link, ?per_layer, current, ?choice, extra, pace = ?pacer.rate_bps(), "auto layer");
                         if layer != forwarder.target() && forwarder.set_target(layer) {
                             reason = LayerChangeReason::Bandwidth;
