@@ -1,7 +1,9 @@
 //! Publishing over a lossy link, made by dropping a share of the publisher's outgoing RTP on
 //! the wire side of its interceptor chain (`EngineProfile::simulated_send_loss`): NACK resends
 //! and the player's jitter buffer keep the picture whole and in order, and the bandwidth
-//! estimate (GCC over transport-wide CC feedback) takes the encoder's bitrate down.
+//! estimate (GCC over transport-wide CC feedback) keeps the encoder's bitrate: losses on a
+//! path with no queue are the path's, not congestion (a thin uplink's, which queue first,
+//! take it down: `tests/weaknet`).
 
 mod common;
 
@@ -103,7 +105,7 @@ fn five_percent_loss_still_delivers_the_picture_in_order() {
 }
 
 #[test]
-fn the_bandwidth_estimate_takes_the_bitrate_down_on_a_lossy_link_and_not_on_a_clean_one() {
+fn random_loss_is_counted_and_does_not_take_the_bitrate_down() {
     let relay = TestRelay::start();
     let clean = host(&relay, 0.0);
     let viewer = viewer(&relay);
@@ -134,13 +136,13 @@ fn the_bandwidth_estimate_takes_the_bitrate_down_on_a_lossy_link_and_not_on_a_cl
         "the relay reported the losses: {lossy_lost}"
     );
     eprintln!("lossy link targets: {lossy_targets:?}");
-    let lowest = lossy_targets.iter().copied().min().unwrap_or(KBPS);
+    // 25 % dropped at random before the wire, no queue anywhere: repair's business, not the
+    // encoder's (GCC's loss half took it to the floor before, a publisher on a lossy radio
+    // link sending 100 kbit/s of 720p).
+    let mut sorted = lossy_targets.clone();
+    sorted.sort_unstable();
     assert!(
-        lowest < KBPS * 7 / 10,
-        "25 % loss brings the target down: {lossy_targets:?}"
-    );
-    assert!(
-        lowest >= KBPS / 10,
-        "never below the floor: {lossy_targets:?}"
+        sorted.len() >= 4 && sorted[sorted.len() / 2] >= KBPS * 9 / 10,
+        "random loss keeps the configured bitrate: {lossy_targets:?}"
     );
 }

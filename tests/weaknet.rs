@@ -276,6 +276,21 @@ fn simulcast_lab(
     Vec<String>,
     std::sync::mpsc::Receiver<String>,
 ) {
+    publishing_lab(tag, hosts, &["--simulcast"])
+}
+
+/// A relay on host 0 and a 720p publisher (with `extra` flags) on host 1, live; the lab,
+/// its temp dir, the flags that reach the stream, and the publisher's output lines.
+fn publishing_lab(
+    tag: &str,
+    hosts: usize,
+    extra: &[&str],
+) -> (
+    netns::Lab,
+    std::path::PathBuf,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::time::Duration;
     let mut lab = netns::Lab::new(tag, hosts);
     let dir = std::env::temp_dir().join(format!("onair-{tag}-{}", std::process::id()));
@@ -306,15 +321,9 @@ fn simulcast_lab(
         &lab,
         1,
         &dir,
-        &[
-            "publish",
-            "--preset",
-            "720p",
-            "--simulcast",
-            "--duration",
-            "90",
-        ],
+        &["publish", "--preset", "720p", "--duration", "90"],
     );
+    publish.args(extra);
     publish.args(&live);
     let publisher = lab.spawn(publish);
     netns::wait_line(&publisher, "Publishing", Duration::from_secs(20))
@@ -342,6 +351,50 @@ fn spawn_viewer(
         std::env::temp_dir().join(format!("onair-viewer-{host}.log"))
     });
     lab.spawn_logged(c, log.as_deref())
+}
+
+#[test]
+fn a_thin_uplink_takes_the_publishers_bitrate_down() {
+    use std::time::{Duration, Instant};
+    if !available() {
+        return;
+    }
+    let _turn = turn();
+    // Losses without a queue are not congestion (`tests/lossy_link`); a thin uplink's are:
+    // a 500 kbit/s cap with a 200 ms queue on what the relay receives (the publisher's
+    // uplink) takes the encoder's target under it.
+    let (mut lab, dir, _live, publisher) = publishing_lab("up", 2, &[]);
+    let targets = |secs: u64, until: &dyn Fn(u32) -> bool| {
+        let (mut seen, end) = (Vec::new(), Instant::now() + Duration::from_secs(secs));
+        while Instant::now() < end {
+            if let Ok(line) = publisher.recv_timeout(Duration::from_millis(100))
+                && line.contains("publisher_quality")
+                && let Some(t) = field::<u32>(&line, "target_kbps=")
+            {
+                seen.push(t);
+                if until(t) {
+                    break;
+                }
+            }
+        }
+        seen
+    };
+    let before = targets(4, &|_| false);
+    lab.rate_cap(0, 500, 200).expect("cap the relay's host");
+    let capped = Instant::now();
+    let after = targets(15, &|t| t <= 500);
+    let took = capped.elapsed();
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("before {before:?}; capped {after:?} after {took:?}");
+    assert!(
+        before.last().is_some_and(|t| *t >= 1_000),
+        "a clean link keeps the preset's bitrate: {before:?}"
+    );
+    assert!(
+        after.last().is_some_and(|t| *t <= 500),
+        "the target did not go under the cap: {after:?}"
+    );
 }
 
 #[test]

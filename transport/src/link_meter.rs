@@ -138,6 +138,11 @@ struct OneWay {
     fastest: VecDeque<f64>,
 }
 
+/// Losses count as congestion (GCC hears them) only while the path holds a standing queue
+/// of at least this (ms): a drop-tail bottleneck is full before it drops; random losses
+/// come without one.
+pub const CONGESTIVE_QUEUE_MS: f64 = 20.0;
+
 /// Batches the base delay is the fastest of (a few seconds of feedback).
 const BASE_BATCHES: usize = 40;
 /// Batches a standing queue must hold through (feedback comes every 100 ms or so: 300 ms,
@@ -330,6 +335,17 @@ impl BandwidthEstimator for MeteredGcc {
             self.unheard = given;
             return;
         }
+        // Losses on a path that holds no standing queue are the path's own (a lossy radio
+        // link), not congestion's: a link filled past its capacity queues before it drops,
+        // batch after batch. GCC's loss half hears none of them (it took a publisher on a
+        // link losing 20 % at random to its floor while its delay half held the ceiling).
+        let standing_ms = self.meter.standing_us.load(Ordering::Relaxed) as f64 / 1e3;
+        let mut unqueued = 0usize;
+        if standing_ms < CONGESTIVE_QUEUE_MS {
+            let before = given.len();
+            given.retain(|r| r.arrived);
+            unqueued = before - given.len();
+        }
         self.gcc.on_reports(now, &given);
         if tracing::enabled!(tracing::Level::TRACE) {
             let stats = self.gcc.stats();
@@ -341,6 +357,7 @@ impl BandwidthEstimator for MeteredGcc {
                 delay_based = ?stats.delay_based_bitrate,
                 loss_based = ?stats.loss_based_bitrate,
                 loss = ?stats.packet_loss,
+                unqueued,
                 "transport-wide feedback"
             );
         }
@@ -461,6 +478,51 @@ mod tests {
         assert!((199_000..=201_000).contains(&m.standing_us), "{m:?}");
         // Drained: gone at the next batch.
         assert_eq!(feed(11, &|_| 0).standing_us, 0);
+    }
+
+    /// GCC fed 3 s of feedback losing every fifth packet, each batch's packets queued
+    /// `wait` ms after the first 5 batches: its stats after.
+    fn lossy(wait: u64) -> (EstimatorStats, f64, Metered) {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let meter = Arc::new(LinkMeter::default());
+        let said = Arc::new(FeedbackSaid::default());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), said.clone());
+        for b in 0..30u64 {
+            let wait = if b < 5 { 0 } else { wait };
+            let reports: Vec<PacketReport> = (0..10u64)
+                .map(|i| {
+                    let seq = (b * 10 + i) as u16;
+                    let arrived = i % 5 != 4;
+                    PacketReport {
+                        departure: t0 + ms(b * 100 + i * 10),
+                        arrival: arrived.then(|| ms(b * 100 + i * 10 + 20 + wait)),
+                        ..report(seq, arrived)
+                    }
+                })
+                .collect();
+            said.on_feedback(reports.iter().map(|r| (r.twcc_sequence_number, r.arrived)));
+            let now = t0 + ms(b * 100 + 120 + wait);
+            gcc.handle_timeout(now);
+            gcc.on_reports(now, &reports);
+        }
+        (gcc.stats(), gcc.target_bitrate(), meter.read())
+    }
+
+    #[test]
+    fn random_losses_without_a_queue_are_counted_but_not_given_to_gcc() {
+        // No queue: a fifth lost at random. The meter counts them; GCC's loss half does
+        // not hear them, so the estimate does not sink.
+        let (stats, target, m) = lossy(0);
+        assert!(m.lost_packets >= 50, "{m:?}");
+        assert_eq!(stats.packet_loss, Some(0.0), "{stats:?}");
+        assert!(target >= 1e6, "{target} {stats:?}");
+        // The same losses while every packet waits 200 ms (a full drop-tail queue): GCC
+        // hears them.
+        let (stats, target, m) = lossy(200);
+        assert!(m.lost_packets >= 50, "{m:?}");
+        assert!(stats.packet_loss.is_some_and(|l| l > 0.1), "{stats:?}");
+        assert!(target < 1e6, "{target} {stats:?}");
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub const TICK: Duration = Duration::from_millis(5);
 pub const MAX_NACKS: u8 = 10;
 /// A packet missing longer than this is given up (the player has long played past it).
 pub const MAX_AGE: Duration = Duration::from_millis(1_500);
+/// Asks for one packet come at least this far apart. Behind a relay, a packet lost on the
+/// publisher's link is not in the relay's history until the relay's own repair brings it (a
+/// round trip of that link later): with a fast player link the ten asks were spent in 65 ms
+/// and the packet given up before it came (the uplink cell: 300 given up in 20 s, a keyframe
+/// request each time). Ten asks now span half a second at least.
+pub const MIN_RETRY: Duration = Duration::from_millis(20);
 /// Repair time assumed before one is measured (libwebrtc assumes a 100 ms round trip).
 pub const INITIAL_REPAIR: Duration = Duration::from_millis(100);
 /// A gap this long is a restart or a jump, not loss: it is not asked for.
@@ -176,7 +182,7 @@ impl NackState {
     /// How long to wait for an answer before asking again.
     pub fn retry_after(&self) -> Duration {
         let floor = self.rtt_floor();
-        match self.srtt {
+        let retry = match self.srtt {
             // Smoothed repair time (never below the measured round trip) plus its deviation,
             // and 5 ms for the sender's tick: an answer later than that is more likely lost
             // than slow, and asking again costs one small packet.
@@ -186,7 +192,8 @@ impl NackState {
             }
             None if floor > 0.0 => Duration::from_secs_f64((floor * 1.5).min(2.0)),
             None => INITIAL_REPAIR,
-        }
+        };
+        retry.max(MIN_RETRY)
     }
 
     /// A packet FEC rebuilt on `ssrc`: if it was missing it is not any more, and it says
@@ -559,6 +566,32 @@ mod tests {
         assert_eq!(stats.repair_time(), Some(ms(40)));
         assert!(s.retry_after() >= ms(40) && s.retry_after() < INITIAL_REPAIR);
         assert!(s.due(t + ms(500)).is_empty());
+    }
+
+    #[test]
+    fn asks_for_a_packet_come_at_least_min_retry_apart() {
+        // A player a millisecond from its relay: repairs from the relay's history come back
+        // at once, so the measured repair time is tiny.
+        let (mut s, _stats) = state();
+        let t = Instant::now();
+        for i in 0..20u16 {
+            let at = t + ms(u64::from(i) * 10);
+            s.on_packet(7, 2 * i + 1, at);
+            s.on_packet(7, 2 * i + 3, at);
+            let _ = s.due(at);
+            s.on_packet(7, 2 * i + 2, at + ms(1));
+        }
+        assert_eq!(s.retry_after(), MIN_RETRY);
+        // A packet the relay does not have yet (lost on the publisher's link) is still being
+        // asked for 300 ms on, and not every few milliseconds.
+        let t = t + ms(1_000);
+        s.on_packet(7, 100, t);
+        s.on_packet(7, 102, t);
+        let asks = (0..60u64)
+            .filter(|i| !s.due(t + ms(i * 5)).is_empty())
+            .count();
+        assert!((5..=9).contains(&asks), "{asks} asks in 300 ms");
+        assert!(!s.due(t + ms(300)).is_empty() || !s.due(t + ms(330)).is_empty());
     }
 
     #[test]
