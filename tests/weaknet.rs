@@ -363,7 +363,7 @@ fn a_thin_uplink_takes_the_publishers_bitrate_down() {
     // Losses without a queue are not congestion (`tests/lossy_link`); a thin uplink's are:
     // a 500 kbit/s cap with a 200 ms queue on what the relay receives (the publisher's
     // uplink) takes the encoder's target under it.
-    let (mut lab, dir, _live, publisher) = publishing_lab("up", 2, &[]);
+    let (lab, dir, _live, publisher) = publishing_lab("up", 2, &[]);
     let targets = |secs: u64, until: &dyn Fn(u32) -> bool| {
         let (mut seen, end) = (Vec::new(), Instant::now() + Duration::from_secs(secs));
         while Instant::now() < end {
