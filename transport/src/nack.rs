@@ -39,9 +39,10 @@ pub const MAX_NACKS: u8 = 10;
 pub const MAX_AGE: Duration = Duration::from_millis(1_500);
 /// Asks for one packet come at least this far apart. Behind a relay, a packet lost on the
 /// publisher's link is not in the relay's history until the relay's own repair brings it (a
-/// round trip of that link later): with a fast player link the ten asks were spent in 65 ms
-/// and the packet given up before it came (the uplink cell: 300 given up in 20 s, a keyframe
-/// request each time). Ten asks now span half a second at least.
+/// round trip of that link later): with a fast player link the asks were given up about
+/// 65 ms after the gap (the uplink cell: 300 in 20 s), each one spending the relay's resend
+/// budget on a packet it could not answer. Ten asks now span half a second at least. (The
+/// jitter buffer's own wait, not this, decides when a frame is abandoned.)
 pub const MIN_RETRY: Duration = Duration::from_millis(20);
 /// Repair time assumed before one is measured (libwebrtc assumes a 100 ms round trip).
 pub const INITIAL_REPAIR: Duration = Duration::from_millis(100);
