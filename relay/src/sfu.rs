@@ -940,8 +940,10 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     let mut rx: [Option<broadcast::Receiver<rtp::Packet>>; MAX_LAYERS] = Default::default();
     let mut check = tokio::time::interval(LAYER_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (The first look comes one period on: an interval's first tick is at once, and a look
+    // right after the check that started a probe would judge it on the queue before it.)
     let peek_every = |every: Duration| {
-        let mut peek = tokio::time::interval(every);
+        let mut peek = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         peek.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         peek
     };
