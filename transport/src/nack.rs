@@ -586,8 +586,8 @@ mod tests {
         // A packet the relay does not have yet (lost on the publisher's link) is still being
         // asked for 300 ms on, and not every few milliseconds.
         let t = t + ms(1_000);
-        s.on_packet(7, 100, t);
-        s.on_packet(7, 102, t);
+        s.on_packet(7, 42, t);
+        s.on_packet(7, 44, t);
         let asks = (0..60u64)
             .filter(|i| !s.due(t + ms(i * 5)).is_empty())
             .count();
