@@ -107,6 +107,32 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     assert_eq!(v["downstream_quality"], "bad", "{v}");
 }
 
+#[test]
+fn random_loss_is_no_reason_to_step_an_auto_player_down() {
+    if !available() {
+        return;
+    }
+    let _turn = turn();
+    // A fifth of everything lost at random each way, no delay and no cap: a lossy radio
+    // link, not a full one. A smaller layer would lose as much, paced and without FEC (the
+    // relay stepped such a player down to 180p at 3–19 fps, and never back up).
+    let v = cell(&[
+        "--simulcast",
+        "--loss",
+        "0.2",
+        "--up-loss",
+        "0.2",
+        "--seconds",
+        "8",
+    ]);
+    assert!(v["first_step_down_ms"].is_null(), "stepped down: {v}");
+    assert_eq!(f(&v, "video_layer"), 0.0, "{v}");
+    assert_eq!(f(&v, "layer_changes"), 0.0, "{v}");
+    // Repaired as on one layer: FEC and NACK (the relay sends no FEC to a paced player).
+    assert!(f(&v, "packets_fec_recovered") > 20.0, "{v}");
+    assert!(f(&v, "fps") >= 25.0, "{v}");
+}
+
 /// `key=value` from an event or stats line.
 fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
     line.split_whitespace()

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp;
 
+use crate::link_meter::CONGESTIVE_QUEUE_MS;
+
 /// Layers a stream may have: 0 is the full picture, 1 and 2 smaller ones.
 pub const MAX_LAYERS: usize = 3;
 
@@ -293,6 +295,8 @@ const SHORT_QUEUE_MS: f64 = 50.0;
 pub const FED_BACK_PACKETS: u64 = 20;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
+/// How much of each sample's loss the chooser's outside-probe loss average takes in.
+const BASE_LOSS_GAIN: f64 = 0.25;
 /// A round trip this much above the lowest seen means a queue is building.
 pub const QUEUE_RTT_MS: f64 = 100.0;
 /// What arrives over a full link, shared out: a layer must fit in this share of it.
@@ -316,10 +320,35 @@ impl LinkSample {
                 && short(HALF_DELIVERED))
     }
 
-    /// Whether the loss figure is surely ([`surely_above`]) a congested share.
+    /// Whether losses say anything of congestion here: without transport-wide feedback (no
+    /// queue figure) they do; with it, only while the path holds a standing queue of
+    /// [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]).
+    pub fn loss_counts(&self) -> bool {
+        !self.fed_back() || self.standing_queue_ms >= CONGESTIVE_QUEUE_MS
+    }
+
+    /// The packets the loss figure ([`Self::worst_loss`]) is a share of (0: not known).
+    pub fn loss_sample(&self) -> u64 {
+        if self.fed_back() {
+            self.wire_packets
+        } else {
+            self.loss_packets
+        }
+    }
+
+    /// Whether the loss figure is surely ([`surely_above`]) a congested share, on a path that
+    /// queues: a drop-tail bottleneck fills before it drops, and losses with no standing
+    /// queue of [`CONGESTIVE_QUEUE_MS`] are the path's own (a lossy radio link), which a
+    /// smaller layer would not cure (40 % random loss took an Auto player to 180p, paced and
+    /// without FEC, at 3 fps with 4 s freezes, where 720p with FEC played 12–16 fps). Without
+    /// transport-wide feedback there is no queue figure, and the NACKs' loss counts alone.
     pub fn congested_loss(&self) -> bool {
-        surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
-            || (!self.fed_back() && surely_above(self.loss, self.loss_packets, CONGESTED_LOSS))
+        if self.fed_back() {
+            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS) && self.loss_counts()
+        } else {
+            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
+                || surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)
+        }
     }
 
     /// The share lost: what the player's transport-wide feedback reported missing where it
@@ -424,8 +453,13 @@ pub struct LayerChooser {
     /// The lowest round trip seen, ms.
     min_rtt_ms: Option<f64>,
     /// A probe for a better layer running: the layer, when it started, and the worst loss
-    /// seen during it.
+    /// seen during it that failed it (0: none).
     probe: Option<(usize, Instant, f64)>,
+    /// The loss the link shows outside probes (a moving average): a probe fails on losses
+    /// only where they count ([`LinkSample::loss_counts`]) or surely rise above this. A lossy
+    /// radio link losing a fifth of everything at random failed every probe on its own
+    /// losses, and a player stepped down at the onset of its loss stayed down for good.
+    base_loss: f64,
     /// After a failed probe: not before this, and the wait that gave.
     reprobe: Option<(Instant, Duration)>,
     /// What the link delivered the last time it was full (bits/s), and when: no probe for a
@@ -466,14 +500,22 @@ impl LayerChooser {
         // carried the better layer (the estimate, now measured at that rate, holds it and
         // nothing was lost), else back off.
         if let Some((up, started, worst)) = self.probe {
-            let worst = worst.max(link.worst_loss());
+            // Losses fail it where they show congestion, or where they rose with its rate
+            // (a policer drops without queueing).
+            let loss = link.worst_loss();
+            let failing = (link.loss_counts() && loss >= CLEAN_LOSS * 2.0)
+                || surely_above(loss, link.loss_sample(), self.base_loss + CLEAN_LOSS * 2.0);
+            let worst = if failing { worst.max(loss) } else { worst };
             // A queue building fails it too, before the link drops anything.
-            let failed = worst >= CLEAN_LOSS * 2.0
-                || link.queue_ms >= PROBE_QUEUE_MS
-                || rates_bps[up].is_none();
+            let failed = worst > 0.0 || link.queue_ms >= PROBE_QUEUE_MS || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
-                if (link.full() || link.queue_ms >= PROBE_QUEUE_MS) && link.full_capacity() > 0.0 {
+                // A sample of a few packets says little of a rate: it is not kept.
+                let measured = link.fed_back() || link.loss_packets >= FED_BACK_PACKETS;
+                if (link.full() || link.queue_ms >= PROBE_QUEUE_MS)
+                    && measured
+                    && link.full_capacity() > 0.0
+                {
                     // The probe filled the link (lost or queued): what arrived is its capacity
                     // (at most; the sample began before the probe reached its rate), and the
                     // pace keeps within it while the queue drains.
@@ -512,6 +554,9 @@ impl LayerChooser {
                     probe: Some(up),
                 };
             }
+        }
+        if link.loss_sample() > 0 {
+            self.base_loss += (link.worst_loss() - self.base_loss) * BASE_LOSS_GAIN;
         }
         let held = (self.better_since, self.entered);
         let layer = self.choose(current, link, rates_bps, now);
@@ -659,7 +704,9 @@ impl LayerChooser {
         // Up: one layer at a time, once it has fitted on a clean link for UP_HOLD, and not
         // into a layer still backing off.
         let up = sent.iter().copied().filter(|l| *l < current).max();
-        let clean = link.worst_loss() < CLEAN_LOSS
+        // Losses on a path with no standing queue are its own, not the layer's (see
+        // `LinkSample::congested_loss`): the probe tests whether they rise with the rate.
+        let clean = (!link.loss_counts() || link.worst_loss() < CLEAN_LOSS)
             && link.standing_queue_ms < FULL_QUEUE_MS
             && !queued
             && !settling;
@@ -930,8 +977,25 @@ mod tests {
         let queued = LinkSample {
             queue_ms: PROBE_QUEUE_MS,
             delivered_bps: 450_000.0,
+            wire_packets: FED_BACK_PACKETS,
             ..est(0.0)
         };
+        // The same from a sample of five packets fails the probe but is no measure.
+        let mut short = LayerChooser::default();
+        short.decide(2, est(0.0), rates, t0);
+        assert_eq!(
+            short.decide(2, est(0.0), rates, t0 + UP_HOLD).probe,
+            Some(1)
+        );
+        let few = LinkSample {
+            wire_packets: 5,
+            ..queued
+        };
+        assert_eq!(
+            short.decide(2, few, rates, t0 + UP_HOLD + ms(300)).probe,
+            None
+        );
+        assert_eq!(short.capacity_bps(t0 + UP_HOLD + ms(300)), None);
         assert_eq!(
             q.decide(2, queued, rates, t0 + UP_HOLD + ms(300)).probe,
             None
@@ -1227,6 +1291,84 @@ mod tests {
     }
 
     #[test]
+    fn random_loss_without_a_queue_neither_steps_down_nor_fails_probes() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let t0 = Instant::now();
+        let rates = [Some(900_000.0), Some(300_000.0), Some(100_000.0)];
+        // A fifth of everything lost at random, no queue (a lossy radio link).
+        let lossy = |sent: f64| LinkSample {
+            estimate_bps: 2_000_000.0,
+            sent_bps: sent,
+            delivered_bps: sent * 0.8,
+            wire_loss: 0.2,
+            wire_packets: 60,
+            loss: 0.2,
+            loss_packets: 50,
+            rtt_ms: 20.0,
+            ..LinkSample::default()
+        };
+        let mut c = LayerChooser::default();
+        for i in 0..40 {
+            let choice = c.decide(0, lossy(900_000.0), rates, t0 + ms(250 * i));
+            assert_eq!(choice.layer, 0, "stays on the full picture");
+        }
+        // Behind a standing queue the same losses are congestion: down.
+        let queued = LinkSample {
+            standing_queue_ms: 60.0,
+            ..lossy(900_000.0)
+        };
+        assert_eq!(c.decide(0, queued, rates, t0 + ms(10_000)).layer, 1);
+        // Stepped down at the onset (no feedback yet, the NACKs said half was lost), the
+        // player comes back once the probe shows the link loses no more at the better rate.
+        let mut d = LayerChooser::default();
+        let onset = LinkSample {
+            wire_packets: 0,
+            delivered_bps: 0.0,
+            wire_loss: 0.0,
+            loss: 0.5,
+            ..lossy(900_000.0)
+        };
+        assert_eq!(d.decide(0, onset, rates, t0).layer, 1);
+        let mut layer = 1;
+        let mut probed = false;
+        for i in 1..120 {
+            let choice = d.decide(layer, lossy(300_000.0), rates, t0 + ms(250 * i));
+            probed |= choice.probe.is_some();
+            layer = choice.layer;
+            if layer == 0 {
+                break;
+            }
+        }
+        assert!(
+            probed && layer == 0,
+            "back on the full picture after a probe"
+        );
+        // A probe during which the losses rise with the rate (a policer) fails.
+        let mut e = LayerChooser::default();
+        e.decide(0, onset, rates, t0);
+        let mut failed = false;
+        for i in 1..120 {
+            let at = t0 + ms(250 * i);
+            let probing = e.probe.is_some();
+            let sample = if probing {
+                LinkSample {
+                    wire_loss: 0.45,
+                    ..lossy(900_000.0)
+                }
+            } else {
+                lossy(300_000.0)
+            };
+            let choice = e.decide(1, sample, rates, at);
+            assert_eq!(choice.layer, 1, "never up");
+            if probing && choice.probe.is_none() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the probe ran and failed");
+    }
+
+    #[test]
     fn a_link_losing_a_few_packets_at_random_is_not_full() {
         // Half a second of 720p on a link losing 5 % at random: 6 of 50 video packets asked
         // for (12 %) in an unlucky half second.
@@ -1240,13 +1382,21 @@ mod tests {
             ..Default::default()
         };
         assert!(!unlucky.full(), "{unlucky:?}");
-        // A link too thin for the layer: 30 of 75 lost.
+        // A link too thin for the layer: 30 of 75 lost behind the queue it filled.
         let thin = LinkSample {
             loss: 0.4,
             wire_loss: 0.4,
+            standing_queue_ms: CONGESTIVE_QUEUE_MS,
             ..unlucky
         };
         assert!(thin.full(), "{thin:?}");
+        // The same losses with no queue: a lossy path, not a full one (a smaller layer would
+        // lose as much).
+        let lossy = LinkSample {
+            standing_queue_ms: CONGESTIVE_QUEUE_MS - 1.0,
+            ..thin
+        };
+        assert!(!lossy.full(), "{lossy:?}");
         // Many NACKs where the feedback saw few missing: packets that were only late (a NACK
         // may ask for one; the feedback reports it arrived).
         let late = LinkSample {
