@@ -295,7 +295,7 @@ const SHORT_QUEUE_MS: f64 = 50.0;
 pub const FED_BACK_PACKETS: u64 = 20;
 /// Up-steps only while the link loses less than this.
 pub const CLEAN_LOSS: f64 = 0.02;
-/// How much of each sample's loss the chooser's outside-probe loss average takes in.
+/// How much of each sample's loss (and queue) the chooser's outside-probe averages take in.
 const BASE_LOSS_GAIN: f64 = 0.25;
 /// A round trip this much above the lowest seen means a queue is building.
 pub const QUEUE_RTT_MS: f64 = 100.0;
@@ -320,11 +320,14 @@ impl LinkSample {
                 && short(HALF_DELIVERED))
     }
 
-    /// Whether losses say anything of congestion here: without transport-wide feedback (no
-    /// queue figure) they do; with it, only while the path holds a standing queue of
-    /// [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]).
+    /// Whether losses say anything of congestion here: without any transport-wide feedback
+    /// in the sample (no queue figure) they do; with some, only while the path holds a
+    /// standing queue of [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]). (A 180p
+    /// layer's half second holds under 20 fed-back packets; its NACKs' share, 80–100 % on a
+    /// link losing 40 % where each packet is asked for again and again, kept it from ever
+    /// reading clean.)
     pub fn loss_counts(&self) -> bool {
-        !self.fed_back() || self.standing_queue_ms >= CONGESTIVE_QUEUE_MS
+        self.wire_packets == 0 || self.standing_queue_ms >= CONGESTIVE_QUEUE_MS
     }
 
     /// The packets the loss figure ([`Self::worst_loss`]) is a share of (0: not known).
@@ -343,12 +346,13 @@ impl LinkSample {
     /// without FEC, at 3 fps with 4 s freezes, where 720p with FEC played 12–16 fps). Without
     /// transport-wide feedback there is no queue figure, and the NACKs' loss counts alone.
     pub fn congested_loss(&self) -> bool {
-        if self.fed_back() {
-            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS) && self.loss_counts()
+        let surely = if self.fed_back() {
+            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
         } else {
             surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
                 || surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)
-        }
+        };
+        surely && self.loss_counts()
     }
 
     /// The share lost: what the player's transport-wide feedback reported missing where it
@@ -460,6 +464,16 @@ pub struct LayerChooser {
     /// radio link losing a fifth of everything at random failed every probe on its own
     /// losses, and a player stepped down at the onset of its loss stayed down for good.
     base_loss: f64,
+    /// The queue the link shows outside probes (a moving average of `queue_ms`, ms): a probe
+    /// fails on a queue [`PROBE_QUEUE_MS`] above it. A path whose delay jitters by ±40 ms
+    /// reads 30–45 ms of "queue" in every batch's mean and failed every probe on it.
+    base_queue: f64,
+    /// The player's transport-wide feedback has covered a sample: from then on a sample it
+    /// has not covered yet (it lags the sending by a round trip; a 50 ms check during a probe
+    /// often comes before it) carries no verdict on losses, rather than the NACKs' share —
+    /// which, each packet asked for again and again on a link losing 40 %, read 80–100 % and
+    /// failed every probe of a 180p player there.
+    feedback_seen: bool,
     /// After a failed probe: not before this, and the wait that gave.
     reprobe: Option<(Instant, Duration)>,
     /// What the link delivered the last time it was full (bits/s), and when: no probe for a
@@ -496,6 +510,16 @@ impl LayerChooser {
         rates_bps: [Option<f64>; MAX_LAYERS],
         now: Instant,
     ) -> Choice {
+        self.feedback_seen |= link.wire_packets > 0;
+        let link = if self.feedback_seen && link.wire_packets == 0 {
+            LinkSample {
+                loss: 0.0,
+                loss_packets: 0,
+                ..link
+            }
+        } else {
+            link
+        };
         // A probe running: the worst loss it met; once it ran its time, up if the link
         // carried the better layer (the estimate, now measured at that rate, holds it and
         // nothing was lost), else back off.
@@ -507,15 +531,13 @@ impl LayerChooser {
                 || surely_above(loss, link.loss_sample(), self.base_loss + CLEAN_LOSS * 2.0);
             let worst = if failing { worst.max(loss) } else { worst };
             // A queue building fails it too, before the link drops anything.
-            let failed = worst > 0.0 || link.queue_ms >= PROBE_QUEUE_MS || rates_bps[up].is_none();
+            let queue_built = link.queue_ms >= self.base_queue + PROBE_QUEUE_MS;
+            let failed = worst > 0.0 || queue_built || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
                 // A sample of a few packets says little of a rate: it is not kept.
                 let measured = link.fed_back() || link.loss_packets >= FED_BACK_PACKETS;
-                if (link.full() || link.queue_ms >= PROBE_QUEUE_MS)
-                    && measured
-                    && link.full_capacity() > 0.0
-                {
+                if (link.full() || queue_built) && measured && link.full_capacity() > 0.0 {
                     // The probe filled the link (lost or queued): what arrived is its capacity
                     // (at most; the sample began before the probe reached its rate), and the
                     // pace keeps within it while the queue drains.
@@ -557,6 +579,7 @@ impl LayerChooser {
         }
         if link.loss_sample() > 0 {
             self.base_loss += (link.worst_loss() - self.base_loss) * BASE_LOSS_GAIN;
+            self.base_queue += (link.queue_ms - self.base_queue) * BASE_LOSS_GAIN;
         }
         let held = (self.better_since, self.entered);
         let layer = self.choose(current, link, rates_bps, now);
@@ -1291,12 +1314,14 @@ mod tests {
     }
 
     #[test]
-    fn random_loss_without_a_queue_neither_steps_down_nor_fails_probes() {
+    fn random_loss_and_jitter_without_a_queue_neither_step_down_nor_fail_probes() {
         let ms = |n: u64| Duration::from_millis(n);
         let t0 = Instant::now();
         let rates = [Some(900_000.0), Some(300_000.0), Some(100_000.0)];
-        // A fifth of everything lost at random, no queue (a lossy radio link).
+        // A fifth of everything lost at random, no standing queue, a delay that jitters by
+        // ±40 ms (each batch's mean reads 45 ms over the fastest): a lossy radio link.
         let lossy = |sent: f64| LinkSample {
+            queue_ms: 45.0,
             estimate_bps: 2_000_000.0,
             sent_bps: sent,
             delivered_bps: sent * 0.8,
