@@ -128,6 +128,7 @@ fn random_loss_is_no_reason_to_step_an_auto_player_down() {
     assert!(v["first_step_down_ms"].is_null(), "stepped down: {v}");
     assert_eq!(f(&v, "video_layer"), 0.0, "{v}");
     assert_eq!(f(&v, "layer_changes"), 0.0, "{v}");
+    assert_eq!(f(&v, "settle_layer_changes"), 0.0, "{v}");
     // Repaired as on one layer: FEC and NACK (the relay sends no FEC to a paced player).
     assert!(f(&v, "packets_fec_recovered") > 20.0, "{v}");
     assert!(f(&v, "fps") >= 25.0, "{v}");

@@ -1025,8 +1025,8 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 let now = Instant::now();
                 let settled = forwarder.current() == Some(forwarder.target());
                 let due = early_at.is_none_or(|t| now.saturating_duration_since(t) >= EARLY_CHECK_EVERY);
-                // A probe that loses ends at once (it is what fills the link); otherwise a
-                // congested share of losses.
+                // A probe that loses or queues is looked at at once (the chooser ends it if
+                // that is more than the link's own); otherwise a congested share of losses.
                 let (due, threshold) = if padding.probing() {
                     (true, CLEAN_LOSS * 2.0)
                 } else {

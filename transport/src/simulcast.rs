@@ -321,7 +321,8 @@ impl LinkSample {
     }
 
     /// Whether losses say anything of congestion here: without any transport-wide feedback
-    /// in the sample (no queue figure) they do; with some, only while the path holds a
+    /// in the sample (no queue figure) they do (though the chooser takes the NACKs' share off
+    /// such a sample once the player's feedback has been seen); with some, only while the path holds a
     /// standing queue of [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]). (A 180p
     /// layer's half second holds under 20 fed-back packets; its NACKs' share, 80–100 % on a
     /// link losing 40 % where each packet is asked for again and again, kept it from ever
@@ -427,11 +428,13 @@ pub fn surely_above(share: f64, packets: u64, threshold: f64) -> bool {
 }
 
 /// The relay's choice of layer for a player in Auto. Down at once when the link shows
-/// congestion — it loses a tenth of what it is sent (then what arrives is its capacity), or
+/// congestion — it loses a tenth of what it is sent behind a standing queue (then what
+/// arrives is its capacity; losses with no queue are the path's own), or
 /// the estimate fell below the layer while a queue builds (the round trip grew) — to the best
 /// layer that fits. Up one layer at a time, only after a clean link for [`UP_HOLD`] and a
 /// probe ([`Self::decide`]: duplicates fill the link up to the next layer's rate for
-/// [`PROBE_TIME`] and nothing may be lost), and not back to a layer whose trial just failed
+/// [`PROBE_TIME`], and it may lose no more than the link does outside probes, nor queue 40 ms
+/// more), and not back to a layer whose trial just failed
 /// until a backoff passed (hysteresis: a link that wavers does not make the picture flap).
 /// GCC's estimate alone moves nothing: after a congested spell its loss half sits far below
 /// the link for many seconds, and on a link it is not filling it climbs far above it.
@@ -469,8 +472,9 @@ pub struct LayerChooser {
     /// reads 30–45 ms of "queue" in every batch's mean and failed every probe on it.
     base_queue: f64,
     /// The player's transport-wide feedback has covered a sample: from then on a sample it
-    /// has not covered yet (it lags the sending by a round trip; a 50 ms check during a probe
-    /// often comes before it) carries no verdict on losses, rather than the NACKs' share —
+    /// has not covered with [`FED_BACK_PACKETS`] (it lags the sending by a round trip; a
+    /// 50 ms check during a probe often comes before it) is judged on what it did cover, not
+    /// on the NACKs' share —
     /// which, each packet asked for again and again on a link losing 40 %, read 80–100 % and
     /// failed every probe of a 180p player there.
     feedback_seen: bool,
@@ -511,7 +515,7 @@ impl LayerChooser {
         now: Instant,
     ) -> Choice {
         self.feedback_seen |= link.wire_packets > 0;
-        let link = if self.feedback_seen && link.wire_packets == 0 {
+        let link = if self.feedback_seen && !link.fed_back() {
             LinkSample {
                 loss: 0.0,
                 loss_packets: 0,
@@ -521,8 +525,8 @@ impl LayerChooser {
             link
         };
         // A probe running: the worst loss it met; once it ran its time, up if the link
-        // carried the better layer (the estimate, now measured at that rate, holds it and
-        // nothing was lost), else back off.
+        // carried the better layer (it lost no more than the link's own and queued no more
+        // than [`PROBE_QUEUE_MS`] above the link's own), else back off.
         if let Some((up, started, worst)) = self.probe {
             // Losses fail it where they show congestion, or where they rose with its rate
             // (a policer drops without queueing).
@@ -577,7 +581,16 @@ impl LayerChooser {
                 };
             }
         }
-        if link.loss_sample() > 0 {
+        // The averages take in only what the link shows while nothing congests it (a queue
+        // left from before a step down is not the link's own).
+        let settling = self
+            .stepped_down
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
+        if link.loss_sample() > 0
+            && !link.full()
+            && link.standing_queue_ms < CONGESTIVE_QUEUE_MS
+            && !settling
+        {
             self.base_loss += (link.worst_loss() - self.base_loss) * BASE_LOSS_GAIN;
             self.base_queue += (link.queue_ms - self.base_queue) * BASE_LOSS_GAIN;
         }

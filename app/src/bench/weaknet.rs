@@ -503,7 +503,9 @@ fn measure_player(
     println!("ready");
     // The impairment goes on about now (the harness applies it on reading "ready").
     let impaired = Instant::now();
-    let first_layer = settled_layer;
+    // (Auto starts a layered stream on its best layer, 0, when no change came before.)
+    let first_layer = settled_layer.or(Some(0));
+    let mut settle_layer_changes = 0u32;
     // When the player first showed a smaller layer than it started on (simulcast).
     let mut first_step_down = None::<Duration>;
     let mut step_down = |layer: usize| {
@@ -524,6 +526,7 @@ fn measure_player(
         while let Ok(e) = engine.events().try_recv() {
             if let Event::PlayerVideoLayerChanged { layer, .. } = &e {
                 settled_layer = Some(*layer);
+                settle_layer_changes += 1;
                 step_down(*layer);
             }
             last_counts = quality_counts(&e).unwrap_or(last_counts);
@@ -598,6 +601,7 @@ fn measure_player(
         "longest_freeze_ms": smooth.longest.as_millis() as u64,
         "settle_longest_freeze_ms": settling.longest.as_millis() as u64,
         "first_step_down_ms": first_step_down.map(|d| d.as_millis() as u64),
+        "settle_layer_changes": settle_layer_changes,
         "fps": (shown as f64 / elapsed * 10.0).round() / 10.0,
         "frames_missing": first_number.map_or(0, |f| u64::from(last_number - f + 1).saturating_sub(stamped)),
         "capture_to_decoded_ms": stats::summary(delays),
