@@ -320,13 +320,9 @@ impl LinkSample {
                 && short(HALF_DELIVERED))
     }
 
-    /// Whether losses say anything of congestion here: without any transport-wide feedback
-    /// in the sample (no queue figure) they do (though the chooser takes the NACKs' share off
-    /// such a sample once the player's feedback has been seen); with some, only while the path holds a
-    /// standing queue of [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]). (A 180p
-    /// layer's half second holds under 20 fed-back packets; its NACKs' share, 80–100 % on a
-    /// link losing 40 % where each packet is asked for again and again, kept it from ever
-    /// reading clean.)
+    /// Whether losses say anything of congestion here: with no transport-wide feedback in the
+    /// sample there is no queue figure, and they do; with some, only while the path holds a
+    /// standing queue of [`CONGESTIVE_QUEUE_MS`] (see [`Self::congested_loss`]).
     pub fn loss_counts(&self) -> bool {
         self.wire_packets == 0 || self.standing_queue_ms >= CONGESTIVE_QUEUE_MS
     }
@@ -347,13 +343,9 @@ impl LinkSample {
     /// without FEC, at 3 fps with 4 s freezes, where 720p with FEC played 12–16 fps). Without
     /// transport-wide feedback there is no queue figure, and the NACKs' loss counts alone.
     pub fn congested_loss(&self) -> bool {
-        let surely = if self.fed_back() {
-            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
-        } else {
-            surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
-                || surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)
-        };
-        surely && self.loss_counts()
+        (surely_above(self.wire_loss, self.wire_packets, CONGESTED_LOSS)
+            || (!self.fed_back() && surely_above(self.loss, self.loss_packets, CONGESTED_LOSS)))
+            && self.loss_counts()
     }
 
     /// The share lost: what the player's transport-wide feedback reported missing where it
@@ -459,9 +451,8 @@ pub struct LayerChooser {
     just_up: bool,
     /// The lowest round trip seen, ms.
     min_rtt_ms: Option<f64>,
-    /// A probe for a better layer running: the layer, when it started, and the worst loss
-    /// seen during it that failed it (0: none).
-    probe: Option<(usize, Instant, f64)>,
+    /// A probe for a better layer running: the layer, and when it started.
+    probe: Option<(usize, Instant)>,
     /// The loss the link shows outside probes (a moving average): a probe fails on losses
     /// only where they count ([`LinkSample::loss_counts`]) or surely rise above this. A lossy
     /// radio link losing a fifth of everything at random failed every probe on its own
@@ -474,9 +465,8 @@ pub struct LayerChooser {
     /// The player's transport-wide feedback has covered a sample: from then on a sample it
     /// has not covered with [`FED_BACK_PACKETS`] (it lags the sending by a round trip; a
     /// 50 ms check during a probe often comes before it) is judged on what it did cover, not
-    /// on the NACKs' share —
-    /// which, each packet asked for again and again on a link losing 40 %, read 80–100 % and
-    /// failed every probe of a 180p player there.
+    /// on the NACKs' share, which (each packet asked for again and again) read 80–100 % on a
+    /// link losing 40 % and failed every probe of a 180p player there.
     feedback_seen: bool,
     /// After a failed probe: not before this, and the wait that gave.
     reprobe: Option<(Instant, Duration)>,
@@ -524,19 +514,18 @@ impl LayerChooser {
         } else {
             link
         };
-        // A probe running: the worst loss it met; once it ran its time, up if the link
+        // A probe running: once it ran its time, up if the link
         // carried the better layer (it lost no more than the link's own and queued no more
         // than [`PROBE_QUEUE_MS`] above the link's own), else back off.
-        if let Some((up, started, worst)) = self.probe {
+        if let Some((up, started)) = self.probe {
             // Losses fail it where they show congestion, or where they rose with its rate
             // (a policer drops without queueing).
             let loss = link.worst_loss();
             let failing = (link.loss_counts() && loss >= CLEAN_LOSS * 2.0)
                 || surely_above(loss, link.loss_sample(), self.base_loss + CLEAN_LOSS * 2.0);
-            let worst = if failing { worst.max(loss) } else { worst };
             // A queue building fails it too, before the link drops anything.
             let queue_built = link.queue_ms >= self.base_queue + PROBE_QUEUE_MS;
-            let failed = worst > 0.0 || queue_built || rates_bps[up].is_none();
+            let failed = failing || queue_built || rates_bps[up].is_none();
             if failed {
                 self.probe = None;
                 // A sample of a few packets says little of a rate: it is not kept.
@@ -574,7 +563,6 @@ impl LayerChooser {
                     probe: None,
                 };
             } else {
-                self.probe = Some((up, started, worst));
                 return Choice {
                     layer: current,
                     probe: Some(up),
@@ -583,9 +571,7 @@ impl LayerChooser {
         }
         // The averages take in only what the link shows while nothing congests it (a queue
         // left from before a step down is not the link's own).
-        let settling = self
-            .stepped_down
-            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
+        let settling = self.settling(now);
         if link.loss_sample() > 0
             && !link.full()
             && link.standing_queue_ms < CONGESTIVE_QUEUE_MS
@@ -619,7 +605,7 @@ impl LayerChooser {
             // that fails does not make its own failure later look like a changed link).
             self.entered = held.1;
             self.just_up = false;
-            self.probe = Some((layer, now, 0.0));
+            self.probe = Some((layer, now));
             return Choice {
                 layer: current,
                 probe: Some(layer),
@@ -629,6 +615,12 @@ impl LayerChooser {
             self.reprobe = None;
         }
         Choice { layer, probe: None }
+    }
+
+    /// Whether a step down is still showing in the link's figures ([`SETTLE`]).
+    fn settling(&self, now: Instant) -> bool {
+        self.stepped_down
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE)
     }
 
     /// The layer to send now, given the one being sent, what is known of the link and each
@@ -665,9 +657,7 @@ impl LayerChooser {
                 current
             };
         };
-        let settling = self
-            .stepped_down
-            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE);
+        let settling = self.settling(now);
         // The least queue since the old layer's packets had a round to drain (what is queued
         // at the step, and for a moment after it, is still theirs).
         let since_down = self.stepped_down.map(|t| now.saturating_duration_since(t));
