@@ -18,6 +18,8 @@ pub mod pacer;
 pub mod peer;
 pub mod playout;
 pub mod received;
+pub mod rs;
+pub mod rs_fec;
 pub mod sei;
 pub mod send_loss;
 pub mod simulcast;

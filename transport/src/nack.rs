@@ -8,9 +8,10 @@
 //! when its gap is seen, again only after a repair time with no answer (the smoothed round
 //! trip from NACK to resend, plus margin), at most [`MAX_NACKS`] times and for at most
 //! [`MAX_AGE`], like libwebrtc's `NackRequester`. A gap is first asked for only once it is
-//! older than the reordering measured on the stream (packets that filled a gap unasked): on a
-//! path that reorders, asking at once would resend packets that were only late, and their
-//! early arrival would read as an impossibly short repair time. A packet asked for a second
+//! older than the reordering measured on the stream (packets that filled a gap unasked, late
+//! or rebuilt by FEC): on a path that reorders, asking at once would resend packets that were
+//! only late, and their early arrival would read as an impossibly short repair time; with FEC
+//! on, asking before a frame's repair packets came would resend what they rebuild. A packet asked for a second
 //! time (the first NACK or its resend was lost) is asked for twice over, in two packets, so
 //! the sender resends it twice: on a link losing 20 % each way one round mends 64 % of
 //! losses, a doubled one 92 %, for a few percent more traffic, and only where loss is. Where
@@ -215,6 +216,13 @@ impl NackState {
             // Unasked, the packet itself may still come (then it was only late); asked, what
             // comes later may be the resend, which says nothing.
             if m.nacks == 0 {
+                // Filled unasked: the next gap waits as long before its first ask, so FEC
+                // gets the time it takes (a frame's repair packets come after the frame).
+                let late = now.saturating_duration_since(m.since);
+                self.wait_sample(late);
+                let Some(log) = self.streams.get_mut(&ssrc) else {
+                    return;
+                };
                 log.rebuilt.push_back(ext);
                 if log.rebuilt.len() > REBUILT_KEPT {
                     log.rebuilt.pop_front();
@@ -287,6 +295,11 @@ impl NackState {
 
     fn reordered(&mut self, late: Duration) {
         self.stats.reordered.fetch_add(1, Ordering::Relaxed);
+        self.wait_sample(late);
+    }
+
+    /// A gap filled unasked after `late` (reordered, or rebuilt by FEC).
+    fn wait_sample(&mut self, late: Duration) {
         self.reorder.push_back(late.min(MAX_REORDER_WAIT));
         if self.reorder.len() > REORDER_SAMPLES {
             self.reorder.pop_front();
@@ -627,6 +640,30 @@ mod tests {
         s.on_packet(7, 8, t + ms(45));
         assert_eq!(stats.reordered.load(Ordering::Relaxed), 1);
         assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn gaps_fec_fills_unasked_teach_the_next_gap_to_wait_for_fec() {
+        let (mut s, _) = state();
+        let t = Instant::now();
+        s.on_packet(7, 1, t);
+        assert_eq!(s.reorder_wait(), Duration::ZERO);
+        // Ten frames whose lost packet FEC rebuilt 30 ms after its gap showed, before it
+        // was due to be asked (each gap looked at only at the rebuild).
+        let mut seq = 1u16;
+        let mut now = t;
+        for _ in 0..10 {
+            now += ms(33);
+            s.on_packet(7, seq + 2, now);
+            s.on_rebuilt(7, seq + 1, now + ms(30));
+            seq += 2;
+        }
+        assert_eq!(s.reorder_wait(), ms(30));
+        // The next gap is asked for only once FEC has had that long.
+        now += ms(40);
+        s.on_packet(7, seq + 2, now);
+        assert!(s.due(now + ms(20)).is_empty());
+        assert_eq!(s.due(now + ms(30)), vec![(7, vec![seq + 1])]);
     }
 
     #[test]

@@ -293,7 +293,9 @@ pub async fn new_peer_with(
         },
         RtpCodecKind::Audio,
     )?;
-    // FlexFEC-03 repair packets for the video (sent where `send.fec` asks; always received).
+    // FlexFEC-03 for the video: it gives each stream a repair SSRC. Our own repair packets
+    // go there with our payload type (`rs_fec`, where `send.fec` asks; always received), and
+    // another sender's FlexFEC-03 is still decoded.
     media.register_codec(
         RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -325,6 +327,8 @@ pub async fn new_peer_with(
         // The transport-wide number off again before the FEC decoder: the sender's repair
         // packets cover the media without it (see `fec_form`).
         .with(Slot::from(5_800), crate::fec_form::twcc_strip())
+        // Our Reed–Solomon repairs (`rs_fec`), then FlexFEC-03 from any other sender.
+        .with(Slot::from(5_900), crate::rs_fec::RsFecReceiver::new())
         .with(Slot::FecDecoder, FlexFec03ReceiveBuilder::new().build())
         .with(
             Slot::from(6_500),
