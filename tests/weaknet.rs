@@ -85,17 +85,24 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
     let v = cell(&["--cells", "bad", "--seconds", "12"]);
     // The impairment was real: packets were repaired and the delay is there.
     assert!(f(&v, "packets_repaired") > 200.0, "{v}");
-    // The relay's FEC rebuilt part of the losses before any NACK (in 12 s cells: 500-600
-    // of about 1,300 repaired).
-    assert!(f(&v, "packets_fec_recovered") > 100.0, "{v}");
+    // The relay's Reed–Solomon repairs rebuilt most losses before any NACK (in 12 s cells:
+    // about 1,000 of 1,050 repaired; with XOR parity it was 500–600 of 1,300).
+    assert!(f(&v, "packets_fec_recovered") > 300.0, "{v}");
+    assert!(
+        f(&v, "packets_fec_recovered") >= 0.6 * f(&v, "packets_repaired"),
+        "FEC, not resends, mends most: {v}"
+    );
+    // Little delay over the path's 100 ms: frames rarely wait a round trip for a resend, so
+    // the playout delay stays small (12 s cells, the first seconds before the repair share
+    // has risen included: 178–246 ms; the 20 s benchmark cell 120, where XOR parity gave
+    // 395–510).
     let p50 = f(&v["capture_to_decoded_ms"], "p50");
-    assert!((100.0..1_000.0).contains(&p50), "{v}");
-    // Smooth: (before this work: 1–9 fps, stall 0.96, 14 freezes over 500 ms).
+    assert!((100.0..350.0).contains(&p50), "{v}");
+    // Smooth: (before this work: 1–9 fps, stall 0.96, 14 freezes over 500 ms; with XOR
+    // parity 3–10 % stall in 12 s cells).
     assert!(f(&v, "fps") >= 25.0, "{v}");
-    // (12 s cells on two shared cores have spread 3–10.4 % stall run to run; the 60 s
-    // benchmark cell is the figure, 4.5 %. The goal of 2 % is not met yet.)
-    assert!(f(&v, "stall_ratio") <= 0.15, "{v}");
-    assert!(f(&v, "longest_freeze_ms") < 1_000.0, "{v}");
+    assert!(f(&v, "stall_ratio") <= 0.05, "{v}");
+    assert!(f(&v, "longest_freeze_ms") < 500.0, "{v}");
     assert!(
         f(&v, "keyframes_requested") <= 3.0,
         "NACK repair, not keyframes: {v}"
@@ -139,6 +146,24 @@ fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key))
         .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn forty_percent_loss_with_150ms_and_jitter_keeps_playing_without_long_freezes() {
+    if !available() {
+        return;
+    }
+    let _turn = turn();
+    // The "terrible" cell: 40 % loss both ways, 150 ± 40 ms towards the player.
+    // Target: no freeze over a second, audio ≥ 90 % played or concealed.
+    let v = cell(&["--cells", "terrible", "--seconds", "12"]);
+    assert!(f(&v, "packets_fec_recovered") > 300.0, "{v}");
+    // (With XOR parity the 20 s benchmark cell stalled 56 % at 14 fps, freezes up to 2 s.)
+    assert!(f(&v, "fps") >= 24.0, "{v}");
+    assert!(f(&v, "stall_ratio") <= 0.15, "{v}");
+    assert!(f(&v, "longest_freeze_ms") < 1_000.0, "{v}");
+    let audio = f(&v, "audio_frames_played") + f(&v, "audio_frames_concealed");
+    assert!(audio >= 0.9 * f(&v, "audio_frames_expected"), "{v}");
 }
 
 #[test]

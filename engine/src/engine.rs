@@ -82,8 +82,9 @@ pub struct EngineProfile {
     /// Share (0..1) of this engine's outgoing media packets to drop, to try a lossy link
     /// (NACK resends, keyframe requests, the estimate going down). 0 in normal use.
     pub simulated_send_loss: f64,
-    /// Send FlexFEC repair packets after each video frame of a publisher, as many as the
-    /// relay's NACKs call for (none on a clean link; `transport::fec`). On by default.
+    /// Send Reed–Solomon repair packets (`onair_transport::rs_fec`) after each video frame of
+    /// a publisher, as many as the relay's NACKs call for (none on a clean link;
+    /// `transport::fec`). On by default.
     pub publish_fec: bool,
     /// Accept mDNS (`.local`) candidates on media connections. Off by default: the engine
     /// offers the address of the interface that reaches the relay, and joining the mDNS

@@ -3,11 +3,11 @@
 //!
 //! The sender's FEC encoder (`Slot::FecEncoder`, 5 000) sees a packet before the transport-wide
 //! number is added below it (`Slot::TwccSender`, 2 000): the number is only known when the
-//! packet leaves the pacer. Its repair packets are therefore the XOR of packets *without* that
-//! extension. The receiver gets them *with* it, so before the FEC decoder ([`TwccStrip`], 5 800,
+//! packet leaves the pacer. Its repair packets are therefore computed over packets *without*
+//! that extension. The receiver gets them *with* it, so before the FEC decoder ([`TwccStrip`], 5 800,
 //! above the transport-wide feedback's recorder at 5 500 that needs the number) it takes the
 //! extension off again. Both sides then bring the header into [`canonical`] form, so the bytes
-//! the encoder XORed and the bytes the decoder XORs are the same.
+//! the encoder coded and the bytes the decoder decodes with are the same.
 
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtp::header::Header;

@@ -49,8 +49,9 @@ pub struct SendOptions {
     /// Share (0..1) of outgoing RTP packets to drop on the wire side, to try the recovery
     /// paths on a lossy link. 0 in normal use.
     pub simulated_loss: f64,
-    /// Send FlexFEC repair packets for the video, as many as the remote's NACKs call for
-    /// (`fec`), where the remote negotiated them. Every connection can receive them.
+    /// Send Reed–Solomon repair packets for the video (`rs_fec`), as many as the remote's
+    /// NACKs call for (`fec`), where the remote negotiated a repair SSRC. Every connection
+    /// can receive them.
     pub fec: bool,
     /// Also count the repair packets this connection sends and the packets its FEC decoder
     /// rebuilds here (a relay's totals over its connections, for `/metrics`).

@@ -3,6 +3,7 @@
 
 mod chromium;
 mod fanout;
+mod fec;
 mod latency;
 mod media;
 mod relay_proc;
@@ -29,6 +30,9 @@ enum Which {
     Media(media::MediaArgs),
     /// Capture → decoded delay through the relay, its encode+decode floor, first-frame time.
     Latency(latency::LatencyArgs),
+    /// Reed–Solomon repair packets: encode and rebuild time per frame and per keyframe, beside
+    /// FlexFEC XOR, and what one player's repairs cost the relay.
+    Fec(fec::FecArgs),
     /// Players one relay feeds without loss, and its CPU per player.
     Fanout(fanout::FanoutArgs),
     /// The studio's UI frame time with 16 remote 720p streams playing, and frame upload cost.
@@ -48,6 +52,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Media(a) => media::run(a),
         Which::Latency(a) => latency::run(a),
         Which::Fanout(a) => fanout::run(a),
+        Which::Fec(a) => fec::run(a),
         Which::Ui(a) => ui::run(a),
         Which::Weaknet(a) => weaknet::run(a),
         Which::Soak(a) => soak::run(a),
