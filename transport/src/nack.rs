@@ -8,10 +8,11 @@
 //! when its gap is seen, again only after a repair time with no answer (the smoothed round
 //! trip from NACK to resend, plus margin), at most [`MAX_NACKS`] times and for at most
 //! [`MAX_AGE`], like libwebrtc's `NackRequester`. A gap is first asked for only once it is
-//! older than the reordering measured on the stream (packets that filled a gap unasked, late
-//! or rebuilt by FEC): on a path that reorders, asking at once would resend packets that were
-//! only late, and their early arrival would read as an impossibly short repair time; with FEC
-//! on, asking before a frame's repair packets came would resend what they rebuild. A packet asked for a second
+//! older than the reordering measured on the stream (packets that filled a gap unasked): on a
+//! path that reorders, asking at once would resend packets that were only late, and their
+//! early arrival would read as an impossibly short repair time. While FEC fills gaps, a gap
+//! also waits as long as FEC lately took (asking before a frame's repair packets came would
+//! resend what they rebuild). A packet asked for a second
 //! time (the first NACK or its resend was lost) is asked for twice over, in two packets, so
 //! the sender resends it twice: on a link losing 20 % each way one round mends 64 % of
 //! losses, a doubled one 92 %, for a few percent more traffic, and only where loss is. Where
@@ -134,6 +135,11 @@ pub struct NackState {
     reorder: VecDeque<Duration>,
     /// Their 90th percentile, kept up to date as they come (read every tick).
     reorder_p90: Duration,
+    /// How late gaps FEC filled unasked were (when, how late; the last [`FEC_WAIT_LIFE`]),
+    /// their 90th percentile and when the last came.
+    fec_waits: VecDeque<(Instant, Duration)>,
+    fec_p90: Duration,
+    fec_last: Option<Instant>,
     /// Packets arrived and first asks since `loss` was last updated, and when that was.
     arrived: u64,
     asked: u64,
@@ -150,6 +156,8 @@ pub const HEAVY_LOSS: f64 = 0.08;
 const REORDER_SAMPLES: usize = 128;
 /// The longest a gap waits for reordering before its first NACK.
 const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
+/// How long what FEC took to fill a gap counts for the first NACK's wait.
+const FEC_WAIT_LIFE: Duration = Duration::from_secs(5);
 
 impl NackState {
     /// A requester reporting into `stats`.
@@ -159,6 +167,9 @@ impl NackState {
             srtt: None,
             reorder: VecDeque::new(),
             reorder_p90: Duration::ZERO,
+            fec_waits: VecDeque::new(),
+            fec_p90: Duration::ZERO,
+            fec_last: None,
             arrived: 0,
             asked: 0,
             loss_at: None,
@@ -216,10 +227,10 @@ impl NackState {
             // Unasked, the packet itself may still come (then it was only late); asked, what
             // comes later may be the resend, which says nothing.
             if m.nacks == 0 {
-                // Filled unasked: the next gap waits as long before its first ask, so FEC
-                // gets the time it takes (a frame's repair packets come after the frame).
+                // Filled unasked: while FEC keeps doing so, a new gap waits as long before
+                // its first ask (a frame's repair packets come after the frame).
                 let late = now.saturating_duration_since(m.since);
-                self.wait_sample(late);
+                self.fec_sample(late, now);
                 let Some(log) = self.streams.get_mut(&ssrc) else {
                     return;
                 };
@@ -293,13 +304,37 @@ impl NackState {
         }
     }
 
-    fn reordered(&mut self, late: Duration) {
-        self.stats.reordered.fetch_add(1, Ordering::Relaxed);
-        self.wait_sample(late);
+    /// A gap FEC filled unasked `late` after it showed, at `now`.
+    fn fec_sample(&mut self, late: Duration, now: Instant) {
+        self.fec_waits
+            .retain(|(at, _)| now.saturating_duration_since(*at) < FEC_WAIT_LIFE);
+        self.fec_waits.push_back((now, late.min(MAX_REORDER_WAIT)));
+        if self.fec_waits.len() > REORDER_SAMPLES {
+            self.fec_waits.pop_front();
+        }
+        let mut late: Vec<Duration> = self.fec_waits.iter().map(|(_, l)| *l).collect();
+        late.sort_unstable();
+        let rank = (late.len() * 9).div_ceil(10);
+        self.fec_p90 = late
+            .get(rank.saturating_sub(1))
+            .copied()
+            .unwrap_or_default();
+        self.fec_last = Some(now);
     }
 
-    /// A gap filled unasked after `late` (reordered, or rebuilt by FEC).
-    fn wait_sample(&mut self, late: Duration) {
+    /// How long a new gap waits before its first NACK at `now`: the reordering's wait, or
+    /// what FEC took to fill gaps lately (the 90th percentile of the last 5 s) while it
+    /// fills any.
+    pub fn first_wait(&self, now: Instant) -> Duration {
+        let fec = match self.fec_last {
+            Some(at) if now.saturating_duration_since(at) < FEC_WAIT_LIFE => self.fec_p90,
+            _ => Duration::ZERO,
+        };
+        self.reorder_p90.max(fec)
+    }
+
+    fn reordered(&mut self, late: Duration) {
+        self.stats.reordered.fetch_add(1, Ordering::Relaxed);
         self.reorder.push_back(late.min(MAX_REORDER_WAIT));
         if self.reorder.len() > REORDER_SAMPLES {
             self.reorder.pop_front();
@@ -367,7 +402,7 @@ impl NackState {
         }
         let heavy = self.loss > HEAVY_LOSS;
         let retry = self.retry_after();
-        let first = self.reorder_wait();
+        let first = self.first_wait(now);
         let mut out = Vec::new();
         for (&ssrc, log) in &mut self.streams {
             let before = log.missing.len();
@@ -658,12 +693,20 @@ mod tests {
             s.on_rebuilt(7, seq + 1, now + ms(30));
             seq += 2;
         }
-        assert_eq!(s.reorder_wait(), ms(30));
-        // The next gap is asked for only once FEC has had that long.
+        // Not a reordering (a resend's timing is judged as before)…
+        assert_eq!(s.reorder_wait(), Duration::ZERO);
+        assert_eq!(s.first_wait(now + ms(30)), ms(30));
+        // …but the next gap is asked for only once FEC has had that long.
         now += ms(40);
         s.on_packet(7, seq + 2, now);
         assert!(s.due(now + ms(20)).is_empty());
         assert_eq!(s.due(now + ms(30)), vec![(7, vec![seq + 1])]);
+        // FEC quiet for 5 s: gaps are asked for at once again.
+        let later = now + FEC_WAIT_LIFE;
+        assert_eq!(s.first_wait(later), Duration::ZERO);
+        s.on_packet(7, seq + 5, later);
+        // (Asked twice: half the packets went missing, heavy loss.)
+        assert_eq!(s.due(later).first(), Some(&(7, vec![seq + 3, seq + 4])));
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! sends repairs only to players of our own engine, see `sfu`). Its payload:
 //!
 //! ```text
-//! "OR" | version 1 | n | k | index | first media seq (u16) | symbol length (u16) | symbol
+//! "OR" | version 1 | n | k | index | first media seq (u16) | symbol length (u16) |
+//!     check (u32, FNV-1a over the block's media symbols) | symbol
 //! ```
 //!
 //! A block is `n` media packets with consecutive sequence numbers (a frame, or part of a large
 //! one); symbol `j` is media packet `j` in its canonical form (`fec_form`), marshalled, behind
 //! its length as a u16, zero-padded to the block's symbol length. Any `n` of the block's `n + k`
-//! packets rebuild it.
+//! packets rebuild it; the check proves the rebuilt packets are the ones sent (not a mix with
+//! an older block's, or a damaged repair's). A receiver forgets a block after
+//! [`BLOCK_LIFE`] or once the stream is [`RING`] packets past it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -35,11 +38,34 @@ pub const RS_PAYLOAD_TYPE: u8 = 119;
 const MAGIC: [u8; 2] = *b"OR";
 const VERSION: u8 = 1;
 /// The repair header's length before the symbol.
-const HEADER: usize = 10;
+const HEADER: usize = 14;
 /// Recent media packets a receiver keeps per stream, by sequence number.
 const RING: usize = 1024;
-/// Blocks a receiver keeps per stream (about two seconds of frames).
+/// Blocks a receiver keeps per stream (about two seconds of frames while repairs come).
 const MAX_BLOCKS: usize = 64;
+/// How long a receiver keeps a block (a frame repaired later than this is long played).
+const BLOCK_LIFE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The largest block a receiver takes (our sender's: 48 media packets, 1.5 repairs each):
+/// what a hostile peer can make it compute is bounded.
+const MAX_N: usize = 64;
+
+/// FNV-1a over the unpadded media symbols of a block, in order.
+fn check(symbols: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for s in symbols {
+        for &b in *s {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+/// The unpadded part of a (possibly rebuilt, zero-padded) symbol.
+fn unpadded(s: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes([*s.first()?, *s.get(1)?]));
+    s.get(..2 + len)
+}
 
 /// The symbol of one media packet: its length as a u16, then the packet as marshalled.
 fn symbol(p: &rtc::rtp::Packet) -> Option<Vec<u8>> {
@@ -85,6 +111,7 @@ pub fn repair_packets(
     let Ok(repairs) = rs::encode(&refs, k, len) else {
         return Vec::new();
     };
+    let sum = check(&refs);
     repairs
         .into_iter()
         .enumerate()
@@ -98,6 +125,7 @@ pub fn repair_packets(
             payload.put_u8(i as u8);
             payload.put_u16(first.header.sequence_number);
             payload.put_u16(len16);
+            payload.put_u32(sum);
             payload.put_slice(&r);
             let s = *seq;
             *seq = seq.wrapping_add(1);
@@ -124,6 +152,7 @@ struct Repair {
     index: usize,
     base: u16,
     len: usize,
+    check: u32,
     symbol: Bytes,
 }
 
@@ -136,7 +165,8 @@ fn parse(payload: &Bytes) -> Option<Repair> {
     let index = usize::from(payload[5]);
     let base = u16::from_be_bytes([payload[6], payload[7]]);
     let len = usize::from(u16::from_be_bytes([payload[8], payload[9]]));
-    if index >= k || n + k > rs::MAX_SYMBOLS || payload.len() != HEADER + len {
+    let check = u32::from_be_bytes([payload[10], payload[11], payload[12], payload[13]]);
+    if index >= k || n > MAX_N || k > 2 * n || payload.len() != HEADER + len {
         return None;
     }
     Some(Repair {
@@ -145,6 +175,7 @@ fn parse(payload: &Bytes) -> Option<Repair> {
         index,
         base,
         len,
+        check,
         symbol: payload.slice(HEADER..),
     })
 }
@@ -155,9 +186,12 @@ struct Block {
     n: usize,
     k: usize,
     len: usize,
+    check: u32,
     repairs: Vec<(usize, Bytes)>,
     /// Whole (rebuilt, or nothing was missing when last looked) or beyond repair.
     done: bool,
+    /// When its first repair came.
+    born: Instant,
 }
 
 impl Block {
@@ -171,6 +205,8 @@ struct Stream {
     ssrc: u32,
     recent: Vec<Option<rtc::rtp::Packet>>,
     blocks: VecDeque<Block>,
+    /// The newest media sequence number seen.
+    newest: Option<u16>,
 }
 
 impl Stream {
@@ -179,7 +215,24 @@ impl Stream {
             ssrc,
             recent: vec![None; RING],
             blocks: VecDeque::new(),
+            newest: None,
         }
+    }
+
+    /// Forgets blocks too old to matter: past [`BLOCK_LIFE`], or so far behind the newest
+    /// packet that their packets have left the ring (a block whose numbers come round again
+    /// is never mistaken for an old one).
+    fn expire(&mut self, now: Instant) {
+        let newest = self.newest;
+        self.blocks.retain(|b| {
+            let young = now.saturating_duration_since(b.born) < BLOCK_LIFE;
+            let near = newest.is_none_or(|h| {
+                let behind = h.wrapping_sub(b.base);
+                // Ahead of the newest (repairs before their media) or within the ring.
+                behind > u16::MAX / 2 || usize::from(behind) + b.n <= RING
+            });
+            young && near
+        });
     }
 
     fn get(&self, seq: u16) -> Option<&rtc::rtp::Packet> {
@@ -189,7 +242,14 @@ impl Stream {
     }
 
     fn keep(&mut self, p: &rtc::rtp::Packet) {
-        self.recent[usize::from(p.header.sequence_number) % RING] = Some(p.clone());
+        let seq = p.header.sequence_number;
+        self.recent[usize::from(seq) % RING] = Some(p.clone());
+        if self
+            .newest
+            .is_none_or(|h| seq.wrapping_sub(h) != 0 && seq.wrapping_sub(h) < u16::MAX / 2)
+        {
+            self.newest = Some(seq);
+        }
     }
 
     /// Rebuilds what block `b` misses if it can; the packets rebuilt.
@@ -200,7 +260,7 @@ impl Stream {
         if block.done {
             return Vec::new();
         }
-        let (base, n, k, len) = (block.base, block.n, block.k, block.len);
+        let (base, n, k, len, sum) = (block.base, block.n, block.k, block.len, block.check);
         let missing = (0..n)
             .filter(|&j| self.get(base.wrapping_add(j as u16)).is_none())
             .count();
@@ -229,6 +289,19 @@ impl Stream {
         let Ok(rebuilt) = rebuilt else {
             return Vec::new();
         };
+        // The rebuilt symbols must make the block the sender checked, or none is used.
+        let whole: Option<Vec<&[u8]>> = data
+            .iter()
+            .map(|d| d.as_deref().and_then(unpadded))
+            .collect();
+        if whole.is_none_or(|w| check(&w) != sum) {
+            tracing::debug!(
+                ssrc = self.ssrc,
+                base,
+                "rs fec: a rebuilt block fails its check"
+            );
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for j in rebuilt {
             let seq = base.wrapping_add(j as u16);
@@ -252,8 +325,8 @@ impl Stream {
 /// and everything else pass through.
 #[derive(Default)]
 pub struct RsFecReceiver {
-    /// Repair SSRC → protected media SSRC.
-    repair_to_media: HashMap<u32, u32>,
+    /// Repair SSRC → protected media SSRC, and the payload type negotiated for FlexFEC-03.
+    repair_to_media: HashMap<u32, (u32, Option<u8>)>,
     streams: HashMap<u32, Stream>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -287,27 +360,29 @@ impl RsFecReceiver {
         };
         let (now, transport) = (msg.now, msg.transport);
         if p.header.payload_type == RS_PAYLOAD_TYPE
-            && let Some(&media) = self.repair_to_media.get(&p.header.ssrc)
+            && let Some(&(media, flexfec)) = self.repair_to_media.get(&p.header.ssrc)
+            && flexfec != Some(RS_PAYLOAD_TYPE)
+            && let Some(r) = parse(&p.payload)
         {
-            // Ours: swallowed, whatever it holds (a malformed one is dropped).
-            let Some(r) = parse(&p.payload) else {
-                return;
-            };
+            // Ours: swallowed. (Anything else on the repair SSRC, a FlexFEC-03 packet whose
+            // payload type the remote chose as ours included, goes on to rtc's decoder.)
             let stream = self
                 .streams
                 .entry(media)
                 .or_insert_with(|| Stream::new(media));
+            stream.expire(now);
             let at = match stream.blocks.iter().position(|b| b.base == r.base) {
                 Some(at)
                     if stream.blocks[at].n == r.n
                         && stream.blocks[at].k == r.k
-                        && stream.blocks[at].len == r.len =>
+                        && stream.blocks[at].len == r.len
+                        && stream.blocks[at].check == r.check =>
                 {
                     at
                 }
                 other => {
-                    // New, or a block of another shape at the same place (the numbers wrapped):
-                    // this one replaces it.
+                    // New, or another block at the same place (the numbers came round): this
+                    // one replaces it.
                     if let Some(at) = other {
                         stream.blocks.remove(at);
                     }
@@ -319,8 +394,10 @@ impl RsFecReceiver {
                         n: r.n,
                         k: r.k,
                         len: r.len,
+                        check: r.check,
                         repairs: Vec::new(),
                         done: false,
+                        born: now,
                     });
                     stream.blocks.len() - 1
                 }
@@ -338,6 +415,7 @@ impl RsFecReceiver {
             return;
         };
         stream.keep(p);
+        stream.expire(now);
         let seq = p.header.sequence_number;
         let mut rebuilt = Vec::new();
         for b in 0..stream.blocks.len() {
@@ -384,7 +462,8 @@ impl Interceptor for RsFecReceiver {
 
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if let Some(fec) = info.ssrc_fec {
-            self.repair_to_media.insert(fec, info.ssrc);
+            self.repair_to_media
+                .insert(fec, (info.ssrc, info.payload_type_fec));
             self.streams
                 .entry(info.ssrc)
                 .or_insert_with(|| Stream::new(info.ssrc));
@@ -542,11 +621,80 @@ mod tests {
         let mut flexfec = repairs[1].clone();
         flexfec.header.payload_type = 118;
         let out = run(&mut r, vec![short, other.clone(), flexfec.clone()]);
-        assert_eq!(out.len(), 2, "a foreign SSRC and a FlexFEC packet pass on");
+        assert_eq!(
+            out.len(),
+            3,
+            "what is not ours (unparsable, another SSRC, FlexFEC) passes on"
+        );
         // An audio packet on an unprotected SSRC passes untouched.
         let mut audio = media(1, false);
         audio.header.ssrc = 3;
         assert_eq!(run(&mut r, vec![audio.clone()]), vec![(audio, false)]);
+    }
+
+    #[test]
+    fn an_old_blocks_repairs_never_rebuild_a_newer_packet_with_the_same_numbers() {
+        // Frame A's repairs came but its media did not (nothing rebuildable: four lost, two
+        // repairs). Later packets with the same numbers (the numbers came round) are B's.
+        let a: Vec<_> = (10..14u16).map(|s| media(s, s == 13)).collect();
+        let b: Vec<_> = a
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.payload = Bytes::from(vec![0xEE; p.payload.len()]);
+                p
+            })
+            .collect();
+        let mut seq = 0;
+        let a_repairs = repair_packets(&a, 2, 9, &mut seq);
+        let mut r = receiver();
+        assert!(run(&mut r, a_repairs).is_empty());
+        // B arrives without two of its packets and without repairs of its own: A's repairs
+        // would "rebuild" them wrong; the check refuses.
+        let out = run(&mut r, vec![b[0].clone(), b[3].clone()]);
+        assert!(out.iter().all(|(_, rebuilt)| !rebuilt), "{out:?}");
+        // With B's own repairs (another check: a new block in the old one's place) they are
+        // rebuilt right.
+        let b_repairs = repair_packets(&b, 2, 9, &mut seq);
+        let out = run(&mut r, b_repairs);
+        assert_eq!(out.len(), 2);
+        for (p, rebuilt) in out {
+            assert!(rebuilt);
+            assert_eq!(p.payload[0], 0xEE);
+        }
+    }
+
+    #[test]
+    fn a_block_is_forgotten_after_its_life() {
+        let a: Vec<_> = (10..14u16).map(|s| media(s, s == 13)).collect();
+        let mut seq = 0;
+        let repairs = repair_packets(&a, 2, 9, &mut seq);
+        let mut r = receiver();
+        let t = Instant::now();
+        r.handle_read(TaggedPacket {
+            now: t,
+            ..tagged(repairs[0].clone())
+        })
+        .expect("takes it");
+        // The media come after the block's life: nothing is rebuilt from it.
+        for p in [a[0].clone(), a[1].clone(), a[2].clone()] {
+            r.handle_read(TaggedPacket {
+                now: t + BLOCK_LIFE + std::time::Duration::from_millis(1),
+                ..tagged(p)
+            })
+            .expect("takes it");
+        }
+        let mut rebuilt = 0;
+        while let Some(m) = r.poll_read() {
+            rebuilt += usize::from(
+                m.message
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, Attribute::RecoveredByFec)),
+            );
+        }
+        assert_eq!(rebuilt, 0);
+        assert!(r.streams.get(&7).is_some_and(|s| s.blocks.is_empty()));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct WeaknetArgs {
     /// …and this share of what the player sends lost (with `--loss` etc.).
     #[arg(long)]
     up_loss: Option<f64>,
+    /// A rate cap on what the player receives, kbit/s (a custom cell, alone or with `--loss`
+    /// etc.; a queue of 200 ms).
+    #[arg(long)]
+    rate_kbit: Option<u32>,
     /// Keep each process's log (stderr, with the engine's debug lines) in this directory as
     /// CELL-ROLE.log.
     #[arg(long)]
@@ -186,14 +190,18 @@ pub fn run(args: WeaknetArgs) -> anyhow::Result<()> {
         bail!("onair bench weaknet builds network namespaces: run it as root with iproute2");
     }
     let exe = std::env::current_exe().context("finding the onair binary")?;
-    let cells: Vec<Cell> = match args.custom.filter(|c| !c.is_clean()) {
+    let custom = args
+        .custom
+        .filter(|c| !c.is_clean())
+        .or(args.rate_kbit.map(|_| LinkSpec::CLEAN));
+    let cells: Vec<Cell> = match custom {
         Some(down) => vec![Cell {
             name: "custom",
             down,
             up: link(args.up_loss.unwrap_or(0.0), 1.0, 0, 0),
             publisher_up: LinkSpec::CLEAN,
             publisher_down: LinkSpec::CLEAN,
-            rate_kbit: None,
+            rate_kbit: args.rate_kbit,
             simulcast: false,
             target: "",
         }],
