@@ -119,103 +119,6 @@ pub fn next_share(share: f64, sent: u32, asked: usize) -> f64 {
     }
 }
 
-/// A raise is judged by the window after it: on a link losing at random, more repairs leave
-/// markedly fewer packets asked for (at least a fifth fewer, in every cell of the weak-network
-/// matrix). If at least this share is still asked for and no fewer than [`WORSE_RATIO`] of
-/// the share before the raise, the losses grow with the load: the link is full, and the
-/// repairs are what fills it.
-const WORSE_FLOOR: f64 = 0.015;
-/// See [`WORSE_FLOOR`].
-const WORSE_RATIO: f64 = 0.8;
-/// How long the share may not rise past where a raise failed, at first; doubled on each
-/// failure in a row, at most [`MAX_CEILING_HOLD`].
-const CEILING_HOLD: Duration = Duration::from_secs(5);
-/// See [`CEILING_HOLD`].
-const MAX_CEILING_HOLD: Duration = Duration::from_secs(60);
-
-/// The repair share of one stream, window by window: [`next_share`], and a guard against
-/// repairs that congest the link they are meant to mend. There is no estimate of the link's
-/// capacity on every leg (a single-layer player's has none), so the guard reads the one thing
-/// every leg has: a raise after which as many packets are asked for as before it was a raise
-/// into a full link. The share goes back to where it was and may not pass it for a while
-/// (5 s, doubling on each such failure in a row up to a minute); if as much is still asked
-/// for there, it halves, down to nothing.
-#[derive(Debug, Clone, Default)]
-pub struct ShareControl {
-    share: f64,
-    /// The share and the asked-for share before the last raise, until the window after it.
-    raised_from: Option<(f64, f64)>,
-    /// The share may not rise past this until then.
-    ceiling: Option<(f64, Instant)>,
-    /// How long the next ceiling holds.
-    hold: Duration,
-    /// The share asked for before the raise that failed (while a ceiling holds).
-    held_was: f64,
-}
-
-impl ShareControl {
-    /// The share now.
-    pub fn share(&self) -> f64 {
-        self.share
-    }
-
-    /// Starts over from nothing (repairs forbidden, then allowed again).
-    pub fn reset(&mut self) {
-        *self = ShareControl::default();
-    }
-
-    /// A window ended at `now` in which `asked` of `sent` packets were asked for again; the
-    /// new share.
-    pub fn window(&mut self, sent: u32, asked: usize, now: Instant) -> f64 {
-        if sent < MIN_WINDOW_PACKETS {
-            return self.share;
-        }
-        let residual = asked as f64 / f64::from(sent);
-        if self.ceiling.is_some_and(|(_, until)| now >= until) {
-            self.ceiling = None;
-        }
-        if let Some((ceiling, until)) = self.ceiling
-            && residual >= WORSE_FLOOR
-            && residual * WORSE_RATIO >= self.held_was
-        {
-            // Held where the raise came from and still asked for more than before it: that
-            // share is too much as well (the raise before was judged before the queue had
-            // filled). Halved, to nothing at last, until the hold ends.
-            let lower = self.share / 2.0;
-            self.share = if lower < MIN_SHARE / 2.0 { 0.0 } else { lower };
-            self.ceiling = Some((ceiling.min(self.share), until));
-            return self.share;
-        }
-        if let Some((before, was)) = self.raised_from.take()
-            && residual >= WORSE_FLOOR
-            && residual >= was * WORSE_RATIO
-        {
-            // The raise did not help: back, and not past it for a while.
-            self.hold = if self.hold.is_zero() {
-                CEILING_HOLD
-            } else {
-                (self.hold * 2).min(MAX_CEILING_HOLD)
-            };
-            self.ceiling = Some((before, now + self.hold));
-            self.held_was = was;
-            self.share = before;
-            return self.share;
-        }
-        let mut next = next_share(self.share, sent, asked);
-        if let Some((ceiling, _)) = self.ceiling {
-            next = next.min(ceiling);
-        }
-        if next > self.share {
-            self.raised_from = Some((self.share, residual));
-        } else if residual < RAISE_ABOVE {
-            // A window that needed no raise: failures are no longer in a row.
-            self.hold = Duration::ZERO;
-        }
-        self.share = next;
-        self.share
-    }
-}
-
 /// Repair packets for a block of `n` media packets at `share`.
 pub fn repairs_for(n: usize, share: f64) -> u32 {
     if share <= 0.0 || n == 0 {
@@ -234,7 +137,7 @@ struct Protected {
     block: Vec<rtc::rtp::Packet>,
     /// The transport-wide number's extension id (taken off the protected copies).
     twcc: Option<u8>,
-    share: ShareControl,
+    share: f64,
     window_start: Option<Instant>,
     sent: u32,
     asked: HashSet<u16>,
@@ -249,7 +152,7 @@ impl Protected {
     /// Repair packets for what the block holds (it is emptied).
     fn flush(&mut self, allowed: bool) -> Vec<rtc::rtp::Packet> {
         let k = if allowed {
-            repairs_for(self.block.len(), self.share.share())
+            repairs_for(self.block.len(), self.share)
         } else {
             0
         };
@@ -300,7 +203,7 @@ impl FecSender {
         if !allowed {
             // Forbidden: when allowed again it starts from nothing, not from the share or
             // the losses the link had before.
-            s.share.reset();
+            s.share = 0.0;
             s.sent = 0;
             s.asked.clear();
             s.window_start = None;
@@ -328,7 +231,7 @@ impl FecSender {
         s.media_bytes += (p.header.marshal_size() + p.payload.len()) as u64;
         // Packets are kept for a block only while repairs are made (no copy per packet on
         // a clean link).
-        if allowed && s.share.share() > 0.0 {
+        if allowed && s.share > 0.0 {
             // Protected as the receiver will hold it: without the transport-wide number
             // (added below, see `fec_form`), in the one written form.
             let mut copy = p.clone();
@@ -347,14 +250,14 @@ impl FecSender {
         // The window: what was asked for of what was sent decides the share.
         let start = *s.window_start.get_or_insert(now);
         if allowed && now.saturating_duration_since(start) >= WINDOW {
-            let before = s.share.share();
-            let share = s.share.window(s.sent, s.asked.len(), now);
-            if share != before {
+            let before = s.share;
+            s.share = next_share(s.share, s.sent, s.asked.len());
+            if s.share != before {
                 tracing::debug!(
                     ssrc = p.header.ssrc,
                     sent = s.sent,
                     asked = s.asked.len(),
-                    share,
+                    share = s.share,
                     repair_packets = self.control.repair_packets.load(Ordering::Relaxed),
                     "fec share"
                 );
@@ -372,7 +275,7 @@ impl FecSender {
             // One control for every stream of the connection (a publisher's simulcast
             // layers): the most any of them calls for.
             let (share, overhead) = self.streams.values().fold((0.0f64, 0.0f64), |(a, b), p| {
-                (a.max(p.share.share()), b.max(p.overhead))
+                (a.max(p.share), b.max(p.overhead))
             });
             self.control
                 .share
@@ -458,7 +361,7 @@ impl Interceptor for FecSender {
                     last_seq: None,
                     block: Vec::new(),
                     twcc: crate::fec_form::twcc_id(info),
-                    share: ShareControl::default(),
+                    share: 0.0,
                     window_start: None,
                     sent: 0,
                     asked: HashSet::new(),
@@ -534,54 +437,6 @@ mod tests {
         assert!((5..=15).contains(&windows), "{windows}");
         // Too few packets to judge (audio only, a paused layer): unchanged.
         assert_eq!(next_share(0.3, 5, 5), 0.3);
-    }
-
-    #[test]
-    fn a_raise_into_a_full_link_goes_back_and_holds_off_longer_each_time() {
-        let t = Instant::now();
-        let sec = |n: u64| t + Duration::from_secs(n);
-        let mut c = ShareControl::default();
-        // 2 % asked: a raise.
-        assert!((c.window(300, 6, sec(1)) - 0.1).abs() < 1e-9);
-        // After it, 10 % asked: the repairs filled the link. Back to none, for 5 s.
-        assert_eq!(c.window(300, 30, sec(2)), 0.0);
-        for n in 3..7 {
-            assert_eq!(c.window(300, 6, sec(n)), 0.0, "held at {n} s");
-        }
-        // The hold over: tried again, failed again, held twice as long.
-        assert!(c.window(300, 6, sec(7)) > 0.0);
-        assert_eq!(c.window(300, 9, sec(8)), 0.0);
-        assert_eq!(c.window(300, 6, sec(17)), 0.0, "held 10 s this time");
-        assert!(c.window(300, 6, sec(18)) > 0.0);
-        // A raise that failed, held where it came from and still asked for more than before
-        // it: halved, then nothing.
-        let mut c = ShareControl::default();
-        assert!((c.window(300, 15, sec(1)) - 0.1).abs() < 1e-9);
-        assert!(
-            (c.window(300, 9, sec(2)) - 0.15).abs() < 1e-9,
-            "a raise that helped"
-        );
-        assert!((c.window(300, 30, sec(3)) - 0.1).abs() < 1e-9, "back");
-        assert!((c.window(300, 30, sec(4)) - 0.05).abs() < 1e-9, "halved");
-        assert_eq!(c.window(300, 30, sec(5)), 0.0);
-        // Random loss: each raise leaves fewer packets asked for, so it climbs to the top.
-        let mut c = ShareControl::default();
-        for n in 1..12 {
-            // 20 % lost, the share still asked for falling as the repairs grow.
-            let asked = (60.0 * (-3.0 * c.share()).exp()).round() as usize;
-            c.window(300, asked, sec(n));
-        }
-        assert!(c.share() >= 1.0, "{}", c.share());
-        // Too few packets to judge: unchanged, and the raise is judged later.
-        let mut c = ShareControl::default();
-        c.window(300, 15, sec(1));
-        let share = c.share();
-        assert_eq!(c.window(5, 5, sec(2)), share);
-        assert_eq!(
-            c.window(300, 15, sec(3)),
-            0.0,
-            "the raise judged on a full window"
-        );
     }
 
     #[test]
@@ -906,8 +761,7 @@ mod tests {
         let (mut s, control) = sender();
         let mut seq = 0u16;
         // A second with 5 % asked for (the share rises after it), then two with nothing
-        // asked (it decays, slowly). (Asked for as much after the raise, the guard would
-        // take it back: see `ShareControl`.)
+        // asked (it decays, slowly).
         send_frames(&mut s, t0, 0..100, &mut seq, |f| f < 36, media);
         while s.poll_write().is_some() {}
         let (share, overhead) = (control.share(), control.overhead());
