@@ -93,11 +93,13 @@ fn twenty_percent_loss_each_way_with_100ms_and_jitter_plays_smoothly() {
         "FEC, not resends, mends most: {v}"
     );
     // Little delay over the path's 100 ms: frames rarely wait a round trip for a resend, so
-    // the playout delay stays small (12 s cells, the first seconds before the repair share
-    // has risen included: 178–246 ms; the 20 s benchmark cell 120, where XOR parity gave
+    // the playout delay ends small (12 s cells: 18–82 ms; with XOR parity the 20 s benchmark
+    // cell ended at 248–377 ms). The p50 over so short a cell still counts the first seconds,
+    // before the repair share has risen (173–297 ms; the 20 s benchmark cell 117–124, XOR
     // 395–510).
+    assert!(f(&v, "playout_delay_ms") < 200.0, "{v}");
     let p50 = f(&v["capture_to_decoded_ms"], "p50");
-    assert!((100.0..350.0).contains(&p50), "{v}");
+    assert!((100.0..600.0).contains(&p50), "{v}");
     // Smooth: (before this work: 1–9 fps, stall 0.96, 14 freezes over 500 ms; with XOR
     // parity 3–10 % stall in 12 s cells).
     assert!(f(&v, "fps") >= 25.0, "{v}");
