@@ -159,6 +159,16 @@ const MAX_REORDER_WAIT: Duration = Duration::from_millis(80);
 /// How long what FEC took to fill a gap counts for the first NACK's wait.
 const FEC_WAIT_LIFE: Duration = Duration::from_secs(5);
 
+/// The 90th percentile (nearest rank) of `samples`; zero for none.
+fn p90(samples: impl Iterator<Item = Duration>) -> Duration {
+    let mut late: Vec<Duration> = samples.collect();
+    late.sort_unstable();
+    let rank = (late.len() * 9).div_ceil(10);
+    late.get(rank.saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
+}
+
 impl NackState {
     /// A requester reporting into `stats`.
     pub fn new(stats: Arc<NackStats>) -> NackState {
@@ -312,13 +322,7 @@ impl NackState {
         if self.fec_waits.len() > REORDER_SAMPLES {
             self.fec_waits.pop_front();
         }
-        let mut late: Vec<Duration> = self.fec_waits.iter().map(|(_, l)| *l).collect();
-        late.sort_unstable();
-        let rank = (late.len() * 9).div_ceil(10);
-        self.fec_p90 = late
-            .get(rank.saturating_sub(1))
-            .copied()
-            .unwrap_or_default();
+        self.fec_p90 = p90(self.fec_waits.iter().map(|(_, l)| *l));
         self.fec_last = Some(now);
     }
 
@@ -339,13 +343,7 @@ impl NackState {
         if self.reorder.len() > REORDER_SAMPLES {
             self.reorder.pop_front();
         }
-        let mut late: Vec<Duration> = self.reorder.iter().copied().collect();
-        late.sort_unstable();
-        let rank = (late.len() * 9).div_ceil(10);
-        self.reorder_p90 = late
-            .get(rank.saturating_sub(1))
-            .copied()
-            .unwrap_or_default();
+        self.reorder_p90 = p90(self.reorder.iter().copied());
         self.stats
             .reorder_us
             .store(self.reorder_p90.as_micros() as u64, Ordering::Relaxed);
