@@ -438,11 +438,15 @@ impl Shared {
         let totals = self.sfu.fec_totals();
         let fec = format!(
             "# HELP onair_fec_repair_sent_total FEC repair packets sent to players.\n# TYPE onair_fec_repair_sent_total counter\nonair_fec_repair_sent_total {}\n\
-             # HELP onair_fec_rebuilt_total Packets lost on the way in (from publishers) that FEC repair packets rebuilt.\n# TYPE onair_fec_rebuilt_total counter\nonair_fec_rebuilt_total {}\n",
+             # HELP onair_fec_rebuilt_total Packets lost on the way in (from publishers) that FEC repair packets rebuilt.\n# TYPE onair_fec_rebuilt_total counter\nonair_fec_rebuilt_total {}\n\
+             # HELP onair_fec_guard_trips_total Times a player's link held a queue its FEC repair packets built (repairs held off).\n# TYPE onair_fec_guard_trips_total counter\nonair_fec_guard_trips_total {}\n",
             totals
                 .repair_sent
                 .load(std::sync::atomic::Ordering::Relaxed),
             totals.rebuilt.load(std::sync::atomic::Ordering::Relaxed),
+            totals
+                .guard_trips
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
         let Some(mux) = &self.sfu.network().udp_mux else {
             return restarts + &fec;

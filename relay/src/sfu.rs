@@ -28,6 +28,7 @@ use crate::state::SessionId;
 use onair_protocol::error::ErrorCode;
 use onair_protocol::messages::{LayerChangeReason, VideoLayer};
 use onair_transport::fec::{FecControl, FecTotals};
+use onair_transport::fec_guard::FecGuard;
 use onair_transport::keyframe_requests::is_keyframe_request;
 use onair_transport::link_meter::{LinkMeter, Metered};
 use onair_transport::nack_budget::{FULL_SHARE, ResendControl};
@@ -545,12 +546,20 @@ impl Sfu {
         // Repair packets for players of our own engine (`restartable`: they play through our
         // signaling), as many as their losses call for; a browser's WHEP player and another
         // node's pull get NACK repair only.
+        // A single-layer stream's leg that gets repairs is metered too: its standing queue
+        // keeps the repairs within the room the link has (`fec_guard`).
+        let fec = restartable && self.fec;
         let send = SendOptions {
-            estimate: layered.then_some((PLAYER_INITIAL_BPS, PLAYER_MIN_BPS, PLAYER_MAX_BPS)),
+            estimate: (layered || fec).then_some((
+                PLAYER_INITIAL_BPS,
+                PLAYER_MIN_BPS,
+                PLAYER_MAX_BPS,
+            )),
             // On a layered stream's leg too: the transport-wide numbers added below the FEC
             // sender are taken off again before the player's decoder (`fec_form`). An Auto
             // player's repairs wait for a check of its link (`forward_video`).
-            fec: restartable && self.fec,
+            estimate_only_with_fec: !layered,
+            fec,
             fec_totals: Some(self.fec_totals.clone()),
             ..Default::default()
         };
@@ -640,6 +649,8 @@ impl Sfu {
                     link: ev.link.clone(),
                     resends: ev.resends.clone(),
                     fec: ev.fec.clone(),
+                    fec_guarded: fec,
+                    fec_totals: self.fec_totals.clone(),
                 },
                 video_layer,
                 control_rx,
@@ -884,6 +895,11 @@ struct VideoLeg {
     resends: Arc<ResendControl>,
     /// The player connection's FEC sender (idle where the player did not negotiate it).
     fec: Arc<FecControl>,
+    /// Its repairs are kept within the room the link has (`fec_guard`; the link is metered)
+    /// wherever the layer chooser does not rule them.
+    fec_guarded: bool,
+    /// The relay's FEC totals (the guard's trips are counted there).
+    fec_totals: Arc<FecTotals>,
 }
 
 /// How often a player's wanted layer is checked against the layers the publisher sends (a
@@ -974,6 +990,7 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
     // (see `ResendControl::resend_only`; the 250 kbit/s viewer's link stayed full for two
     // seconds after its switch to 180p, its sound's resends a third of what crossed it).
     let mut jammed = false;
+    let mut guard = leg.fec_guarded.then(FecGuard::default);
     // However this task ends, the sound's resends are not left refused.
     let _resend_all = ResendAll(leg.resends.clone());
     loop {
@@ -1157,12 +1174,16 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     (Some(_), true) => {}
                     (Some(pc), false) => {
                         retarget(&leg, &mut forwarder, wanted);
+                        guard_fec(&leg, guard.as_mut());
                         if report {
                             let estimate = player_estimate(pc).await;
                             leg.report_link(forwarder.current().unwrap_or(forwarder.target()), estimate);
                         }
                     }
-                    _ => retarget(&leg, &mut forwarder, wanted),
+                    _ => {
+                        retarget(&leg, &mut forwarder, wanted);
+                        guard_fec(&leg, guard.as_mut());
+                    }
                 }
                 continue;
             }
@@ -1253,6 +1274,32 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                 .layer_changed(*app_id, stream_id, *session, now, reason);
         }
     }
+}
+
+/// Keeps a player's repair packets within the room its link has: off while a standing queue
+/// they built shows, then back at most at half the share that filled it (see `fec_guard`).
+/// Its resends are cut to a twentieth while the queue outlives the repairs: at full budget
+/// they kept it full after the repairs stopped, half of all that was sent dropped (the
+/// picture froze for the rest of the run).
+fn guard_fec(leg: &VideoLeg, guard: Option<&mut FecGuard>) {
+    let Some(guard) = guard else { return };
+    let standing_ms = leg.link.read().standing_long_us as f64 / 1e3;
+    let trips = guard.trips();
+    let allowed = guard.step(standing_ms, leg.fec.share(), Instant::now());
+    if guard.trips() != trips {
+        leg.fec_totals.guard_trips.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(player = ?leg.who.2, standing_ms, ceiling = allowed.ceiling, hold = ?guard.hold(), "fec guard: the link holds a queue");
+    }
+    leg.fec.allow(allowed.repairs);
+    leg.fec.set_ceiling(allowed.ceiling);
+    leg.resends.share.store(
+        if allowed.resends_cut {
+            CONGESTED_RESEND_SHARE
+        } else {
+            FULL_SHARE
+        },
+        Ordering::Relaxed,
+    );
 }
 
 /// Lifts [`ResendControl::resend_only`] when dropped.
@@ -1449,6 +1496,11 @@ impl LayerRates {
     }
 }
 
+/// The resend budget (thousandths of the full one) of a player whose link held a queue after
+/// its repairs stopped (`guard_fec`): a single-layer stream that nearly fills a link stays
+/// overloaded by the resends of what the overload drops unless they nearly stop (at a quarter
+/// the 1,200 kbit/s link went on dropping a fifth of what it was sent).
+const CONGESTED_RESEND_SHARE: u32 = 50;
 /// An Auto player below the best layer sent is on a link known to be thin: its packets are
 /// paced at this many times its layer's rate (libwebrtc's factor), so a keyframe is spread
 /// over a few frame intervals instead of overrunning the link's queue.
@@ -1651,6 +1703,7 @@ mod tests {
             lost_packets: missing,
             queue_us: 0,
             standing_us: 0,
+            standing_long_us: 0,
         };
         assert!(s.congested_since_last(sent(140), 0, fed(28, 12), t0 + ms(250), c, true));
         assert!(!s.congested_since_last(sent(140), 0, fed(38, 2), t0 + ms(250), c, true));

@@ -38,7 +38,7 @@ pub const LOWER_BELOW: f64 = 0.0015;
 /// 20 % at random, all but one frame in a thousand.
 pub const MAX_SHARE: f64 = 1.5;
 /// The least repair share once losses showed (one repair packet for every ten).
-const MIN_SHARE: f64 = 0.1;
+pub const MIN_SHARE: f64 = 0.1;
 /// How much of the share a clean window takes off.
 const DECAY: f64 = 0.75;
 /// Media packets one repair block covers at most (a frame is one block; a larger one is
@@ -51,6 +51,8 @@ const MIN_WINDOW_PACKETS: u32 = 20;
 #[derive(Debug)]
 pub struct FecControl {
     allowed: AtomicBool,
+    /// The most repair share the owner allows, in thousandths (`fec_guard`).
+    ceiling: AtomicU32,
     /// The repair share now, in thousandths (the most of any stream the sender protects).
     share: AtomicU32,
     /// Repair bytes per media byte over the last window, in thousandths (the most of any
@@ -64,6 +66,7 @@ impl Default for FecControl {
     fn default() -> Self {
         FecControl {
             allowed: AtomicBool::new(true),
+            ceiling: AtomicU32::new((MAX_SHARE * 1000.0) as u32),
             share: AtomicU32::new(0),
             overhead: AtomicU32::new(0),
             repair_packets: AtomicU64::new(0),
@@ -76,6 +79,27 @@ impl FecControl {
     /// thin: there a loss is the link's capacity, and repairs would add to the load).
     pub fn allow(&self, allowed: bool) {
         self.allowed.store(allowed, Ordering::Relaxed);
+    }
+
+    /// The most repair packets per media packet the sender may send (under [`MIN_SHARE`]:
+    /// none, since a frame's block gets at least one whenever it gets any). The share over
+    /// it is cut at once.
+    pub fn set_ceiling(&self, ceiling: f64) {
+        self.ceiling.store(
+            (ceiling.clamp(0.0, MAX_SHARE) * 1000.0).round() as u32,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether repairs are in use: a share above nothing, or held off by the owner (a
+    /// `fec_guard` watching the link for them).
+    pub fn in_use(&self) -> bool {
+        self.share.load(Ordering::Relaxed) > 0 || !self.allowed.load(Ordering::Relaxed)
+    }
+
+    /// The ceiling [`Self::set_ceiling`] set.
+    pub fn ceiling(&self) -> f64 {
+        f64::from(self.ceiling.load(Ordering::Relaxed)) / 1000.0
     }
 
     /// The repair share now (repair packets per media packet).
@@ -97,6 +121,8 @@ pub struct FecTotals {
     pub repair_sent: AtomicU64,
     /// Packets the FEC decoders rebuilt.
     pub rebuilt: AtomicU64,
+    /// Times a player's link held a queue its repairs built (`fec_guard`: repairs held off).
+    pub guard_trips: AtomicU64,
 }
 
 /// The share of repair packets per media packet after a window in which `asked` of `sent`
@@ -196,6 +222,8 @@ impl FecSender {
             return;
         };
         let allowed = self.control.allowed.load(Ordering::Relaxed);
+        let ceiling = self.control.ceiling();
+        let ceiling = if ceiling < MIN_SHARE { 0.0 } else { ceiling };
         let Some(s) = self.streams.get_mut(&p.header.ssrc) else {
             self.outbound.push_back(msg);
             return;
@@ -208,6 +236,7 @@ impl FecSender {
             s.asked.clear();
             s.window_start = None;
         }
+        s.share = s.share.min(ceiling);
         let now = msg.now;
         let seq = p.header.sequence_number;
         let mut repairs = Vec::new();
@@ -251,7 +280,7 @@ impl FecSender {
         let start = *s.window_start.get_or_insert(now);
         if allowed && now.saturating_duration_since(start) >= WINDOW {
             let before = s.share;
-            s.share = next_share(s.share, s.sent, s.asked.len());
+            s.share = next_share(s.share, s.sent, s.asked.len()).min(ceiling);
             if s.share != before {
                 tracing::debug!(
                     ssrc = p.header.ssrc,
@@ -483,6 +512,44 @@ mod tests {
             ),
             "one block of six"
         );
+    }
+
+    #[test]
+    fn the_ceiling_caps_the_share_at_once_and_below_the_least_share_stops_repairs() {
+        let t0 = Instant::now();
+        let (mut s, control) = sender();
+        let mut seq = 0u16;
+        // Losses asked for, window after window: the share climbs well over a third.
+        send_frames(&mut s, t0, 0..200, &mut seq, |_| true, media);
+        while s.poll_write().is_some() {}
+        assert!(control.share() > 0.5, "{}", control.share());
+        let repairs_of = |s: &mut FecSender| {
+            let mut n = 0;
+            while let Some(p) = s.poll_write() {
+                if let Packet::Rtp(r) = p.message.packet
+                    && r.header.ssrc == 9
+                {
+                    n += 1;
+                }
+            }
+            n
+        };
+        // Capped at a third: a frame of six gets two repairs, from its first frame on.
+        control.set_ceiling(1.0 / 3.0);
+        send_frames(&mut s, t0, 200..201, &mut seq, |_| true, media);
+        assert_eq!(repairs_of(&mut s), 2);
+        // Still asked for, window after window: the share stays under the ceiling.
+        send_frames(&mut s, t0, 201..300, &mut seq, |_| true, media);
+        assert!(control.share() <= 0.334, "{}", control.share());
+        assert!(repairs_of(&mut s) <= 2 * 99);
+        // Under the least share: none at all.
+        control.set_ceiling(MIN_SHARE / 2.0);
+        send_frames(&mut s, t0, 300..340, &mut seq, |_| true, media);
+        assert_eq!(repairs_of(&mut s), 0);
+        // Lifted: back up as the losses call for.
+        control.set_ceiling(MAX_SHARE);
+        send_frames(&mut s, t0, 340..400, &mut seq, |_| true, media);
+        assert!(repairs_of(&mut s) > 0);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 pub mod assembler;
 pub mod fec;
 pub mod fec_form;
+pub mod fec_guard;
 #[cfg(test)]
 mod fuzz;
+pub mod gate;
 pub mod jitter;
 pub mod keyframe_requests;
 pub mod late_acks;

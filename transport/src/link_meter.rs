@@ -32,6 +32,11 @@ pub struct LinkMeter {
     /// burst (a keyframe) queues its own tail for a moment, but only a link kept fuller than
     /// its capacity delays every packet, the first of each batch included, batch after batch.
     pub standing_us: AtomicU64,
+    /// As [`Self::standing_us`], over the fastest packet of the last [`LONG_BASE`] rather than
+    /// of a few seconds: a queue the link holds for longer than the short base remembers (a
+    /// link kept full by resends) stays in sight. A step up in the path's delay reads as a
+    /// queue here for as long.
+    pub standing_long_us: AtomicU64,
 }
 
 /// The totals at one moment.
@@ -47,6 +52,8 @@ pub struct Metered {
     pub queue_us: u64,
     /// The standing queue, µs (see [`LinkMeter::standing_us`]).
     pub standing_us: u64,
+    /// The standing queue over the long base, µs (see [`LinkMeter::standing_long_us`]).
+    pub standing_long_us: u64,
 }
 
 impl LinkMeter {
@@ -58,6 +65,7 @@ impl LinkMeter {
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
             queue_us: self.queue_us.load(Ordering::Relaxed),
             standing_us: self.standing_us.load(Ordering::Relaxed),
+            standing_long_us: self.standing_long_us.load(Ordering::Relaxed),
         }
     }
 
@@ -127,6 +135,8 @@ pub struct MeteredGcc {
     delays: OneWay,
     /// The least queue of each of the last [`STANDING_BATCHES`] batches, s.
     least: VecDeque<f64>,
+    /// The same over the long base.
+    least_long: VecDeque<f64>,
 }
 
 /// The path's one-way delay (up to a clock offset) from each batch of reports.
@@ -136,6 +146,10 @@ struct OneWay {
     epoch: Option<Instant>,
     /// The fastest packet of each of the last [`BASE_BATCHES`] batches, s.
     fastest: VecDeque<f64>,
+    /// The fastest packet of each [`LONG_BUCKET`] batches before, for the last [`LONG_BASE`].
+    long: VecDeque<f64>,
+    /// Batches counted into the newest of `long`.
+    long_count: usize,
 }
 
 /// Losses count as congestion (GCC hears them) only while the path holds a standing queue
@@ -145,6 +159,10 @@ pub const CONGESTIVE_QUEUE_MS: f64 = 20.0;
 
 /// Batches the base delay is the fastest of (a few seconds of feedback).
 const BASE_BATCHES: usize = 40;
+/// Batches the long base is the fastest of (half a minute of feedback), kept as the fastest
+/// of every [`LONG_BUCKET`].
+pub const LONG_BASE: usize = 300;
+const LONG_BUCKET: usize = 10;
 /// Batches a standing queue must hold through (feedback comes every 100 ms or so: 300 ms,
 /// longer than a keyframe burst's queue lasts on a link that carries the layer).
 pub const STANDING_BATCHES: usize = 3;
@@ -156,6 +174,8 @@ struct Queue {
     mean: f64,
     /// The least delay over the base any of them met.
     least: f64,
+    /// The least delay over the long base.
+    least_long: f64,
 }
 
 impl OneWay {
@@ -187,16 +207,33 @@ impl OneWay {
         {
             // The receiver's clock jumped (a restart): start over.
             self.fastest.clear();
+            self.long.clear();
+            self.long_count = 0;
+        }
+        match self.long.back_mut() {
+            Some(last) if self.long_count < LONG_BUCKET => {
+                *last = last.min(fastest);
+                self.long_count += 1;
+            }
+            _ => {
+                self.long.push_back(fastest);
+                self.long_count = 1;
+                if self.long.len() > LONG_BASE / LONG_BUCKET {
+                    self.long.pop_front();
+                }
+            }
         }
         self.fastest.push_back(fastest);
         if self.fastest.len() > BASE_BATCHES {
             self.fastest.pop_front();
         }
         let base = self.fastest.iter().copied().fold(f64::INFINITY, f64::min);
+        let long_base = self.long.iter().copied().fold(base, f64::min);
         let mean = delays.iter().sum::<f64>() / delays.len() as f64;
         Some(Queue {
             mean: (mean - base).max(0.0),
             least: (fastest - base).max(0.0),
+            least_long: (fastest - long_base).max(0.0),
         })
     }
 }
@@ -221,6 +258,7 @@ impl MeteredGcc {
             arrivals: VecDeque::new(),
             delays: OneWay::default(),
             least: VecDeque::with_capacity(STANDING_BATCHES + 1),
+            least_long: VecDeque::with_capacity(STANDING_BATCHES + 1),
         }
     }
 }
@@ -326,6 +364,21 @@ impl BandwidthEstimator for MeteredGcc {
             self.meter
                 .standing_us
                 .store((standing * 1e6) as u64, Ordering::Relaxed);
+            self.least_long.push_back(queue.least_long);
+            if self.least_long.len() > STANDING_BATCHES {
+                self.least_long.pop_front();
+            }
+            let standing_long = if self.least_long.len() == STANDING_BATCHES {
+                self.least_long
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+            } else {
+                0.0
+            };
+            self.meter
+                .standing_long_us
+                .store((standing_long * 1e6) as u64, Ordering::Relaxed);
         }
         self.settle(now, &mut given);
         if arrived == 0 {
@@ -480,6 +533,48 @@ mod tests {
         assert_eq!(feed(11, &|_| 0).standing_us, 0);
     }
 
+    #[test]
+    fn a_queue_standing_past_the_short_base_stays_in_sight_of_the_long_one() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let meter = Arc::new(LinkMeter::default());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
+        let mut feed = |b: u64, wait: u64| {
+            let reports: Vec<PacketReport> = (0..10)
+                .map(|i| PacketReport {
+                    departure: t0 + ms(b * 100 + i * 10),
+                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait)),
+                    ..report((b * 10 + i) as u16, true)
+                })
+                .collect();
+            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
+            meter.read()
+        };
+        for b in 0..5 {
+            assert_eq!(feed(b, 0).standing_long_us, 0);
+        }
+        // Full for 10 s: the short base takes the queue in as the path's own after about 4 s;
+        // the long one does not.
+        let mut m = Metered::default();
+        for b in 5..105 {
+            m = feed(b, 200);
+            if b >= 8 {
+                assert!(
+                    (199_000..=201_000).contains(&m.standing_long_us),
+                    "{b} {m:?}"
+                );
+            }
+        }
+        assert_eq!(m.standing_us, 0, "{m:?}");
+        // Drained: gone from both.
+        assert_eq!(feed(105, 0).standing_long_us, 0);
+        // Half a minute of the new delay: the long base takes it in too.
+        for b in 106..(106 + LONG_BASE as u64 + LONG_BUCKET as u64) {
+            m = feed(b, 100);
+        }
+        assert_eq!(m.standing_long_us, 0, "{m:?}");
+    }
+
     /// GCC fed 3 s of feedback losing every fifth packet, each batch's packets queued
     /// `wait` ms after the first 5 batches: its stats after.
     fn lossy(wait: u64) -> (EstimatorStats, f64, Metered) {
@@ -570,6 +665,7 @@ mod tests {
                 lost_packets: 1,
                 queue_us: 0,
                 standing_us: 0,
+                standing_long_us: 0,
             }
         );
         let before = Metered::default();

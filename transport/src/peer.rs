@@ -46,6 +46,10 @@ pub struct SendOptions {
     /// Bandwidth estimation (GCC over transport-wide CC feedback, no pacer): the start, floor
     /// and ceiling of the estimate in bits per second. None: no estimation.
     pub estimate: Option<(f64, f64, f64)>,
+    /// With `estimate`: meter the link only while the FEC sender has repairs in use
+    /// ([`crate::fec::FecControl::in_use`]; see `gate`): a leg that estimates only for its
+    /// repairs' sake (`fec_guard`) costs nothing more on a clean link.
+    pub estimate_only_with_fec: bool,
     /// Share (0..1) of outgoing RTP packets to drop on the wire side, to try the recovery
     /// paths on a lossy link. 0 in normal use.
     pub simulated_loss: f64,
@@ -359,25 +363,32 @@ pub async fn new_peer_with(
     let link = Arc::new(crate::link_meter::LinkMeter::default());
     if let Some((initial, min, max)) = send.estimate {
         let said = Arc::new(crate::late_acks::FeedbackSaid::default());
-        registry = registry
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-            // Nearer the wire than the congestion controller (1_000): reads each feedback
-            // before rtc's send history does (see `late_acks`).
-            .with(
-                Slot::from(900),
-                crate::late_acks::feedback_tap(said.clone()),
-            )
-            .with(
-                Slot::CongestionControl,
-                CongestionControlBuilder::new(crate::link_meter::MeteredGcc::new(
-                    initial,
-                    min,
-                    max,
-                    link.clone(),
-                    said,
-                ))
-                .build(),
-            );
+        let twcc = TwccSenderBuilder::new().build();
+        let cc = CongestionControlBuilder::new(crate::link_meter::MeteredGcc::new(
+            initial,
+            min,
+            max,
+            link.clone(),
+            said.clone(),
+        ))
+        .build();
+        // Nearer the wire than the congestion controller (1_000): reads each feedback
+        // before rtc's send history does (see `late_acks`).
+        registry = registry.with(Slot::from(900), crate::late_acks::feedback_tap(said));
+        registry = if send.estimate_only_with_fec {
+            let fec = fec.clone();
+            let open: crate::gate::Open = Arc::new(move || fec.in_use());
+            registry
+                .with(
+                    Slot::TwccSender,
+                    crate::gate::Gated::new(twcc, open.clone()),
+                )
+                .with(Slot::CongestionControl, crate::gate::Gated::new(cc, open))
+        } else {
+            registry
+                .with(Slot::TwccSender, twcc)
+                .with(Slot::CongestionControl, cc)
+        };
     }
     if send.fec {
         registry = registry.with(

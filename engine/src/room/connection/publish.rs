@@ -142,6 +142,8 @@ impl Connection {
             // they cover before it forwards; players get their own from the relay).
             fec: self.settings.publish_fec,
             fec_totals: None,
+            // The encoder's rate follows the estimate: always metered.
+            estimate_only_with_fec: false,
         }
     }
     /// Carries out a publish session's actions (and those they lead to).
