@@ -540,14 +540,14 @@ impl Sfu {
             .cloned()
             .ok_or_else(|| "the stream has no media".to_string())?;
         // A stream with layers: estimate the player's link (GCC over its transport-wide
-        // feedback) so Auto can pick the layer that fits. Single-layer streams skip the cost.
+        // feedback) so Auto can pick the layer that fits. A single-layer stream's leg that
+        // gets repairs is metered only while they are in use (`gate`): its standing queue
+        // keeps them within the room the link has (`fec_guard`).
         let layered = ingest.layered;
         tracing::debug!(stream_id, layered, "player subscribes");
         // Repair packets for players of our own engine (`restartable`: they play through our
         // signaling), as many as their losses call for; a browser's WHEP player and another
         // node's pull get NACK repair only.
-        // A single-layer stream's leg that gets repairs is metered too: its standing queue
-        // keeps the repairs within the room the link has (`fec_guard`).
         let fec = restartable && self.fec;
         let send = SendOptions {
             estimate: (layered || fec).then_some((
