@@ -1022,8 +1022,11 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     chooser = LayerChooser::default();
                     dropped_old = false;
                 } else if leg.estimating.is_some() {
-                    // Back to Auto: repair packets wait for a check of the link again.
+                    // Back to Auto: repair packets wait for a check of the link again, and
+                    // the chooser rules them, not what the guard held to on a named layer.
                     leg.fec.allow(false);
+                    leg.fec.set_ceiling(onair_transport::fec::MAX_SHARE);
+                    guard = leg.fec_guarded.then(FecGuard::default);
                 }
                 if wanted == VideoLayer::Off {
                     // No video until asked again (its channels are dropped above).
