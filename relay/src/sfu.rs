@@ -1021,11 +1021,16 @@ async fn forward_video(leg: VideoLeg, wanted: VideoLayer, mut control: mpsc::Rec
                     padding.set(0.0, Instant::now());
                     chooser = LayerChooser::default();
                     dropped_old = false;
+                    // Unpaced is not unguarded: a hold on the link's queue stays.
+                    if wanted != VideoLayer::Off {
+                        guard_fec(&leg, guard.as_mut());
+                    }
                 } else if leg.estimating.is_some() {
                     // Back to Auto: repair packets wait for a check of the link again, and
                     // the chooser rules them, not what the guard held to on a named layer.
                     leg.fec.allow(false);
                     leg.fec.set_ceiling(onair_transport::fec::MAX_SHARE);
+                    leg.resends.share.store(FULL_SHARE, Ordering::Relaxed);
                     guard = leg.fec_guarded.then(FecGuard::default);
                 }
                 if wanted == VideoLayer::Off {
@@ -1288,7 +1293,11 @@ fn guard_fec(leg: &VideoLeg, guard: Option<&mut FecGuard>) {
     let Some(guard) = guard else { return };
     let standing_ms = leg.link.read().standing_long_us as f64 / 1e3;
     let trips = guard.trips();
-    let allowed = guard.step(standing_ms, leg.fec.share(), Instant::now());
+    // The share counts only if repairs went out since the last step (the one the sender
+    // reports lags a second behind, and holds its old value while they are held off).
+    let sent = guard.sent_since(leg.fec.repair_packets.load(Ordering::Relaxed));
+    let share = if sent { leg.fec.share() } else { 0.0 };
+    let allowed = guard.step(standing_ms, share, Instant::now());
     if guard.trips() != trips {
         leg.fec_totals.guard_trips.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(player = ?leg.who.2, standing_ms, ceiling = allowed.ceiling, hold = ?guard.hold(), "fec guard: the link holds a queue");
@@ -1305,12 +1314,14 @@ fn guard_fec(leg: &VideoLeg, guard: Option<&mut FecGuard>) {
     );
 }
 
-/// Lifts [`ResendControl::resend_only`] when dropped.
+/// Lifts [`ResendControl::resend_only`] and any cut of the budget when dropped.
 struct ResendAll(Arc<ResendControl>);
 
 impl Drop for ResendAll {
     fn drop(&mut self) {
         self.0.resend_only(None);
+        // Nor cut (the sound shares the budget).
+        self.0.share.store(FULL_SHARE, Ordering::Relaxed);
     }
 }
 

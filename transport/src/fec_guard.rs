@@ -60,6 +60,8 @@ pub struct FecGuard {
     hold: Duration,
     last: Option<Instant>,
     trips: u64,
+    /// The sender's running total of repair packets at the last [`Self::sent_since`].
+    repairs_seen: u64,
     /// A step found no standing queue while repairs went out: a queue from then on is one
     /// they may have built. (One already there when they began is the path's: its delay
     /// stepped up, as when the bench's impairment comes on, or a route changes.)
@@ -76,6 +78,7 @@ impl Default for FecGuard {
             hold: HOLD,
             last: None,
             trips: 0,
+            repairs_seen: 0,
             armed: false,
         }
     }
@@ -140,6 +143,15 @@ impl FecGuard {
             ceiling: self.ceiling,
             resends_cut: false,
         }
+    }
+
+    /// Whether any repair packet went out since the last call, from the sender's running
+    /// total: the share the sender reports lags (it is set once a second, and not while
+    /// repairs are held off), and a queue while none went out is not theirs.
+    pub fn sent_since(&mut self, repairs_total: u64) -> bool {
+        let sent = repairs_total > self.repairs_seen;
+        self.repairs_seen = repairs_total;
+        sent
     }
 
     /// Whether repairs are held off now (the link held a queue they built).
@@ -270,6 +282,15 @@ mod tests {
         }
         assert_eq!(g.trips(), 12);
         assert!(share < crate::fec::MIN_SHARE, "{share}");
+    }
+
+    #[test]
+    fn repairs_count_as_sent_only_when_the_total_grew() {
+        let mut g = FecGuard::default();
+        assert!(!g.sent_since(0));
+        assert!(g.sent_since(5));
+        assert!(!g.sent_since(5));
+        assert!(g.sent_since(6));
     }
 
     #[test]

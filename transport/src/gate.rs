@@ -19,6 +19,7 @@ pub type Open = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Gated<I> {
     inner: I,
     open: Open,
+    /// What goes out, in order: packets passed by and what the inner one put out.
     passed: VecDeque<TaggedPacket>,
 }
 
@@ -29,6 +30,14 @@ impl<I> Gated<I> {
             inner,
             open,
             passed: VecDeque::new(),
+        }
+    }
+}
+
+impl<I: Interceptor> Gated<I> {
+    fn drain_inner(&mut self) {
+        while let Some(m) = self.inner.poll_write() {
+            self.passed.push_back(m);
         }
     }
 }
@@ -49,17 +58,20 @@ impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for Gated<I> {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if (self.open)() {
+        // One queue out, in the order packets came, whichever way each went.
+        let result = if (self.open)() {
             self.inner.handle_write(msg)
         } else {
             self.passed.push_back(msg);
             Ok(())
-        }
+        };
+        self.drain_inner();
+        result
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
-        // What the inner one holds went in first.
-        self.inner.poll_write().or_else(|| self.passed.pop_front())
+        self.drain_inner();
+        self.passed.pop_front()
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
@@ -146,5 +158,14 @@ mod tests {
         open.store(false, Ordering::Relaxed);
         g.handle_write(packet(4)).expect("takes it");
         assert_eq!(numbered(&mut g), [(4, false)]);
+        // Flipping between writes keeps their order.
+        for seq in 5..9 {
+            open.store(seq % 2 == 0, Ordering::Relaxed);
+            g.handle_write(packet(seq)).expect("takes it");
+        }
+        assert_eq!(
+            numbered(&mut g),
+            [(5, false), (6, true), (7, false), (8, true)]
+        );
     }
 }

@@ -137,6 +137,8 @@ pub struct MeteredGcc {
     least: VecDeque<f64>,
     /// The same over the long base.
     least_long: VecDeque<f64>,
+    /// When the last feedback came.
+    last_feedback: Option<Instant>,
 }
 
 /// The path's one-way delay (up to a clock offset) from each batch of reports.
@@ -163,6 +165,10 @@ const BASE_BATCHES: usize = 40;
 /// of every [`LONG_BUCKET`].
 pub const LONG_BASE: usize = 300;
 const LONG_BUCKET: usize = 10;
+/// Feedback that resumes after a silence this long starts the delay bases afresh: a leg
+/// metered only now and then (`gate`) would measure against a path (a route, the two clocks'
+/// drift) of minutes before, and hold that silence's last reading meanwhile.
+pub const FEEDBACK_GAP: std::time::Duration = std::time::Duration::from_secs(3);
 /// Batches a standing queue must hold through (feedback comes every 100 ms or so: 300 ms,
 /// longer than a keyframe burst's queue lasts on a link that carries the layer).
 pub const STANDING_BATCHES: usize = 3;
@@ -259,6 +265,7 @@ impl MeteredGcc {
             delays: OneWay::default(),
             least: VecDeque::with_capacity(STANDING_BATCHES + 1),
             least_long: VecDeque::with_capacity(STANDING_BATCHES + 1),
+            last_feedback: None,
         }
     }
 }
@@ -329,6 +336,18 @@ impl MeteredGcc {
 
 impl BandwidthEstimator for MeteredGcc {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if self
+            .last_feedback
+            .is_some_and(|t| now.saturating_duration_since(t) >= FEEDBACK_GAP)
+        {
+            self.delays = OneWay::default();
+            self.least.clear();
+            self.least_long.clear();
+            self.meter.queue_us.store(0, Ordering::Relaxed);
+            self.meter.standing_us.store(0, Ordering::Relaxed);
+            self.meter.standing_long_us.store(0, Ordering::Relaxed);
+        }
+        self.last_feedback = Some(now);
         let (mut bytes, mut arrived) = (0u64, 0u64);
         let mut given = Vec::with_capacity(reports.len() + self.unheard.len());
         given.append(&mut self.unheard);
@@ -573,6 +592,39 @@ mod tests {
             m = feed(b, 100);
         }
         assert_eq!(m.standing_long_us, 0, "{m:?}");
+    }
+
+    #[test]
+    fn feedback_after_a_silence_starts_the_bases_afresh() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let meter = Arc::new(LinkMeter::default());
+        let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
+        let mut feed = |b: u64, wait: u64| {
+            let reports: Vec<PacketReport> = (0..10)
+                .map(|i| PacketReport {
+                    departure: t0 + ms(b * 100 + i * 10),
+                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait)),
+                    ..report((b * 10 + i) as u16, true)
+                })
+                .collect();
+            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
+            meter.read()
+        };
+        for b in 0..10 {
+            feed(b, 0);
+        }
+        // Without a silence, a path 300 ms slower reads as a standing queue.
+        for b in 10..13 {
+            feed(b, 300);
+        }
+        assert!(meter.read().standing_long_us >= 299_000);
+        // Metering resumes a minute later on that path: measured afresh, nothing standing.
+        for b in 613..620 {
+            let m = feed(b, 300);
+            assert_eq!(m.standing_long_us, 0, "{b} {m:?}");
+            assert_eq!(m.standing_us, 0, "{b} {m:?}");
+        }
     }
 
     /// GCC fed 3 s of feedback losing every fifth packet, each batch's packets queued
