@@ -177,7 +177,14 @@ fn chromium_publishes_simulcast_over_whip_and_engines_get_its_layers() {
                 as Option<onair_engine::media::SharedVideoFrame>
             {
                 last = Some((f.width, f.height));
-                if want_small == (f.width <= 400) {
+                // (The big player may first get the middle layer, 640 wide, before Chromium
+                // opens its full one: a wait that ended at "wider than 400" raced it.)
+                let settled = if want_small {
+                    f.width <= 400
+                } else {
+                    f.width >= 960
+                };
+                if settled {
                     break;
                 }
             }
