@@ -514,24 +514,35 @@ mod tests {
         assert_eq!(one.queue(&[report(1, false)]), None);
     }
 
+    /// Feeds `gcc` batch `b`: ten packets 10 ms apart from `t0 + b × 100 ms`, packet `i`
+    /// `wait(i)` ms in a queue, the feedback 120 ms after the batch began; the meter after.
+    fn feed_batch(
+        gcc: &mut MeteredGcc,
+        meter: &LinkMeter,
+        t0: Instant,
+        b: u64,
+        wait: &dyn Fn(u64) -> u64,
+    ) -> Metered {
+        let ms = Duration::from_millis;
+        let reports: Vec<PacketReport> = (0..10)
+            .map(|i| PacketReport {
+                departure: t0 + ms(b * 100 + i * 10),
+                arrival: Some(ms(b * 100 + i * 10 + 20 + wait(i))),
+                ..report((b * 10 + i) as u16, true)
+            })
+            .collect();
+        gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
+        meter.read()
+    }
+
     #[test]
     fn only_a_queue_every_packet_meets_batch_after_batch_is_standing() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         let meter = Arc::new(LinkMeter::default());
         let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
         // Batch `b`: ten packets 10 ms apart, each `wait(i)` ms in a queue.
-        let mut feed = |b: u64, wait: &dyn Fn(u64) -> u64| {
-            let reports: Vec<PacketReport> = (0..10)
-                .map(|i| PacketReport {
-                    departure: t0 + ms(b * 100 + i * 10),
-                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait(i))),
-                    ..report((b * 10 + i) as u16, true)
-                })
-                .collect();
-            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
-            meter.read()
-        };
+        let mut feed =
+            |b: u64, wait: &dyn Fn(u64) -> u64| feed_batch(&mut gcc, &meter, t0, b, wait);
         for b in 0..4 {
             assert_eq!(feed(b, &|_| 0).standing_us, 0);
         }
@@ -555,20 +566,9 @@ mod tests {
     #[test]
     fn a_queue_standing_past_the_short_base_stays_in_sight_of_the_long_one() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         let meter = Arc::new(LinkMeter::default());
         let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
-        let mut feed = |b: u64, wait: u64| {
-            let reports: Vec<PacketReport> = (0..10)
-                .map(|i| PacketReport {
-                    departure: t0 + ms(b * 100 + i * 10),
-                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait)),
-                    ..report((b * 10 + i) as u16, true)
-                })
-                .collect();
-            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
-            meter.read()
-        };
+        let mut feed = |b: u64, wait: u64| feed_batch(&mut gcc, &meter, t0, b, &|_| wait);
         for b in 0..5 {
             assert_eq!(feed(b, 0).standing_long_us, 0);
         }
@@ -597,20 +597,9 @@ mod tests {
     #[test]
     fn feedback_after_a_silence_starts_the_bases_afresh() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         let meter = Arc::new(LinkMeter::default());
         let mut gcc = MeteredGcc::new(1e6, 1e5, 1e7, meter.clone(), Arc::default());
-        let mut feed = |b: u64, wait: u64| {
-            let reports: Vec<PacketReport> = (0..10)
-                .map(|i| PacketReport {
-                    departure: t0 + ms(b * 100 + i * 10),
-                    arrival: Some(ms(b * 100 + i * 10 + 20 + wait)),
-                    ..report((b * 10 + i) as u16, true)
-                })
-                .collect();
-            gcc.on_reports(t0 + ms(b * 100 + 120), &reports);
-            meter.read()
-        };
+        let mut feed = |b: u64, wait: u64| feed_batch(&mut gcc, &meter, t0, b, &|_| wait);
         for b in 0..10 {
             feed(b, 0);
         }
