@@ -488,10 +488,17 @@ fn bench_soak_prints_its_json_shape_and_comes_back_to_baseline() {
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["back_to_baseline"]["heap"], true, "{v}");
     assert!(v["logins"].as_u64().is_some_and(|n| n >= 40), "{v}");
     assert!(v["plays"].as_u64().is_some_and(|n| n >= 1), "{v}");
     for k in ["fresh", "baseline", "end"] {
         assert!(v[k]["rss_mib"].as_f64().is_some_and(|m| m > 1.0), "{v}");
+        // The relay's heap in use, from its /metrics (glibc): more than the fresh relay's
+        // few hundred KiB once it holds a publisher.
+        assert!(
+            v[k]["heap_in_use_mib"].as_f64().is_some_and(|m| m > 0.1),
+            "{v}"
+        );
         assert!(v[k]["tasks"].as_u64().is_some_and(|t| t > 0), "{v}");
     }
     assert!(

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod heap;
 pub mod limiter;
 pub mod metrics;
 pub mod server;

@@ -880,6 +880,8 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
     body.push_str(&format!(
         "# HELP onair_runtime_tasks Tasks alive in the relay's runtime.\n# TYPE onair_runtime_tasks gauge\nonair_runtime_tasks {tasks}\n"
     ));
+    // The heap in use: where a leak of memory shows (resident memory keeps the high water).
+    body.push_str(&crate::heap::render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
