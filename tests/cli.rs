@@ -70,12 +70,22 @@ impl Drop for Serve {
     }
 }
 
+/// Whether the command succeeded, and its standard output; on failure, with the end of its
+/// standard error after it (so an assert on `ok` shows why).
 fn stdout_of(mut c: Command) -> (bool, String) {
     let out = c.output().expect("run onair");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The last lines: FFmpeg's decoder may have printed many before the error.
+        let tail: Vec<&str> = err.lines().rev().take(20).collect();
+        text.push_str("\n--- stderr (last lines) ---\n");
+        for line in tail.into_iter().rev() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    (out.status.success(), text)
 }
 
 #[test]

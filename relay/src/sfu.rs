@@ -17,7 +17,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -132,6 +132,15 @@ pub const LINK_REPORT: Duration = Duration::from_secs(2);
 type StreamKey = (u32, String);
 type PlayerKey = (u32, String, SessionId);
 
+/// A player's connection while the SFU has it registered.
+struct PlayerEntry {
+    pc: Arc<dyn PeerConnection>,
+    /// Dropped with the entry (unregistered, replaced or closed by the relay): the
+    /// connection's watchdog stops at once and lets the connection go, instead of holding it
+    /// until its silence timeout (up to 25 s for an engine player).
+    _registered: oneshot::Sender<()>,
+}
+
 struct Ingest {
     pc: Arc<dyn PeerConnection>,
     /// Each video layer's packets (0: the full picture).
@@ -150,9 +159,19 @@ struct Ingest {
     /// Wakes the layer announcer when a layer becomes needed (a paused one resumes at once).
     needed_again: tokio::sync::Notify,
     closing: AtomicBool,
+    /// Wakes the connection's watchdog when the relay closes it, so the watchdog lets the
+    /// connection go at once instead of after its silence timeout (up to 25 s).
+    closed: tokio::sync::Notify,
 }
 
 impl Ingest {
+    /// The relay closes this ingest itself: nothing to report, and its watchdog stops.
+    fn close_down(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // A stored permit if the watchdog is not waiting yet.
+        self.closed.notify_one();
+    }
+
     /// The layer to send for a request of `wanted`: it, or the nearest the publisher sends
     /// (smaller first, then larger); the full picture if nothing is known yet.
     fn effective(&self, wanted: usize) -> usize {
@@ -216,7 +235,7 @@ pub struct Sfu {
     /// When any other connection (WHIP, WHEP, a cluster pull) is given up on.
     fixed_rules: WatchRules,
     streams: Mutex<HashMap<StreamKey, Arc<Ingest>>>,
-    players: Mutex<HashMap<PlayerKey, Arc<dyn PeerConnection>>>,
+    players: Mutex<HashMap<PlayerKey, PlayerEntry>>,
     /// Each player's video control (layer requests).
     player_video: Mutex<HashMap<PlayerKey, PlayerVideo>>,
     /// Connections restarting ICE now ((app, stream, session), publishing), one restart at
@@ -408,6 +427,7 @@ impl Sfu {
             needed: std::array::from_fn(|_| std::sync::atomic::AtomicUsize::new(0)),
             needed_again: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
+            closed: tokio::sync::Notify::new(),
         });
         if layered {
             tokio::spawn(announce_layers(
@@ -419,7 +439,7 @@ impl Sfu {
         }
         let key = (app_id, stream_id.clone());
         if let Some(old) = self.streams.lock().insert(key, ingest.clone()) {
-            old.closing.store(true, Ordering::SeqCst);
+            old.close_down();
             let pc = old.pc.clone();
             tokio::spawn(async move {
                 let _ = pc.close().await;
@@ -501,7 +521,11 @@ impl Sfu {
         let watch_ingest = ingest.clone();
         let rules = self.rules(restartable);
         tokio::spawn(async move {
-            if let Some(s) = watch_connection(ev.state.clone(), ev.received.clone(), rules).await
+            let lost = tokio::select! {
+                s = watch_connection(ev.state.clone(), ev.received.clone(), rules) => s,
+                () = watch_ingest.closed.notified() => None,
+            };
+            if let Some(s) = lost
                 && !watch_ingest.closing.load(Ordering::SeqCst)
             {
                 // Never connected: the same code the engine's own connect timeout gives, so
@@ -671,9 +695,14 @@ impl Sfu {
         let first = ingest.effective(video_layer.index());
         let _ = ingest.keyframe.try_send((KeyframeWhy::NewPlayer, first));
         let key = (app_id, stream_id.clone(), session);
-        if let Some(old) = self.players.lock().insert(key.clone(), pc.clone()) {
+        let (registered, unregistered) = oneshot::channel();
+        let entry = PlayerEntry {
+            pc: pc.clone(),
+            _registered: registered,
+        };
+        if let Some(old) = self.players.lock().insert(key.clone(), entry) {
             tokio::spawn(async move {
-                let _ = old.close().await;
+                let _ = old.pc.close().await;
             });
         }
         // The player's connection: if it fails or closes while still registered (the relay
@@ -682,12 +711,17 @@ impl Sfu {
         let sfu = Arc::downgrade(self);
         let rules = self.rules(restartable);
         tokio::spawn(async move {
-            let Some(s) = watch_connection(state, received, rules).await else {
+            let lost = tokio::select! {
+                s = watch_connection(state, received, rules) => s,
+                // Unregistered: the relay ended this play itself.
+                _ = unregistered => None,
+            };
+            let Some(s) = lost else {
                 return;
             };
             let ours = sfu.upgrade().is_some_and(|sfu| {
                 let mut players = sfu.players.lock();
-                let same = players.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pc));
+                let same = players.get(&key).is_some_and(|p| Arc::ptr_eq(&p.pc, &pc));
                 if same {
                     players.remove(&key);
                 }
@@ -720,10 +754,11 @@ impl Sfu {
                 .collect();
             keys.into_iter()
                 .filter_map(|k| players.remove(&k))
+                .map(|e| e.pc)
                 .collect()
         };
         if let Some(ingest) = ingest {
-            ingest.closing.store(true, Ordering::SeqCst);
+            ingest.close_down();
             let pc = ingest.pc.clone();
             tokio::spawn(async move {
                 let _ = pc.close().await;
@@ -763,7 +798,7 @@ impl Sfu {
             self.players
                 .lock()
                 .get(&(app_id, stream_id.to_string(), session))
-                .cloned()
+                .map(|e| e.pc.clone())
         };
         let pc = pc.ok_or_else(|| "no such connection".to_string())?;
         let key = ((app_id, stream_id.to_string(), session), publish);
@@ -780,13 +815,13 @@ impl Sfu {
         self.player_video
             .lock()
             .remove(&(app_id, stream_id.to_string(), session));
-        if let Some(pc) = self
+        if let Some(entry) = self
             .players
             .lock()
             .remove(&(app_id, stream_id.to_string(), session))
         {
             tokio::spawn(async move {
-                let _ = pc.close().await;
+                let _ = entry.pc.close().await;
             });
         }
     }
