@@ -364,12 +364,11 @@ fn load(
     Ok(samples)
 }
 
-/// Waits until the relay holds only the publishers' sessions again (vanished users expire
-/// after the heartbeat timeout), then a little longer, and samples it.
-/// Waits until the relay holds only the publishers' sessions and no play, then until closed
-/// connections have finished closing: its tasks and heap stop falling (no new low for
-/// [`SETTLED_FOR`]; a player's closed peer connection takes 10–15 s to end its tasks at the
-/// soak's load). Returns the sample and the seconds that last wait took.
+/// Waits until the relay holds only the publishers' sessions and no play (vanished users
+/// expire after the heartbeat timeout), then until closed connections have finished closing:
+/// its tasks and heap stop falling (no new low for [`SETTLED_FOR`]; before the SFU stopped
+/// a closed connection's watchdog at once, that took 10–15 s). Returns the sample and the
+/// seconds that last wait took.
 fn settle(pid: u32, metrics_url: &str, publishers: u64) -> anyhow::Result<(Sample, f64)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
